@@ -1,0 +1,35 @@
+"""Helpers the command modules share: model arguments, JSON output, writable folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sentinel.errors import SentinelError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="hub id or folder (default: the bundled model)")
+    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
+    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float32 on CPU)")
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def writable_folder(path: str) -> Path:
+    """Check that `path` can be created/written before any long work starts."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SentinelError(f"{folder} exists and is a file; give a folder path.")
+    parent = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise SentinelError(f"Cannot write under {parent}; choose a writable folder.")
+    return folder

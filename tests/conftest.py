@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny models of every supported family, built from configs in code (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+_COMMON = dict(vocab_size=96, hidden_size=32, num_attention_heads=4, num_hidden_layers=3)
+
+TINY_MODELS: dict[str, tuple[str, str, dict]] = {
+    # name: (config class, model class, config kwargs)
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_embd=32, n_head=4, n_layer=3, n_positions=64)),
+    "bert": ("BertConfig", "BertForMaskedLM", dict(_COMMON, intermediate_size=64, max_position_embeddings=64)),
+    "roberta": ("RobertaConfig", "RobertaForMaskedLM",
+                dict(_COMMON, intermediate_size=64, max_position_embeddings=70, pad_token_id=1)),
+    "llama": ("LlamaConfig", "LlamaForCausalLM",
+              dict(_COMMON, num_attention_heads=8, num_key_value_heads=2, intermediate_size=64,
+                   max_position_embeddings=64)),
+    "mistral": ("MistralConfig", "MistralForCausalLM",
+                dict(_COMMON, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
+              dict(_COMMON, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)),
+    "opt": ("OPTConfig", "OPTForCausalLM",
+            dict(_COMMON, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(_COMMON, intermediate_size=64,
+                                                             max_position_embeddings=64)),
+}
+
+CAUSAL_FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "opt", "gpt_neox"]
+ALL_FAMILIES = list(TINY_MODELS)
+
+
+def make_tiny_model(name: str, seed: int = 0, attn_implementation: str = "eager") -> torch.nn.Module:
+    """A randomly initialised tiny model of the named family, in eval mode, with biases made non-zero."""
+    config_cls, model_cls, kwargs = TINY_MODELS[name]
+    config = getattr(transformers, config_cls)(**kwargs)
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(config)
+    with torch.no_grad():  # random biases, so bias handling is exercised, not hidden by zeros
+        for pname, param in model.named_parameters():
+            if pname.endswith("bias"):
+                param.normal_(0, 0.02)
+    return model.eval()
+
+
+@pytest.fixture(params=ALL_FAMILIES)
+def tiny_any(request) -> tuple[str, torch.nn.Module]:
+    return request.param, make_tiny_model(request.param)
+
+
+@pytest.fixture(params=CAUSAL_FAMILIES)
+def tiny_causal(request) -> tuple[str, torch.nn.Module]:
+    return request.param, make_tiny_model(request.param)
+
+
+@pytest.fixture
+def tiny_gpt2() -> torch.nn.Module:
+    return make_tiny_model("gpt2")
+
+
+def sample_ids(vocab: int = 96, batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (batch, length), generator=generator)
