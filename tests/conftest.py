@@ -12,11 +12,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-_COMMON = dict(vocab_size=96, hidden_size=32, num_attention_heads=4, num_hidden_layers=3)
+TINY_VOCAB = 128
+_COMMON = dict(vocab_size=TINY_VOCAB, hidden_size=32, num_attention_heads=4, num_hidden_layers=3)
 
 TINY_MODELS: dict[str, tuple[str, str, dict]] = {
     # name: (config class, model class, config kwargs)
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_embd=32, n_head=4, n_layer=3, n_positions=64)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=TINY_VOCAB, n_embd=32, n_head=4, n_layer=3, n_positions=64)),
     "bert": ("BertConfig", "BertForMaskedLM", dict(_COMMON, intermediate_size=64, max_position_embeddings=64)),
     "roberta": ("RobertaConfig", "RobertaForMaskedLM",
                 dict(_COMMON, intermediate_size=64, max_position_embeddings=70, pad_token_id=1)),
@@ -64,6 +65,35 @@ def tiny_causal(request) -> tuple[str, torch.nn.Module]:
 @pytest.fixture
 def tiny_gpt2() -> torch.nn.Module:
     return make_tiny_model("gpt2")
+
+
+def make_tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """A character-level tokenizer over printable ASCII (97 tokens, fits TINY_VOCAB), eos = pad = id 0."""
+    from tokenizers import Tokenizer, decoders, models
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1}
+    for code in range(32, 127):
+        vocab[chr(code)] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture
+def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture
+def tiny_gpt2_dir(tmp_path):
+    """A tiny GPT-2 with its tokenizer saved as a Sentinel/Hugging Face folder."""
+    from sentinel.models import save_model
+
+    model = make_tiny_model("gpt2")
+    model.config.eos_token_id = model.config.bos_token_id = model.config.pad_token_id = 0
+    return save_model(model, make_tiny_tokenizer(), tmp_path / "tiny-gpt2")
 
 
 def sample_ids(vocab: int = 96, batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_model as safetensors_load_into
+from safetensors.torch import save_model as safetensors_save_from
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -36,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODEL_NAME = "stdlib-gpt2"
 BUNDLED_MODEL_DIR = Path(os.environ.get("SENTINEL_BUNDLED_MODEL", REPO_ROOT / "assets" / "models" / BUNDLED_MODEL_NAME))
 RECORD_FILE = "sentinel_pruning.json"
+WEIGHTS_FILE = "model.safetensors"
 RECORD_FORMAT = 1
 
 
@@ -141,40 +143,26 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     keep_only(model, kept)
     pruning_history(model).clear()
     pruning_history(model).extend(record.get("history", []))
-    state = _read_weights(folder)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(_tied_parameter_names(model))
-    really_missing = [k for k in missing if k not in tied]
-    if really_missing or unexpected:
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")
+    try:
+        missing, unexpected = safetensors_load_into(model, str(weights), strict=False)
+    except RuntimeError as err:  # shape mismatch: the weights were not cut the way the record says
         raise ModelLoadError(
-            f"The weights in {folder} do not match its pruning record (missing: {really_missing[:5]}, "
-            f"unexpected: {unexpected[:5]}); the folder is damaged or was edited by hand."
+            f"The weights in {folder} do not match its pruning record ({str(err).splitlines()[0]}); "
+            "the folder is damaged or was edited by hand."
+        ) from None
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"The weights in {folder} do not match its pruning record (missing: {list(missing)[:5]}, "
+            f"unexpected: {list(unexpected)[:5]}); the folder is damaged or was edited by hand."
         )
-    if missing:
-        model.tie_weights()
     masked = {int(k): list(v) for k, v in record.get("masked", {}).items()}
     if masked:
         mask_heads(model, masked)
         del pruning_history(model)[len(record.get("history", [])):]
     return model
-
-
-def _tied_parameter_names(model: nn.Module) -> list[str]:
-    keys = getattr(model, "_tied_weights_keys", None) or {}
-    names = list(keys.keys()) if isinstance(keys, dict) else list(keys)
-    if getattr(model.config, "tie_word_embeddings", False):
-        names.append("lm_head.weight")
-    return names
-
-
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{folder} has no .safetensors weights (Sentinel never loads pickle files).")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    return state
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -245,7 +233,12 @@ def save_model(
     except OSError as err:
         raise SentinelError(f"Cannot write to {target.parent}: {err.strerror}. Choose a writable folder.") from None
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        # Config through transformers; weights under the module's own parameter names, one safetensors
+        # file, shared (tied) tensors stored once. Plain transformers can load it when nothing was removed.
+        model.config.save_pretrained(staging)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(staging)
+        safetensors_save_from(model, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         (staging / RECORD_FILE).write_text(json.dumps(pruning_record(model, note), indent=2), encoding="utf-8")
