@@ -101,9 +101,8 @@ def _model_class(config: Any) -> type:
         cls = getattr(transformers, name, None)
         if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
             return cls
-    if getattr(config, "is_decoder", False) or type(config) in AutoModelForCausalLM._model_mapping:
-        return AutoModelForCausalLM
-    return AutoModelForMaskedLM
+    encoder_only = type(config) in AutoModelForMaskedLM._model_mapping and not getattr(config, "is_decoder", False)
+    return AutoModelForMaskedLM if encoder_only else AutoModelForCausalLM
 
 
 def _config(source: str | Path, attn_implementation: str | None) -> Any:
@@ -125,8 +124,6 @@ def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        if isinstance(cls, type) and cls.__name__.startswith("AutoModel"):
-            return cls.from_pretrained(source, config=config, **kwargs)
         return cls.from_pretrained(source, config=config, **kwargs)
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
@@ -136,6 +133,7 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
     config = _config(folder, attn_implementation)
     cls = _model_class(config)
+    dtype = dtype if dtype is not None else getattr(config, "dtype", None)
     model = cls.from_config(config, dtype=dtype) if cls.__name__.startswith("AutoModel") else cls._from_config(
         config, dtype=dtype
     )
