@@ -67,7 +67,7 @@ def tiny_gpt2() -> torch.nn.Module:
     return make_tiny_model("gpt2")
 
 
-def make_tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
+def make_char_tokenizer() -> transformers.PreTrainedTokenizerFast:
     """A character-level tokenizer over printable ASCII (97 tokens, fits TINY_VOCAB), eos = pad = id 0."""
     from tokenizers import Tokenizer, decoders, models
 
@@ -82,20 +82,62 @@ def make_tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
 
 
 @pytest.fixture
-def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    return make_tiny_tokenizer()
-
-
-@pytest.fixture
 def tiny_gpt2_dir(tmp_path):
     """A tiny GPT-2 with its tokenizer saved as a Sentinel/Hugging Face folder."""
     from sentinel.models import save_model
 
     model = make_tiny_model("gpt2")
     model.config.eos_token_id = model.config.bos_token_id = model.config.pad_token_id = 0
-    return save_model(model, make_tiny_tokenizer(), tmp_path / "tiny-gpt2")
+    return save_model(model, make_char_tokenizer(), tmp_path / "tiny-gpt2")
 
 
 def sample_ids(vocab: int = 96, batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab, (batch, length), generator=generator)
+
+
+# --- Tiny byte-level BPE tokenizer + matching tiny GPT-2 (demo/data/evaluation/generation/command tests) ---
+
+TINY_TEXTS = [
+    "Return the value of the attribute named by the string.",
+    "Create a new dictionary with keys from the iterable and values set to value.",
+    "This module provides functions for working with paths and files.",
+    "Raise ValueError if the argument is not a valid integer.",
+] * 4
+
+
+def make_tiny_tokenizer(vocab_size: int = 300):
+    """A byte-level BPE tokenizer trained in code on a few sentences; eos=bos=<|endoftext|>, pad=<|pad|>."""
+    from sentinel.demo.build import train_tokenizer
+
+    return train_tokenizer(TINY_TEXTS, vocab_size=vocab_size, model_max_length=64)
+
+
+def make_tiny_lm(seed: int = 0):
+    """(model, tokenizer): a random 2-layer GPT-2 whose vocabulary matches the tiny tokenizer."""
+    tokenizer = make_tiny_tokenizer()
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_head=4, n_layer=2, n_positions=64,
+                                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture
+def tiny_lm():
+    return make_tiny_lm()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """A tiny GPT-2 + tokenizer saved as a Hugging Face folder (for load_model and command tests)."""
+    model, tokenizer = make_tiny_lm()
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,7 +10,7 @@ import torch
 from sentinel import active_heads, load_model, mask_heads, present_heads, remove_heads, save_model
 from sentinel.errors import ModelLoadError
 from sentinel.models.loading import RECORD_FILE
-from tests.conftest import ALL_FAMILIES, make_tiny_model, make_tiny_tokenizer, sample_ids
+from tests.conftest import ALL_FAMILIES, make_tiny_model, make_char_tokenizer, sample_ids
 
 
 def _prune(model, name):
@@ -26,7 +26,7 @@ def test_round_trip_gives_identical_logits(name, tmp_path):
     ids = sample_ids()
     with torch.no_grad():
         expected = model(ids).logits
-    folder = save_model(model, make_tiny_tokenizer(), tmp_path / name, note={"strategy": "manual"})
+    folder = save_model(model, make_char_tokenizer(), tmp_path / name, note={"strategy": "manual"})
     loaded = load_model(folder, device="cpu", attn_implementation="eager")  # the tiny models run eager
     with torch.no_grad():
         got = loaded.model(ids).logits
@@ -39,7 +39,7 @@ def test_round_trip_gives_identical_logits(name, tmp_path):
 def test_saved_folder_is_safetensors_with_a_record(tmp_path):
     model = make_tiny_model("gpt2")
     remove_heads(model, {0: [1, 3]}, note={"strategy": "entropy", "ratio": 0.5})
-    folder = save_model(model, make_tiny_tokenizer(), tmp_path / "m", note={"strategy": "entropy"})
+    folder = save_model(model, make_char_tokenizer(), tmp_path / "m", note={"strategy": "entropy"})
     names = {p.name for p in folder.iterdir()}
     assert "model.safetensors" in names and "config.json" in names and "tokenizer.json" in names
     assert not any(n.endswith((".bin", ".pt", ".pkl", ".pth")) for n in names)
@@ -53,7 +53,7 @@ def test_unpruned_folder_loads_through_transformers(tmp_path):
     """A plain Hugging Face folder (no record) loads too; the config keeps the original head count."""
     model = make_tiny_model("gpt2")
     model.save_pretrained(tmp_path / "plain")
-    make_tiny_tokenizer().save_pretrained(tmp_path / "plain")
+    make_char_tokenizer().save_pretrained(tmp_path / "plain")
     loaded = load_model(tmp_path / "plain", device="cpu", attn_implementation="eager")
     ids = sample_ids()
     with torch.no_grad():
@@ -64,9 +64,9 @@ def test_unpruned_folder_loads_through_transformers(tmp_path):
 def test_save_replaces_an_existing_folder_atomically(tmp_path):
     target = tmp_path / "m"
     model = make_tiny_model("gpt2")
-    save_model(model, make_tiny_tokenizer(), target)
+    save_model(model, make_char_tokenizer(), target)
     remove_heads(model, {0: [0]})
-    save_model(model, make_tiny_tokenizer(), target)
+    save_model(model, make_char_tokenizer(), target)
     assert json.loads((target / RECORD_FILE).read_text())["kept"]["0"] == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging or old folders left
 
@@ -87,7 +87,7 @@ def test_missing_folder_and_folder_without_config(tmp_path):
 
 def test_damaged_record_is_refused(tmp_path):
     model = make_tiny_model("gpt2")
-    folder = save_model(model, make_tiny_tokenizer(), tmp_path / "m")
+    folder = save_model(model, make_char_tokenizer(), tmp_path / "m")
     record = json.loads((folder / RECORD_FILE).read_text())
     record["kept"]["0"] = [0, 1]  # claims heads were removed that are still in the weights
     (folder / RECORD_FILE).write_text(json.dumps(record))
@@ -106,6 +106,6 @@ def test_loading_never_trusts_remote_code(tmp_path, monkeypatch):
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(spy))
-    folder = save_model(make_tiny_model("gpt2"), make_tiny_tokenizer(), tmp_path / "m")
+    folder = save_model(make_tiny_model("gpt2"), make_char_tokenizer(), tmp_path / "m")
     load_model(folder, device="cpu")
     assert seen and all(flag is False for flag in seen)
