@@ -1,0 +1,25 @@
+"""Sentinel dashboard: navigation only; every page lives in pages/ and every computation in `sentinel`."""
+
+import logging
+
+import streamlit as st
+
+st.set_page_config(page_title="Sentinel", page_icon=":material/content_cut:", layout="wide")
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+PAGES = [
+    st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True,
+            help="Choose the model to explore: the bundled demo model, a local folder, a saved pruned model or a hub id."),
+    st.Page("pages/head_maps.py", title="Head maps", icon=":material/grid_on:",
+            help="See how each attention head behaves on a sample text and pick heads by clicking them."),
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:",
+            help="Switch heads off by strategy and ratio or by your selection; compare before and after; save."),
+    st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:",
+            help="Train the pruned model in the background to win back quality; watch it live."),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:",
+            help="One prompt, same settings and seed: base, pruned and fine-tuned text side by side."),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/history:",
+            help="Every recorded run: settings, pruned heads, curves, final numbers and samples."),
+]
+
+st.navigation(PAGES).run()

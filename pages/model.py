@@ -1,0 +1,80 @@
+"""Model page: choose the model, device and dtype; see what was loaded."""
+
+import streamlit as st
+
+from sentinel.evaluation.size import parameter_count, weight_bytes
+from sentinel.ui.format import human_bytes, human_count
+from sentinel.ui.library import models_dir, saved_models
+from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors
+
+KINDS = {
+    "bundled": "Bundled demo model",
+    "folder": "Local folder",
+    "saved": "Saved pruned model",
+    "hub": "Hugging Face hub id",
+}
+
+state = dashboard()
+st.title(":material/memory: Model")
+st.caption("Pick the model to explore. It is loaded once for everyone using this app; "
+           "your pruning and training happen on your own copy.")
+
+kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True, key="model_kind")
+source: str | None = None
+if kind == "folder":
+    source = st.text_input("Local folder", key="model_folder", placeholder="/path/to/model-folder",
+                           help="A Hugging Face model folder (config.json + weights) or a model Sentinel saved.").strip()
+elif kind == "saved":
+    saved = saved_models()
+    source = st.selectbox("Saved pruned model", [str(p) for p in saved], key="model_saved",
+                          index=0 if saved else None, placeholder=f"Nothing saved under {models_dir()} yet")
+elif kind == "hub":
+    source = st.text_input("Hub id", key="model_hub",
+                           placeholder="e.g. gpt2 (needs network or a local Hugging Face cache)").strip()
+cols = st.columns(2)
+device = cols[0].selectbox("Device", ["auto", "cuda", "mps", "cpu"], key="model_device",
+                           help="auto picks a CUDA GPU, then Apple MPS, then the CPU.")
+dtype = cols[1].selectbox("Number format (dtype)", ["auto", "float32", "float16", "bfloat16"], key="model_dtype",
+                          help="auto: float32 on the CPU, the checkpoint's own format elsewhere.")
+submitted = st.button("Load model", type="primary", icon=":material/download:", key="model_load")
+
+if submitted:
+    if kind != "bundled" and not source:
+        st.error(f"Enter the {KINDS[kind].lower()} to load first.", icon=":material/error:")
+    else:
+        with st.spinner(f"Loading {source or 'the bundled model'}…"), report_errors("loading the model"):
+            open_model(state, ModelChoice(source, device, dtype))
+            st.toast("Model loaded", icon=":material/check_circle:")
+
+if state.working is None:
+    if bundled_model_available():
+        st.info("No model loaded yet: press **Load model** (the bundled demo model is selected), "
+                "or open any other page and the bundled model is loaded for you.")
+    else:
+        st.warning("The bundled demo model is not installed in this copy; load a local folder instead.")
+    st.stop()
+
+working = state.working
+base = working.base
+layout = base.layout
+st.subheader(state.choice.label() if state.choice else base.source)
+cols = st.columns(4)
+cols[0].metric("Architecture", f"{layout.family} ({layout.model_type})")
+cols[1].metric("Layers × heads", f"{layout.num_layers} × {layout.num_heads}",
+               help=f"{layout.num_kv_heads} key/value heads per layer; head size {layout.head_dim}.")
+cols[2].metric("Parameters", human_count(parameter_count(base.model)),
+               help=f"{parameter_count(base.model):,} parameters, {human_bytes(weight_bytes(base.model))} of weights.")
+cols[3].metric("Device", str(base.device))
+cols = st.columns(4)
+cols[0].metric("Load time", f"{base.load_seconds:.2f} s", help="Time the first load took in this app process.")
+active = sum(len(h) for h in layout.present) - sum(len(v) for v in base.record.get("masked", {}).values())
+cols[1].metric("Active heads (as loaded)", f"{active} / {layout.total_heads}")
+cols[2].metric("Your pruning steps", len(working.steps))
+cols[3].metric("Grouped-query", "yes" if layout.kv_group_size > 1 else "no",
+               help="With grouped-query attention several query heads share one key/value head; "
+                    "removing them physically works only a whole group at a time.")
+if base.record:
+    st.caption(f"Loaded a Sentinel-saved pruned model from {base.source}; its pruning history:")
+    st.json(base.record.get("history", []), expanded=False)
+else:
+    st.caption(f"Source: {base.source}")

@@ -1,0 +1,138 @@
+"""Altair chart builders shared by the dashboard and reports: the layer × head heat map, training curves,
+and perplexity against pruning level. They take plain tables and return charts; nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import altair as alt
+import pandas as pd
+
+from sentinel.ui.selection import HeadKey, head_label
+
+SELECTION_NAME = "pick"
+PRUNED_COLOUR = "#d0d0d0"
+CELL_TEXT_LIMIT = 256          # above this many cells the values are left to the tooltips
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How the dashboard names a per-head score and says, in one plain sentence, what a high value means."""
+
+    key: str
+    label: str
+    unit: str
+    legend: str
+
+
+METRICS: dict[str, MetricInfo] = {info.key: info for info in (
+    MetricInfo("entropy", "Attention entropy", "nats",
+               "High: the head spreads its attention over many earlier words; low: it focuses on a few."),
+    MetricInfo("entropy_normalized", "Attention entropy (normalised)", "0 to 1",
+               "Near 1: the head looks at every visible word about equally; near 0: it locks onto a single word."),
+    MetricInfo("magnitude", "Weight magnitude", "norm",
+               "High: the head has large weights, so it can push the model's output around more."),
+    MetricInfo("gradient", "Gradient importance", "mean |dloss/dgate|",
+               "High: the model's prediction error reacts strongly when this head is turned down."),
+    MetricInfo("loss_impact", "Loss impact", "Δ loss (nats)",
+               "High: the model predicts the text clearly worse with only this head switched off."),
+)}
+
+
+def head_frame(
+    values: Sequence[Sequence[float]],
+    status: dict[HeadKey, str],
+    selected: Iterable[HeadKey] = (),
+) -> pd.DataFrame:
+    """One row per (layer, head): score (NaN for pruned heads), status ('active'/'masked'/'removed'), selected.
+
+    `values[layer][head]` is indexed by original heads; `status` names every head that is not active.
+    """
+    chosen = set(selected)
+    rows = []
+    for layer, row in enumerate(values):
+        for head, value in enumerate(row):
+            state = status.get((layer, head), "active")
+            score = float(value) if value is not None and state == "active" else math.nan
+            rows.append({"layer": layer, "head": head, "label": head_label((layer, head)), "score": score,
+                         "status": state, "selected": (layer, head) in chosen})
+    return pd.DataFrame(rows)
+
+
+def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> alt.LayerChart:
+    """Layer × head heat map: colour = score, pruned heads grey with ✕, selected heads outlined.
+
+    Carries a point selection named SELECTION_NAME over (layer, head): click picks a head, shift-click
+    toggles one more; its initial value is the current selection so a redraw keeps what was picked.
+    """
+    data = frame.copy()
+    active = data["score"].notna()
+    low = float(data.loc[active, "score"].min()) if active.any() else 0.0
+    data["shade"] = data["score"].fillna(low)         # pruned cells are painted grey below; no NaN in the scale
+    data["shown"] = [f"{v:.3g}" if not math.isnan(v) else s for v, s in zip(data["score"], data["status"])]
+    initial = [{"layer": int(r.layer), "head": int(r.head)} for r in data.itertuples() if r.selected]
+    pick = alt.selection_point(
+        name=SELECTION_NAME, fields=["layer", "head"], on="click", toggle="event.shiftKey",
+        value=initial or alt.Undefined,
+    )
+    num_layers = int(data["layer"].max()) + 1 if len(data) else 0
+    num_heads = int(data["head"].max()) + 1 if len(data) else 0
+    base = alt.Chart(data).encode(
+        x=alt.X("head:O", title="Head", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("layer:O", title="Layer"),
+    )
+    cells = base.mark_rect(stroke="white", strokeWidth=1).encode(
+        color=alt.condition(
+            "datum.status == 'active'",
+            alt.Color("shade:Q", title=f"{metric.label} ({metric.unit})", scale=alt.Scale(scheme="viridis")),
+            alt.value(PRUNED_COLOUR),
+        ),
+        tooltip=[
+            alt.Tooltip("label:N", title="Head"),
+            alt.Tooltip("shown:N", title=metric.label),
+            alt.Tooltip("status:N", title="Status"),
+        ],
+    ).add_params(pick)
+    outline = base.transform_filter("datum.selected").mark_rect(
+        fill=None, stroke="#ff2b2b", strokeWidth=3
+    )
+    layers: list[alt.Chart] = [cells, outline]
+    marks = base.transform_filter("datum.status != 'active'").mark_text(fontSize=14, color="#555555").encode(
+        text=alt.value("✕")
+    )
+    layers.append(marks)
+    if num_layers * num_heads <= CELL_TEXT_LIMIT:
+        values = base.transform_filter("datum.status == 'active'").mark_text(fontSize=10).encode(
+            text=alt.Text("score:Q", format=".2f"),
+            color=alt.value("white"),
+        )
+        layers.append(values)
+    return alt.layer(*layers).properties(
+        title=title or metric.label,
+        height=max(160, 34 * num_layers),
+    )
+
+
+def curves_chart(points: pd.DataFrame, value: str, title: str) -> alt.Chart:
+    """A line over training steps (`step` column) of the `value` column, points shown."""
+    return alt.Chart(points.dropna(subset=[value])).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="Step"),
+        y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=False)),
+        tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
+    ).properties(title=title, height=220)
+
+
+def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level") -> alt.Chart:
+    """`value` against pruning level, one coloured line per strategy (and a dash per `stage` if present)."""
+    encoding = {
+        "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format="%")),
+        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(), scale=alt.Scale(zero=False)),
+        "color": alt.Color("strategy:N", title="Strategy"),
+        "tooltip": [alt.Tooltip(c) for c in results.columns],
+    }
+    if "stage" in results.columns:
+        encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage")
+    return alt.Chart(results).mark_line(point=True).encode(**encoding).properties(title=title, height=300)

@@ -1,0 +1,80 @@
+"""Plain-language formatting for the dashboard: numbers, error messages, and word-level text differences."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import math
+
+import torch
+
+from sentinel.errors import SentinelError
+
+OUT_OF_MEMORY_ADVICE = (
+    "Try a shorter sample text or fewer samples, close other sessions' jobs, choose the CPU device, "
+    "or load a smaller model."
+)
+
+
+def human_count(n: int | float) -> str:
+    """12_345_678 → '12.35 M', 5_120 → '5.12 k', 42 → '42'."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {suffix}"
+    return f"{n:g}"
+
+
+def human_bytes(n: int) -> str:
+    """Bytes in MiB/GiB with two decimals."""
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.2f} GiB"
+    return f"{n / (1 << 20):.2f} MiB"
+
+
+def signed_percent(before: float, after: float) -> str:
+    """Relative change from `before` to `after`, e.g. '+12.5%' (empty when it cannot be computed)."""
+    if before == 0 or not (math.isfinite(before) and math.isfinite(after)):
+        return ""
+    return f"{(after - before) / before * 100:+.1f}%"
+
+
+def plain_error(error: BaseException, doing: str) -> str:
+    """A message a non-programmer can act on, for the errors the dashboard expects while `doing` something.
+
+    Anything else is a bug and is not turned into a message here (the caller lets it propagate).
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return f"The device ran out of memory while {doing}. {OUT_OF_MEMORY_ADVICE}"
+    if isinstance(error, MemoryError):
+        return f"This computer ran out of memory while {doing}. {OUT_OF_MEMORY_ADVICE}"
+    if isinstance(error, SentinelError):
+        return f"Could not finish {doing}: {error}"
+    if isinstance(error, OSError):
+        return f"Could not finish {doing}: {error.strerror or error} ({error.filename or 'no file named'})."
+    raise TypeError(f"plain_error() does not describe {type(error).__name__}; let it propagate.") from error
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (SentinelError, torch.OutOfMemoryError, MemoryError, OSError)
+
+
+def word_diff_html(reference: str, other: str) -> str:
+    """`other` as HTML with every word that differs from `reference` wrapped in <mark> (text HTML-escaped)."""
+    ref_words, words = reference.split(" "), other.split(" ")
+    matcher = difflib.SequenceMatcher(a=ref_words, b=words, autojunk=False)
+    parts: list[str] = []
+    for op, _, _, start, end in matcher.get_opcodes():
+        chunk = html.escape(" ".join(words[start:end]))
+        if not chunk:
+            continue
+        parts.append(chunk if op == "equal" else f"<mark>{chunk}</mark>")
+    return " ".join(parts)
+
+
+def shared_prefix_words(reference: str, other: str) -> int:
+    """How many leading words two texts share (a plain measure of 'where they start to differ')."""
+    count = 0
+    for a, b in zip(reference.split(), other.split()):
+        if a != b:
+            break
+        count += 1
+    return count

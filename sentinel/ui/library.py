@@ -1,0 +1,53 @@
+"""Saved models under the data folder: where the dashboard saves pruned models and how it finds them again."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+from sentinel.errors import SentinelError
+from sentinel.models.loading import RECORD_FILE
+from sentinel.store import sentinel_home
+
+MODELS_FOLDER = "models"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def models_dir() -> Path:
+    """$SENTINEL_HOME/models: the folder saved pruned models go to."""
+    return sentinel_home() / MODELS_FOLDER
+
+
+def saved_models() -> list[Path]:
+    """Model folders saved under the data folder (those holding a config.json), newest first."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def is_pruned_folder(folder: Path) -> bool:
+    return (folder / RECORD_FILE).is_file()
+
+
+def model_folder_for(name: str) -> Path:
+    """The folder a model named `name` is saved to; names are plain words so nothing escapes the data folder."""
+    if not _NAME.match(name):
+        raise SentinelError(f"{name!r} is not a usable name: use letters, digits, '.', '_' or '-' "
+                            "(up to 64 characters, starting with a letter or digit).")
+    return models_dir() / name
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder's files as a zip archive in memory (for the download button), under the folder's name."""
+    if not folder.is_dir():
+        raise SentinelError(f"{folder} does not exist; save the model first.")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, Path(folder.name) / path.relative_to(folder))
+    return buffer.getvalue()

@@ -1,0 +1,50 @@
+"""Turning the Prune page's choices into an engine plan: a strategy at a ratio, or the selected heads.
+
+Both paths check `min_heads` with the strategies' own rule before anything is pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sentinel.errors import InvalidPruningPlan
+from sentinel.metrics.scores import HeadScores
+from sentinel.pruning.plan import HeadPlan
+from sentinel.pruning.strategies import check_min_heads, get_strategy, strategy_class
+from sentinel.ui.session import WorkingModel
+
+
+def metrics_for(strategy: str) -> tuple[str, ...]:
+    """The metric names a strategy ranks by (empty for random)."""
+    return strategy_class(strategy).metrics
+
+
+def choose_by_strategy(
+    working: WorkingModel,
+    scores: Mapping[str, HeadScores],
+    strategy: str,
+    ratio: float,
+    min_heads: int,
+    scope: str = "global",
+    seed: int = 0,
+    whole_kv_groups: bool = False,
+) -> tuple[HeadPlan, str]:
+    """The plan `strategy` picks at `ratio` from scores measured on the model as it is now, and a label for it."""
+    chooser = get_strategy(strategy, pruning_ratio=ratio, min_heads=min_heads, seed=seed, scope=scope,
+                           whole_kv_groups=whole_kv_groups)
+    plan = chooser.select_heads_to_prune(working.model, dict(scores))
+    if not any(plan.values()):
+        raise InvalidPruningPlan(f"A ratio of {ratio:.2f} selects no heads out of {len(working.active())}; "
+                                 "raise the ratio.")
+    where = "whole model" if scope == "global" else "each layer"
+    return plan, f"{strategy} {ratio:.0%} ({where}, min_heads={min_heads})"
+
+
+def choose_by_selection(working: WorkingModel, plan: HeadPlan, min_heads: int) -> tuple[HeadPlan, str]:
+    """The selected heads as a plan, refused if empty or if it would leave a layer below `min_heads`."""
+    count = sum(len(heads) for heads in plan.values())
+    if count == 0:
+        raise InvalidPruningPlan("No heads are selected: click heads in a map (shift-click adds more) "
+                                 "or pick them in the list, then prune.")
+    check_min_heads(working.model, plan, min_heads)
+    return plan, f"selection of {count} heads"

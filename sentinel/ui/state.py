@@ -1,0 +1,239 @@
+"""Streamlit glue the pages share: the per-process base model and job manager, and each session's state.
+
+The base model is cached per process (`st.cache_resource`) and never modified; a session only ever
+touches its own `WorkingModel` copy. Everything a session has done lives in one `DashboardState`
+object in `st.session_state`, so an error on any page leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+from torch import nn
+
+from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
+from sentinel.store import Store
+from sentinel.errors import DataError
+from sentinel.jobs import JobManager
+from sentinel.metrics.scores import HeadScores
+from sentinel.ui.analysis import (MAP_METRICS, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
+                                  measure_figures)
+from sentinel.ui.format import EXPECTED_ERRORS, plain_error
+from sentinel.ui.pruning import metrics_for
+from sentinel.ui.selection import HeadSelection
+from sentinel.ui.session import WorkingModel
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "sentinel_dashboard"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a session works on: a folder or hub id (None = the bundled model), device and dtype."""
+
+    source: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def label(self) -> str:
+        return "bundled demo model (stdlib-gpt2)" if self.source is None else self.source
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "device": self.device, "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelChoice:
+        return cls(data.get("source"), data.get("device", "auto"), data.get("dtype", "auto"))
+
+
+@dataclass
+class TunedModel:
+    """A fine-tuned copy of the session's model: the job that produced it and the pruning it started from."""
+
+    model: nn.Module
+    job_id: str
+    checkpoint: str
+    pruned_steps: list[dict[str, Any]]
+
+
+@dataclass
+class DashboardState:
+    """Everything one browser session has chosen, computed and pruned."""
+
+    choice: ModelChoice | None = None
+    working: WorkingModel | None = None
+    selection: HeadSelection = field(default_factory=HeadSelection)
+    caches: dict[str, Any] = field(default_factory=dict)     # results keyed by what they were computed on
+    text: SampleText = field(default_factory=SampleText)
+    map_samples: int = 8                                      # blocks of sample text the maps run on
+    map_seq_len: int = 128                                    # tokens per block
+    tuned: TunedModel | None = None
+    job_id: str | None = None
+    notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
+
+    def forget_model(self) -> None:
+        """Drop everything computed on the previous model (a new model was loaded)."""
+        self.working = None
+        self.selection = HeadSelection()
+        self.caches.clear()
+        self.tuned = None
+
+
+def dashboard() -> DashboardState:
+    """This browser session's state (created on first use)."""
+    if STATE_KEY not in st.session_state:
+        st.session_state[STATE_KEY] = DashboardState()
+    return st.session_state[STATE_KEY]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load a model once per process; every session copies it and nobody modifies it."""
+    return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
+
+
+def bundled_model_available() -> bool:
+    return (BUNDLED_MODEL_DIR / "config.json").is_file()
+
+
+def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
+    """Load (or reuse the cached) base model and give the session its own copy."""
+    base = shared_base_model(choice.source, choice.device, choice.dtype)
+    working = WorkingModel(base)
+    state.forget_model()
+    state.choice = choice
+    state.working = working
+    return working
+
+
+def require_model(state: DashboardState) -> WorkingModel:
+    """The session's model; loads the bundled model on first use, or stops the page with a pointer to Model."""
+    if state.working is not None:
+        return state.working
+    if bundled_model_available():
+        with st.spinner("Loading the bundled demo model…"), report_errors("loading the bundled model") as failed:
+            return open_model(state, ModelChoice())
+        if failed:
+            st.stop()
+    st.info("No model is loaded yet. Choose one on the Model page.")
+    st.page_link("pages/model.py", label="Go to the Model page", icon=":material/memory:")
+    st.stop()
+
+
+@dataclass
+class Failure:
+    """Truthy once `report_errors` caught something."""
+
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.message)
+
+
+@contextmanager
+def report_errors(doing: str) -> Iterator[Failure]:
+    """Show an expected failure (bad input, missing model, out of memory, unwritable folder) as a plain
+    `st.error` and carry on; anything else is a bug and propagates to Streamlit's error display."""
+    failure = Failure()
+    try:
+        yield failure
+    except EXPECTED_ERRORS as error:
+        failure.message = plain_error(error, doing)
+        logger.warning("%s: %s", doing, error)
+        st.error(failure.message, icon=":material/error:")
+
+
+def maps_key(state: DashboardState, working: WorkingModel) -> tuple:
+    """What a head map depends on: the model version, the text and the sampling settings."""
+    return (id(working), working.version, state.text.digest, state.map_samples, state.map_seq_len)
+
+
+def current_maps(state: DashboardState, working: WorkingModel) -> HeadMaps | None:
+    """Entropy, magnitude and gradient maps of the session's model as it is now (computed when stale)."""
+    key = maps_key(state, working)
+    cached = state.caches.get("maps")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    seq_len = block_size_for(working.model, state.map_seq_len)
+    with st.spinner("Measuring every head on the sample text…"), report_errors("computing the head maps") as failed:
+        blocks = state.text.blocks(working.tokenizer, seq_len, state.map_samples * seq_len)
+        maps = compute_maps(working.model, working.tokenizer, blocks, MAP_METRICS, working.version)
+    if failed:
+        return None
+    state.caches["maps"] = (key, maps)
+    return maps
+
+
+def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str) -> dict[str, HeadScores]:
+    """The scores `strategy` ranks by, measured on the model as it is now (loss impact only if computed)."""
+    needed = metrics_for(strategy)
+    if not needed:
+        return {}
+    maps = current_maps(state, working)
+    if maps is None:
+        raise DataError("The head scores could not be computed on the sample text; see the message above.")
+    scores = dict(maps.scores)
+    impact = state.caches.get("loss_impact")
+    if impact is not None and impact[0] == maps_key(state, working):
+        scores["loss_impact"] = impact[1]
+    missing = [m for m in needed if m not in scores]
+    if missing:
+        raise DataError(f"The {strategy} strategy needs {', '.join(missing)} scores of the model as it is now; "
+                        "compute them on the Head maps page first.")
+    return scores
+
+
+def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
+    """Before-column figures of the model as loaded (computed once per text)."""
+    key = ("figures-base", id(working.base), state.text.digest)
+    if key not in state.caches:
+        with st.spinner("Measuring the model as loaded…"), report_errors("measuring the base model") as failed:
+            state.caches[key] = measure_figures(working.base.model, working.tokenizer, state.text)
+        if failed:
+            return None
+    return state.caches[key]
+
+
+def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
+    """After-column figures of the session's model now (the base figures while nothing is pruned)."""
+    if not working.steps:
+        return base_figures(state, working)
+    key = ("figures", id(working), working.version, state.text.digest)
+    if state.caches.get("figures-now", (None,))[0] != key:
+        with st.spinner("Measuring your pruned model…"), report_errors("measuring the pruned model") as failed:
+            state.caches["figures-now"] = (key, measure_figures(working.model, working.tokenizer, state.text))
+        if failed:
+            return None
+    return state.caches["figures-now"][1]
+
+
+def tuned_figures(state: DashboardState) -> ModelFigures | None:
+    """Figures of the fine-tuned model (computed once per job and text)."""
+    if state.tuned is None:
+        return None
+    key = ("figures-tuned", state.tuned.job_id, state.text.digest)
+    if key not in state.caches:
+        with st.spinner("Measuring the fine-tuned model…"), report_errors("measuring the fine-tuned model") as failed:
+            tokenizer = state.working.tokenizer if state.working else None
+            state.caches[key] = measure_figures(state.tuned.model, tokenizer, state.text)
+        if failed:
+            return None
+    return state.caches[key]
+
+
+@st.cache_resource(show_spinner=False)
+def shared_store() -> Store:
+    """The experiment store under $SENTINEL_HOME (one handle per process; it is thread-safe)."""
+    return Store()
+
+
+@st.cache_resource(show_spinner=False)
+def shared_jobs() -> JobManager:
+    """The process's job manager: fine-tunes run on its worker threads while sessions keep working."""
+    return JobManager(shared_store())
