@@ -16,6 +16,7 @@ from sentinel.errors import SentinelError
 # One entry per command module; each module has `register(subparsers)` setting `func=run`.
 COMMAND_MODULES = [
     "sentinel.commands.prune",
+    "sentinel.commands.analyze",
 ]
 
 

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
+from sentinel.commands.analyze import add_text_arguments, score_model
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
+from sentinel.errors import SentinelError
 from sentinel.evaluation.size import parameter_count
 from sentinel.models import load_model, save_model
 from sentinel.pruning import mask_heads, parse_plan_text, remove_heads
-from sentinel.pruning.plan import plan_to_json
+from sentinel.pruning.plan import HeadPlan, plan_to_json
+from sentinel.pruning.strategies import check_min_heads, get_strategy, strategy_names
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prune", help="prune heads and save the model", description=__doc__)
     add_model_arguments(p)
-    p.add_argument("--heads", help='explicit plan, e.g. "0:1,3;5:0" (layer:heads; ...)')
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--heads", help='explicit plan, e.g. "0:1,3;5:0" (layer:heads; ...)')
+    how.add_argument("--strategy", help=f"choose heads by a metric: {', '.join(strategy_names())}")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="with --strategy: fraction of the active heads to prune, in [0, 1); "
+                        "round(ratio x heads), halves rounded down")
+    p.add_argument("--scope", choices=["global", "per_layer"], default="global",
+                   help="with --strategy: rank heads across the model (global, default) or within each layer")
+    p.add_argument("--min-heads", type=int, default=1, help="active heads every layer keeps (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random strategy and masked-LM masking")
+    add_text_arguments(p)
     p.add_argument("--mode", choices=["mask", "remove"], default="remove",
                    help="mask (reversible gates) or remove (smaller, faster weights); default remove")
     p.add_argument("--out", required=True, help="folder to save the pruned model in")
@@ -24,16 +40,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = writable_folder(args.out)
-    if not args.heads:
-        raise_usage("give --heads")
-    plan = parse_plan_text(args.heads)
+    if args.min_heads < 0:
+        raise SentinelError(f"--min-heads must be 0 or more, got {args.min_heads}.")
+    if args.strategy is None and args.ratio is not None:
+        raise SentinelError("--ratio goes with --strategy; with --heads the plan itself says what to prune.")
+    if args.strategy is not None:
+        if args.ratio is None:
+            raise SentinelError(f"--strategy {args.strategy} needs --ratio R (fraction of heads to prune, in [0, 1)).")
+        strategy = get_strategy(args.strategy, pruning_ratio=args.ratio, min_heads=args.min_heads, seed=args.seed,
+                                scope=args.scope, whole_kv_groups=args.mode == "remove")
+    else:
+        requested = parse_plan_text(args.heads)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    before = parameter_count(loaded.model)
-    apply = remove_heads if args.mode == "remove" else mask_heads
-    done = apply(loaded.model, plan)
-    note = {"how": "explicit", "mode": args.mode, "heads": plan_to_json(plan)}
-    save_model(loaded.model, loaded.tokenizer, out, note=note)
-    after = parameter_count(loaded.model)
+    model = loaded.model
+    if args.strategy is not None:
+        scores = score_model(loaded, args, list(strategy.metrics)) if strategy.metrics else {}
+        plan: HeadPlan = strategy.select_heads_to_prune(model, scores)
+        note = {"how": "strategy", **strategy.to_dict(), "mode": args.mode, "heads": plan_to_json(plan)}
+        if strategy.metrics:
+            note.update({"text": args.text or "bundled:validation", "samples": args.samples, "seq_len": args.seq_len})
+    else:
+        check_min_heads(model, requested, args.min_heads)
+        plan = requested
+        note = {"how": "explicit", "mode": args.mode, "heads": plan_to_json(plan)}
+    if not plan:
+        logger.warning("The plan is empty (ratio %s rounds to 0 heads); saving the model unchanged.", args.ratio)
+    before = parameter_count(model)
+    done = remove_heads(model, plan, note=note) if args.mode == "remove" else mask_heads(model, plan)
+    save_model(model, loaded.tokenizer, out, note=note)
+    after = parameter_count(model)
     result = {"pruned": plan_to_json(done), "params_before": before, "params_after": after, "out": str(out)}
     if args.json:
         print_json(result)
@@ -41,9 +76,3 @@ def run(args: argparse.Namespace) -> int:
         heads = sum(len(v) for v in done.values())
         print(f"{args.mode}d {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
     return 0
-
-
-def raise_usage(message: str) -> None:
-    from sentinel.cli import UsageError
-
-    raise UsageError(f"sentinel prune: {message}")

@@ -1,0 +1,99 @@
+"""The built-in strategies: each names the metric it ranks by and which end of the ranking it prunes."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sentinel.errors import SentinelError
+from sentinel.metrics.hybrid import hybrid_scores
+from sentinel.metrics.random_scores import random_scores
+from sentinel.pruning.strategies.base import BasePruningStrategy, Importances
+
+
+class RandomPruningStrategy(BasePruningStrategy):
+    """Prunes heads chosen at random from `seed` (the baseline); `head_importances` is not used and may be None."""
+
+    name: ClassVar[str] = "random"
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        return random_scores(model, self.seed).values
+
+
+class EntropyPruningStrategy(BasePruningStrategy):
+    """Prunes the HIGHEST-entropy heads first: diffuse heads that attend everywhere carry least structure.
+
+    Ranks by raw entropy by default; `normalized=True` ranks by entropy / log(visible keys).
+    """
+
+    name: ClassVar[str] = "entropy"
+    metrics: ClassVar[tuple[str, ...]] = ("entropy",)
+
+    def __init__(self, pruning_ratio: float, growth_ratio: float = 0.0, min_heads: int = 1, seed: int = 0,
+                 scope: str = "global", whole_kv_groups: bool = False, normalized: bool = False) -> None:
+        super().__init__(pruning_ratio, growth_ratio, min_heads, seed, scope, whole_kv_groups)
+        self.normalized = normalized
+        self.key = "entropy_normalized" if normalized else "entropy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "normalized": self.normalized}
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        return self.metric(head_importances, self.key)
+
+
+class MagnitudePruningStrategy(BasePruningStrategy):
+    """Prunes the LOWEST weight-magnitude heads first."""
+
+    name: ClassVar[str] = "magnitude"
+    metrics: ClassVar[tuple[str, ...]] = ("magnitude",)
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        return -self.metric(head_importances, "magnitude")
+
+
+class GradientPruningStrategy(BasePruningStrategy):
+    """Prunes the LOWEST gradient-importance heads first (Michel et al., 2019)."""
+
+    name: ClassVar[str] = "gradient"
+    metrics: ClassVar[tuple[str, ...]] = ("gradient",)
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        return -self.metric(head_importances, "gradient")
+
+
+class LossImpactPruningStrategy(BasePruningStrategy):
+    """Prunes the heads whose masking raises the loss LEAST (exact, L x H forward passes to score)."""
+
+    name: ClassVar[str] = "loss_impact"
+    metrics: ClassVar[tuple[str, ...]] = ("loss_impact",)
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        return -self.metric(head_importances, "loss_impact")
+
+
+class HybridPruningStrategy(BasePruningStrategy):
+    """Prunes the LOWEST hybrid importance first: a weighted mix of normalised-entropy and magnitude ranks.
+
+    `entropy_weight` w weighs the entropy rank (1 - w the magnitude rank); see sentinel.metrics.hybrid.
+    """
+
+    name: ClassVar[str] = "hybrid"
+    metrics: ClassVar[tuple[str, ...]] = ("entropy_normalized", "magnitude")
+
+    def __init__(self, pruning_ratio: float, growth_ratio: float = 0.0, min_heads: int = 1, seed: int = 0,
+                 scope: str = "global", whole_kv_groups: bool = False, entropy_weight: float = 0.5) -> None:
+        super().__init__(pruning_ratio, growth_ratio, min_heads, seed, scope, whole_kv_groups)
+        if not 0.0 <= entropy_weight <= 1.0:
+            raise SentinelError(f"entropy_weight must be in [0, 1], got {entropy_weight!r}.")
+        self.entropy_weight = entropy_weight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "entropy_weight": self.entropy_weight}
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        combined = hybrid_scores(self.metric(head_importances, "entropy_normalized"),
+                                 self.metric(head_importances, "magnitude"), self.entropy_weight)
+        return -combined.values
