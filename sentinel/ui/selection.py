@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sentinel.errors import InvalidPruningPlan
 from sentinel.pruning.plan import HeadPlan, normalize_plan, plan_to_pairs
 
 HeadKey = tuple[int, int]
@@ -98,7 +99,9 @@ def _allowed(heads: set[HeadKey], selectable: Iterable[HeadKey] | None) -> tuple
 
 
 def _whole(value: object) -> int:
-    """Vega-Lite sends numbers as floats (2.0); heads are whole numbers."""
-    if isinstance(value, float) and value.is_integer():
+    """Vega-Lite may send numbers as floats (2.0); a head index must be a whole number."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidPruningPlan(f"Head index {value!r} from the chart is not an integer.")
         return int(value)
-    return value  # type: ignore[return-value]  # normalize_plan rejects anything not an int
+    return value  # type: ignore[return-value]  # normalize_plan rejects anything else that is not an int

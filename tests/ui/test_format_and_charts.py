@@ -1,0 +1,69 @@
+"""Formatting, error wording, text differences, and the heat map's Vega-Lite spec."""
+
+import math
+
+import pytest
+import torch
+
+from sentinel.errors import InvalidPruningPlan
+from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, level_chart
+from sentinel.ui.format import human_count, plain_error, shared_prefix_words, signed_percent, word_diff_html
+
+import pandas as pd
+
+
+def test_numbers():
+    assert human_count(12_345_678) == "12.35 M"
+    assert human_count(5_120) == "5.12 k"
+    assert human_count(42) == "42"
+    assert signed_percent(200, 150) == "-25.0%"
+    assert signed_percent(8, 10) == "+25.0%"
+    assert signed_percent(0, 3) == ""
+    assert signed_percent(1.0, math.inf) == ""
+
+
+def test_word_diff_marks_changed_words_and_escapes_html():
+    assert word_diff_html("a b c", "a x c") == "a <mark>x</mark> c"
+    assert word_diff_html("a b", "a b") == "a b"
+    assert word_diff_html("x", "x <b> y") == "x <mark>&lt;b&gt; y</mark>"
+    assert shared_prefix_words("the value of x", "the value is") == 2
+
+
+def test_plain_error_wording():
+    oom = plain_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "computing the maps")
+    assert oom.startswith("The device ran out of memory while computing the maps.")
+    assert "shorter sample text" in oom
+    bad = plain_error(InvalidPruningPlan("The plan breaks min_heads=2."), "pruning")
+    assert bad == "Could not finish pruning: The plan breaks min_heads=2."
+    with pytest.raises(TypeError):
+        plain_error(KeyError("bug"), "anything")
+
+
+def test_head_frame_marks_pruned_heads_without_scores():
+    frame = head_frame([[0.5, 0.25], [1.0, 2.0]], {(0, 1): "masked", (1, 0): "removed"}, [(1, 1)])
+    assert frame["label"].tolist() == ["L0 H0", "L0 H1", "L1 H0", "L1 H1"]
+    assert frame["status"].tolist() == ["active", "masked", "removed", "active"]
+    assert frame["score"].tolist()[0] == 0.5 and math.isnan(frame["score"].tolist()[1])
+    assert frame["selected"].tolist() == [False, False, False, True]
+
+
+def test_heatmap_spec_carries_the_click_selection_and_marks():
+    frame = head_frame([[0.5, 0.25], [1.0, 2.0]], {(0, 1): "removed"}, [(1, 1)])
+    spec = head_heatmap(frame, METRICS["magnitude"]).to_dict()
+    params = [p for layer in spec["layer"] for p in layer.get("params", [])] + spec.get("params", [])
+    pick = next(p for p in params if p["name"] == SELECTION_NAME)
+    assert pick["select"] == {"type": "point", "fields": ["layer", "head"], "on": "click", "toggle": "event.shiftKey"}
+    assert pick["value"] == [{"layer": 1, "head": 1}]
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+    assert marks == ["rect", "rect", "text", "text"]   # cells, selection outline, ✕ on pruned, values
+    data = next(iter(spec["datasets"].values()))
+    removed = next(row for row in data if row["label"] == "L0 H1")
+    assert removed["shown"] == "removed" and removed["shade"] == 0.5   # grey in the chart, no NaN in the scale
+
+
+def test_level_chart_lines_per_strategy():
+    results = pd.DataFrame({"strategy": ["entropy", "entropy", "random"], "level": [0.1, 0.3, 0.1],
+                            "perplexity": [20.0, 25.0, 30.0]})
+    spec = level_chart(results).to_dict()
+    assert spec["encoding"]["color"]["field"] == "strategy"
+    assert spec["encoding"]["x"]["field"] == "level"

@@ -1,0 +1,90 @@
+"""Prune-page plan choice (strategy / selection, min_heads) and the Experiments page tables."""
+
+import math
+
+import pytest
+import torch
+
+from sentinel.errors import InvalidPruningPlan
+from sentinel.metrics import weight_magnitude
+from sentinel.models import LoadedModel, get_layout
+from sentinel.store import ExperimentRecord, MetricPoint
+from sentinel.ui.analysis import ModelFigures, before_after_table
+from sentinel.ui.history import curves_frame, experiments_frame, final_perplexity, level_frame
+from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
+from sentinel.ui.session import WorkingModel
+from tests.conftest import make_tiny_model
+
+
+def working_gpt2() -> WorkingModel:
+    model = make_tiny_model("gpt2")
+    return WorkingModel(LoadedModel(model, None, get_layout(model), torch.device("cpu"), "tiny", 0.0))
+
+
+def test_magnitude_strategy_prunes_the_smallest_heads_at_the_ratio():
+    working = working_gpt2()
+    scores = weight_magnitude(working.model)
+    plan, label = choose_by_strategy(working, {"magnitude": scores}, "magnitude", 0.25, min_heads=1)
+    # 25% of 12 active heads = 3 heads: the three smallest magnitudes of the whole model.
+    flat = sorted((scores.values[layer, head].item(), layer, head) for layer in range(3) for head in range(4))
+    expected: dict[int, list[int]] = {}
+    for _, layer, head in flat[:3]:
+        expected.setdefault(layer, []).append(head)
+    assert plan == {layer: sorted(heads) for layer, heads in sorted(expected.items())}
+    assert label == "magnitude 25% (whole model, min_heads=1)"
+
+
+def test_a_ratio_that_selects_nothing_is_refused():
+    working = working_gpt2()
+    with pytest.raises(InvalidPruningPlan, match="selects no heads"):
+        choose_by_strategy(working, {"magnitude": weight_magnitude(working.model)}, "magnitude", 0.01, 1)
+
+
+def test_a_ratio_that_breaks_min_heads_is_refused():
+    working = working_gpt2()
+    with pytest.raises(InvalidPruningPlan, match="min_heads=3"):
+        choose_by_strategy(working, {"magnitude": weight_magnitude(working.model)}, "magnitude", 0.5, 3)
+
+
+def test_selection_plans_check_emptiness_and_min_heads():
+    working = working_gpt2()
+    with pytest.raises(InvalidPruningPlan, match="No heads are selected"):
+        choose_by_selection(working, {}, 1)
+    with pytest.raises(InvalidPruningPlan, match="min_heads=2"):
+        choose_by_selection(working, {0: [0, 1, 2]}, 2)
+    assert choose_by_selection(working, {0: [0, 1], 2: [3]}, 2) == ({0: [0, 1], 2: [3]}, "selection of 3 heads")
+
+
+def test_before_after_table_values():
+    before = ModelFigures(48, 48, 1_000_000, 4_000_000, 20.0, 4000, 1000.0, 100.0)
+    after = ModelFigures(34, 48, 900_000, 3_600_000, 25.0, 4000, 1250.0, 110.0)
+    table = before_after_table(before, after)
+    assert table.loc["Active heads"].tolist() == ["48 / 48", "34 / 48", "-29.2%"]
+    assert table.loc["Parameters"].tolist() == ["1.00 M", "900.00 k", "-10.0%"]
+    assert table.loc["Perplexity (4,000 tokens)"].tolist() == ["20.00", "25.00", "+25.0%"]
+    assert table.loc["Prefill tokens/s"].tolist() == ["1,000", "1,250", "+25.0%"]
+
+
+def record(exp_id, config, summary, created=1.0):
+    return ExperimentRecord(exp_id, f"run {exp_id}", "benchmark", "m", "done", config, summary, created, created)
+
+
+def test_experiment_tables():
+    records = [
+        record("a", {"strategy": "entropy", "pruning_ratio": 0.3, "max_steps": 20}, {"perplexity_after": 21.5}),
+        record("b", {"strategy": "entropy", "pruning_ratio": 0.1}, {"perplexity_before": 19.0}),
+        record("c", {"strategy": "random"}, {"perplexity_after": 30.0}),
+        record("d", {}, {"perplexity_after": math.nan}),
+    ]
+    assert final_perplexity(records[0].summary) == 21.5
+    assert final_perplexity(records[3].summary) is None
+    table = experiments_frame(records)
+    assert table["steps"].tolist()[0] == 20 and math.isnan(table["steps"].tolist()[1])
+    levels = level_frame(records)
+    assert levels[["strategy", "level", "perplexity"]].values.tolist() == [["entropy", 0.1, 19.0],
+                                                                          ["entropy", 0.3, 21.5]]
+    curves = curves_frame({"loss": [MetricPoint(1, 3.0, 0.0), MetricPoint(2, 2.5, 0.0)],
+                           "val_perplexity": [MetricPoint(2, 12.0, 0.0)]})
+    assert curves["step"].tolist() == [1, 2]
+    assert curves["loss"].tolist() == [3.0, 2.5]
+    assert math.isnan(curves["val_perplexity"].tolist()[0]) and curves["val_perplexity"].tolist()[1] == 12.0
