@@ -17,6 +17,8 @@ from sentinel.errors import SentinelError
 COMMAND_MODULES = [
     "sentinel.commands.prune",
     "sentinel.commands.analyze",
+    "sentinel.commands.evaluate",
+    "sentinel.commands.generate",
 ]
 
 

@@ -1,0 +1,82 @@
+"""`sentinel evaluate`: perplexity on text plus size and prefill/decode speed of a (pruned) model."""
+
+from __future__ import annotations
+
+import argparse
+
+from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.data import blocks_from_texts, describe_source, load_texts
+from sentinel.errors import DataError, UnsupportedModelError
+from sentinel.evaluation.perplexity import perplexity
+from sentinel.evaluation.speed import measure_speed
+from sentinel.models import load_model
+
+MAX_DEFAULT_SEQ_LEN = 1024
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `evaluate` sub-command."""
+    p = subparsers.add_parser("evaluate", help="perplexity, parameters and tokens/s of a model",
+                              description=__doc__)
+    add_model_arguments(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--text", help="local .txt, .jsonl or .csv file (default: the bundled validation split)")
+    source.add_argument("--dataset", help="hub dataset name:config:split, e.g. wikitext:wikitext-2-raw-v1:test")
+    p.add_argument("--text-column", default="text", help="column holding the text in .jsonl/.csv/datasets")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's positions, "
+                   f"at most {MAX_DEFAULT_SEQ_LEN})")
+    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: seq-len, no overlap)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first N tokens of the text")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length for the speed test")
+    p.add_argument("--new-tokens", type=int, default=32, help="generated tokens for the decode speed test")
+    p.add_argument("--runs", type=int, default=5, help="timed speed runs (median reported)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and text, measure, print; returns the exit code."""
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise DataError(f"--max-tokens must be at least 2, got {args.max_tokens}.")
+    source = args.dataset or args.text
+    texts = load_texts(source, text_column=args.text_column)  # fail fast on bad text, before loading the model
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    if not loaded.layout.is_causal:
+        raise UnsupportedModelError(f"{loaded.source} is not a causal language model; perplexity and decode speed "
+                                    "are defined for causal LMs only.")
+    positions = getattr(loaded.model.config, "max_position_embeddings", None) or MAX_DEFAULT_SEQ_LEN
+    seq_len = args.seq_len or min(positions, MAX_DEFAULT_SEQ_LEN)
+    blocks = blocks_from_texts(loaded.tokenizer, texts, seq_len, describe_source(source), args.max_tokens)
+    data = blocks.stream() if args.stride else blocks.input_ids
+    ppl = perplexity(loaded.model, loaded.tokenizer, data, seq_len=seq_len, stride=args.stride,
+                     batch_size=args.batch_size)
+    prompt_tokens = max(1, min(args.prompt_tokens, positions - args.new_tokens))
+    speed = measure_speed(loaded.model, loaded.tokenizer, prompt_tokens=prompt_tokens, new_tokens=args.new_tokens,
+                          runs=args.runs)
+    result = {
+        "model": loaded.source,
+        "text": blocks.source,
+        "perplexity": ppl.perplexity,
+        "nll": ppl.nll,
+        "tokens_evaluated": ppl.tokens_evaluated,
+        "window_length": ppl.window_length,
+        "stride": ppl.stride,
+        "parameters": speed.params,
+        "weight_bytes": speed.weight_bytes,
+        "prefill_tokens_per_s": speed.prefill_tokens_per_s,
+        "decode_tokens_per_s": speed.decode_tokens_per_s,
+        "speed_prompt_tokens": speed.prompt_tokens,
+        "speed_new_tokens": speed.new_tokens,
+        "device": speed.device,
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(f"model       {result['model']}\ntext        {result['text']}\n"
+              f"perplexity  {ppl.perplexity:.3f} over {ppl.tokens_evaluated:,} tokens "
+              f"(window {ppl.window_length}, stride {ppl.stride})\n"
+              f"parameters  {speed.params:,} ({speed.weight_bytes / 1e6:.1f} MB)\n"
+              f"speed       prefill {speed.prefill_tokens_per_s:,.0f} tok/s, decode {speed.decode_tokens_per_s:,.1f} "
+              f"tok/s on {speed.device}")
+    return 0

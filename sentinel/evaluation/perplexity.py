@@ -1,0 +1,155 @@
+"""Honest perplexity: exp(mean NLL) over every scored token, each token scored once, padding never counted."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sentinel.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PerplexityResult:
+    """Perplexity over `tokens_evaluated` predicted tokens; `nll` is the mean negative log-likelihood in nats."""
+
+    perplexity: float
+    nll: float
+    tokens_evaluated: int
+    window_length: int
+    stride: int
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON and the experiment store."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerplexityResult:
+        """Inverse of `to_dict`."""
+        return cls(**data)
+
+
+def _as_sequences(data: Any, tokenizer: Any | None) -> list[list[int]]:
+    """Normalise text, one id stream, several id sequences, a tensor or a TextBlocks-like object to lists of ids."""
+    if hasattr(data, "input_ids") and not isinstance(data, (torch.Tensor, dict)):
+        data = data.input_ids
+    if isinstance(data, str):
+        if tokenizer is None:
+            raise DataError("perplexity() got text but no tokenizer; pass the model's tokenizer or token ids.")
+        return [list(tokenizer(data, add_special_tokens=False)["input_ids"])]
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 1:
+            return [data.tolist()]
+        if data.dim() == 2:
+            return [row.tolist() for row in data]
+        raise DataError(f"perplexity() expects a 1-D or 2-D tensor of token ids, got shape {tuple(data.shape)}.")
+    if isinstance(data, Sequence) and len(data) > 0:
+        first = data[0]
+        if isinstance(first, int):
+            return [list(data)]
+        if isinstance(first, torch.Tensor):
+            return [row.tolist() for row in data]
+        if isinstance(first, Sequence) and not isinstance(first, str):
+            return [list(row) for row in data]
+    raise DataError("perplexity() needs token ids (a list, list of lists or tensor) or text with a tokenizer; "
+                    "got an empty or unsupported input.")
+
+
+def _windows(ids: list[int], seq_len: int, stride: int) -> list[tuple[list[int], int]]:
+    """Sliding windows of at most `seq_len` tokens; each item says how many trailing tokens it scores."""
+    items: list[tuple[list[int], int]] = []
+    previous_end = 0
+    begin = 0
+    while previous_end < len(ids):
+        end = min(begin + seq_len, len(ids))
+        window = ids[begin:end]
+        # Score tokens not scored before; the first token of the stream has no context and is never scored.
+        n_target = min(end - previous_end, len(window) - 1)
+        if n_target > 0:
+            items.append((window, n_target))
+        previous_end = end
+        if end == len(ids):
+            break
+        begin += stride
+    return items
+
+
+def masked_nll_sum(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[float, int]:
+    """Sum of next-token NLL over labels != -100 and attention_mask == 1, and how many tokens that was."""
+    labels = labels.masked_fill(attention_mask == 0, -100)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [batch, pos, vocab]
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                          ignore_index=-100, reduction="sum")
+    return float(nll.detach()), int((shift_labels != -100).sum())
+
+
+def perplexity(
+    model: torch.nn.Module,
+    tokenizer: Any | None,
+    data: Any,
+    seq_len: int,
+    stride: int | None = None,
+    batch_size: int = 4,
+) -> PerplexityResult:
+    """Perplexity of `model` on text or token ids, with non-overlapping windows (stride=None) or a sliding window.
+
+    With a stride smaller than seq_len, earlier tokens serve as context only and every token is scored exactly once.
+    """
+    if seq_len < 2:
+        raise DataError(f"seq_len must be at least 2 to score any token, got {seq_len}.")
+    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_positions is not None and seq_len > max_positions:
+        raise DataError(f"seq_len {seq_len} exceeds the model's {max_positions} positions; use --seq-len "
+                        f"{max_positions} or less.")
+    stride = seq_len if stride is None else stride
+    if not 1 <= stride <= seq_len:
+        raise DataError(f"stride must be between 1 and seq_len ({seq_len}), got {stride}.")
+    sequences = _as_sequences(data, tokenizer)
+    items = [item for ids in sequences for item in _windows(ids, seq_len, stride)]
+    if not items:
+        raise DataError("Nothing to score: every sequence is shorter than 2 tokens; provide more text.")
+    pad_id = 0
+    if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is not None:
+        pad_id = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            for offset in range(0, len(items), batch_size):
+                chunk = items[offset:offset + batch_size]
+                width = max(len(window) for window, _ in chunk)
+                input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+                for row, (window, n_target) in enumerate(chunk):
+                    length = len(window)
+                    input_ids[row, :length] = torch.tensor(window, dtype=torch.long)
+                    attention_mask[row, :length] = 1
+                    labels[row, length - n_target:length] = input_ids[row, length - n_target:length]
+                nll, count = masked_nll_sum(model, input_ids.to(device), attention_mask.to(device),
+                                            labels.to(device))
+                total_nll += nll
+                total_tokens += count
+    finally:
+        model.train(was_training)
+    mean_nll = total_nll / total_tokens
+    result = PerplexityResult(perplexity=math.exp(mean_nll), nll=mean_nll, tokens_evaluated=total_tokens,
+                              window_length=seq_len, stride=stride, seconds=time.perf_counter() - start)
+    logger.info("Perplexity %.3f over %d tokens (window %d, stride %d)", result.perplexity, total_tokens,
+                seq_len, stride)
+    return result
