@@ -1,4 +1,9 @@
-"""Sentinel dashboard: navigation only; every page lives in pages/ and every computation in `sentinel`."""
+"""Sentinel dashboard: navigation only; every page lives in app_pages/ and every computation in `sentinel`.
+
+The folder is app_pages/, not pages/: Streamlit treats a pages/ folder next to the entry point as legacy
+auto-discovered pages until some session has run st.navigation, so the first bookmarked page URL
+opened after a restart (e.g. a fine-tune job link) would show "Page not found" or skip this navigation.
+"""
 
 import logging
 
@@ -8,17 +13,17 @@ st.set_page_config(page_title="Sentinel", page_icon=":material/content_cut:", la
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 PAGES = [
-    st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True,
+    st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True,
             help="Choose the model to explore: the bundled demo model, a local folder, a saved pruned model or a hub id."),
-    st.Page("pages/head_maps.py", title="Head maps", icon=":material/grid_on:",
+    st.Page("app_pages/head_maps.py", title="Head maps", icon=":material/grid_on:",
             help="See how each attention head behaves on a sample text and pick heads by clicking them."),
-    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:",
+    st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:",
             help="Switch heads off by strategy and ratio or by your selection; compare before and after; save."),
-    st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:",
+    st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:",
             help="Train the pruned model in the background to win back quality; watch it live."),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:",
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:",
             help="One prompt, same settings and seed: base, pruned and fine-tuned text side by side."),
-    st.Page("pages/experiments.py", title="Experiments", icon=":material/history:",
+    st.Page("app_pages/experiments.py", title="Experiments", icon=":material/history:",
             help="Every recorded run: settings, pruned heads, curves, final numbers and samples."),
 ]
 

@@ -16,6 +16,7 @@ from sentinel.ui.selection import HeadKey, head_label
 SELECTION_NAME = "pick"
 PRUNED_COLOUR = "#d0d0d0"
 CELL_TEXT_LIMIT = 256          # above this many cells the values are left to the tooltips
+CELL_HEIGHT = 34               # pixels per layer row
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     cells = base.mark_rect(stroke="white", strokeWidth=1).encode(
         color=alt.condition(
             "datum.status == 'active'",
-            alt.Color("shade:Q", title=f"{metric.label} ({metric.unit})", scale=alt.Scale(scheme="viridis")),
+            alt.Color("shade:Q", title=metric.unit, scale=alt.Scale(scheme="viridis")),
             alt.value(PRUNED_COLOUR),
         ),
         tooltip=[
@@ -106,14 +107,11 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     layers.append(marks)
     if num_layers * num_heads <= CELL_TEXT_LIMIT:
         values = base.transform_filter("datum.status == 'active'").mark_text(fontSize=10).encode(
-            text=alt.Text("score:Q", format=".2f"),
+            text=alt.Text("score:Q", format=".3g"),
             color=alt.value("white"),
         )
         layers.append(values)
-    return alt.layer(*layers).properties(
-        title=title or metric.label,
-        height=max(160, 34 * num_layers),
-    )
+    return alt.layer(*layers).properties(title=title or metric.label, height=alt.Step(CELL_HEIGHT))
 
 
 def curves_chart(points: pd.DataFrame, value: str, title: str) -> alt.Chart:

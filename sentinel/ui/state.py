@@ -122,7 +122,7 @@ def require_model(state: DashboardState) -> WorkingModel:
         if failed:
             st.stop()
     st.info("No model is loaded yet. Choose one on the Model page.")
-    st.page_link("pages/model.py", label="Go to the Model page", icon=":material/memory:")
+    st.page_link("app_pages/model.py", label="Go to the Model page", icon=":material/memory:")
     st.stop()
 
 

@@ -72,7 +72,7 @@ if scores is not None:
     head_map(state, working, scores, metric, chart_key="head_map_chart")
 selection_list(state, working)
 if state.selection.heads:
-    st.page_link("pages/prune.py", label=f"Prune the {len(state.selection.heads)} selected heads",
+    st.page_link("app_pages/prune.py", label=f"Prune the {len(state.selection.heads)} selected heads",
                  icon=":material/content_cut:")
 
 st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
