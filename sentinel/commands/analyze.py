@@ -23,6 +23,7 @@ from sentinel.models import LoadedModel, load_model
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS = "entropy,magnitude,gradient"
+DEFAULT_SEQ_LEN = 128
 
 
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,36 +32,44 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text to analyse: a .txt/.jsonl/.csv file, bundled:<split>, or a hub dataset "
                              "name:config:split (default: the bundled validation split)")
     parser.add_argument("--samples", type=int, default=32, help="number of token sequences (default 32)")
-    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help=f"tokens per sequence (default {DEFAULT_SEQ_LEN}, or the model's maximum if smaller)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
 
 
 def load_analysis_batches(loaded: LoadedModel, args: argparse.Namespace,
-                          metrics: list[str]) -> tuple[list[Batch], list[Batch]]:
-    """(batches for forward metrics, batches for loss metrics) from --text; masked-LM models get seeded masks."""
-    for name in ("samples", "seq_len", "batch_size"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+                          metrics: list[str]) -> tuple[list[Batch], list[Batch], dict[str, Any]]:
+    """(batches for forward metrics, batches for loss metrics, what text was used) from --text.
+
+    Masked-LM models get seeded masked copies for the loss metrics.
+    """
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
-    if limit is not None and args.seq_len > limit:
-        raise DataError(f"--seq-len {args.seq_len} is longer than the model's {limit} positions; use {limit} or less.")
-    blocks = load_text_blocks(loaded.tokenizer, args.text, block_size=args.seq_len,
-                              max_tokens=args.samples * args.seq_len)
+    seq_len = args.seq_len if args.seq_len is not None else min(DEFAULT_SEQ_LEN, limit or DEFAULT_SEQ_LEN)
+    for flag, value in (("--samples", args.samples), ("--seq-len", seq_len), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise DataError(f"{flag} must be at least 1, got {value}.")
+    if limit is not None and seq_len > limit:
+        raise DataError(f"--seq-len {seq_len} is longer than the model's {limit} positions; use {limit} or less.")
+    blocks = load_text_blocks(loaded.tokenizer, args.text, block_size=seq_len, max_tokens=args.samples * seq_len)
     batches = prepare_batches(blocks.dataloader(batch_size=args.batch_size), device=loaded.device)
-    logger.info("Analysing %d sequences (%d tokens) of %s", len(blocks.input_ids), blocks.num_tokens, blocks.source)
+    info = {"text": blocks.source, "sequences": len(blocks.input_ids), "tokens": blocks.num_tokens, "seq_len": seq_len}
+    logger.info("Analysing %d sequences (%d tokens) of %s", info["sequences"], info["tokens"], info["text"])
     if loaded.layout.is_causal or not any(m in LOSS_METRICS for m in metrics):
-        return batches, batches
-    return batches, masked_lm_batches(batches, loaded.tokenizer.mask_token_id, seed=args.seed)
+        return batches, batches, info
+    return batches, masked_lm_batches(batches, loaded.tokenizer.mask_token_id, seed=args.seed), info
 
 
-def score_model(loaded: LoadedModel, args: argparse.Namespace, metrics: list[str]) -> dict[str, HeadScores]:
-    """Run `metrics` on the loaded model, reading text only when one of them needs it."""
+def score_model(loaded: LoadedModel, args: argparse.Namespace,
+                metrics: list[str]) -> tuple[dict[str, HeadScores], dict[str, Any]]:
+    """Run `metrics` on the loaded model, reading text only when one of them needs it; also says what text."""
     data = loss_data = None
+    info: dict[str, Any] = {}
     if needs_data(metrics):
-        data, loss_data = load_analysis_batches(loaded, args, metrics)
+        data, loss_data, info = load_analysis_batches(loaded, args, metrics)
     progress = _progress_bar if sys.stderr.isatty() else None
-    return compute_scores(loaded.model, metrics, data, loss_data=loss_data, seed=args.seed,
-                          normalize_layers=getattr(args, "normalize_layers", False), progress=progress)
+    scores = compute_scores(loaded.model, metrics, data, loss_data=loss_data, seed=args.seed,
+                            normalize_layers=getattr(args, "normalize_layers", False), progress=progress)
+    return scores, info
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = check_metric_names(args.metrics.split(","))
     csv_path = _csv_target(args.out) if args.out else None
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    scores = score_model(loaded, args, metrics)
+    scores, _ = score_model(loaded, args, metrics)
     shown = _shown(metrics, scores)
     if args.json:
         result: dict[str, Any] = {"layers": loaded.layout.num_layers, "heads": loaded.layout.num_heads}

@@ -54,11 +54,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model = loaded.model
     if args.strategy is not None:
-        scores = score_model(loaded, args, list(strategy.metrics)) if strategy.metrics else {}
+        scores, text = score_model(loaded, args, list(strategy.metrics)) if strategy.metrics else ({}, {})
         plan: HeadPlan = strategy.select_heads_to_prune(model, scores)
-        note = {"how": "strategy", **strategy.to_dict(), "mode": args.mode, "heads": plan_to_json(plan)}
-        if strategy.metrics:
-            note.update({"text": args.text or "bundled:validation", "samples": args.samples, "seq_len": args.seq_len})
+        note = {"how": "strategy", **strategy.to_dict(), "mode": args.mode, "heads": plan_to_json(plan), **text}
     else:
         check_min_heads(model, requested, args.min_heads)
         plan = requested

@@ -14,12 +14,12 @@ from sentinel.pruning.strategies.base import BasePruningStrategy, Importances
 
 
 class RandomPruningStrategy(BasePruningStrategy):
-    """Prunes heads chosen at random from `seed` (the baseline); `head_importances` is not used and may be None."""
+    """Prunes the heads with the LOWEST `random_scores(model, seed)` (the baseline); `head_importances` is unused."""
 
     name: ClassVar[str] = "random"
 
     def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
-        return random_scores(model, self.seed).values
+        return -random_scores(model, self.seed).values
 
 
 class EntropyPruningStrategy(BasePruningStrategy):
