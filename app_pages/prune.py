@@ -61,9 +61,10 @@ if go:
             scores = strategy_scores(state, working, strategy)
             plan, label = choose_by_strategy(working, scores, strategy, ratio, int(min_heads), scope, int(seed),
                                              whole_kv_groups=(mode == "remove" and layout.kv_group_size > 1))
+            step = working.apply(plan, mode, label, strategy, ratio)
         else:
             plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
-        step = working.apply(plan, mode, label)
+            step = working.apply(plan, mode, label)
         state.selection = type(state.selection)((), state.selection.seen)
         st.toast(f"{'Masked' if mode == 'mask' else 'Removed'} {step.count} heads ({label})",
                  icon=":material/content_cut:")

@@ -32,6 +32,8 @@ class PruneStep:
     mode: PruneMode
     heads: HeadPlan
     how: str
+    strategy: str | None = None       # the strategy that chose the heads (None: picked by hand)
+    ratio: float | None = None        # the ratio it was asked for
 
     @property
     def count(self) -> int:
@@ -39,12 +41,14 @@ class PruneStep:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the saved model's note, the experiment store)."""
-        return {"mode": self.mode, "heads": plan_to_json(self.heads), "how": self.how}
+        return {"mode": self.mode, "heads": plan_to_json(self.heads), "how": self.how, "strategy": self.strategy,
+                "ratio": self.ratio}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneStep:
         """Inverse of `to_dict`."""
-        return cls(data["mode"], {int(k): list(v) for k, v in data["heads"].items()}, data["how"])
+        return cls(data["mode"], {int(k): list(v) for k, v in data["heads"].items()}, data["how"],
+                   data.get("strategy"), data.get("ratio"))
 
 
 @dataclass
@@ -67,14 +71,15 @@ class WorkingModel:
     def tokenizer(self) -> Any:
         return self.base.tokenizer
 
-    def apply(self, plan: PlanLike, mode: PruneMode, how: str) -> PruneStep:
+    def apply(self, plan: PlanLike, mode: PruneMode, how: str, strategy: str | None = None,
+              ratio: float | None = None) -> PruneStep:
         """Mask or remove the plan's heads (original indices); a plan that changes nothing is an error."""
         if mode not in ("mask", "remove"):
             raise InvalidPruningPlan(f"Unknown pruning mode {mode!r}; use 'mask' or 'remove'.")
         done = mask_heads(self.model, plan) if mode == "mask" else remove_heads(self.model, plan, note={"how": how})
         if not done:
             raise InvalidPruningPlan("Every head in that plan is already pruned; pick heads that are still active.")
-        step = PruneStep(mode, done, how)
+        step = PruneStep(mode, done, how, strategy, ratio)
         self.steps.append(step)
         self.version += 1
         logger.info("Session model: %sed %d heads (%s)", mode, step.count, how)
@@ -121,6 +126,18 @@ class WorkingModel:
     def active(self) -> list[tuple[int, int]]:
         """Active (layer, head) pairs in original indices."""
         return [(layer, h) for layer, heads in active_heads(self.model).items() for h in heads]
+
+    def replay(self, steps: list[PruneStep]) -> None:
+        """Apply recorded steps (e.g. those a fine-tune job started from) to an untouched copy."""
+        if self.steps:
+            raise InvalidPruningPlan("This session has already pruned its model; reset it before replaying steps.")
+        for step in steps:
+            self.apply(step.heads, step.mode, step.how, step.strategy, step.ratio)
+
+    def pruned_fraction(self) -> float:
+        """Share of the original heads that are no longer active."""
+        layout = self.base.layout
+        return 1.0 - len(self.active()) / (layout.num_layers * layout.num_heads)
 
     def history(self) -> list[dict[str, Any]]:
         """The steps as plain dicts (for the saved model's note and the experiment store)."""

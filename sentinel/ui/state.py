@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
 from sentinel.ui.analysis import (MAP_METRICS, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
                                   measure_figures)
+from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
 from sentinel.ui.selection import HeadSelection
@@ -237,3 +239,25 @@ def shared_store() -> Store:
 def shared_jobs() -> JobManager:
     """The process's job manager: fine-tunes run on its worker threads while sessions keep working."""
     return JobManager(shared_store())
+
+
+def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobView) -> None:
+    """Make a succeeded job's model the session's fine-tuned model (once), with a toast.
+
+    A session opened on the job's URL has an unpruned copy: it replays the job's pruning steps first, so
+    the Compare page's 'pruned' column is the model the job started from.
+    """
+    if state.tuned is not None and state.tuned.job_id == view.job.id:
+        return
+    store = shared_store()
+    source = base_source_of(store, view.job)
+    if Path(working.base.source).resolve() != Path(source or BUNDLED_MODEL_DIR).resolve():
+        choice = state.choice or ModelChoice()
+        working = open_model(state, ModelChoice(source, choice.device, choice.dtype))
+    steps = dashboard_steps(store, view.job)
+    if steps and not working.steps:
+        working.replay(steps)
+    model = load_tuned(view, str(working.base.device))
+    state.tuned = TunedModel(model, view.job.id, view.model_path or "", [s.to_dict() for s in steps])
+    st.toast(f"Fine-tuning finished: job {view.job.id}'s model is now your fine-tuned model.",
+             icon=":material/check_circle:")

@@ -68,8 +68,8 @@ def test_status_names_masked_and_removed_heads():
     assert working.status() == {(0, 1): "masked", (2, 0): "removed", (2, 3): "removed"}
     assert working.pruned() == {0: [1], 2: [0, 3]}
     assert working.history() == [
-        {"mode": "mask", "heads": {"0": [1]}, "how": "a"},
-        {"mode": "remove", "heads": {"2": [0, 3]}, "how": "b"},
+        {"mode": "mask", "heads": {"0": [1]}, "how": "a", "strategy": None, "ratio": None},
+        {"mode": "remove", "heads": {"2": [0, 3]}, "how": "b", "strategy": None, "ratio": None},
     ]
     assert PruneStep.from_dict(working.history()[1]) == working.steps[1]
 
