@@ -3,17 +3,22 @@
 That input still holds every head's output separately ([..., heads * head_dim]), so a gate of 0
 removes a head's contribution exactly and stops its gradient; with no head masked the gate is
 dropped altogether, so unmasking restores the original computation bit for bit.
+
+Besides 0 (masked) and 1 (active), an active head may carry a fractional gate scale in (0, 1]
+(`set_gate_scales`), used to fade a freshly grown head in. Masking wins over a scale; a scale of 1
+removes it. Scales live in each attention module's `sentinel_gate_scale` dict and are not saved.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from sentinel.errors import InvalidPruningPlan
 from sentinel.models.heads import ModelHeads, model_heads
 from sentinel.pruning.plan import HeadPlan, PlanLike, normalize_plan
 
@@ -40,18 +45,61 @@ def _install_gate(proj: nn.Module, gate: torch.Tensor | None) -> None:
     proj._buffers[_GATE] = gate
 
 
+def _gate_values(heads: ModelHeads, layer: int) -> list[float]:
+    """Gate value of each present head of `layer`: 0 masked, its scale while fading in, else 1."""
+    masked, scales = heads.masked(layer), _scales(heads.modules[layer])
+    return [0.0 if h in masked else scales.get(h, 1.0) for h in heads.present(layer)]
+
+
 def refresh_gates(heads: ModelHeads, layers: list[int] | None = None) -> None:
-    """Rebuild the gates of `layers` (default all) from their masked lists."""
+    """Rebuild the gates of `layers` (default all) from their masked lists and gate scales."""
     for layer in range(heads.num_layers) if layers is None else layers:
-        present, masked = heads.present(layer), heads.masked(layer)
         proj = heads.adapter.output_projection(heads.modules[layer])
-        if not masked or not present:
+        values = _gate_values(heads, layer)
+        if all(v == 1.0 for v in values):   # nothing masked or fading (or no heads): no gate at all
             if _GATE in proj._buffers:
                 proj._buffers[_GATE] = None
             continue
         weight = proj.weight
-        gate = torch.tensor([0.0 if h in masked else 1.0 for h in present], dtype=weight.dtype, device=weight.device)
-        _install_gate(proj, gate)
+        _install_gate(proj, torch.tensor(values, dtype=weight.dtype, device=weight.device))
+
+
+def _scales(attn: nn.Module) -> dict[int, float]:
+    if not hasattr(attn, "sentinel_gate_scale"):
+        attn.sentinel_gate_scale = {}
+    return attn.sentinel_gate_scale
+
+
+def set_gate_scales(model: nn.Module, scales: Mapping[int, Mapping[int, float]]) -> None:
+    """Set fractional gates {layer: {head: value in (0, 1]}} on present, unmasked heads (1 clears the scale)."""
+    heads = model_heads(model)
+    for layer, per_head in scales.items():
+        if not 0 <= int(layer) < heads.num_layers:
+            raise InvalidPruningPlan(f"Layer {layer} is out of range: this model has layers 0-{heads.num_layers - 1}.")
+        current = _scales(heads.modules[int(layer)])
+        for head, value in per_head.items():
+            if head not in heads.present(int(layer)) or head in heads.masked(int(layer)):
+                raise InvalidPruningPlan(f"Layer {layer} head {head} is removed or masked; only active heads take "
+                                         "a gate scale. Unmask or grow it first.")
+            if not 0.0 < float(value) <= 1.0:
+                raise InvalidPruningPlan(f"Gate scale {value} for layer {layer} head {head} is outside (0, 1].")
+            if float(value) == 1.0:
+                current.pop(head, None)
+            else:
+                current[head] = float(value)
+    refresh_gates(heads, [int(layer) for layer in scales])
+
+
+def gate_scales(model: nn.Module) -> dict[int, dict[int, float]]:
+    """Fractional gate scales of present, unmasked heads, {layer: {head: value}} for layers that have any."""
+    heads = model_heads(model)
+    result: dict[int, dict[int, float]] = {}
+    for layer in range(heads.num_layers):
+        present, masked = heads.present(layer), heads.masked(layer)
+        live = {h: v for h, v in _scales(heads.modules[layer]).items() if h in present and h not in masked}
+        if live:
+            result[layer] = live
+    return result
 
 
 def mask_heads(model: nn.Module, plan: PlanLike) -> HeadPlan:
@@ -120,7 +168,8 @@ def masked_heads(model: nn.Module) -> HeadPlan:
 def gradient_gates(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
     """Temporarily put a gate that requires grad on every layer with present heads.
 
-    Yields {layer: gate[present heads]}; each gate holds 1 for active and 0 for masked heads, so
+    Yields {layer: gate[present heads]}; each gate holds 1 for active and 0 for masked heads (a fading-in
+    head keeps its scale), so
     after `loss.backward()` `gate.grad[i]` is d loss / d gate of present head i. The previous gates
     come back on exit.
     """
@@ -129,12 +178,11 @@ def gradient_gates(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
     saved: dict[int, torch.Tensor | None] = {}
     try:
         for layer in range(heads.num_layers):
-            present, masked = heads.present(layer), heads.masked(layer)
-            if not present:
+            if not heads.present(layer):
                 continue
             proj = heads.adapter.output_projection(heads.modules[layer])
             saved[layer] = proj._buffers.get(_GATE)
-            values = [0.0 if h in masked else 1.0 for h in present]
+            values = _gate_values(heads, layer)
             gate = torch.tensor(values, dtype=torch.float32, device=proj.weight.device, requires_grad=True)
             _install_gate(proj, gate)
             gates[layer] = gate

@@ -52,6 +52,38 @@ def keep_in_features(module: nn.Module, index: torch.Tensor) -> None:
         module.in_features = len(index)
 
 
+def expand_out_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
+    """Inverse of keep_out_features: grow to `size` output channels; the current ones land at `index`, new ones are 0."""
+    dim = _out_dim(module)
+    old = module.weight.detach()
+    shape = list(old.shape)
+    shape[dim] = size
+    index = index.to(old.device)
+    module.weight = nn.Parameter(old.new_zeros(shape).index_copy_(dim, index, old),
+                                 requires_grad=module.weight.requires_grad)
+    if module.bias is not None:
+        module.bias = nn.Parameter(module.bias.detach().new_zeros(size).index_copy_(0, index, module.bias.detach()),
+                                   requires_grad=module.bias.requires_grad)
+    if isinstance(module, Conv1D):
+        module.nf = size
+    else:
+        module.out_features = size
+
+
+def expand_in_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
+    """Inverse of keep_in_features: grow to `size` input channels; the current ones land at `index`, new ones are 0."""
+    dim = 1 - _out_dim(module)
+    old = module.weight.detach()
+    shape = list(old.shape)
+    shape[dim] = size
+    module.weight = nn.Parameter(old.new_zeros(shape).index_copy_(dim, index.to(old.device), old),
+                                 requires_grad=module.weight.requires_grad)
+    if isinstance(module, Conv1D):
+        module.nx = size
+    else:
+        module.in_features = size
+
+
 def out_rows(module: nn.Module, channels: slice) -> torch.Tensor:
     """View of output channels `channels` as (len, in_features)."""
     if isinstance(module, Conv1D):
@@ -109,6 +141,12 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def keep_heads(self, attn: nn.Module, heads: list[int], kv_heads: list[int]) -> None:
         """Physically keep only local query heads `heads` and local key/value heads `kv_heads`."""
+
+    @abstractmethod
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        """Inverse of keep_heads: grow to `num_heads` query (`num_kv_heads` K/V) heads with zero weights,
+        current local head i moving to slot kept_at[i] (K/V head j to kv_kept_at[j])."""
 
     def head_config(self, config: Any) -> tuple[int, int, int, int]:
         """(num_heads, num_kv_heads, head_dim, hidden_size) of the original model."""

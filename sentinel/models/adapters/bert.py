@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, head_channels, head_range, in_cols, keep_in_features, keep_out_features, out_rows,
+    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
+    keep_in_features, keep_out_features, out_rows,
 )
 from sentinel.models.layout import HeadWeights
 
@@ -58,3 +59,13 @@ class BertAdapter(FamilyAdapter):
         keep_in_features(attn.output.dense, index)
         s.num_attention_heads = len(heads)
         s.all_head_size = len(heads) * d
+
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        s, d = attn.self, attn.self.attention_head_size
+        index = head_channels(kept_at, d)
+        for proj in (s.query, s.key, s.value):
+            expand_out_features(proj, num_heads * d, index)
+        expand_in_features(attn.output.dense, num_heads * d, index)
+        s.num_attention_heads = num_heads
+        s.all_head_size = num_heads * d

@@ -9,7 +9,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, head_channels, head_range, in_cols, keep_in_features, keep_out_features, out_rows,
+    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
+    keep_in_features, keep_out_features, out_rows,
 )
 from sentinel.models.layout import HeadWeights
 
@@ -53,3 +54,11 @@ class GPT2Adapter(FamilyAdapter):
         attn.num_heads = len(heads)
         attn.split_size = len(heads) * d
 
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        d, width = attn.head_dim, num_heads * attn.head_dim
+        fused = [head_channels(kept_at, d, offset) for offset in (0, width, 2 * width)]
+        expand_out_features(attn.c_attn, 3 * width, torch.cat(fused))
+        expand_in_features(attn.c_proj, width, head_channels(kept_at, d))
+        attn.num_heads = num_heads
+        attn.split_size = width

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, head_channels, head_range, in_cols, keep_in_features, keep_out_features, out_rows,
+    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
+    keep_in_features, keep_out_features, out_rows,
 )
 from sentinel.models.layout import HeadWeights
 
@@ -42,3 +43,9 @@ class GPTNeoXAdapter(FamilyAdapter):
         d = attn.head_size
         keep_out_features(attn.query_key_value, head_channels(heads, 3 * d))
         keep_in_features(attn.dense, head_channels(heads, d))
+
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        d = attn.head_size
+        expand_out_features(attn.query_key_value, num_heads * 3 * d, head_channels(kept_at, 3 * d))
+        expand_in_features(attn.dense, num_heads * d, head_channels(kept_at, d))

@@ -9,7 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, head_channels, head_range, in_cols, keep_in_features, keep_out_features, out_rows,
+    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
+    keep_in_features, keep_out_features, out_rows,
 )
 from sentinel.models.layout import HeadWeights
 
@@ -44,3 +45,11 @@ class LlamaAdapter(FamilyAdapter):
         keep_out_features(attn.k_proj, head_channels(kv_heads, d))
         keep_out_features(attn.v_proj, head_channels(kv_heads, d))
         keep_in_features(attn.o_proj, head_channels(heads, d))
+
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        d = attn.head_dim
+        expand_out_features(attn.q_proj, num_heads * d, head_channels(kept_at, d))
+        expand_out_features(attn.k_proj, num_kv_heads * d, head_channels(kv_kept_at, d))
+        expand_out_features(attn.v_proj, num_kv_heads * d, head_channels(kv_kept_at, d))
+        expand_in_features(attn.o_proj, num_heads * d, head_channels(kept_at, d))

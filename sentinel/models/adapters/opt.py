@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, head_channels, head_range, in_cols, keep_in_features, keep_out_features, out_rows,
+    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
+    keep_in_features, keep_out_features, out_rows,
 )
 from sentinel.models.layout import HeadWeights
 
@@ -39,3 +40,12 @@ class OPTAdapter(FamilyAdapter):
             keep_out_features(proj, index)
         keep_in_features(attn.out_proj, index)
         attn.num_heads = len(heads)
+
+    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
+                     num_kv_heads: int) -> None:
+        d = attn.head_dim
+        index = head_channels(kept_at, d)
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            expand_out_features(proj, num_heads * d, index)
+        expand_in_features(attn.out_proj, num_heads * d, index)
+        attn.num_heads = num_heads

@@ -1,0 +1,146 @@
+"""The "finetune" job: load (or resume) a model, optionally prune it, fine-tune it, save it, record it.
+
+Params are a `FineTuneJob` as a dict, so the store alone can restart the job after a crash: a resumed job
+loads its last checkpoint (whose pruning record restores masks and removals) and continues the step count
+and learning-rate schedule from there. Output folder layout:
+
+    <out>/model/        the fine-tuned model (when the run completes or stops early)
+    <out>/checkpoint/   the last checkpoint (kept when cancelled or interrupted, removed on success)
+    <out>/result.json   the FineTuneResult (curves included)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sentinel.errors import DataError
+from sentinel.jobs import JobContext, ProgressEvent
+from sentinel.models.heads import model_heads
+from sentinel.models.loading import LoadedModel, load_model, save_model
+from sentinel.pruning import mask_heads, remove_heads, unmask_heads
+from sentinel.pruning.plan import plan_to_json
+from sentinel.store import CheckpointRecord
+from sentinel.training.config import FineTuneConfig
+from sentinel.training.finetune import describe_result, finetune, load_finetune_data
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FineTuneJob:
+    """Everything a fine-tune job needs, JSON-ready: model source, data, settings, optional pruning, output."""
+
+    out: str
+    config: FineTuneConfig = field(default_factory=FineTuneConfig)
+    model: str | None = None                 # hub id or folder; None = the bundled model
+    text: str | None = None                  # training text source (sentinel.data.load_texts); None = bundled
+    validation_text: str | None = None
+    teacher: str | None = None               # unpruned teacher for distillation; None = `model` unmasked
+    prune_plan: dict[str, list[int]] | None = None   # heads to prune before training (original indices)
+    prune_mode: str = "mask"
+    dtype: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FineTuneJob:
+        values = {k: v for k, v in data.items() if k != "device"}   # the job manager adds the device it ran on
+        values["config"] = FineTuneConfig.from_dict(dict(data.get("config", {})))
+        return cls(**values)
+
+
+def load_teacher(model_source: str | None, teacher_source: str | None, device: str, dtype: str | None) -> nn.Module:
+    """The unpruned model to distil from: `teacher_source`, else `model_source` with every mask lifted."""
+    loaded = load_model(teacher_source if teacher_source is not None else model_source, device=device, dtype=dtype)
+    heads = model_heads(loaded.model)
+    if teacher_source is None and any(len(heads.present(layer)) < heads.num_heads for layer in range(heads.num_layers)):
+        raise DataError(f"{loaded.source} has physically removed heads, so it cannot serve as its own unpruned "
+                        "teacher; give the original model as the teacher (--teacher).")
+    unmask_heads(loaded.model)
+    return loaded.model
+
+
+def teacher_from(model: nn.Module) -> nn.Module:
+    """An unpruned copy of an in-memory model whose heads are only masked (masked weights are kept intact)."""
+    heads = model_heads(model)
+    if any(len(heads.present(layer)) < heads.num_heads for layer in range(heads.num_layers)):
+        raise DataError("This model has physically removed heads; distil from a copy taken before removal.")
+    teacher = copy.deepcopy(model)
+    unmask_heads(teacher)
+    return teacher
+
+
+def run_finetune(
+    job: FineTuneJob,
+    device: str,
+    report: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    resume: CheckpointRecord | None = None,
+) -> dict[str, Any]:
+    """Run one fine-tune job to the end (or cancellation); returns a JSON summary."""
+    out = Path(job.out).expanduser()
+    config = FineTuneConfig.from_dict({**job.config.to_dict(), "device": device})
+    config.validate()
+    start_step = 0
+    if resume is not None:
+        loaded = load_model(resume.path, device=device, dtype=job.dtype)
+        start_step = int(loaded.record.get("note", {}).get("step", resume.step))
+        logger.info("Resuming from %s at step %d", resume.path, start_step)
+    else:
+        loaded = load_model(job.model, device=device, dtype=job.dtype)
+        _prune(loaded, job)
+    teacher = load_teacher(job.model, job.teacher, device, job.dtype) if config.distill else None
+    data = load_finetune_data(loaded.tokenizer, job.text, config.block_size, job.validation_text,
+                              max_validation_tokens=config.eval_max_tokens)
+    result = finetune(loaded.model, loaded.tokenizer, data, config, teacher=teacher, on_event=report,
+                      should_stop=should_stop, checkpoint_dir=out / "checkpoint", on_checkpoint=on_checkpoint,
+                      start_step=start_step)
+    summary = describe_result(result)
+    summary["data"] = data.describe()
+    if result.stopped != "cancelled":
+        note = {"kind": "finetuned", "from": job.model or "bundled", "result": summary, "config": config.to_dict()}
+        summary["model"] = str(save_model(loaded.model, loaded.tokenizer, out / "model", note=note))
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        summary["checkpoint"] = None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({**result.to_dict(), "data": data.describe()}, indent=2),
+                                     encoding="utf-8")
+    return summary
+
+
+def run_finetune_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "finetune"; records the summary on the job's experiment."""
+    job = FineTuneJob.from_dict(params)
+    if ctx.experiment_id is not None and job.prune_plan and ctx.attempt == 1:
+        ctx.store.record_pruned_heads(ctx.experiment_id, job.prune_plan, job.prune_mode, stage="before-finetune")
+    summary = run_finetune(job, ctx.device, report=ctx.report, should_stop=lambda: ctx.cancelled,
+                           on_checkpoint=ctx.checkpoint, resume=ctx.resume_checkpoint)
+    if ctx.experiment_id is not None:
+        ctx.store.update_experiment(ctx.experiment_id, status=summary["stopped"], summary=summary)
+        if summary.get("model"):
+            ctx.store.add_checkpoint(ctx.experiment_id, summary["model"], summary["steps"], job_id=ctx.job_id)
+    return summary
+
+
+def _prune(loaded: LoadedModel, job: FineTuneJob) -> None:
+    if not job.prune_plan:
+        return
+    if job.prune_mode not in ("mask", "remove"):
+        raise DataError(f"prune_mode must be 'mask' or 'remove', got {job.prune_mode!r}.")
+    plan = {int(layer): list(heads) for layer, heads in job.prune_plan.items()}
+    apply = mask_heads if job.prune_mode == "mask" else remove_heads
+    done = apply(loaded.model, plan)
+    logger.info("Pruned (%s) %s before fine-tuning", job.prune_mode, plan_to_json(done))
