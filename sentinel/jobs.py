@@ -102,11 +102,12 @@ class JobContext:
         if self._cancel.is_set():
             raise JobCancelled(self.job_id)
 
-    def report(self, event: ProgressEvent) -> None:
-        """Record a progress event: latest progress on the job, metric points on its experiment, listeners."""
+    def report(self, event: ProgressEvent, record_metrics: bool = True) -> None:
+        """Record a progress event: latest progress on the job, metric points on its experiment (unless the
+        runner records them itself: record_metrics=False), listeners."""
         data = event.to_dict()
         self.store.update_job_progress(self.job_id, data)
-        if self.experiment_id is not None and event.metrics():
+        if record_metrics and self.experiment_id is not None and event.metrics():
             self.store.log_metrics(self.experiment_id, event.metrics(), event.step)
         self._notify(self.job_id, {"type": "progress", **data})
 

@@ -141,3 +141,11 @@ def tiny_lm_dir(tmp_path_factory):
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_text_file(tmp_path):
+    """The tiny corpus (three times over) as a .txt file, for fine-tuning and experiment tests."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(TINY_TEXTS * 3), encoding="utf-8")
+    return path

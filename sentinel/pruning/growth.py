@@ -11,6 +11,7 @@ contribution and cannot jolt the model. While fading, its updates can be scaled 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -138,6 +139,36 @@ def grow_heads(
                 sum(map(len, grown.values())), sum(map(len, reinit.values())), sum(map(len, added.values())),
                 warmup_steps)
     return result
+
+
+def choose_heads_to_grow(model: nn.Module, counts: Mapping[int, int], pruned: PlanLike, seed: int = 0) -> HeadPlan:
+    """Which heads to grow given per-layer counts (as `select_heads_to_grow` returns them).
+
+    Per layer, a seeded random choice among that layer's `pruned` heads that are inactive now. Removed
+    heads of a grouped-query model come back a whole K/V group at a time, so a layer may get fewer
+    than its count when a whole group does not fit.
+    """
+    heads = model_heads(model)
+    wanted = normalize_plan(pruned, heads.num_layers, heads.num_heads)
+    generator = torch.Generator().manual_seed(seed)
+    size = heads.kv_group_size
+    plan: HeadPlan = {}
+    for layer, count in sorted(counts.items()):
+        present, masked = heads.present(layer), heads.masked(layer)
+        inactive = [h for h in wanted.get(layer, []) if h not in present or h in masked]
+        units: list[list[int]] = []
+        for head in inactive:
+            first = (head // size) * size
+            unit = [head] if head in present else [h for h in range(first, first + size) if h not in present]
+            if unit not in units:
+                units.append(unit)
+        chosen: list[int] = []
+        for index in torch.randperm(len(units), generator=generator).tolist():
+            if len(chosen) + len(units[index]) <= count:
+                chosen += units[index]
+        if chosen:
+            plan[layer] = sorted(chosen)
+    return plan
 
 
 def advance_growth(model: nn.Module, steps: int = 1) -> list[HeadFade]:

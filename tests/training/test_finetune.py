@@ -16,7 +16,7 @@ from sentinel.training import (DistillationTrainer, FineTuneConfig, FineTuneData
                                TrainingConfigError, distillation_loss, finetune)
 from sentinel.training.trainer import TokenBlocks
 from tests.conftest import make_char_tokenizer, make_tiny_lm, make_tiny_model
-from tests.training.conftest import tiny_config, tiny_data
+from tests.training.helpers import tiny_config, tiny_data
 
 
 def mean_loss(model, blocks: list[list[int]]) -> float:

@@ -15,7 +15,7 @@ from sentinel.models import load_model, model_heads
 from sentinel.pruning import masked_heads
 from sentinel.store import Store
 from sentinel.training.job import FineTuneJob
-from tests.training.conftest import tiny_config
+from tests.training.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,6 @@
-"""Shared bits for the fine-tuning tests: a tiny text file and tiny token blocks."""
+"""Shared bits for the fine-tuning tests: tiny token blocks and a small, fast FineTuneConfig."""
 
 from __future__ import annotations
-
-import pytest
 
 from sentinel.data import cut_blocks, join_documents
 from sentinel.training import FineTuneConfig, FineTuneData
@@ -20,10 +18,3 @@ def tiny_config(**overrides) -> FineTuneConfig:
                   eval_max_tokens=64, device="cpu", seed=0)
     values.update(overrides)
     return FineTuneConfig(**values)
-
-
-@pytest.fixture
-def tiny_text_file(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(TINY_TEXTS * 3), encoding="utf-8")
-    return path
