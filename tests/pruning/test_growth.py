@@ -12,7 +12,7 @@ from sentinel.pruning.growth import GrowthResult, advance_growth, grow_heads, gr
 from sentinel.pruning.masks import gate_scales, pruning_history
 from sentinel.training import finetune
 from tests.conftest import ALL_FAMILIES, make_tiny_lm, make_tiny_model, sample_ids
-from tests.training.conftest import tiny_config, tiny_data
+from tests.training.helpers import tiny_config, tiny_data
 
 GQA = {"llama", "mistral", "qwen2"}
 
