@@ -165,6 +165,7 @@ def collect_attention_stats(model: nn.Module, data: Any, num_batches: int | None
     """Run the model over `data` and return per-head entropy sums for every original head.
 
     `data`: a batch or an iterable of batches (see `prepare_batches`); at most `num_batches` are used.
+    Only the transformer body runs (`model.base_model`): the attention maps do not need the LM head.
     """
     heads = model_heads(model)
     batches = prepare_batches(data, num_batches, model_device(model))
@@ -172,13 +173,14 @@ def collect_attention_stats(model: nn.Module, data: Any, num_batches: int | None
     current: dict[str, torch.Tensor] = {}
     handles = [module.register_forward_hook(_layer_hook(heads, layer, stats, current))
                for layer, module in enumerate(heads.modules)]
+    body = getattr(model, "base_model", model)                  # the transformer without its LM head: no logits needed
     was_training = model.training
     model.eval()
     try:
         with eager_attention(model), torch.no_grad():
             for batch in batches:
                 current["attention_mask"] = batch["attention_mask"]
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
                 stats.batches += 1
                 stats.tokens += int(batch["attention_mask"].sum())
     finally:

@@ -92,8 +92,9 @@ def as_score_tensor(scores: HeadScores | torch.Tensor | pd.DataFrame, what: str 
                                 "or HeadScores; long-form frames from HeadScores.to_frame() are for display.")
         scores = torch.tensor(scores.to_numpy(dtype=float), dtype=torch.float64)
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else ""
         raise SentinelError(f"{what}: expected a [layers, heads] tensor, HeadScores or DataFrame, got "
-                            f"{type(scores).__name__}{'' if not isinstance(scores, torch.Tensor) else tuple(scores.shape)}.")
+                            f"{type(scores).__name__}{shape}.")
     return scores.detach().to("cpu", torch.float64)
 
 

@@ -14,15 +14,6 @@ from sentinel.cli import main
 from sentinel.metrics import weight_magnitude
 from tests.conftest import make_char_tokenizer, make_tiny_model
 
-TEXT = "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n    return a + b\n" * 20
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "sample.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def pruned_dir(tmp_path):
@@ -40,8 +31,8 @@ def analyze(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_json_shape_with_pruned_heads_as_null(pruned_dir, text_file, capsys):
-    code, out, _ = analyze(capsys, "--model", str(pruned_dir), "--text", str(text_file), "--json")
+def test_json_shape_with_pruned_heads_as_null(pruned_dir, tiny_text_file, capsys):
+    code, out, _ = analyze(capsys, "--model", str(pruned_dir), "--text", str(tiny_text_file), "--json")
     assert code == 0
     result = json.loads(out)
     assert list(result) == ["layers", "heads", "entropy", "entropy_normalized", "magnitude", "gradient"]
@@ -68,8 +59,8 @@ def test_csv_has_one_row_per_head(pruned_dir, tmp_path, capsys):
     assert rows[1]["magnitude"] == "" and not math.isnan(float(rows[0]["magnitude"]))
 
 
-def test_table_output(tiny_gpt2_dir, text_file, capsys):
-    code, out, _ = analyze(capsys, "--model", str(tiny_gpt2_dir), "--text", str(text_file), "--metrics", "entropy")
+def test_table_output(tiny_gpt2_dir, tiny_text_file, capsys):
+    code, out, _ = analyze(capsys, "--model", str(tiny_gpt2_dir), "--text", str(tiny_text_file), "--metrics", "entropy")
     assert code == 0
     assert out.startswith("entropy:\nlayer") and "entropy_normalized:" in out
 
@@ -81,9 +72,9 @@ def test_table_output(tiny_gpt2_dir, text_file, capsys):
     (["--samples", "0"], "--samples must be at least 1"),
     (["--json", "--out", "x.csv"], "not allowed with argument"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tiny_gpt2_dir, text_file, tmp_path, capsys, extra, words):
+def test_bad_input_is_one_line_and_exit_2(tiny_gpt2_dir, tiny_text_file, tmp_path, capsys, extra, words):
     extra = [str(tmp_path / "missing.txt") if e == "MISSING" else e for e in extra]
-    args = ["--model", str(tiny_gpt2_dir), "--text", str(text_file), *extra]
+    args = ["--model", str(tiny_gpt2_dir), "--text", str(tiny_text_file), *extra]
     code, _, err = analyze(capsys, *args)
     assert code == 2
     assert words in err and len(err.strip().splitlines()) == 1
@@ -96,14 +87,14 @@ def test_binary_text_file_is_refused(tiny_gpt2_dir, tmp_path, capsys):
     assert code == 2 and "binary" in err and len(err.strip().splitlines()) == 1
 
 
-def test_scores_equal_the_library_on_the_same_tokens(tiny_gpt2_dir, text_file, capsys):
+def test_scores_equal_the_library_on_the_same_tokens(tiny_gpt2_dir, tiny_text_file, capsys):
     from sentinel.data import load_text_blocks
     from sentinel.metrics import attention_entropy
 
-    code, out, _ = analyze(capsys, "--model", str(tiny_gpt2_dir), "--text", str(text_file), "--metrics", "entropy",
-                           "--json")
+    code, out, _ = analyze(capsys, "--model", str(tiny_gpt2_dir), "--text", str(tiny_text_file),
+                           "--metrics", "entropy", "--json")
     loaded = load_model(tiny_gpt2_dir, device="cpu")
-    blocks = load_text_blocks(loaded.tokenizer, str(text_file), block_size=32, max_tokens=4 * 32)
+    blocks = load_text_blocks(loaded.tokenizer, str(tiny_text_file), block_size=32, max_tokens=4 * 32)
     raw, _ = attention_entropy(loaded.model, blocks.dataloader(batch_size=8))
     assert code == 0
     assert torch.allclose(torch.tensor(json.loads(out)["entropy"], dtype=torch.float64), raw.values)

@@ -12,15 +12,6 @@ from sentinel.metrics import random_scores, weight_magnitude
 from sentinel.pruning.strategies import MagnitudePruningStrategy
 from tests.conftest import make_char_tokenizer, make_tiny_model
 
-TEXT = "class Stack:\n    \"\"\"A last-in, first-out list of items.\"\"\"\n    def push(self, item):\n" * 20
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "sample.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def llama_dir(tmp_path):
@@ -49,10 +40,10 @@ def test_magnitude_strategy_removes_the_lowest_heads(tiny_gpt2_dir, tmp_path, ca
     assert all(h not in reloaded[l] for l, h in lowest)
 
 
-def test_entropy_strategy_with_text_and_mask_mode(tiny_gpt2_dir, text_file, tmp_path, capsys):
+def test_entropy_strategy_with_text_and_mask_mode(tiny_gpt2_dir, tiny_text_file, tmp_path, capsys):
     out = tmp_path / "masked"
     code, result, _ = prune(capsys, "--model", str(tiny_gpt2_dir), "--strategy", "entropy", "--ratio", "0.5",
-                            "--text", str(text_file), "--samples", "4", "--seq-len", "32", "--mode", "mask",
+                            "--text", str(tiny_text_file), "--samples", "4", "--seq-len", "32", "--mode", "mask",
                             "--out", str(out))
     assert code == 0 and result["params_before"] == result["params_after"]
     assert sum(len(v) for v in result["pruned"].values()) == 6

@@ -9,7 +9,7 @@ from sentinel.errors import SentinelError
 from sentinel.pruning.strategies.base import BasePruningStrategy, check_min_heads, heads_for_ratio
 from sentinel.pruning.strategies.builtin import (
     EntropyPruningStrategy, GradientPruningStrategy, HybridPruningStrategy, LossImpactPruningStrategy,
-    MagnitudePruningStrategy, RandomPruningStrategy,
+    MagnitudePruningStrategy, MetricPruningStrategy, RandomPruningStrategy,
 )
 
 _REGISTRY: dict[str, type[BasePruningStrategy]] = {}
@@ -51,6 +51,6 @@ for _cls in (RandomPruningStrategy, EntropyPruningStrategy, MagnitudePruningStra
 
 __all__ = [
     "BasePruningStrategy", "EntropyPruningStrategy", "GradientPruningStrategy", "HybridPruningStrategy",
-    "LossImpactPruningStrategy", "MagnitudePruningStrategy", "RandomPruningStrategy", "check_min_heads",
-    "get_strategy", "heads_for_ratio", "register_strategy", "strategy_class", "strategy_names",
+    "LossImpactPruningStrategy", "MagnitudePruningStrategy", "MetricPruningStrategy", "RandomPruningStrategy",
+    "check_min_heads", "get_strategy", "heads_for_ratio", "register_strategy", "strategy_class", "strategy_names",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -32,7 +33,7 @@ from sentinel.pruning.plan import HeadPlan, PlanLike, normalize_plan
 logger = logging.getLogger(__name__)
 
 SCOPES = ("global", "per_layer")
-Importances = HeadScores | torch.Tensor | Mapping[str, Any] | None
+Importances = HeadScores | torch.Tensor | pd.DataFrame | Mapping[str, Any] | None
 
 
 def heads_for_ratio(ratio: float, available: int) -> int:
@@ -41,7 +42,7 @@ def heads_for_ratio(ratio: float, available: int) -> int:
 
 
 def check_min_heads(model: nn.Module, plan: PlanLike, min_heads: int) -> None:
-    """Raise InvalidPruningPlan if pruning `plan` would leave a layer it touches with fewer than `min_heads` active heads."""
+    """Raise InvalidPruningPlan if `plan` would leave a layer it touches with fewer than `min_heads` active heads."""
     heads = model_heads(model)
     wanted = normalize_plan(plan, heads.num_layers, heads.num_heads)
     active = active_grid(model)

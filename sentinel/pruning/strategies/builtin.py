@@ -13,6 +13,19 @@ from sentinel.metrics.random_scores import random_scores
 from sentinel.pruning.strategies.base import BasePruningStrategy, Importances
 
 
+class MetricPruningStrategy(BasePruningStrategy):
+    """Ranks by one metric of `compute_scores`: the lowest values go first unless `prune_highest`."""
+
+    prune_highest: ClassVar[bool] = False
+
+    def metric_key(self) -> str:
+        return self.metrics[0]
+
+    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
+        values = self.metric(head_importances, self.metric_key())
+        return values if self.prune_highest else -values
+
+
 class RandomPruningStrategy(BasePruningStrategy):
     """Prunes the heads with the LOWEST `random_scores(model, seed)` (the baseline); `head_importances` is unused."""
 
@@ -22,56 +35,47 @@ class RandomPruningStrategy(BasePruningStrategy):
         return -random_scores(model, self.seed).values
 
 
-class EntropyPruningStrategy(BasePruningStrategy):
+class EntropyPruningStrategy(MetricPruningStrategy):
     """Prunes the HIGHEST-entropy heads first: diffuse heads that attend everywhere carry least structure.
 
     Ranks by raw entropy by default; `normalized=True` ranks by entropy / log(visible keys).
     """
 
     name: ClassVar[str] = "entropy"
-    metrics: ClassVar[tuple[str, ...]] = ("entropy",)
+    metrics: ClassVar[tuple[str, ...]] = ("entropy",)     # compute_scores' "entropy" also yields the normalised one
+    prune_highest: ClassVar[bool] = True
 
     def __init__(self, pruning_ratio: float, growth_ratio: float = 0.0, min_heads: int = 1, seed: int = 0,
                  scope: str = "global", whole_kv_groups: bool = False, normalized: bool = False) -> None:
         super().__init__(pruning_ratio, growth_ratio, min_heads, seed, scope, whole_kv_groups)
         self.normalized = normalized
-        self.key = "entropy_normalized" if normalized else "entropy"
+
+    def metric_key(self) -> str:
+        return "entropy_normalized" if self.normalized else "entropy"
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "normalized": self.normalized}
 
-    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
-        return self.metric(head_importances, self.key)
 
-
-class MagnitudePruningStrategy(BasePruningStrategy):
+class MagnitudePruningStrategy(MetricPruningStrategy):
     """Prunes the LOWEST weight-magnitude heads first."""
 
     name: ClassVar[str] = "magnitude"
     metrics: ClassVar[tuple[str, ...]] = ("magnitude",)
 
-    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
-        return -self.metric(head_importances, "magnitude")
 
-
-class GradientPruningStrategy(BasePruningStrategy):
+class GradientPruningStrategy(MetricPruningStrategy):
     """Prunes the LOWEST gradient-importance heads first (Michel et al., 2019)."""
 
     name: ClassVar[str] = "gradient"
     metrics: ClassVar[tuple[str, ...]] = ("gradient",)
 
-    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
-        return -self.metric(head_importances, "gradient")
 
-
-class LossImpactPruningStrategy(BasePruningStrategy):
+class LossImpactPruningStrategy(MetricPruningStrategy):
     """Prunes the heads whose masking raises the loss LEAST (exact, L x H forward passes to score)."""
 
     name: ClassVar[str] = "loss_impact"
     metrics: ClassVar[tuple[str, ...]] = ("loss_impact",)
-
-    def prune_priority(self, model: nn.Module, head_importances: Importances) -> torch.Tensor:
-        return -self.metric(head_importances, "loss_impact")
 
 
 class HybridPruningStrategy(BasePruningStrategy):
