@@ -5,7 +5,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from sentinel.generation import generate_text
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.ui.analysis import before_after_table
@@ -13,8 +12,9 @@ from sentinel.ui.charts import METRICS
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
-from sentinel.ui.state import (base_figures, current_figures, current_maps, dashboard, report_errors,
-                               require_model, strategy_scores)
+from sentinel.ui.selection import HeadSelection
+from sentinel.ui.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
+                               report_errors, require_model, show_notices, strategy_scores)
 from sentinel.ui.widgets import head_map, selection_list
 
 state = dashboard()
@@ -22,6 +22,7 @@ st.title(":material/content_cut: Prune")
 st.caption("Switch attention heads off and see what it does. Masking is reversible and keeps the weights; "
            "removal cuts the heads out of the weights, so the model gets smaller and faster.")
 working = require_model(state)
+show_notices(state)
 layout = working.base.layout
 
 left, right = st.columns([3, 2], gap="large")
@@ -52,8 +53,8 @@ with right:
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:")
     cols = st.columns(2)
     undo = cols[0].button("Undo last step", key="prune_undo", icon=":material/undo:", disabled=not working.steps)
-    reset = cols[1].button("Reset to base model", key="prune_reset", icon=":material/restart_alt:",
-                           disabled=not working.steps)
+    reset = cols[1].button("Reset", key="prune_reset", icon=":material/restart_alt:", disabled=not working.steps,
+                           help="Back to the model as loaded.")
 
 if go:
     with report_errors("pruning"):
@@ -65,16 +66,18 @@ if go:
         else:
             plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
             step = working.apply(plan, mode, label)
-        state.selection = type(state.selection)((), state.selection.seen)
-        st.toast(f"{'Masked' if mode == 'mask' else 'Removed'} {step.count} heads ({label})",
-                 icon=":material/content_cut:")
+        state.selection = HeadSelection((), state.selection.seen)
+        notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.count} heads ({label})")
+        st.rerun()
 if undo:
     with report_errors("undoing the last step"):
         step = working.undo()
-        st.toast(f"Undid: {step.mode} {step.count} heads ({step.how})", icon=":material/undo:")
+        notify(state, f"Undid: {step.mode} {step.count} heads ({step.how})")
+        st.rerun()
 if reset:
     working.reset()
-    st.toast("Back to the base model", icon=":material/restart_alt:")
+    notify(state, "Back to the base model")
+    st.rerun()
 
 with left:
     maps = current_maps(state, working)
@@ -83,6 +86,18 @@ with left:
         metric = metric if metric in maps.scores else "entropy_normalized"
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
                  title=f"{METRICS[metric].label} — your model now")
+
+st.subheader("Quick sample")
+prompt = st.text_input("Prompt", "Return the", key="prune_prompt")
+with report_errors("generating the quick sample"):
+    base_text = quick_sample(state, working, prompt, tuned=False)
+    now_text = quick_sample(state, working, prompt, tuned=True)
+    cols = st.columns(2)
+    cols[0].markdown("**Before** (base model, greedy)")
+    cols[0].html(f"<div class='sample' id='sample-before'>{word_diff_html(base_text, base_text)}</div>")
+    cols[1].markdown("**After** (your model, greedy; changed words highlighted)")
+    cols[1].html(f"<div class='sample' id='sample-after' data-version='{working.version}'>"
+                 f"{word_diff_html(base_text, now_text)}</div>")
 
 st.subheader("Before and after")
 before, after = base_figures(state, working), current_figures(state, working)
@@ -95,34 +110,24 @@ if working.steps:
     st.dataframe([{"step": i + 1, **s.to_dict(), "heads": ", ".join(f"L{l}:{h}" for l, h in
                   sorted(s.heads.items()))} for i, s in enumerate(working.steps)], hide_index=True)
 
-st.subheader("Quick sample")
-prompt = st.text_input("Prompt", "Return the", key="prune_prompt")
-with report_errors("generating the quick sample"):
-    base_text = generate_text(working.base.model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
-    now_text = generate_text(working.model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
-    cols = st.columns(2)
-    cols[0].markdown("**Before** (base model, greedy)")
-    cols[0].html(f"<div class='sample' id='sample-before'>{word_diff_html(base_text, base_text)}</div>")
-    cols[1].markdown("**After** (your model, greedy; changed words highlighted)")
-    cols[1].html(f"<div class='sample' id='sample-after'>{word_diff_html(base_text, now_text)}</div>")
-
 st.subheader("Save")
 name = st.text_input("Name", f"{Path(working.base.source).name}-pruned", key="save_name",
                      help=f"Saved under {models_dir()}; load it again on the Model page.")
-cols = st.columns(2)
-if cols[0].button("Save to the data folder", key="save_go", icon=":material/save:"):
-    with report_errors("saving the model"):
-        folder = save_model(working.model, working.tokenizer, model_folder_for(name),
-                            note={"source": working.base.source, "steps": working.history()})
-        st.success(f"Saved to {folder}", icon=":material/check_circle:")
+with report_errors("checking the name") as bad_name:
+    target = model_folder_for(name)
+if not bad_name:
+    note = {"source": working.base.source, "steps": working.history()}
+    cols = st.columns(2)
+    if cols[0].button("Save to the data folder", key="save_go", icon=":material/save:"):
+        with report_errors("saving the model"):
+            folder = save_model(working.model, working.tokenizer, target, note=note)
+            st.success(f"Saved to {folder}. Load it on the Model page under 'Saved pruned model'.",
+                       icon=":material/check_circle:")
 
+    def zipped() -> bytes:
+        """The model saved into a temporary folder and zipped, only when the download is clicked."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return zip_folder(save_model(working.model, working.tokenizer, Path(tmp) / target.name, note=note))
 
-def zipped() -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = save_model(working.model, working.tokenizer, Path(tmp) / name,
-                            note={"source": working.base.source, "steps": working.history()})
-        return zip_folder(folder)
-
-
-cols[1].download_button("Download as zip", zipped, file_name=f"{name}.zip", mime="application/zip",
-                        key="save_zip", icon=":material/download:", on_click="ignore")
+    cols[1].download_button("Download as zip", zipped, file_name=f"{target.name}.zip", mime="application/zip",
+                            key="save_zip", icon=":material/download:", on_click="ignore")

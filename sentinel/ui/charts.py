@@ -134,3 +134,18 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
     if "stage" in results.columns:
         encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage")
     return alt.Chart(results).mark_line(point=True).encode(**encoding).properties(title=title, height=300)
+
+
+def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
+                              baseline_label: str = "unpruned", log_scale: bool = False) -> alt.LayerChart:
+    """`level_chart` with a dashed horizontal rule at the unpruned model's value (and optionally a log y axis)."""
+    chart = level_chart(results, value, title)
+    if log_scale:
+        chart = chart.encode(y=alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(),
+                                     scale=alt.Scale(type="log")))
+    layers: list[alt.Chart] = [chart]
+    if baseline is not None:
+        frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
+        layers.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
+            y=f"{value}:Q", tooltip=[alt.Tooltip("label:N", title="Reference"), alt.Tooltip(f"{value}:Q", format=".4g")]))
+    return alt.layer(*layers).properties(title=title)

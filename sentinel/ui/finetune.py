@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from torch import nn
@@ -20,10 +20,11 @@ from sentinel.errors import JobError
 from sentinel.jobs import JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
-from sentinel.training.config import FineTuneConfig
-from sentinel.training.job import FineTuneJob
 from sentinel.ui.history import curves_frame
 from sentinel.ui.session import PruneStep, WorkingModel
+
+if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
+    from sentinel.training.config import FineTuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class FineTuneRequest:
 
     def config(self, device: str) -> FineTuneConfig:
         """The job's FineTuneConfig: evaluation five times per run, a checkpoint every fifth of it."""
+        from sentinel.training.config import FineTuneConfig
+
         every = max(1, self.steps // 5)
         config = FineTuneConfig(max_steps=self.steps, learning_rate=self.learning_rate, distill=self.distill,
                                 batch_size=self.batch_size, block_size=self.block_size, eval_every=every,
@@ -71,6 +74,8 @@ def pruning_summary(working: WorkingModel) -> dict[str, Any]:
 def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, request: FineTuneRequest,
                    device: str = "auto") -> str:
     """Save the session's model, record an experiment and queue the fine-tune; returns the job id."""
+    from sentinel.training.job import FineTuneJob
+
     config = request.config(device)
     base_source = working.base.source
     experiment = store.create_experiment(

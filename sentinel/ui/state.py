@@ -20,6 +20,7 @@ from torch import nn
 from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
 from sentinel.store import Store
 from sentinel.errors import DataError
+from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
 from sentinel.ui.analysis import (MAP_METRICS, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
@@ -261,3 +262,23 @@ def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobVi
     state.tuned = TunedModel(model, view.job.id, view.model_path or "", [s.to_dict() for s in steps])
     st.toast(f"Fine-tuning finished: job {view.job.id}'s model is now your fine-tuned model.",
              icon=":material/check_circle:")
+
+
+def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tuned: bool) -> str:
+    """30 greedy tokens after `prompt` from the base model (tuned=False) or the session's model now (cached)."""
+    model = working.model if tuned else working.base.model
+    key = ("sample", id(working) if tuned else id(working.base), working.version if tuned else 0, prompt)
+    if key not in state.caches:
+        state.caches[key] = generate_text(model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
+    return state.caches[key]
+
+
+def notify(state: DashboardState, message: str) -> None:
+    """Queue a toast for the next run (an action that reruns the page would lose a toast shown now)."""
+    state.notices.append(message)
+
+
+def show_notices(state: DashboardState) -> None:
+    """Show and forget the queued toasts."""
+    while state.notices:
+        st.toast(state.notices.pop(0), icon=":material/info:")

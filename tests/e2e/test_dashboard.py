@@ -1,0 +1,104 @@
+"""The dashboard in a real browser: load, see the map, click heads, prune, compare text, fine-tune, reload."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sentinel.generation import generate_text
+from sentinel.models import load_model
+from sentinel.pruning.strategies import heads_for_ratio
+from tests.e2e.harness import (click_cell, launch_browser, open_page, pruned_marks, wait_heatmap, wait_idle,
+                               wait_pruned_marks)
+
+pytestmark = pytest.mark.browser
+
+
+
+def test_dashboard_end_to_end(app_server, artifacts):
+    from playwright.sync_api import expect, sync_playwright
+
+    loaded = load_model(None)                        # the bundled model the app opens with
+    LAYERS, HEADS = loaded.layout.num_layers, loaded.layout.num_heads
+    total = LAYERS * HEADS
+    pruned = heads_for_ratio(0.3, total)             # the Prune page's default: entropy strategy, 30%
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)
+
+        def shot(name: str) -> None:
+            page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+        try:
+            page.goto(app_server.url)
+            page.get_by_role("button", name="Load model").click()
+            expect(page.get_by_test_id("stMetricValue").filter(has_text=f"{LAYERS} × {HEADS}")).to_be_visible()
+            wait_idle(page)
+            shot("01-model")
+
+            open_page(page, "Head maps")
+            wait_heatmap(page, LAYERS * HEADS)
+            wait_idle(page)
+            click_cell(page, 1, 2, LAYERS, HEADS)
+            selection = page.get_by_test_id("stMultiSelect")
+            expect(selection).to_contain_text("L1 H2")
+            wait_idle(page)
+            click_cell(page, 0, 3, LAYERS, HEADS, shift=True)
+            expect(selection).to_contain_text("L0 H3")
+            expect(selection).to_contain_text("L1 H2")
+            wait_idle(page)
+            shot("02-head-maps")
+
+            open_page(page, "Prune")
+            wait_heatmap(page, LAYERS * HEADS)
+            wait_idle(page)
+            assert pruned_marks(page) == 0
+            page.get_by_role("button", name="Prune", exact=True).click()       # entropy, 30%, mask
+            wait_pruned_marks(page, pruned)
+            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
+            wait_idle(page)
+            assert pruned_marks(page) == pruned
+            shot("03-prune")
+
+            open_page(page, "Compare")
+            wait_idle(page)
+            page.get_by_role("button", name="Generate").click()
+            expect(page.locator("#compare-pruned")).to_be_visible()
+            wait_idle(page)
+            base_text = page.locator("#compare-base").inner_text()
+            pruned_text = page.locator("#compare-pruned").inner_text()
+            shot("04-compare")
+            # The page's base text is what the library generates with the same settings: nothing made up.
+            expected = generate_text(loaded.model, loaded.tokenizer, "Return the", max_new_tokens=40, greedy=True)
+            assert _words(base_text) == _words("Return the " + expected.text)
+            assert _words(pruned_text)[:2] == ["Return", "the"] and len(_words(pruned_text)) > 2
+
+            open_page(page, "Fine-tune")
+            steps = page.get_by_label("Training steps")
+            steps.fill("4")
+            steps.press("Tab")
+            page.get_by_role("button", name="Start fine-tuning").click()
+            expect(page.get_by_test_id("stProgress")).to_be_visible()
+            shot("05-finetune-running")
+            done = page.get_by_text(re.compile(r"Fine-tuned for 4 steps: validation perplexity"))
+            expect(done).to_be_visible(timeout=300_000)
+            assert "job=" in page.url
+            wait_idle(page)
+            shot("06-finetune-done")
+
+            page.reload()                       # the job id in the URL brings the same job back from the store
+            expect(done).to_be_visible()
+            wait_idle(page)
+        except Exception:
+            shot("failure")
+            raise
+        finally:
+            browser.close()
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
