@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "sentinel.commands.analyze",
     "sentinel.commands.evaluate",
     "sentinel.commands.generate",
+    "sentinel.commands.finetune",
+    "sentinel.commands.benchmark",
 ]
 
 

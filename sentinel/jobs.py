@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.device import pick_device
-from sentinel.errors import JobError
+from sentinel.errors import JobError, SentinelError
 from sentinel.store import FINISHED_STATES, CheckpointRecord, JobRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ Listener = Callable[[str, dict[str, Any]], None]
 JOB_KINDS: dict[str, str | JobRunner] = {
     "finetune": "sentinel.training.job:run_finetune_job",
     "experiment": "sentinel.pruning.experiment_runner:run_experiment_job",
+    "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 
@@ -301,8 +302,13 @@ class JobManager:
         except JobCancelled:
             state = "cancelled"
         except BaseException as err:   # record every failure; the worker (and the process) keep going
-            logger.exception("Job %s (%s) failed", job.id, job.kind)
+            if isinstance(err, SentinelError):
+                logger.info("Job %s (%s) stopped on bad input: %s", job.id, job.kind, err)
+            else:
+                logger.exception("Job %s (%s) failed", job.id, job.kind)
             state, error = "failed", f"{type(err).__name__}: {err}"
+            # A SentinelError is bad input (its message says what to do); anything else is a bug or a crash.
+            result = {"error_type": type(err).__name__, "bad_input": isinstance(err, SentinelError)}
         if state == "cancelled":
             error = "Cancelled by the user."
         self.store.set_job_state(job.id, state, error=error, result=result)

@@ -53,9 +53,7 @@ class DistillationTrainer(SentinelTrainer):
 
     def __init__(self, *args: Any, teacher: nn.Module, alpha: float, temperature: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device).eval()
-        for param in self.teacher.parameters():
-            param.requires_grad_(False)
+        self.teacher = teacher.to(self.args.device).eval()   # used under no_grad; its parameters stay untouched
         self.alpha = alpha
         self.temperature = temperature
         self.last_parts: DistillationLoss | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -94,15 +95,20 @@ def run_finetune(
     out = Path(job.out).expanduser()
     config = FineTuneConfig.from_dict({**job.config.to_dict(), "device": device})
     config.validate()
+    # Under accelerate/torchrun every process loads on the CPU and the Trainer places it on its own GPU;
+    # only the first process saves and writes.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    load_device = "cpu" if distributed else device
     start_step = 0
     if resume is not None:
-        loaded = load_model(resume.path, device=device, dtype=job.dtype)
+        loaded = load_model(resume.path, device=load_device, dtype=job.dtype)
         start_step = int(loaded.record.get("note", {}).get("step", resume.step))
         logger.info("Resuming from %s at step %d", resume.path, start_step)
     else:
-        loaded = load_model(job.model, device=device, dtype=job.dtype)
+        loaded = load_model(job.model, device=load_device, dtype=job.dtype)
         _prune(loaded, job)
-    teacher = load_teacher(job.model, job.teacher, device, job.dtype) if config.distill else None
+    teacher = load_teacher(job.model, job.teacher, load_device, job.dtype) if config.distill else None
     data = load_finetune_data(loaded.tokenizer, job.text, config.block_size, job.validation_text,
                               max_validation_tokens=config.eval_max_tokens)
     result = finetune(loaded.model, loaded.tokenizer, data, config, teacher=teacher, on_event=report,
@@ -110,6 +116,8 @@ def run_finetune(
                       start_step=start_step)
     summary = describe_result(result)
     summary["data"] = data.describe()
+    if not main_process:
+        return summary
     if result.stopped != "cancelled":
         note = {"kind": "finetuned", "from": job.model or "bundled", "result": summary, "config": config.to_dict()}
         summary["model"] = str(save_model(loaded.model, loaded.tokenizer, out / "model", note=note))

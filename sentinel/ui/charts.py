@@ -117,7 +117,7 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
 def curves_chart(points: pd.DataFrame, value: str, title: str) -> alt.Chart:
     """A line over training steps (`step` column) of the `value` column, points shown."""
     return alt.Chart(points.dropna(subset=[value])).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="Step"),
+        x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=False)),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
     ).properties(title=title, height=220)
