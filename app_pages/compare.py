@@ -28,13 +28,20 @@ seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="compare_seed")
 settings = GenerationSettings(max_new_tokens=int(max_new), greedy=greedy, temperature=float(temperature),
                               top_k=50, top_p=float(top_p), seed=int(seed))
 
+
+
+def compared_state() -> tuple:
+    """Which models a generation was made with: the session copy, its version and the fine-tune job."""
+    return id(working), working.version, state.tuned.job_id if state.tuned else None
+
+
 models = {"Base model": working.base.model, "Pruned": working.model}
 if state.tuned is not None:
     models["Pruned + fine-tuned"] = state.tuned.model
 if st.button("Generate", type="primary", key="compare_go", icon=":material/play_arrow:"):
     with st.spinner("Generating…"), report_errors("generating text"):
         results = compare_generations(models, working.tokenizer, prompt, settings)
-        state.caches["compare"] = (working.version, state.tuned.job_id if state.tuned else None, results)
+        state.caches["compare"] = (compared_state(), results)
 
 if not working.steps:
     st.info("Nothing is pruned yet, so the pruned column is the base model. Prune on the Prune page first.")
@@ -42,10 +49,10 @@ if state.tuned is None:
     st.caption("Fine-tune on the Fine-tune page to add a third column.")
 
 shown = state.caches.get("compare")
-if shown is not None:
-    version, job_id, results = shown
-    if version != working.version or job_id != (state.tuned.job_id if state.tuned else None):
-        st.warning("These texts were generated before your last change to the model; press Generate again.")
+if shown is not None and shown[0] != compared_state():
+    st.info("The models changed since the last generation; press Generate to compare them again.")
+elif shown is not None:
+    results = shown[1]
     figures = {"Base model": base_figures(state, working), "Pruned": current_figures(state, working)}
     if state.tuned is not None:
         figures["Pruned + fine-tuned"] = tuned_figures(state)
@@ -55,17 +62,18 @@ if shown is not None:
         with column:
             st.subheader(result.label)
             st.html(f"<div class='sample' id='compare-{IDS[result.label]}' style='white-space: pre-wrap'>"
-                    f"<b>{html.escape(prompt)}</b> {word_diff_html(reference, result.text)}</div>")
+                    f"<b>{html.escape(result.prompt)}</b> {word_diff_html(reference, result.text)}</div>")
             same = shared_prefix_words(reference, result.text)
             if result is not results[0]:
                 st.caption("Identical to the base model's text." if result.text == reference
                            else f"Same as the base model for the first {same} words.")
             fig = figures.get(result.label)
             base_fig = figures["Base model"]
+            is_base = result is results[0]
             if fig is not None and base_fig is not None:
-                st.metric("Perplexity", f"{fig.perplexity:.2f}",
-                          signed_percent(base_fig.perplexity, fig.perplexity) or None, delta_color="inverse")
+                change = None if is_base else signed_percent(base_fig.perplexity, fig.perplexity) or None
+                st.metric("Perplexity", f"{fig.perplexity:.2f}", change, delta_color="inverse")
             params = parameter_count(models[result.label])
-            st.metric("Parameters", human_count(params),
-                      signed_percent(parameter_count(working.base.model), params) or None, delta_color="off")
+            change = None if is_base else signed_percent(parameter_count(working.base.model), params) or None
+            st.metric("Parameters", human_count(params), change, delta_color="off")
             st.metric("Tokens/s (this generation)", f"{result.tokens_per_s:,.0f}")

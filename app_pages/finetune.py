@@ -29,9 +29,9 @@ def show(view: JobView) -> None:
     st.progress(view.fraction, text=f"Job {job.id}: {STATE_WORDS.get(job.state, job.state)} — step "
                                     f"{progress.step} of {total}")
     cols = st.columns(4)
-    cols[0].metric("Training loss", f"{progress.loss:.3f}" if progress.loss is not None else "–")
-    cols[1].metric("Validation perplexity",
-                   f"{progress.val_perplexity:.2f}" if progress.val_perplexity is not None else "–")
+    loss, ppl = view.latest("loss"), view.latest("val_perplexity")
+    cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
+    cols[1].metric("Validation perplexity", f"{ppl:.2f}" if ppl is not None else "–")
     cols[2].metric("Tokens/s", f"{progress.tokens_per_second:,.0f}" if progress.tokens_per_second else "–")
     eta = progress.eta_seconds
     cols[3].metric("Time left", f"{eta:.0f} s" if eta is not None and not view.ended else "–")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from sentinel.evaluation.size import parameter_count, weight_bytes
+from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
 from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors
@@ -67,7 +68,7 @@ cols[2].metric("Parameters", human_count(parameter_count(base.model)),
 cols[3].metric("Device", str(base.device))
 cols = st.columns(4)
 cols[0].metric("Load time", f"{base.load_seconds:.2f} s", help="Time the first load took in this app process.")
-active = sum(len(h) for h in layout.present) - sum(len(v) for v in base.record.get("masked", {}).values())
+active = sum(len(heads) for heads in active_heads(base.model).values())
 cols[1].metric("Active heads (as loaded)", f"{active} / {layout.total_heads}")
 cols[2].metric("Your pruning steps", len(working.steps))
 cols[3].metric("Grouped-query", "yes" if layout.kv_group_size > 1 else "no",

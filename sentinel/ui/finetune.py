@@ -113,6 +113,13 @@ class JobView:
         total = self.progress.total_steps or self.job.params.get("config", {}).get("max_steps") or 0
         return min(1.0, self.progress.step / total) if total else 0.0
 
+    def latest(self, name: str) -> float | None:
+        """The last logged value of a curve (the latest progress event may not carry every metric)."""
+        if name not in self.curves.columns:
+            return None
+        values = self.curves[name].dropna()
+        return float(values.iloc[-1]) if len(values) else None
+
     @property
     def model_path(self) -> str | None:
         """The fine-tuned model folder (succeeded jobs only)."""

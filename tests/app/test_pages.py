@@ -44,7 +44,7 @@ def test_head_maps_are_computed_on_the_session_model(bundled):
     normalized = maps.scores["entropy_normalized"].values
     assert normalized.shape == (LAYERS, HEADS) and bool(((normalized >= 0) & (normalized <= 1)).all())
     assert maps.tokens == 8 * 128
-    assert len(at.get("arrow_vega_lite_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     csv = at.get("download_button")[0]
     assert "head_scores.csv" in str(csv.proto)
     captions = " ".join(c.value for c in at.caption)
