@@ -28,9 +28,11 @@ st.download_button("Download this table (CSV)", table.to_csv(index=False).encode
 
 levels = level_frame(records)
 if not levels.empty:
-    st.altair_chart(level_chart(levels), width="stretch")
-    st.caption("Each point is one recorded run: the share of heads it pruned and the perplexity it measured "
-               "(lower is better).")
+    models = sorted(levels["model"].unique())
+    model = st.selectbox("Model", models, key="experiments_model") if len(models) > 1 else models[0]
+    st.altair_chart(level_chart(levels[levels["model"] == model].drop(columns="model")), width="stretch")
+    st.caption("Each point is a measurement a recorded run made: the share of heads it pruned and the "
+               "validation perplexity (lower is better), right after pruning and after fine-tuning.")
 
 labels = {r.id: f"{r.name} · {r.kind} · {r.status} · {r.id}" for r in records}
 chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="experiments_pick")
@@ -38,10 +40,10 @@ record = next(r for r in records if r.id == chosen)
 cols = st.columns(2)
 with cols[0]:
     st.markdown("**Settings**")
-    st.json(record.config, expanded=False)
+    st.json(record.config, expanded=1)
 with cols[1]:
     st.markdown("**Final numbers**")
-    st.json(record.summary, expanded=False)
+    st.json(record.summary, expanded=1)
 
 pruned = store.get_pruned_heads(record.id)
 if pruned:

@@ -45,8 +45,9 @@ if maps is None:
 
 labels = {key: METRICS[key].label for key in ("entropy_normalized", "entropy", "magnitude", "gradient",
                                                 "loss_impact")}
-metric = st.segmented_control("Metric", list(labels), format_func=labels.get, default="entropy_normalized",
+metric = st.segmented_control("Metric", list(labels), format_func=labels.get, default=state.map_metric,
                               key="map_metric", required=True)
+state.map_metric = metric
 scores = maps.scores.get(metric)
 impact = state.caches.get("loss_impact")
 if metric == "loss_impact":

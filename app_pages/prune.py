@@ -82,8 +82,7 @@ if reset:
 with left:
     maps = current_maps(state, working)
     if maps is not None:
-        metric = st.session_state.get("map_metric") or "entropy_normalized"
-        metric = metric if metric in maps.scores else "entropy_normalized"
+        metric = state.map_metric if state.map_metric in maps.scores else "entropy_normalized"
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
                  title=f"{METRICS[metric].label} — your model now")
 

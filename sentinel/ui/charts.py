@@ -126,14 +126,15 @@ def curves_chart(points: pd.DataFrame, value: str, title: str) -> alt.Chart:
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level") -> alt.Chart:
     """`value` against pruning level, one coloured line per strategy (and a dash per `stage` if present)."""
     encoding = {
-        "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format="%")),
+        "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
         "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(), scale=alt.Scale(zero=False)),
         "color": alt.Color("strategy:N", title="Strategy"),
-        "tooltip": [alt.Tooltip(c) for c in results.columns],
+        "tooltip": [alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
+                    for c in results.columns],
     }
     if "stage" in results.columns:
         encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage")
-    return alt.Chart(results).mark_line(point=True).encode(**encoding).properties(title=title, height=300)
+    return alt.Chart(results).mark_line(point=True).encode(**encoding).properties(title=title, height=320)
 
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,

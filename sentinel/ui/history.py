@@ -39,14 +39,27 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
 
 
 def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
-    """(strategy, level, perplexity) for every run that recorded a strategy, a ratio and a perplexity."""
+    """(model, strategy, level, stage, perplexity, run) for every run that recorded a strategy and a ratio.
+
+    A run gives one point per measurement it recorded: 'pruned' (perplexity_before, before any training)
+    and 'fine-tuned' or 'distilled' (perplexity_after). Identical points (one pruned model shared by two
+    training arms) appear once.
+    """
     rows = []
     for r in records:
         strategy, level = r.config.get("strategy"), r.config.get("pruning_ratio")
-        ppl = final_perplexity(r.summary)
-        if strategy and isinstance(level, (int, float)) and ppl is not None:
-            rows.append({"strategy": str(strategy), "level": float(level), "perplexity": ppl, "run": r.id})
-    return pd.DataFrame(rows, columns=["strategy", "level", "perplexity", "run"]).sort_values(["strategy", "level"])
+        if not strategy or not isinstance(level, (int, float)):
+            continue
+        trained = "distilled" if r.config.get("distill") else "fine-tuned"
+        for key, stage in (("perplexity_before", "pruned"), ("perplexity_after", trained)):
+            value = r.summary.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
+                             "stage": stage, "perplexity": float(value), "run": r.id})
+    columns = ["model", "strategy", "level", "stage", "perplexity", "run"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])
+    return frame.sort_values(["model", "strategy", "stage", "level"]).reset_index(drop=True)
 
 
 def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 from torch import nn
 
-from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
-from sentinel.store import Store
 from sentinel.errors import DataError
 from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
+from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
+from sentinel.store import Store
 from sentinel.ui.analysis import (MAP_METRICS, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
                                   measure_figures)
 from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
@@ -76,6 +76,7 @@ class DashboardState:
     text: SampleText = field(default_factory=SampleText)
     map_samples: int = 8                                      # blocks of sample text the maps run on
     map_seq_len: int = 128                                    # tokens per block
+    map_metric: str = "entropy_normalized"                    # the metric last shown on Head maps
     tuned: TunedModel | None = None
     job_id: str | None = None
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run

@@ -75,14 +75,20 @@ def test_experiment_tables():
         record("b", {"strategy": "entropy", "pruning_ratio": 0.1}, {"perplexity_before": 19.0}),
         record("c", {"strategy": "random"}, {"perplexity_after": 30.0}),
         record("d", {}, {"perplexity_after": math.nan}),
+        record("e", {"strategy": "entropy", "pruning_ratio": 0.1, "distill": True},
+               {"perplexity_before": 19.0, "perplexity_after": 17.5}),
     ]
     assert final_perplexity(records[0].summary) == 21.5
     assert final_perplexity(records[3].summary) is None
     table = experiments_frame(records)
     assert table["steps"].tolist()[0] == 20 and math.isnan(table["steps"].tolist()[1])
     levels = level_frame(records)
-    assert levels[["strategy", "level", "perplexity"]].values.tolist() == [["entropy", 0.1, 19.0],
-                                                                          ["entropy", 0.3, 21.5]]
+    # run e's 'pruned' point repeats run b's and is shown once; a has only its after-training point.
+    assert levels[["strategy", "level", "stage", "perplexity", "run"]].values.tolist() == [
+        ["entropy", 0.1, "distilled", 17.5, "e"],
+        ["entropy", 0.3, "fine-tuned", 21.5, "a"],
+        ["entropy", 0.1, "pruned", 19.0, "b"],
+    ]
     curves = curves_frame({"loss": [MetricPoint(1, 3.0, 0.0), MetricPoint(2, 2.5, 0.0)],
                            "val_perplexity": [MetricPoint(2, 12.0, 0.0)]})
     assert curves["step"].tolist() == [1, 2]

@@ -1,0 +1,87 @@
+"""Take the README's dashboard screenshots from the running app: python -m tests.e2e.screenshots [--out docs/images]
+
+Starts the app on the bundled model with an empty data folder, walks Head maps → Prune → Fine-tune →
+Compare like a user, and saves one PNG per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+
+from sentinel.models import load_model
+from tests.e2e.harness import (ROOT, click_cell, launch_browser, open_page, start_app, wait_healthy, wait_heatmap,
+                               wait_idle)
+
+
+def main() -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps for the Fine-tune screenshot")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = load_model(None).layout
+    layers, heads = layout.num_layers, layout.num_heads
+    with tempfile.TemporaryDirectory() as home, sync_playwright() as playwright:
+        server = start_app(Path(home), ROOT / "test-artifacts" / "screenshots.log")
+        browser = None
+        try:
+            wait_healthy(server)
+            browser = launch_browser(playwright)
+            page = browser.new_page(viewport={"width": 1440, "height": 1050})
+            page.set_default_timeout(300_000)
+            expect.set_options(timeout=300_000)
+            page.goto(f"{server.url}/head_maps")
+            wait_heatmap(page, layers * heads)
+            wait_idle(page)
+            click_cell(page, 2, 5, layers, heads)
+            wait_idle(page)
+            click_cell(page, 4, 1, layers, heads, shift=True)
+            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L4 H1")
+            wait_idle(page)
+            page.screenshot(path=str(out / "dashboard-head-maps.png"))
+
+            open_page(page, "Prune")
+            wait_heatmap(page, layers * heads)
+            wait_idle(page)
+            page.get_by_role("button", name="Prune", exact=True).click()
+            expect(page.get_by_test_id("stTable")).to_be_visible()
+            wait_idle(page)
+            page.get_by_test_id("stTable").scroll_into_view_if_needed()
+            page.mouse.wheel(0, -350)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / "dashboard-prune.png"))
+
+            open_page(page, "Fine-tune")
+            steps = page.get_by_label("Training steps")
+            steps.fill(str(args.steps))
+            steps.press("Tab")
+            page.get_by_role("button", name="Start fine-tuning").click()
+            expect(page.get_by_text(re.compile(r"Fine-tuned for \d+ steps"))).to_be_visible()
+            wait_idle(page)
+            page.get_by_test_id("stProgress").scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / "dashboard-finetune.png"))
+
+            open_page(page, "Compare")
+            page.get_by_role("button", name="Generate").click()
+            expect(page.locator("#compare-tuned")).to_be_visible()
+            wait_idle(page)
+            page.locator("#compare-base").scroll_into_view_if_needed()
+            page.mouse.wheel(0, -250)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / "dashboard-compare.png"))
+        finally:
+            if browser is not None:
+                browser.close()
+            server.stop()
+    print(f"Screenshots in {out}")
+
+
+if __name__ == "__main__":
+    main()
