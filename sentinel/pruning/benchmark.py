@@ -17,7 +17,7 @@ import json
 import logging
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from sentinel.pruning.masks import active_heads, mask_heads
 from sentinel.pruning.removal import remove_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class
 from sentinel.store import Store
-from sentinel.training.config import FineTuneConfig
+from sentinel.training.config import FineTuneConfig, known_settings
 from sentinel.training.finetune import finetune, load_finetune_data
 
 logger = logging.getLogger(__name__)
@@ -111,11 +111,7 @@ class BenchmarkConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchmarkConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SentinelError(f"Unknown benchmark settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
+        return cls(**known_settings(cls, data, "benchmark"))
 
 
 @dataclass

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from sentinel.pruning.plan import HeadPlan, plan_to_json
 from sentinel.pruning.removal import remove_heads
 from sentinel.pruning.strategies import BasePruningStrategy, get_strategy
 from sentinel.store import Store, sentinel_home
-from sentinel.training.config import FineTuneConfig
+from sentinel.training.config import FineTuneConfig, known_settings
 from sentinel.training.finetune import FineTuneData, describe_result, finetune, load_finetune_data
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SentinelError(f"Unknown experiment settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
+        return cls(**known_settings(cls, data, "experiment"))
 
 
 class ProgressTracker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -13,6 +14,15 @@ SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 
 class TrainingConfigError(SentinelError, ValueError):
     """A fine-tuning setting is out of range."""
+
+
+def known_settings(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`data` as keyword arguments for dataclass `cls`; unknown keys raise TrainingConfigError naming them."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TrainingConfigError(f"Unknown {what} settings {unknown}; known: {sorted(known)}.")
+    return dict(data)
 
 
 @dataclass
@@ -75,12 +85,8 @@ class FineTuneConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FineTuneConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainingConfigError(f"Unknown fine-tuning settings {unknown}; known: {sorted(known)}.")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> FineTuneConfig:
+        return cls(**known_settings(cls, data, "fine-tuning"))
 
 
 @dataclass
