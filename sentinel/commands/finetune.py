@@ -15,6 +15,7 @@ import sys
 from sentinel.commands.common import add_model_arguments, print_json
 from sentinel.commands.jobrun import output_folder, run_in_foreground
 from sentinel.errors import SentinelError
+from sentinel.jobs import ProgressEvent
 from sentinel.pruning import parse_plan_text
 from sentinel.pruning.plan import plan_to_json
 from sentinel.store import Store
@@ -88,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _run_distributed(job, args)
     store = Store()
-    config = job.config
-    experiment = store.create_experiment(
-        f"finetune {job.model or 'bundled model'} ({config.max_steps} steps{', distilled' if config.distill else ''})",
-        {"model": job.model, "steps": config.max_steps, "learning_rate": config.learning_rate,
-         "distill": config.distill, "batch_size": config.batch_size, "block_size": config.block_size,
-         "text": job.text, "heads": job.prune_plan, "mode": job.prune_mode, "finetune": config.to_dict()},
-        kind="finetune", model=job.model)
+    experiment = _record(store, job)
     record, stopped = run_in_foreground(store, "finetune", job.to_dict(), args.device, experiment, "fine-tuning")
     if record.state == "failed":
         return 1
@@ -110,6 +105,17 @@ def run(args: argparse.Namespace) -> int:
     return 130 if stopped else 0
 
 
+def _record(store: Store, job: FineTuneJob) -> str:
+    """The experiment record of this fine-tune (its config in the keys the dashboard reads)."""
+    config = job.config
+    return store.create_experiment(
+        f"finetune {job.model or 'bundled model'} ({config.max_steps} steps{', distilled' if config.distill else ''})",
+        {"model": job.model, "steps": config.max_steps, "learning_rate": config.learning_rate,
+         "distill": config.distill, "batch_size": config.batch_size, "block_size": config.block_size,
+         "text": job.text, "heads": job.prune_plan, "mode": job.prune_mode, "finetune": config.to_dict()},
+        kind="finetune", model=job.model)
+
+
 def _describe(summary: dict) -> str:
     return (f"fine-tuned {summary['steps']} steps ({summary['stopped']}): validation perplexity "
             f"{summary['perplexity_before']:.3f} -> {summary['perplexity_after']:.3f}; "
@@ -118,12 +124,20 @@ def _describe(summary: dict) -> str:
 
 
 def _run_distributed(job: FineTuneJob, args: argparse.Namespace) -> int:
-    """One process of a multi-process launch: train in the foreground; only rank 0 prints."""
+    """One process of a multi-process launch: train in the foreground; only rank 0 records, saves and prints."""
     first = int(os.environ.get("RANK", "0")) == 0
-    summary = run_finetune(job, args.device)
-    if first:
+    store = Store() if first else None
+    experiment = _record(store, job) if store is not None else None
+
+    def report(event: ProgressEvent) -> None:
+        if store is not None and event.metrics():
+            store.log_metrics(experiment, event.metrics(), event.step)
+
+    summary = run_finetune(job, args.device, report=report)
+    if store is not None:
+        store.update_experiment(experiment, status=summary["stopped"], summary=summary)
         if args.json:
-            print_json(summary)
+            print_json({**summary, "experiment": experiment})
         else:
             print(_describe(summary), file=sys.stdout)
     return 0

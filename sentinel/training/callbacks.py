@@ -56,7 +56,8 @@ class ProgressCallback(TrainerCallback):
         return state.global_step * self.tokens_per_step / self.train_seconds if self.train_seconds > 0 else 0.0
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kw) -> None:
-        if not state.is_world_process_zero or not logs:
+        """Every process keeps the curves; only the first one reports events."""
+        if not logs:
             return
         step = self.start_step + state.global_step
         eta = None
@@ -71,12 +72,13 @@ class ProgressCallback(TrainerCallback):
             if self.loss_parts is not None:
                 self.extra.append((step, self.loss_parts()))
         elif "eval_perplexity" in logs:
+            event.tokens_per_second = None      # already reported with this step's loss
             event.val_perplexity = float(logs["eval_perplexity"])
             event.message = "evaluation"
             self.evaluations.append((step, event.val_perplexity))
         else:
             return
-        if self.on_event is not None:
+        if self.on_event is not None and state.is_world_process_zero:
             self.on_event(event)
 
 

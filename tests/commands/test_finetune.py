@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,20 @@ def test_python_dash_m_sentinel_training_is_the_same_command(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --steps must be at least 1, got 0."
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_same_entry_point_on_two_processes(tiny_lm_dir, tiny_text_file, tmp_path, home):
+    """Two CPU processes (gloo): the Trainer trains data-parallel; only rank 0 records and saves."""
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sentinel", "finetune",
+         "--model", str(tiny_lm_dir), "--text", str(tiny_text_file), "--steps", "2", "--heads", "0:1", *TINY,
+         "--out", str(out), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "SENTINEL_HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["steps"] == 2 and summary["model"] == str(out / "model")
+    assert masked_heads(load_model(out / "model", device="cpu").model) == {0: [1]}
+    [record] = Store().list_experiments()
+    assert [p.step for p in Store().get_curves(record.id)["loss"]] == [1, 2]
