@@ -30,7 +30,7 @@ class ProgressCallback(TrainerCallback):
 
     def __init__(self, total_steps: int, start_step: int, tokens_per_step: int,
                  on_event: Callable[[ProgressEvent], None] | None = None,
-                 loss_parts: Callable[[], dict[str, float]] | None = None) -> None:
+                 loss_parts: Callable[[], tuple[float, float]] | None = None) -> None:
         self.total_steps = total_steps
         self.start_step = start_step
         self.tokens_per_step = tokens_per_step
@@ -38,7 +38,7 @@ class ProgressCallback(TrainerCallback):
         self.loss_parts = loss_parts
         self.losses: list[tuple[int, float]] = []
         self.evaluations: list[tuple[int, float]] = []
-        self.extra: list[tuple[int, dict[str, float]]] = []
+        self.distill_parts: list[tuple[int, float, float]] = []   # (step, KL term, LM loss) when distilling
         self.train_seconds = 0.0
         self._began = 0.0
         self._step_began = 0.0
@@ -70,7 +70,7 @@ class ProgressCallback(TrainerCallback):
             event.learning_rate = float(logs.get("learning_rate", 0.0))
             self.losses.append((step, event.loss))
             if self.loss_parts is not None:
-                self.extra.append((step, self.loss_parts()))
+                self.distill_parts.append((step, *self.loss_parts()))
         elif "eval_perplexity" in logs:
             event.tokens_per_second = None      # already reported with this step's loss
             event.val_perplexity = float(logs["eval_perplexity"])

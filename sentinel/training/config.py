@@ -104,6 +104,7 @@ class FineTuneResult:
     evaluations: list[tuple[int, float]] = field(default_factory=list)   # (step, validation perplexity)
     checkpoint: str | None = None
     start_step: int = 0
+    distill_parts: list[tuple[int, float, float]] = field(default_factory=list)   # (step, KL term, LM loss)
 
     @property
     def first_loss(self) -> float | None:
@@ -117,6 +118,7 @@ class FineTuneResult:
         data = asdict(self)
         data["losses"] = [list(p) for p in self.losses]
         data["evaluations"] = [list(p) for p in self.evaluations]
+        data["distill_parts"] = [list(p) for p in self.distill_parts]
         return data
 
     @classmethod
@@ -124,4 +126,5 @@ class FineTuneResult:
         values = dict(data)
         values["losses"] = [tuple(p) for p in data.get("losses", [])]
         values["evaluations"] = [tuple(p) for p in data.get("evaluations", [])]
+        values["distill_parts"] = [tuple(p) for p in data.get("distill_parts", [])]
         return cls(**values)

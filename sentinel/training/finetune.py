@@ -142,7 +142,7 @@ def finetune(
     if config.distill:
         trainer: SentinelTrainer = DistillationTrainer(**common, teacher=teacher, alpha=config.distill_alpha,
                                                        temperature=config.distill_temperature)
-        progress.loss_parts = lambda: {"distill_kl": float(trainer.last_parts.kl), "lm_loss": float(trainer.last_parts.lm)}
+        progress.loss_parts = lambda: (float(trainer.last_parts.kl), float(trainer.last_parts.lm))
     else:
         trainer = SentinelTrainer(**common)
     trainer.remove_callback(PrinterCallback)   # our ProgressCallback reports; nothing prints to stdout
@@ -169,6 +169,7 @@ def finetune(
         perplexity_after=after, train_tokens_per_second=progress.tokens_per_second(trainer.state),
         seconds=progress.train_seconds, losses=progress.losses, evaluations=progress.evaluations,
         checkpoint=str(saved[-1][0]) if saved else None, start_step=start_step,
+        distill_parts=progress.distill_parts,
     )
     logger.info("Fine-tuning %s at step %d/%d: perplexity %.3f -> %.3f", stopped, final_step, config.max_steps,
                 before, after)
@@ -209,6 +210,8 @@ def _training_arguments(config: FineTuneConfig, steps: int, on_cpu: bool, output
 
 def describe_result(result: FineTuneResult) -> dict[str, Any]:
     """A compact summary of a fine-tune for the store and --json (without the full curves)."""
-    data = {k: v for k, v in asdict(result).items() if k not in ("losses", "evaluations")}
+    data = {k: v for k, v in asdict(result).items() if k not in ("losses", "evaluations", "distill_parts")}
     data["first_loss"], data["last_loss"] = result.first_loss, result.last_loss
+    if result.distill_parts:
+        data["last_distill_kl"], data["last_lm_loss"] = result.distill_parts[-1][1:]
     return data

@@ -142,8 +142,12 @@ def test_finetune_with_distillation_runs_and_reports_both_parts():
     model, tokenizer = make_tiny_lm()
     teacher = copy.deepcopy(model)
     mask_heads(model, {0: [0, 1]})
-    result = finetune(model, tokenizer, tiny_data(tokenizer), tiny_config(distill=True), teacher=teacher)
+    config = tiny_config(distill=True, distill_alpha=0.5, distill_temperature=2.0)
+    result = finetune(model, tokenizer, tiny_data(tokenizer), config, teacher=teacher)
     assert result.stopped == "completed" and len(result.losses) == 3
+    assert [s for s, _, _ in result.distill_parts] == [1, 2, 3]
+    for (_, loss), (_, kl, lm) in zip(result.losses, result.distill_parts):
+        assert kl >= 0 and loss == pytest.approx(0.5 * 4 * kl + 0.5 * lm, rel=1e-4)   # the logged loss is the mix
     with pytest.raises(Exception, match="teacher"):
         finetune(model, tokenizer, tiny_data(tokenizer), tiny_config(distill=True))
 
