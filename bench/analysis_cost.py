@@ -3,9 +3,9 @@
 GPT-2-small shape (12 layers x 12 heads x 768, vocab 50257), random init, CPU, fp32, eager attention.
 
 Time: entropy (hooked, layer by layer) + weight magnitude over 32 sequences x 128 tokens in
-batches of 8, against one eager forward pass of the full model over the same batches, and
-against the transformer body alone (what the entropy pass runs: no LM head). Rounds are
-interleaved (order rotating) so machine noise hits all alike; medians are reported.
+batches of 8, against one eager forward pass of the full model over the same batches, against
+the transformer body alone (what the entropy pass runs: no LM head), and against an sdpa forward
+for context. Rounds are interleaved (order rotating) so machine noise hits all alike; medians are reported.
 
 Memory: each case runs in a fresh subprocess at 1 x 1024 tokens. After the model is built and
 warmed up, the process's peak-RSS mark is reset (Linux /proc/self/clear_refs "5") and the rise of
@@ -17,6 +17,7 @@ plain eager forward of the body, and with a forward that keeps every layer's map
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import re
@@ -74,17 +75,21 @@ def timed(fn: Callable[[], None]) -> float:
 
 def time_cases(runs: int) -> dict[str, float]:
     model = make_model()
+    sdpa = copy.deepcopy(model)
+    sdpa.set_attn_implementation("sdpa")
     batches = make_batches(32, 128, 8)
     cases = {
         "eager forward (full model)": lambda: forward_full(model, batches),
         "eager forward (body only)": lambda: forward_body(model, batches),
+        "sdpa forward (full model)": lambda: forward_full(sdpa, batches),
         "entropy + magnitude": lambda: analysis(model, batches),
     }
-    forward_full(model, batches[:1])                                # warm-up
+    for case in cases.values():                                     # warm-up
+        case()
     times: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(runs):
-        for name in names[r % 3:] + names[:r % 3]:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(timed(cases[name]))
     return {name: statistics.median(values) for name, values in times.items()}
 
