@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from sentinel.commands.common import add_model_arguments, print_json
 from sentinel.data import blocks_from_texts, describe_source, load_texts
 from sentinel.errors import DataError, UnsupportedModelError
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length for the speed test")
     p.add_argument("--new-tokens", type=int, default=32, help="generated tokens for the decode speed test")
     p.add_argument("--runs", type=int, default=5, help="timed speed runs (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and text, measure, print; returns the exit code."""
     if args.max_tokens is not None and args.max_tokens < 2:
         raise DataError(f"--max-tokens must be at least 2, got {args.max_tokens}.")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DataError(f"--threads must be at least 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     source = args.dataset or args.text
     texts = load_texts(source, text_column=args.text_column)  # fail fast on bad text, before loading the model
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "speed_prompt_tokens": speed.prompt_tokens,
         "speed_new_tokens": speed.new_tokens,
         "device": speed.device,
+        "threads": torch.get_num_threads(),
     }
     if args.json:
         print_json(result)

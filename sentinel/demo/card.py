@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.demo.build import BUILD_INFO_FILE, SAMPLE_PROMPTS, load_corpus_split
+from sentinel.demo.corpus import DEFAULT_MAX_VALIDATION_CHARS
 from sentinel.errors import DataError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class CardMetrics:
     unigram_perplexity: float
     unigram_train_tokens: int
     vocab_size: int
-    samples: list[dict[str, str]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
     entropy_normalized_min: float | None = None
     entropy_normalized_max: float | None = None
     entropy_tokens: int = 0
@@ -88,9 +89,10 @@ def compute_card_metrics(model_dir: str | Path, with_entropy: bool = True) -> Ca
                         f"({result.tokens_evaluated}); the two must use the same tokens.")
     unigram = unigram_perplexity(train_ids, targets, len(tokenizer))
     samples = []
+    new_tokens = min(SAMPLE_NEW_TOKENS, seq_len // 2)  # toy builds in tests have very few positions
     for prompt in SAMPLE_PROMPTS:
-        generated = generate_text(model, tokenizer, prompt, max_new_tokens=SAMPLE_NEW_TOKENS, greedy=True)
-        samples.append({"prompt": prompt, "continuation": generated.text})
+        generated = generate_text(model, tokenizer, prompt, max_new_tokens=new_tokens, greedy=True)
+        samples.append({"prompt": prompt, "continuation": generated.text, "new_tokens": generated.new_tokens})
     metrics = CardMetrics(
         validation_perplexity=result.perplexity, validation_nll=result.nll,
         validation_tokens_evaluated=result.tokens_evaluated, window_length=seq_len, unigram_perplexity=unigram,
@@ -144,7 +146,8 @@ head pruning offline with a model that has learnt something real. It is a demo, 
   `{corpus['stdlib_dir']}`, parsed with `ast` and never imported; test folders, `site-packages`,
   `turtledemo`, `__phello__` and `Tools` skipped; files sorted by relative path, docstrings in `ast.walk` order.
 - Split by module: a module goes to validation when the SHA-1 of its relative path, read as a fraction, is below
-  {config['validation_fraction']} (validation capped at 320,000 characters; overflow modules go to train).
+  {config['validation_fraction']} (validation capped at {DEFAULT_MAX_VALIDATION_CHARS:,} characters; overflow modules go
+  to train).
 - Train: {corpus['train_documents']:,} docstrings from {len(corpus['train_modules'])} modules
   ({corpus['train_chars']:,} characters, {build_info['train_tokens']:,} tokens).
   Validation: {corpus['validation_documents']:,} docstrings from {len(corpus['validation_modules'])} modules
@@ -169,7 +172,7 @@ rate {config['learning_rate']}, {config['warmup_steps']} warm-up steps then cosi
 - Steps: {build_info['steps']:,}; tokens seen: {build_info['tokens_seen']:,}; final training loss
   {build_info['final_train_loss']:.4f}
 - Training time: {build_info['training_seconds'] / 60:.1f} min on {build_info['machine']}
-  (finished {build_info['finished_at']}; the CPU was shared with other work)
+  (finished {build_info['finished_at']}; wall-clock time, so it includes any other load on the machine)
 
 | step | validation loss | validation perplexity |
 |---:|---:|---:|
@@ -184,7 +187,7 @@ rate {config['learning_rate']}, {config['warmup_steps']} warm-up steps then cosi
   entries: p(t) = (count(t) + 1) / (N + V))
 {entropy_line}
 
-Greedy samples ({SAMPLE_NEW_TOKENS} new tokens, prompt in bold, ⏎ = newline):
+Greedy samples (at most {SAMPLE_NEW_TOKENS} new tokens, prompt in bold, ⏎ = newline):
 
 {samples}
 

@@ -17,6 +17,8 @@ from sentinel.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_VALIDATION_CHARS = 320_000
+
 # Directory names (at any depth) whose files are never used: tests, third-party code, tooling.
 _SKIP_DIR_NAMES = frozenset({
     "site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
@@ -90,7 +92,7 @@ def build_corpus(
     stdlib_dir: str | Path | None = None,
     validation_fraction: float = 0.05,
     max_files: int | None = None,
-    max_validation_chars: int = 320_000,
+    max_validation_chars: int = DEFAULT_MAX_VALIDATION_CHARS,
 ) -> CorpusSplits:
     """Parse the stdlib's docstrings and split them by module into train and validation documents.
 

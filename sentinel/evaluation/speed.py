@@ -88,9 +88,8 @@ def measure_speed(
     device = next(model.parameters()).device
     vocab = getattr(config, "vocab_size", None) or len(tokenizer)
     generator = torch.Generator().manual_seed(seed)
-    special = {getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)} - {None}
-    low = max(special) + 1 if special and max(special) < vocab // 2 else 0
-    input_ids = torch.randint(low, vocab, (batch_size, prompt_tokens), generator=generator).to(device)
+    # Random prompt ids: timing does not depend on the text, and min_new_tokens fixes the generated length.
+    input_ids = torch.randint(0, vocab, (batch_size, prompt_tokens), generator=generator).to(device)
     attention_mask = torch.ones_like(input_ids)
     eos = getattr(config, "eos_token_id", None)
     pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None

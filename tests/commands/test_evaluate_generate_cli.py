@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -85,3 +86,18 @@ def test_generate_subprocess(tiny_lm_dir):
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["new_tokens"] == 5
+
+
+def test_evaluate_bundled_defaults(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        code = main(["evaluate", "--max-tokens", "1024", "--runs", "1", "--new-tokens", "4", "--threads", "1", "--json"])
+    finally:
+        torch.set_num_threads(threads)  # --threads sets a process-wide value; give the other tests theirs back
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == "bundled:validation" and result["window_length"] == 256
+    assert result["tokens_evaluated"] == 1024 - 4 and math.isfinite(result["perplexity"])
+    assert result["threads"] == 1
