@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sentinel.commands.generate",
     "sentinel.commands.finetune",
     "sentinel.commands.benchmark",
+    "sentinel.commands.build_demo_model",
 ]
 
 
@@ -51,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        if not args.verbose:  # keep stderr to our own messages: no weight-loading bars or library chatter
+            import transformers
+
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
         return int(args.func(args) or 0)
     except SentinelError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -69,10 +69,14 @@ class TextBlocks:
 
 
 def join_documents(tokenizer: Any, texts: Iterable[str]) -> list[int]:
-    """Token ids of all documents, each followed by the tokenizer's eos token (no special tokens otherwise)."""
-    eos = tokenizer.eos_token_id
+    """Token ids of all documents, each followed by a separator (no special tokens otherwise).
+
+    The separator is the eos token, or [SEP] for encoder tokenizers (BERT/RoBERTa) that have no eos.
+    """
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
     if eos is None:
-        raise DataError("The tokenizer has no eos token to separate documents; set tokenizer.eos_token first.")
+        raise DataError("The tokenizer has neither an eos nor a sep token to separate documents; "
+                        "set tokenizer.eos_token first.")
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise DataError("No text to tokenise: every document is empty.")

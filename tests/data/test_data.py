@@ -72,3 +72,19 @@ def test_missing_file_and_offline_hub_dataset(tmp_path):
         load_texts("sentinel-no-such-dataset:none:validation")
     with pytest.raises(DataError, match="name:config:split"):
         load_texts("a:b:c:d")
+
+
+def test_encoder_tokenizers_without_eos_separate_documents_with_sep():
+    """BERT-style tokenizers have [SEP] but no eos; documents are still joined, with [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from sentinel.data import join_documents
+
+    vocab = {"[UNK]": 0, "[SEP]": 1, "[PAD]": 2, "hello": 3, "world": 4}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", sep_token="[SEP]",
+                                        pad_token="[PAD]")
+    assert tokenizer.eos_token_id is None
+    assert join_documents(tokenizer, ["hello world", "world"]) == [3, 4, 1, 4, 1]
