@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sentinel.errors import DataError
+from sentinel.errors import DataError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def _windows(ids: list[int], seq_len: int, stride: int) -> list[tuple[list[int],
     return items
 
 
+def is_causal_lm(model: torch.nn.Module) -> bool:
+    """True when the model predicts the next token (not an encoder such as BERT's masked LM)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_decoder", False):
+        return True
+    from transformers import AutoModelForMaskedLM
+
+    return type(config) not in AutoModelForMaskedLM._model_mapping
+
+
 def masked_nll_sum(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    labels: torch.Tensor) -> tuple[float, int]:
     """Sum of next-token NLL over labels != -100 and attention_mask == 1, and how many tokens that was."""
@@ -109,6 +119,9 @@ def perplexity(
     """
     if seq_len < 2:
         raise DataError(f"seq_len must be at least 2 to score any token, got {seq_len}.")
+    if not is_causal_lm(model):
+        raise UnsupportedModelError(f"{type(model).__name__} is not a causal language model, so next-token "
+                                    "perplexity does not apply; evaluate a GPT-2/Llama/OPT/GPT-NeoX model.")
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_positions is not None and seq_len > max_positions:
         raise DataError(f"seq_len {seq_len} exceeds the model's {max_positions} positions; use --seq-len "

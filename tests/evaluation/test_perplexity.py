@@ -78,3 +78,11 @@ def test_text_needs_tokenizer_and_bad_arguments_raise(tiny_gpt2, tiny_lm):
     model, tokenizer = tiny_lm
     result = perplexity(model, tokenizer, "Return the value of the attribute.", seq_len=16)
     assert math.isfinite(result.perplexity) and result.tokens_evaluated > 0
+
+
+def test_perplexity_refuses_an_encoder_model():
+    from sentinel.errors import UnsupportedModelError
+    from tests.conftest import make_tiny_model, sample_ids
+
+    with pytest.raises(UnsupportedModelError, match="not a causal language model"):
+        perplexity(make_tiny_model("bert"), None, sample_ids(), seq_len=8)
