@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from sentinel.ui.analysis import UPLOAD_LIMIT_MB, SampleText, block_size_for, compute_maps, pasted_text, uploaded_text
+from sentinel.ui.analysis import (ON_REQUEST, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
+                                  uploaded_text)
 from sentinel.ui.charts import METRICS
-from sentinel.ui.state import current_maps, dashboard, maps_key, report_errors, require_model
+from sentinel.ui.state import cached_maps, current_maps, dashboard, report_errors, require_model
 from sentinel.ui.widgets import head_map, selection_list
 
 state = dashboard()
@@ -38,48 +39,38 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
                 size = block_size_for(working.model, seq_len)
                 candidate.blocks(working.tokenizer, size, samples * size)   # reject empty/binary text now
                 state.text, state.map_samples, state.map_seq_len = candidate, samples, seq_len
-
-maps = current_maps(state, working)
-if maps is None:
-    st.stop()
+                st.rerun()
 
 labels = {key: METRICS[key].label for key in ("entropy_normalized", "entropy", "magnitude", "gradient",
                                                 "loss_impact")}
 metric = st.segmented_control("Metric", list(labels), format_func=labels.get, default=state.map_metric,
                               key="map_metric", required=True)
 state.map_metric = metric
-scores = maps.scores.get(metric)
-impact = state.caches.get("loss_impact")
-if metric == "loss_impact":
-    scores = impact[1] if impact is not None and impact[0] == maps_key(state, working) else None
-    if scores is None:
-        st.info("Loss impact switches each head off alone and measures the loss again: one pass over the "
-                f"text per head ({len(working.active())} passes). It takes longer than the other maps.")
-        if st.button("Compute loss impact", key="loss_impact_run", type="primary", icon=":material/play_arrow:"):
-            bar = st.progress(0.0, text="Starting…")
 
-            def step(done: int, total: int) -> None:
-                bar.progress(done / total, text=f"Head {done} of {total}")
+if metric in ON_REQUEST and metric not in (cached_maps(state, working) or HeadMaps({}, 0, "", 0, 0.0)).scores:
+    st.info("Loss impact switches each head off alone and measures the loss again: one pass over the text per "
+            f"head ({len(working.active())} passes). It takes longer than the other maps.")
+    if not st.button("Compute loss impact", key="loss_impact_run", type="primary", icon=":material/play_arrow:"):
+        st.stop()
+    bar = st.progress(0.0, text="Starting…")
 
-            with report_errors("measuring the loss impact"):
-                size = block_size_for(working.model, state.map_seq_len)
-                blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
-                result = compute_maps(working.model, working.tokenizer, blocks, ["loss_impact"], working.version,
-                                      progress=step)
-                state.caches["loss_impact"] = (maps_key(state, working), result.scores["loss_impact"])
-                st.rerun()
+    def step(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Head {done} of {total}")
 
-if scores is not None:
-    head_map(state, working, scores, metric, chart_key="head_map_chart")
+    if current_maps(state, working, [metric], progress=step) is None:
+        st.stop()
+    st.rerun()
+
+maps = current_maps(state, working, [metric])
+if maps is None:
+    st.stop()
+head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart")
 selection_list(state, working)
 if state.selection.heads:
     st.page_link("app_pages/prune.py", label=f"Prune the {len(state.selection.heads)} selected heads",
                  icon=":material/content_cut:")
 
 st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
-           f"{state.text.name} in {maps.seconds:.2f} s.")
-table = maps.frame()
-if impact is not None and impact[0] == maps_key(state, working):
-    table["loss_impact"] = impact[1].values.flatten().tolist()
-st.download_button("Download scores (CSV)", table.to_csv(index=False).encode("utf-8"), file_name="head_scores.csv",
-                   mime="text/csv", icon=":material/download:", key="scores_csv")
+           f"{state.text.name}; {maps.seconds:.2f} s of computing so far.")
+st.download_button("Download the scores computed so far (CSV)", maps.frame().to_csv(index=False).encode("utf-8"),
+                   file_name="head_scores.csv", mime="text/csv", icon=":material/download:", key="scores_csv")

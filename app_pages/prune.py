@@ -7,7 +7,7 @@ import streamlit as st
 
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
-from sentinel.ui.analysis import before_after_table
+from sentinel.ui.analysis import ON_REQUEST, before_after_table
 from sentinel.ui.charts import METRICS
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
@@ -80,9 +80,9 @@ if reset:
     st.rerun()
 
 with left:
-    maps = current_maps(state, working)
+    metric = state.map_metric if state.map_metric not in ON_REQUEST else "entropy_normalized"
+    maps = current_maps(state, working, [metric])
     if maps is not None:
-        metric = state.map_metric if state.map_metric in maps.scores else "entropy_normalized"
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
                  title=f"{METRICS[metric].label} — your model now")
 

@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 TextKind = Literal["bundled", "pasted", "uploaded"]
 UPLOAD_LIMIT_MB = 5                 # also server.maxUploadSize in .streamlit/config.toml
-MAP_METRICS = ("entropy", "magnitude", "gradient")   # computed together when a map is first shown
-EVAL_TOKENS = 4096                  # perplexity in the before/after table: the first 4,096 tokens of the text
+EVAL_TOKENS = 2048                  # perplexity in the before/after table: the first 2,048 tokens of the text
+ON_REQUEST = frozenset({"loss_impact"})   # one forward pass per head: only when the user asks
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,11 @@ def block_size_for(model: nn.Module, wanted: int) -> int:
     return min(wanted, int(limit)) if limit else wanted
 
 
+def score_source(metric: str) -> str:
+    """The `compute_scores` name that yields a displayed metric ("entropy" also yields the normalised one)."""
+    return "entropy" if metric == "entropy_normalized" else metric
+
+
 @dataclass
 class HeadMaps:
     """Scores computed on one model version and one text; `scores` maps metric names to HeadScores."""
@@ -78,6 +83,15 @@ class HeadMaps:
     text: str
     tokens: int
     seconds: float
+
+    def missing(self, metrics: Iterable[str]) -> list[str]:
+        """The `compute_scores` names still needed to show `metrics`."""
+        return list(dict.fromkeys(score_source(m) for m in metrics if m not in self.scores))
+
+    def merge(self, other: HeadMaps) -> None:
+        """Add the scores of a later computation on the same model version and text."""
+        self.scores.update(other.scores)
+        self.seconds += other.seconds
 
     def frame(self) -> pd.DataFrame:
         """Every metric as a column, one row per original (layer, head), for the CSV download."""

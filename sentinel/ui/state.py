@@ -8,7 +8,7 @@ object in `st.session_state`, so an error on any page leaves it as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
 from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
 from sentinel.store import Store
-from sentinel.ui.analysis import (MAP_METRICS, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
+from sentinel.ui.analysis import (ON_REQUEST, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
                                   measure_figures)
 from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
@@ -158,19 +158,30 @@ def maps_key(state: DashboardState, working: WorkingModel) -> tuple:
     return (id(working), working.version, state.text.digest, state.map_samples, state.map_seq_len)
 
 
-def current_maps(state: DashboardState, working: WorkingModel) -> HeadMaps | None:
-    """Entropy, magnitude and gradient maps of the session's model as it is now (computed when stale)."""
-    key = maps_key(state, working)
+def cached_maps(state: DashboardState, working: WorkingModel) -> HeadMaps | None:
+    """The scores computed so far on the model as it is now and the current text (None if none yet)."""
     cached = state.caches.get("maps")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    seq_len = block_size_for(working.model, state.map_seq_len)
-    with st.spinner("Measuring every head on the sample text…"), report_errors("computing the head maps") as failed:
-        blocks = state.text.blocks(working.tokenizer, seq_len, state.map_samples * seq_len)
-        maps = compute_maps(working.model, working.tokenizer, blocks, MAP_METRICS, working.version)
-    if failed:
-        return None
-    state.caches["maps"] = (key, maps)
+    return cached[1] if cached is not None and cached[0] == maps_key(state, working) else None
+
+
+def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable[str],
+                 progress: Callable[[int, int], None] | None = None) -> HeadMaps | None:
+    """Scores of the session's model as it is now for `metrics` (each computed once per model version and text).
+
+    Returns None when the computation failed (the error is already on the page).
+    """
+    key = maps_key(state, working)
+    maps = cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)
+    missing = maps.missing(metrics)
+    if missing:
+        seq_len = block_size_for(working.model, state.map_seq_len)
+        with st.spinner("Measuring every head on the sample text…"), report_errors("computing the head maps") as failed:
+            blocks = state.text.blocks(working.tokenizer, seq_len, state.map_samples * seq_len)
+            maps.merge(compute_maps(working.model, working.tokenizer, blocks, missing, working.version, progress))
+            maps.text, maps.tokens = blocks.source, blocks.num_tokens
+        if failed:
+            return None
+        state.caches["maps"] = (key, maps)
     return maps
 
 
@@ -179,18 +190,15 @@ def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str)
     needed = metrics_for(strategy)
     if not needed:
         return {}
-    maps = current_maps(state, working)
+    on_request = [m for m in needed if m in ON_REQUEST]
+    have = (cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)).scores
+    if any(m not in have for m in on_request):
+        raise DataError(f"The {strategy} strategy needs {', '.join(on_request)} scores of the model as it is now; "
+                        "compute them on the Head maps page first (they take one pass over the text per head).")
+    maps = current_maps(state, working, needed)
     if maps is None:
         raise DataError("The head scores could not be computed on the sample text; see the message above.")
-    scores = dict(maps.scores)
-    impact = state.caches.get("loss_impact")
-    if impact is not None and impact[0] == maps_key(state, working):
-        scores["loss_impact"] = impact[1]
-    missing = [m for m in needed if m not in scores]
-    if missing:
-        raise DataError(f"The {strategy} strategy needs {', '.join(missing)} scores of the model as it is now; "
-                        "compute them on the Head maps page first.")
-    return scores
+    return dict(maps.scores)
 
 
 def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:

@@ -129,6 +129,6 @@ def test_loss_impact_on_request_with_progress():
     at.segmented_control(key="map_metric").set_value("loss_impact").run()
     at.button(key="loss_impact_run").click().run()
     assert_clean(at)
-    scores = dashboard(at).caches["loss_impact"][1].values
+    scores = dashboard(at).caches["maps"][1].scores["loss_impact"].values
     assert scores.shape == (6, 8) and bool(torch.isfinite(scores).all())
     assert len(at.get("vega_lite_chart")) == 1

@@ -39,19 +39,26 @@ def test_model_page_loads_the_bundled_model(bundled):
 def test_head_maps_are_computed_on_the_session_model(bundled):
     at = open_app("head_maps")
     maps = dashboard(at).caches["maps"][1]
-    assert set(maps.scores) >= {"entropy", "entropy_normalized", "magnitude", "gradient"}
-    assert torch.equal(maps.scores["magnitude"].values, weight_magnitude(bundled.model).values)
+    assert set(maps.scores) == {"entropy", "entropy_normalized"}       # what the first map shows, nothing more
     normalized = maps.scores["entropy_normalized"].values
     assert normalized.shape == (LAYERS, HEADS) and bool(((normalized >= 0) & (normalized <= 1)).all())
     assert maps.tokens == 8 * 128
     assert len(at.get("vega_lite_chart")) == 1
-    csv = at.get("download_button")[0]
-    assert "head_scores.csv" in str(csv.proto)
     captions = " ".join(c.value for c in at.caption)
     assert "Near 1: the head looks at every visible word" in captions       # the plain-language legend
     at.segmented_control(key="map_metric").set_value("magnitude").run()
     assert_clean(at)
     assert "High: the head has large weights" in " ".join(c.value for c in at.caption)
+    assert torch.equal(maps.scores["magnitude"].values, weight_magnitude(bundled.model).values)
+    at.segmented_control(key="map_metric").set_value("gradient").run()
+    assert_clean(at)
+    assert bool((maps.scores["gradient"].values > 0).all())
+    csv = at.get("download_button")[0]
+    assert csv.proto.label == "Download the scores computed so far (CSV)" and csv.proto.url.endswith(".csv")
+    table = maps.frame()
+    assert len(table) == LAYERS * HEADS
+    assert list(table.columns) == ["layer", "head", "pruned", "entropy", "entropy_normalized", "magnitude",
+                                   "gradient"]
 
 
 def test_prune_30_percent_by_strategy(bundled):
@@ -60,10 +67,16 @@ def test_prune_30_percent_by_strategy(bundled):
     at.button(key="prune_go").click().run()          # defaults: entropy strategy, 30%, mask, min_heads 1
     assert_clean(at)
     working = dashboard(at).working
-    # 30% of 48 heads = 14.4 -> 14; the entropy strategy prunes the 14 highest-entropy heads.
+    # 30% of 48 heads = 14.4 -> 14: the 14 highest-entropy heads, skipping any that would leave its layer
+    # without a head (min_heads=1).
     order = sorted(((before[layer, head].item(), layer, head) for layer in range(LAYERS) for head in range(HEADS)),
                    reverse=True)
-    assert set(working.status()) == {(layer, head) for _, layer, head in order[:14]}
+    expected, left = set(), {layer: HEADS for layer in range(LAYERS)}
+    for _, layer, head in order:
+        if len(expected) < 14 and left[layer] > 1:
+            expected.add((layer, head))
+            left[layer] -= 1
+    assert set(working.status()) == expected
     assert set(working.status().values()) == {"masked"}
     table = at.table[0].value
     assert table.loc["Active heads"].tolist() == ["48 / 48", "34 / 48", "-29.2%"]
