@@ -12,6 +12,10 @@ import streamlit as st
 st.set_page_config(page_title="Sentinel", page_icon=":material/content_cut:", layout="wide")
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+from sentinel.ui.state import configure_torch_threads  # noqa: E402  (after set_page_config, Streamlit's first call)
+
+configure_torch_threads()
+
 PAGES = [
     st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True,
             help="Choose the model to explore: the bundled demo model, a local folder, a saved pruned model or a hub id."),

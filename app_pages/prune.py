@@ -40,8 +40,10 @@ with right:
         names = strategy_names()
         strategy = st.selectbox("Strategy", names, index=names.index("entropy") if "entropy" in names else 0,
                                 key="prune_strategy",
-                                help="entropy: prunes the most diffuse heads; magnitude: the smallest weights; "
-                                     "gradient: those the loss reacts to least; random: a seeded draw.")
+                                help="entropy: the most diffuse heads first; magnitude: the smallest weights; "
+                                     "gradient: those the loss reacts to least; hybrid: a mix of entropy and "
+                                     "magnitude ranks; loss_impact: those whose loss rises least when switched off "
+                                     "alone (compute it on Head maps first); random: a seeded draw.")
         ratio = st.slider("Share of the active heads to prune", 0.0, 0.9, 0.3, 0.05, key="prune_ratio",
                           format="%.2f")
         cols = st.columns(2)

@@ -72,6 +72,7 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     data = frame.copy()
     active = data["score"].notna()
     low = float(data.loc[active, "score"].min()) if active.any() else 0.0
+    high = float(data.loc[active, "score"].max()) if active.any() else 0.0
     data["shade"] = data["score"].fillna(low)         # pruned cells are painted grey below; no NaN in the scale
     data["shown"] = [f"{v:.3g}" if not math.isnan(v) else s for v, s in zip(data["score"], data["status"])]
     initial = [{"layer": int(r.layer), "head": int(r.head)} for r in data.itertuples() if r.selected]
@@ -108,7 +109,8 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     if num_layers * num_heads <= CELL_TEXT_LIMIT:
         values = base.transform_filter("datum.status == 'active'").mark_text(fontSize=10).encode(
             text=alt.Text("score:Q", format=".3g"),
-            color=alt.value("white"),
+            # viridis runs dark to light: dark text on the light upper half, white on the rest
+            color=alt.condition(f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
         )
         layers.append(values)
     return alt.layer(*layers).properties(title=title or metric.label, height=alt.Step(CELL_HEIGHT))

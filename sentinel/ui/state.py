@@ -8,6 +8,7 @@ object in `st.session_state`, so an error on any page leaves it as it was.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import torch
 from torch import nn
 
-from sentinel.errors import DataError
+from sentinel.errors import DataError, SentinelError
 from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
@@ -291,3 +293,25 @@ def show_notices(state: DashboardState) -> None:
     """Show and forget the queued toasts."""
     while state.notices:
         st.toast(state.notices.pop(0), icon=":material/info:")
+
+
+THREADS_ENV = "SENTINEL_TORCH_THREADS"
+
+
+@st.cache_resource(show_spinner=False)
+def configure_torch_threads() -> int:
+    """Set torch's CPU threads once per process: $SENTINEL_TORCH_THREADS, else half the cores (at least one).
+
+    The app shares the CPU with the browser, the server, background fine-tunes and other users; more torch
+    threads than free cores make every page slower (measured in BENCHMARKS.md), so it takes half by default.
+    """
+    wanted = os.environ.get(THREADS_ENV)
+    if wanted is not None:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise SentinelError(f"{THREADS_ENV}={wanted!r} is not a whole number of threads (1 or more).")
+        threads = int(wanted)
+    else:
+        threads = max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU threads in this app process", threads)
+    return threads

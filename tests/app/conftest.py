@@ -19,9 +19,13 @@ def app_home(tmp_path_factory) -> Iterator[Path]:
     """One data folder (store, saved models, job outputs) for every dashboard session of the test run."""
     import streamlit as st
 
+    import torch
+
     home = tmp_path_factory.mktemp("sentinel-home")
     previous = os.environ.get("SENTINEL_HOME")
     os.environ["SENTINEL_HOME"] = str(home)
+    # The app sets torch's thread count for its process; here that process is pytest: keep it as it is.
+    os.environ.setdefault("SENTINEL_TORCH_THREADS", str(torch.get_num_threads()))
     st.cache_resource.clear()          # the store and job manager are created under this folder
     yield home
     from sentinel.ui.state import shared_jobs

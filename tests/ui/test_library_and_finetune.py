@@ -69,3 +69,22 @@ def test_pruning_summary_names_strategy_and_level():
     working.apply({1: [1]}, "mask", "selection of 1 heads")
     assert pruning_summary(working)["strategy"] == "mixed"
     assert len(pruning_summary(working)["dashboard_steps"]) == 2
+
+
+def test_torch_threads_for_the_app(monkeypatch):
+    import torch
+
+    from sentinel.ui.state import configure_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SENTINEL_TORCH_THREADS", "1")
+        configure_torch_threads.clear()
+        assert configure_torch_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SENTINEL_TORCH_THREADS", "two")
+        configure_torch_threads.clear()
+        with pytest.raises(SentinelError, match="not a whole number"):
+            configure_torch_threads()
+    finally:
+        configure_torch_threads.clear()
+        torch.set_num_threads(before)
