@@ -65,8 +65,12 @@ elif shown is not None:
                     f"<b>{html.escape(result.prompt)}</b> {word_diff_html(reference, result.text)}</div>")
             same = shared_prefix_words(reference, result.text)
             if result is not results[0]:
-                st.caption("Identical to the base model's text." if result.text == reference
-                           else f"Same as the base model for the first {same} words.")
+                if result.text == reference:
+                    st.caption("Identical to the base model's text.")
+                elif same == 0:
+                    st.caption("Differs from the base model's text from the first word on.")
+                else:
+                    st.caption(f"Same as the base model's text for the first {same} words.")
             fig = figures.get(result.label)
             base_fig = figures["Base model"]
             is_base = result is results[0]

@@ -32,7 +32,8 @@ def show(view: JobView) -> None:
     loss, ppl = view.latest("loss"), view.latest("val_perplexity")
     cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
     cols[1].metric("Validation perplexity", f"{ppl:.2f}" if ppl is not None else "–")
-    cols[2].metric("Tokens/s", f"{progress.tokens_per_second:,.0f}" if progress.tokens_per_second else "–")
+    speed = view.latest("tokens_per_second")
+    cols[2].metric("Training tokens/s", f"{speed:,.0f}" if speed else "–")
     eta = progress.eta_seconds
     cols[3].metric("Time left", f"{eta:.0f} s" if eta is not None and not view.ended else "–")
     shown = [c for c in ("loss", "val_perplexity") if c in view.curves.columns]

@@ -6,7 +6,7 @@ from sentinel.evaluation.size import parameter_count, weight_bytes
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
-from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors
+from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors, require_model
 
 KINDS = {
     "bundled": "Bundled demo model",
@@ -48,12 +48,10 @@ if submitted:
             st.toast("Model loaded", icon=":material/check_circle:")
 
 if state.working is None:
-    if bundled_model_available():
-        st.info("No model loaded yet: press **Load model** (the bundled demo model is selected), "
-                "or open any other page and the bundled model is loaded for you.")
-    else:
+    if not bundled_model_available():
         st.warning("The bundled demo model is not installed in this copy; load a local folder instead.")
-    st.stop()
+        st.stop()
+    require_model(state)             # a first visit starts on the bundled model, ready for the other pages
 
 working = state.working
 base = working.base

@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 from sentinel.models import load_model
+from sentinel.pruning.strategies import heads_for_ratio
 from tests.e2e.harness import (ROOT, click_cell, launch_browser, open_page, start_app, wait_healthy, wait_heatmap,
-                               wait_idle)
+                               wait_idle, wait_pruned_marks)
 
 
 def main() -> None:
@@ -50,12 +51,13 @@ def main() -> None:
             wait_heatmap(page, layers * heads)
             wait_idle(page)
             page.get_by_role("button", name="Prune", exact=True).click()
-            expect(page.get_by_test_id("stTable")).to_be_visible()
+            total = layers * heads
+            pruned = heads_for_ratio(0.3, total)
+            wait_pruned_marks(page, pruned)
+            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
             wait_idle(page)
-            page.get_by_test_id("stTable").scroll_into_view_if_needed()
-            page.mouse.wheel(0, -350)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out / "dashboard-prune.png"))
+            page.wait_for_timeout(4000)          # let the toast fade
+            page.screenshot(path=str(out / "dashboard-prune.png"), full_page=True)
 
             open_page(page, "Fine-tune")
             steps = page.get_by_label("Training steps")
