@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.models import load_model  # noqa: E402
 from sentinel.pruning.strategies import heads_for_ratio  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
-    launch_browser, open_page, pruned_marks, start_app, wait_healthy, wait_heatmap, wait_idle, wait_pruned_marks,
+    app_page, pruned_marks, wait_heatmap, wait_idle, wait_pruned_marks,
 )
 
 COLD_TARGET, PRUNE_TARGET = 10.0, 2.0
@@ -39,59 +39,45 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cold_start(playwright, cells: int, log_dir: Path) -> tuple[float, float, float]:
-    """(seconds to /_stcore/health, seconds from opening the page to the drawn map, total since launch)."""
-    with tempfile.TemporaryDirectory() as home:
-        server = start_app(Path(home), log_dir / "cold-start.log")
-        try:
-            healthy = wait_healthy(server)
-            browser = launch_browser(playwright)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                opened = time.perf_counter()
-                page.goto(f"{server.url}/head_maps")
-                wait_heatmap(page, cells, timeout=120)
-                drawn = time.perf_counter()
-            finally:
-                browser.close()
-            return healthy, drawn - opened, drawn - server.started
-        finally:
-            server.stop()
+def cold_start(playwright, cells: int, log_dir: Path) -> tuple[float, float, float, float, float]:
+    """Seconds: to /_stcore/health; from opening the page to the app shell, to the page title (the app's
+    imports done), to the drawn map; and from the launch to the drawn map."""
+    with tempfile.TemporaryDirectory() as home, app_page(playwright, Path(home), log_dir / "cold-start.log") as (
+            server, page):
+        opened = time.perf_counter()
+        page.goto(f"{server.url}/head_maps", wait_until="commit")
+        page.wait_for_selector("[data-testid='stApp']", state="attached")
+        shell = time.perf_counter()
+        page.wait_for_selector("h1", state="attached")
+        title = time.perf_counter()
+        wait_heatmap(page, cells)
+        drawn = time.perf_counter()
+        return server.healthy_after, shell - opened, title - opened, drawn - opened, drawn - server.started
 
 
 def prune_clicks(playwright, cells: int, pruned: int, rounds: int, log_dir: Path) -> list[float]:
     """Seconds from the Prune click to the redrawn map with `pruned` marks and the new model's sample text."""
     times: list[float] = []
-    with tempfile.TemporaryDirectory() as home:
-        server = start_app(Path(home), log_dir / "prune.log")
-        browser = None
-        try:
-            wait_healthy(server)
-            browser = launch_browser(playwright)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(f"{server.url}/prune")
-            wait_heatmap(page, cells)
+    with tempfile.TemporaryDirectory() as home, app_page(playwright, Path(home), log_dir / "prune.log") as (
+            server, page):
+        page.goto(f"{server.url}/prune")
+        wait_heatmap(page, cells)
+        wait_idle(page)
+        for _ in range(rounds):
+            version = page.locator("#sample-after").get_attribute("data-version")
+            start = time.perf_counter()
+            page.get_by_role("button", name="Prune", exact=True).click()
+            wait_pruned_marks(page, pruned)
+            page.wait_for_function(
+                "(old) => { const el = document.querySelector('#sample-after');"
+                " return !!el && el.dataset.version !== old && el.textContent.length > 0; }",
+                arg=version)
+            times.append(time.perf_counter() - start)
             wait_idle(page)
-            for _ in range(rounds):
-                version = page.locator("#sample-after").get_attribute("data-version")
-                start = time.perf_counter()
-                page.get_by_role("button", name="Prune", exact=True).click()
-                wait_pruned_marks(page, pruned)
-                page.wait_for_function(
-                    "(old) => { const el = document.querySelector('#sample-after');"
-                    " return !!el && el.dataset.version !== old && el.textContent.length > 0; }",
-                    arg=version)
-                times.append(time.perf_counter() - start)
-                wait_idle(page)
-                page.get_by_role("button", name="Undo last step").click()
-                wait_pruned_marks(page, 0)
-                wait_idle(page)
-                assert pruned_marks(page) == 0
-        finally:
-            if browser is not None:
-                browser.close()
-            server.stop()
+            page.get_by_role("button", name="Undo last step").click()
+            wait_pruned_marks(page, 0)
+            wait_idle(page)
+            assert pruned_marks(page) == 0
     return times
 
 
@@ -109,18 +95,20 @@ def main() -> None:
     log_dir = Path(args.logs)
     print(f"Machine: {cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}")
+    print(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"Model: bundled ({layout.num_layers} layers x {layout.num_heads} heads); prune = entropy 30% "
           f"({pruned} heads, masks)")
     with sync_playwright() as playwright:
         colds = []
         for run in range(1, args.cold_starts + 1):
-            healthy, draw, total = cold_start(playwright, cells, log_dir)
+            healthy, shell, title, draw, total = cold_start(playwright, cells, log_dir)
             colds.append(total)
-            print(f"cold start {run}: server healthy {healthy:.2f} s, page open -> heat map {draw:.2f} s, "
-                  f"launch -> heat map {total:.2f} s")
+            print(f"cold start {run}: server healthy {healthy:.2f} s; page open -> app shell {shell:.2f} s, "
+                  f"-> title {title:.2f} s, -> heat map {draw:.2f} s; launch -> heat map {total:.2f} s")
         prunes = prune_clicks(playwright, cells, pruned, args.prunes, log_dir)
         for run, seconds in enumerate(prunes, start=1):
             print(f"prune click {run}: redrawn map + new sample {seconds:.2f} s")
+    print(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     cold, prune = statistics.median(colds), statistics.median(prunes)
     print(f"cold start -> first heat map: median {cold:.2f} s (max {max(colds):.2f}); "
           f"target {COLD_TARGET:.0f} s; median/target = {cold / COLD_TARGET:.2f}")

@@ -15,6 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class AppServer:
     home: Path
     log: Path
     started: float = field(default_factory=time.perf_counter)
+    healthy_after: float | None = None      # seconds from the launch to the first ok of /_stcore/health
 
     @property
     def url(self) -> str:
@@ -87,7 +90,8 @@ def wait_healthy(server: AppServer, timeout: float = 90.0) -> float:
         try:
             with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as reply:
                 if reply.status == 200 and reply.read().strip() == b"ok":
-                    return time.perf_counter() - server.started
+                    server.healthy_after = time.perf_counter() - server.started
+                    return server.healthy_after
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.1)
@@ -100,6 +104,24 @@ def launch_browser(playwright: Any) -> Any:
         raise RuntimeError(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` "
                            "or point SENTINEL_CHROMIUM at a Chromium binary.")
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def app_page(playwright: Any, home: Path, log: Path, width: int = 1400, height: int = 1000,
+             timeout: float = 120.0) -> Iterator[tuple[AppServer, Any]]:
+    """A fresh dashboard server (data folder `home`) and a browser page for it; both closed on exit."""
+    server = start_app(home, log)
+    browser = None
+    try:
+        wait_healthy(server)
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(timeout * 1000)
+        yield server, page
+    finally:
+        if browser is not None:
+            browser.close()
+        server.stop()
 
 
 def wait_idle(page: Any, timeout: float = 120.0) -> None:

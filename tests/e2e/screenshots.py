@@ -13,8 +13,7 @@ from pathlib import Path
 
 from sentinel.models import load_model
 from sentinel.pruning.strategies import heads_for_ratio
-from tests.e2e.harness import (ROOT, click_cell, launch_browser, open_page, start_app, wait_healthy, wait_heatmap,
-                               wait_idle, wait_pruned_marks)
+from tests.e2e.harness import ROOT, app_page, click_cell, open_page, wait_heatmap, wait_idle, wait_pruned_marks
 
 
 def main() -> None:
@@ -28,60 +27,54 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     layout = load_model(None).layout
     layers, heads = layout.num_layers, layout.num_heads
-    with tempfile.TemporaryDirectory() as home, sync_playwright() as playwright:
-        server = start_app(Path(home), ROOT / "test-artifacts" / "screenshots.log")
-        browser = None
-        try:
-            wait_healthy(server)
-            browser = launch_browser(playwright)
-            page = browser.new_page(viewport={"width": 1440, "height": 1050})
-            page.set_default_timeout(300_000)
-            expect.set_options(timeout=300_000)
-            page.goto(f"{server.url}/head_maps")
-            wait_heatmap(page, layers * heads)
-            wait_idle(page)
-            click_cell(page, 2, 5, layers, heads)
-            wait_idle(page)
-            click_cell(page, 4, 1, layers, heads, shift=True)
-            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L4 H1")
-            wait_idle(page)
-            page.screenshot(path=str(out / "dashboard-head-maps.png"))
+    log = ROOT / "test-artifacts" / "screenshots.log"
+    with tempfile.TemporaryDirectory() as home, sync_playwright() as playwright, app_page(
+            playwright, Path(home), log, width=1440, height=1050, timeout=300) as (server, page):
+        expect.set_options(timeout=300_000)
+        page.goto(f"{server.url}/head_maps")
+        wait_heatmap(page, layers * heads)
+        wait_idle(page)
+        click_cell(page, 2, 5, layers, heads)
+        wait_idle(page)
+        click_cell(page, 4, 1, layers, heads, shift=True)
+        expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L4 H1")
+        wait_idle(page)
+        page.screenshot(path=str(out / "dashboard-head-maps.png"))
 
-            open_page(page, "Prune")
-            wait_heatmap(page, layers * heads)
-            wait_idle(page)
-            page.get_by_role("button", name="Prune", exact=True).click()
-            total = layers * heads
-            pruned = heads_for_ratio(0.3, total)
-            wait_pruned_marks(page, pruned)
-            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
-            wait_idle(page)
-            page.wait_for_timeout(4000)          # let the toast fade
-            page.screenshot(path=str(out / "dashboard-prune.png"), full_page=True)
+        open_page(page, "Prune")
+        wait_heatmap(page, layers * heads)
+        wait_idle(page)
+        page.get_by_role("button", name="Prune", exact=True).click()
+        total = layers * heads
+        pruned = heads_for_ratio(0.3, total)
+        wait_pruned_marks(page, pruned)
+        expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
+        wait_idle(page)
+        page.wait_for_timeout(4000)          # let the toast fade
+        page.set_viewport_size({"width": 1440, "height": 1750})   # Streamlit scrolls inside its own pane
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(out / "dashboard-prune.png"))
+        page.set_viewport_size({"width": 1440, "height": 1050})
 
-            open_page(page, "Fine-tune")
-            steps = page.get_by_label("Training steps")
-            steps.fill(str(args.steps))
-            steps.press("Tab")
-            page.get_by_role("button", name="Start fine-tuning").click()
-            expect(page.get_by_text(re.compile(r"Fine-tuned for \d+ steps"))).to_be_visible()
-            wait_idle(page)
-            page.get_by_test_id("stProgress").scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out / "dashboard-finetune.png"))
+        open_page(page, "Fine-tune")
+        steps = page.get_by_label("Training steps")
+        steps.fill(str(args.steps))
+        steps.press("Tab")
+        page.get_by_role("button", name="Start fine-tuning").click()
+        expect(page.get_by_text(re.compile(r"Fine-tuned for \d+ steps"))).to_be_visible()
+        wait_idle(page)
+        page.get_by_test_id("stProgress").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "dashboard-finetune.png"))
 
-            open_page(page, "Compare")
-            page.get_by_role("button", name="Generate").click()
-            expect(page.locator("#compare-tuned")).to_be_visible()
-            wait_idle(page)
-            page.locator("#compare-base").scroll_into_view_if_needed()
-            page.mouse.wheel(0, -250)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out / "dashboard-compare.png"))
-        finally:
-            if browser is not None:
-                browser.close()
-            server.stop()
+        open_page(page, "Compare")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator("#compare-tuned")).to_be_visible()
+        wait_idle(page)
+        page.locator("#compare-base").scroll_into_view_if_needed()
+        page.mouse.wheel(0, -250)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "dashboard-compare.png"))
     print(f"Screenshots in {out}")
 
 
