@@ -132,3 +132,16 @@ def test_loss_impact_on_request_with_progress():
     scores = dashboard(at).caches["maps"][1].scores["loss_impact"].values
     assert scores.shape == (6, 8) and bool(torch.isfinite(scores).all())
     assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_an_interrupted_job_is_shown_with_resume():
+    store = shared_store()
+    experiment = store.create_experiment("interrupted run", {"base_model": None}, kind="finetune")
+    job_id = store.create_job("finetune", {"config": {"max_steps": 10}}, "cpu", experiment)
+    store.set_job_state(job_id, "running")
+    store.update_job_progress(job_id, {"step": 3, "total_steps": 10})
+    store.set_job_state(job_id, "interrupted", error="The process running this job stopped before it finished.")
+    at = open_app("finetune", query={"job": job_id})
+    assert [w.value for w in at.warning] == ["The job was interrupted at step 3; its last checkpoint is kept."]
+    assert at.button(key="finetune_resume").label == "Resume"
+    assert at.progress[0].value == 30
