@@ -336,7 +336,7 @@ def _write(out: Path, result: BenchmarkResult, charts: bool) -> None:
 
 def write_charts(out: Path, result: BenchmarkResult) -> list[Path]:
     """perplexity.{html,png} (before/after fine-tuning, per strategy) and speed.{html,png}; HTML works offline."""
-    from sentinel.ui.charts import level_chart_with_baseline
+    from sentinel.ui.charts import level_chart_with_baseline, stage_panels
 
     frame = result.frame()
     stages = {"perplexity_pruned": "pruned", "perplexity_finetuned": "fine-tuned",
@@ -346,9 +346,9 @@ def write_charts(out: Path, result: BenchmarkResult) -> list[Path]:
     long["stage"] = long["stage"].map(stages)
     steps = result.config["steps"]
     charts = {
-        "perplexity": level_chart_with_baseline(
-            long, "perplexity", f"Validation perplexity vs. share of heads pruned (fine-tuning: {steps} steps)",
-            result.baseline.get("perplexity"), "unpruned", log_scale=True),
+        "perplexity": stage_panels(
+            long, "perplexity", f"Validation perplexity vs. share of heads pruned: after pruning, and after "
+            f"{steps} steps of fine-tuning (dashed: unpruned)", result.baseline.get("perplexity")),
         "speed": level_chart_with_baseline(
             frame[["strategy", "level", "decode_tokens_per_s"]], "decode_tokens_per_s",
             f"Decode speed vs. share of heads pruned ({result.config['mode']})",

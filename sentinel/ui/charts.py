@@ -140,15 +140,22 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
 
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
-                              baseline_label: str = "unpruned", log_scale: bool = False) -> alt.LayerChart:
-    """`level_chart` with a dashed horizontal rule at the unpruned model's value (and optionally a log y axis)."""
-    chart = level_chart(results, value, title)
-    if log_scale:
-        chart = chart.encode(y=alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(),
-                                     scale=alt.Scale(type="log")))
-    layers: list[alt.Chart] = [chart]
+                              baseline_label: str = "unpruned") -> alt.LayerChart:
+    """`level_chart` with a dashed horizontal rule at the unpruned model's value."""
+    layers: list[alt.Chart] = [level_chart(results, value, title)]
     if baseline is not None:
         frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
         layers.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
             y=f"{value}:Q", tooltip=[alt.Tooltip("label:N", title="Reference"), alt.Tooltip(f"{value}:Q", format=".4g")]))
     return alt.layer(*layers).properties(title=title)
+
+
+def stage_panels(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
+                 baseline_label: str = "unpruned") -> alt.HConcatChart:
+    """One `level_chart_with_baseline` per `stage` (in order of appearance), side by side on a shared y axis."""
+    panels = [
+        level_chart_with_baseline(results[results["stage"] == stage].drop(columns="stage"), value, str(stage),
+                                  baseline, baseline_label).properties(width=260)
+        for stage in dict.fromkeys(results["stage"])
+    ]
+    return alt.hconcat(*panels).resolve_scale(y="shared").properties(title=title)
