@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sentinel.data import cut_blocks, join_documents, load_texts
-from sentinel.models import BUNDLED_MODEL_DIR, load_model, model_heads
+from sentinel.models import load_model, model_heads
 from sentinel.pruning import mask_heads, present_heads, remove_heads
 from sentinel.training import (DistillationTrainer, FineTuneConfig, FineTuneData, FineTuneResult,
                                TrainingConfigError, distillation_loss, finetune)
@@ -38,7 +38,6 @@ def test_a_few_steps_lower_the_training_loss():
     assert not model.training
 
 
-@pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_a_few_steps_lower_the_training_loss_on_the_bundled_model():
     loaded = load_model(None, device="cpu")
     ids = join_documents(loaded.tokenizer, load_texts("bundled:validation")[:40])
