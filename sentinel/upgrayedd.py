@@ -82,7 +82,7 @@ class UpgrayeddPipeline:
 
     def __init__(self, model: nn.Module, tokenizer: Any, strategy: str | BasePruningStrategy = "entropy",
                  device: str | torch.device = "auto", *, pruning_ratio: float = 0.1, growth_ratio: float = 0.5,
-                 mode: str = "mask", learning_rate: float = 3e-4, warmup_steps: int | None = None,
+                 mode: str = "mask", learning_rate: float = 1e-4, warmup_steps: int | None = None,
                  lr_multiplier: float = 2.0, analysis_batches: int = 4, eval_dataloader: Iterable | None = None,
                  store: Store | None = None, seed: int = 0) -> None:
         if mode not in ("mask", "remove"):

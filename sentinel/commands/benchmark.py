@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["mask", "remove"], default="remove",
                    help="remove heads (smaller, faster; default) or mask them")
     p.add_argument("--text", default=None, help="training text (default: the bundled corpus and its validation split)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--block-size", type=int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--eval-tokens", type=int, default=8192, help="validation tokens per perplexity (default 8192)")

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     add_model_arguments(p)
     p.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--distill", action="store_true",
                    help="distil from the unpruned model: loss = a*T^2*KL(teacher||student) + (1-a)*LM loss")
     p.add_argument("--teacher", default=None,

@@ -60,7 +60,7 @@ class BenchmarkConfig:
     model: str | None = None
     text: str | None = None
     mode: str = "remove"
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     batch_size: int = 8
     block_size: int = 128
     eval_tokens: int = 8192

@@ -56,7 +56,7 @@ class ExperimentConfig:
     steps: int | None = 100               # fine-tuning steps (0: prune and evaluate only)
     epochs: float | None = None           # alternatively passes over the training blocks (steps must be None)
     batch_size: int = 8
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     distill: bool = False
     device: str = "auto"
     output_dir: str | None = None         # default: $SENTINEL_HOME/experiments/<experiment id>

@@ -30,7 +30,7 @@ class FineTuneConfig:
     """How to fine-tune: steps, batch, learning-rate schedule, evaluation, early stopping, distillation."""
 
     max_steps: int = 200
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     block_size: int = 128
