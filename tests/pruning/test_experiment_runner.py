@@ -90,3 +90,31 @@ def test_experiment_runs_as_a_background_job(tiny_lm_dir, tiny_text_file, tmp_pa
     assert job.result["heads_pruned"] == 2
     assert [p.step for p in store.get_curves(exp)["loss"]] == [1, 2]     # recorded once, not twice
     assert store.get_experiment(exp).status == "done"
+
+
+def test_a_cancelled_experiment_job_resumes_its_fine_tune(tiny_lm_dir, tiny_text_file, tmp_path):
+    import threading
+
+    store = Store(tmp_path / "s.db")
+    first_loss = threading.Event()
+
+    def listen(job_id: str, event: dict) -> None:
+        if event["type"] == "progress" and event.get("loss") is not None:
+            first_loss.set()
+
+    with JobManager(store) as manager:
+        manager.subscribe(listen)
+        job_id, exp = submit_experiment(manager, tiny_config(tiny_lm_dir, tiny_text_file, tmp_path / "out", steps=60))
+        assert first_loss.wait(300)
+        manager.cancel(job_id)
+        cancelled = manager.wait(job_id, timeout=300)
+        assert cancelled.state == "cancelled"
+        stopped_at = store.latest_checkpoint(job_id=job_id).step
+        assert store.get_experiment(exp).status == "cancelled"
+        manager.resume(job_id)
+        job = manager.wait(job_id, timeout=600)
+    assert job.state == "succeeded", job.error
+    summary = store.get_experiment(exp).summary
+    assert summary["finetune"]["start_step"] == stopped_at and summary["finetune"]["steps"] == 60
+    assert summary["baseline_perplexity"] > 1 and summary["heads_pruned"] == 2     # kept from the first attempt
+    assert store.get_experiment(exp).status == "done"
