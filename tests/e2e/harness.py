@@ -66,10 +66,11 @@ class AppServer:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.is_file() else ""
 
 
-def start_app(home: Path, log: Path, port: int | None = None) -> AppServer:
-    """Start the dashboard with its data folder in `home`; returns at once (see `wait_healthy`)."""
+def start_app(home: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None) -> AppServer:
+    """Start the dashboard with its data folder in `home` (and extra environment `env`); returns at once."""
     port = port or free_port()
-    env = {**os.environ, "SENTINEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "SENTINEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log, "wb")
     started = time.perf_counter()
@@ -108,9 +109,9 @@ def launch_browser(playwright: Any) -> Any:
 
 @contextmanager
 def app_page(playwright: Any, home: Path, log: Path, width: int = 1400, height: int = 1000,
-             timeout: float = 120.0) -> Iterator[tuple[AppServer, Any]]:
-    """A fresh dashboard server (data folder `home`) and a browser page for it; both closed on exit."""
-    server = start_app(home, log)
+             timeout: float = 120.0, env: dict[str, str] | None = None) -> Iterator[tuple[AppServer, Any]]:
+    """A fresh dashboard server (data folder `home`, extra environment `env`) and a browser page for it."""
+    server = start_app(home, log, env=env)
     browser = None
     try:
         wait_healthy(server)
