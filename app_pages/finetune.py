@@ -1,10 +1,9 @@
 """Fine-tune page: train the session's pruned model in the background and watch it live."""
 
-import pandas as pd
 import streamlit as st
 
 from sentinel.ui.charts import curves_chart
-from sentinel.ui.finetune import ENDED_STATES, FineTuneRequest, JobView, job_view, start_finetune
+from sentinel.ui.finetune import FineTuneRequest, JobView, job_view, start_finetune
 from sentinel.ui.state import (adopt_finished_job, dashboard, report_errors, require_model, shared_jobs,
                                shared_store)
 

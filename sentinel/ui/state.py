@@ -49,13 +49,6 @@ class ModelChoice:
     def label(self) -> str:
         return "bundled demo model (stdlib-gpt2)" if self.source is None else self.source
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "device": self.device, "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelChoice:
-        return cls(data.get("source"), data.get("device", "auto"), data.get("dtype", "auto"))
-
 
 @dataclass
 class TunedModel:
