@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import platform
 import statistics
 from datetime import datetime, timezone
 
@@ -29,7 +28,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from sentinel.data import cut_blocks, join_documents, load_texts
-from sentinel.demo.build import train_tokenizer
+from sentinel.demo.build import describe_machine, train_tokenizer
 from sentinel.device import pick_device
 from sentinel.models import BUNDLED_MODEL_DIR, load_model
 from sentinel.pruning import mask_heads, remove_heads
@@ -88,10 +87,9 @@ def main() -> None:
         for name in order:
             seen[name].append(finetune(models[name], tokenizer, data, config).train_tokens_per_second)
     median = {n: statistics.median(v) for n, v in seen.items()}
-    machine = (f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else
-               f"CPU {platform.machine()} ({torch.get_num_threads()} torch threads)")
+    machine = describe_machine(device)
     print(f"model: {what}; {count} of {layers * heads} heads masked/removed; {args.rounds} rounds of {args.steps} "
-          f"steps x batch {args.batch_size} x {args.block_size} tokens; {machine}, torch {torch.__version__}; "
+          f"steps x batch {args.batch_size} x {args.block_size} tokens; {machine}; "
           f"{datetime.now(timezone.utc):%Y-%m-%d}")
     for name in names:
         runs = ", ".join(f"{v:.0f}" for v in seen[name])

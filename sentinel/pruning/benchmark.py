@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import platform
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from sentinel.demo.build import describe_machine
 from sentinel.errors import SentinelError
 from sentinel.evaluation.size import parameter_count
 from sentinel.evaluation.speed import measure_speed
@@ -136,13 +136,6 @@ class BenchmarkResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchmarkResult:
         return cls(**data)
-
-
-def describe_machine(device: torch.device) -> str:
-    """One line naming the hardware a benchmark ran on."""
-    if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU {platform.machine()} ({torch.get_num_threads()} torch threads), {platform.system()}, torch {torch.__version__}"
 
 
 def winners(rows: list[dict[str, Any]]) -> dict[str, Any]:
