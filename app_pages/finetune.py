@@ -60,7 +60,7 @@ def live(job_id: str) -> None:
 with st.form("finetune_settings"):
     cols = st.columns(3)
     steps = cols[0].number_input("Training steps", 1, 100_000, 60, key="finetune_steps")
-    rate = cols[1].number_input("Learning rate", 1e-6, 1e-2, 3e-4, format="%.0e", key="finetune_lr")
+    rate = cols[1].number_input("Learning rate", 1e-6, 1e-2, 1e-4, format="%.0e", key="finetune_lr")
     distill = cols[2].toggle("Distil from the unpruned model", False, key="finetune_distill",
                              help="Also learn to match the base model's predictions (slower: runs both models).")
     with st.expander("More settings"):

@@ -161,7 +161,8 @@ def perplexity(
     finally:
         model.train(was_training)
     mean_nll = total_nll / total_tokens
-    result = PerplexityResult(perplexity=math.exp(mean_nll), nll=mean_nll, tokens_evaluated=total_tokens,
+    # exp overflows a float above ~709 nats: such a model is reported as infinitely perplexed, not as an error
+    result = PerplexityResult(perplexity=math.exp(mean_nll) if mean_nll < 709.0 else math.inf, nll=mean_nll, tokens_evaluated=total_tokens,
                               window_length=seq_len, stride=stride, seconds=time.perf_counter() - start)
     logger.info("Perplexity %.3f over %d tokens (window %d, stride %d)", result.perplexity, total_tokens,
                 seq_len, stride)

@@ -37,7 +37,7 @@ class FineTuneRequest:
     """What the Fine-tune page asks for; everything else is FineTuneConfig's defaults."""
 
     steps: int = 60
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     distill: bool = False
     batch_size: int = 8
     block_size: int = 128

@@ -86,3 +86,14 @@ def test_perplexity_refuses_an_encoder_model():
 
     with pytest.raises(UnsupportedModelError, match="not a causal language model"):
         perplexity(make_tiny_model("bert"), None, sample_ids(), seq_len=8)
+
+
+def test_a_diverged_model_has_infinite_perplexity_not_an_overflow(monkeypatch):
+    import importlib
+
+    from tests.conftest import make_tiny_model, sample_ids
+
+    module = importlib.import_module("sentinel.evaluation.perplexity")  # the package re-exports a same-named function
+    monkeypatch.setattr(module, "masked_nll_sum", lambda *args: (1.0e6, 10))  # mean NLL 1e5 nats
+    result = perplexity(make_tiny_model("gpt2"), None, sample_ids(), seq_len=8)
+    assert result.perplexity == math.inf and result.nll == 1.0e5
