@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,6 @@ def writable_folder(path: str) -> Path:
     if folder.exists() and not folder.is_dir():
         raise SentinelError(f"{folder} exists and is a file; give a folder path.")
     parent = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
-    import os
-
     if not os.access(parent, os.W_OK):
         raise SentinelError(f"Cannot write under {parent}; choose a writable folder.")
     return folder
