@@ -359,8 +359,9 @@ def step_load(ctx: Context) -> tuple[str, dict[str, Any]]:
     cases: list[dict[str, Any]] = []
     dtypes = supported_dtypes(ctx.device)
     # The dashboard's Model page passes its selector's strings straight to load_model ("auto" dtype -> None).
-    choices = [("bundled", d, str(ctx.device), d) for d in dtypes] + [("bundled", "auto", "auto", None)]
-    choices += [(name, d, str(ctx.device), d) for name in ("gpt2-small", "llama-gqa") for d in dtypes]
+    # The device is named as a user names it ("cuda"), as `sentinel --device cuda` and the selector do.
+    choices = [("bundled", d, ctx.device.type, d) for d in dtypes] + [("bundled", "auto", "auto", None)]
+    choices += [(name, d, ctx.device.type, d) for name in ("gpt2-small", "llama-gqa") for d in dtypes]
     for name, label, device_name, dtype in choices:
         what = f"{name} {label} on {device_name}"
         try:
