@@ -1,6 +1,6 @@
 """GPU check: one prepared run that proves every GPU path of Sentinel and times it, in a few minutes.
 
-    PYTHONPATH=. python bench/gpu_check.py [--out FILE.json] [--quick]
+    PYTHONPATH=. python bench/gpu_check.py [--out FILE.json] [--quick] [--only STEP,...]
 
 Steps, each printing one line with its result; a failing step prints why (exception type and message)
 and the run goes on to the next, exiting 1 if any step failed:
@@ -104,6 +104,7 @@ class Sizes:
     finetune_batch: int
     finetune_block: int
     finetune_eval_tokens: int
+    finetune_docs: int | None            # None: the bundled corpus; N: a .txt of N bundled documents (`--text`)
     time_batch: int                      # timings: the body at batch x seq
     time_seq: int
     time_warmup: int
@@ -121,7 +122,7 @@ FULL = Sizes(
                intermediate_size=2816, vocab_size=32000, max_position_embeddings=2048),
     gen_batch=2, gen_prompt=32, gen_new=16,
     analysis_batches=2, analysis_batch=4, analysis_seq=256,
-    finetune_batch=16, finetune_block=256, finetune_eval_tokens=4096,
+    finetune_batch=16, finetune_block=256, finetune_eval_tokens=4096, finetune_docs=None,
     time_batch=16, time_seq=512, time_warmup=3, time_repeats=15,
     decode_batch=16, decode_prompt=128, decode_new=32, decode_runs=3,
     evaluate_args=("--runs", "3"),
@@ -132,7 +133,7 @@ QUICK = Sizes(
                intermediate_size=176, vocab_size=512, max_position_embeddings=128),
     gen_batch=2, gen_prompt=8, gen_new=4,
     analysis_batches=2, analysis_batch=2, analysis_seq=16,
-    finetune_batch=4, finetune_block=32, finetune_eval_tokens=64,
+    finetune_batch=4, finetune_block=32, finetune_eval_tokens=64, finetune_docs=60,
     time_batch=2, time_seq=32, time_warmup=1, time_repeats=3,
     decode_batch=2, decode_prompt=8, decode_new=4, decode_runs=1,
     evaluate_args=("--runs", "1", "--max-tokens", "512", "--prompt-tokens", "16", "--new-tokens", "4"),
@@ -321,7 +322,8 @@ def step_environment(ctx: Context) -> tuple[str, dict[str, Any]]:
     info: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda, "transformers": transformers.__version__,
-        "sentinel": sentinel.__version__, "cpu_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available(),
+        "sentinel": sentinel.__version__, "cpu_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
         "git_commit": _git_commit(),
     }
     try:
@@ -402,7 +404,10 @@ def _shape(model: nn.Module) -> dict[str, Any]:
 
 
 def _generate(model: nn.Module, ids: torch.Tensor, new: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached greedy generation of exactly `new` tokens: (sequences [batch, prompt + new], logits [new, batch, vocab])."""
+    """Cached greedy generation of exactly `new` tokens.
+
+    Returns (sequences [batch, prompt + new], logits [new, batch, vocab]).
+    """
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
                          do_sample=False, use_cache=True, pad_token_id=0, output_logits=True,
                          return_dict_in_generate=True)
@@ -501,12 +506,13 @@ def _analysis_batches(ctx: Context, name: str, vocab: int) -> list[dict[str, tor
             raise ValueError(f"the bundled validation text gives {len(blocks)} blocks of {s.analysis_seq}; need {need}")
         ids = torch.tensor(blocks[:need], dtype=torch.long)
     else:
-        ids = random_ids(vocab, s.analysis_batches * s.analysis_batch, s.analysis_seq, seed=3, device=torch.device("cpu"))
+        ids = random_ids(vocab, s.analysis_batches * s.analysis_batch, s.analysis_seq, seed=3,
+                         device=torch.device("cpu"))
     return [{"input_ids": chunk} for chunk in ids.split(s.analysis_batch)]
 
 
 def step_analysis_vs_cpu(ctx: Context) -> tuple[str, dict[str, Any]]:
-    """Entropy, magnitude and gradient scores on the device vs the same run on the CPU (fp32 both, some heads masked)."""
+    """Entropy, magnitude and gradient scores on the device vs the same run on the CPU (fp32, some heads masked)."""
     from sentinel.metrics import compute_scores
 
     checks = Checks()
@@ -568,7 +574,13 @@ def step_finetune(ctx: Context) -> tuple[str, dict[str, Any]]:
                             warmup_ratio=0.0, eval_every=0, eval_max_tokens=s.finetune_eval_tokens,
                             eval_batch_size=s.finetune_batch, checkpoint_every=0, mixed_precision=precision, seed=0)
     with tempfile.TemporaryDirectory(prefix="gpu-check-finetune-") as tmp:
-        job = FineTuneJob(out=str(Path(tmp) / "run"), config=config, model=None,
+        text = None                                                   # the bundled corpus, as the CLI's default
+        if s.finetune_docs is not None:                               # dry run: a small --text file, faster to tokenize
+            from sentinel.data import load_texts
+
+            text = str(Path(tmp) / "train.txt")
+            Path(text).write_text("\n\n".join(load_texts("bundled:validation")[:s.finetune_docs]), encoding="utf-8")
+        job = FineTuneJob(out=str(Path(tmp) / "run"), config=config, model=None, text=text,
                           prune_plan={str(k): v for k, v in plan.items()}, prune_mode="mask")
         start = time.perf_counter()
         summary = run_finetune(job, str(ctx.device))
@@ -589,8 +601,9 @@ def step_finetune(ctx: Context) -> tuple[str, dict[str, Any]]:
     for layer in range(before.num_layers):
         for head in range(before.num_heads):
             old, new = before.head_weights(layer, head), after.head_weights(layer, head)
-            change = max(float((getattr(new, part).detach().cpu().float() - getattr(old, part).detach().float()).abs().max())
-                         for part in ("q", "k", "v", "o", "q_bias", "k_bias", "v_bias") if getattr(old, part) is not None)
+            parts = [p for p in ("q", "k", "v", "o", "q_bias", "k_bias", "v_bias") if getattr(old, p) is not None]
+            change = max(float((getattr(new, p).detach().cpu().float() - getattr(old, p).detach().float()).abs().max())
+                         for p in parts)
             if head in plan[layer]:
                 frozen_diff = max(frozen_diff, change)
             else:
@@ -683,7 +696,8 @@ def step_timings(ctx: Context) -> tuple[str, dict[str, Any]]:
                         "body_tflops": flops[variant] / t / 1e12, "flops": flops[variant],
                         "speedup_measured": measured, "speedup_predicted": predicted,
                         "measured_over_predicted": measured / predicted, "params": parameter_count(model),
-                        "decode_tokens_per_s": speed.decode_tokens_per_s, "prefill_tokens_per_s": speed.prefill_tokens_per_s,
+                        "decode_tokens_per_s": speed.decode_tokens_per_s,
+                        "prefill_tokens_per_s": speed.prefill_tokens_per_s,
                         "decode_batch": s.decode_batch, "decode_prompt": s.decode_prompt, "decode_new": s.decode_new,
                     })
                     checks.true(f"{what} {variant}: timings and throughput positive and finite",
@@ -747,6 +761,7 @@ STEPS: tuple[tuple[str, Callable[[Context], tuple[str, dict[str, Any]]]], ...] =
     ("timings", step_timings),
     ("evaluate_cli", step_evaluate_cli),
 )
+STEP_NAMES = [name for name, _ in STEPS]
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -817,7 +832,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default: {DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (implied without a CUDA device)")
+    parser.add_argument("--only", default=None, metavar="STEP,...",
+                        help=f"run only these steps, e.g. to redo a failed one (default: all: {', '.join(STEP_NAMES)})")
     args = parser.parse_args(argv)
+    steps = STEPS
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in STEP_NAMES]
+        if unknown or not wanted:
+            parser.error(f"unknown step {', '.join(unknown) or '(none given)'}; choose from {', '.join(STEP_NAMES)}")
+        steps = tuple((name, fn) for name, fn in STEPS if name in wanted)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     cuda = torch.cuda.is_available()
@@ -828,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(device, QUICK if quick else FULL, quick)
     started = datetime.now(timezone.utc)
     began = time.perf_counter()
-    results = [run_step(name, fn, ctx) for name, fn in STEPS]
+    results = [run_step(name, fn, ctx) for name, fn in steps]
     total = time.perf_counter() - began
     passed = all(r.ok for r in results)
     data = {
@@ -837,8 +861,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick, "note": None if cuda else "no CUDA device found: CPU dry run at tiny sizes (--quick implied)",
         "unit_kinds": list(KINDS), "timing_variants": ["+".join(v) for v in TIMING_VARIANTS],
         "sizes": asdict(ctx.sizes),
-        "tolerances": {"masked_vs_removed": MASKED_VS_REMOVED_TOL, "unmask": UNMASK_TOL, "analysis_vs_cpu": ANALYSIS_TOL,
-                       "perplexity_vs_cpu": PERPLEXITY_TOL},
+        "tolerances": {"masked_vs_removed": MASKED_VS_REMOVED_TOL, "unmask": UNMASK_TOL,
+                       "analysis_vs_cpu": ANALYSIS_TOL, "perplexity_vs_cpu": PERPLEXITY_TOL},
         "all_passed": passed, "steps": [asdict(r) for r in results],
     }
     write_json(args.out, data)

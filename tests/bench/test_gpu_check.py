@@ -142,7 +142,8 @@ def test_a_failing_step_is_reported_with_its_reason_and_the_run_goes_on(gpu_chec
     second = gpu_check.run_step("off_tolerance", off_tolerance, ctx)
     lines = capsys.readouterr().out.splitlines()
     assert not first.ok and first.error == "RuntimeError: no such kernel" and "no such kernel" in first.traceback
-    assert not second.ok and second.error.startswith("CheckFailed: 1 of 2 checks failed; first: a comparison: 0.5 > 0.1")
+    assert not second.ok
+    assert second.error.startswith("CheckFailed: 1 of 2 checks failed; first: a comparison: 0.5 > 0.1")
     assert [c["ok"] for c in second.details["checks"]] == [False, True]
     assert lines[0].startswith("[FAIL] broken") and "RuntimeError: no such kernel" in lines[0]
     assert lines[1].startswith("[FAIL] off_tolerance") and "0.5 > 0.1" in lines[1]
@@ -172,3 +173,12 @@ def test_generations_may_part_only_at_a_near_tie(gpu_check):
     checks = gpu_check.Checks()
     gpu_check.compare_generations(checks, "no tie", (parted, clear), (ref_seq, clear), prompt, tol)
     assert not all(r["ok"] for r in checks.rows)
+
+
+def test_only_runs_the_named_steps_and_refuses_unknown_ones(gpu_check, tmp_path):
+    out = tmp_path / "only.json"
+    assert gpu_check.main(["--out", str(out), "--only", "environment"]) == 0
+    assert [s["name"] for s in json.loads(out.read_text(encoding="utf-8"))["steps"]] == ["environment"]
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--out", str(out), "--only", "environment,warp_drive"])
+    assert exit_info.value.code == 2
