@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.data import blocks_from_texts, describe_source, load_texts
 from sentinel.errors import DataError, UnsupportedModelError
-from sentinel.evaluation.perplexity import perplexity
-from sentinel.evaluation.speed import measure_speed
-from sentinel.models import load_model
 
 MAX_DEFAULT_SEQ_LEN = 1024
 
@@ -40,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and text, measure, print; returns the exit code."""
+    import torch
+
+    from sentinel.data import blocks_from_texts, describe_source, load_texts
+    from sentinel.evaluation.perplexity import perplexity
+    from sentinel.evaluation.speed import measure_speed
+    from sentinel.models import load_model
+
     if args.max_tokens is not None and args.max_tokens < 2:
         raise DataError(f"--max-tokens must be at least 2, got {args.max_tokens}.")
     if args.threads is not None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +17,15 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from safetensors.torch import load_model as safetensors_load_into
 from safetensors.torch import save_model as safetensors_save_from
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sentinel.device import parse_dtype, pick_device
-from sentinel.errors import ModelLoadError, SentinelError
+from sentinel.errors import CorruptModelError, ModelLoadError
+from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.heads import model_heads
 from sentinel.models.layout import HeadLayout
 from sentinel.pruning.masks import mask_heads, pruning_history
@@ -78,6 +78,8 @@ def load_model(
         raise ModelLoadError(f"{source} is a file; give the folder that holds config.json and the weights.")
     if local.is_dir() and not (local / "config.json").is_file():
         raise ModelLoadError(f"{source} has no config.json; it is not a Hugging Face model folder.")
+    if local.is_dir():
+        refuse_unsafe_folder(local)   # pickle-only weights are refused before anything is read
     record_path = local / RECORD_FILE
     record: dict[str, Any] = {}
     if local.is_dir() and record_path.is_file():
@@ -120,13 +122,17 @@ def _config(source: str | Path, attn_implementation: str | None) -> Any:
 def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
     config = _config(source, attn_implementation)
     cls = _model_class(config)
-    kwargs: dict[str, Any] = {"trust_remote_code": False, "dtype": dtype if dtype is not None else "auto"}
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True,
+                              "dtype": dtype if dtype is not None else "auto"}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         return cls.from_pretrained(source, config=config, **kwargs)
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
+    except (SafetensorError, RuntimeError, ValueError) as err:   # truncated file, or shapes not the config's
+        raise CorruptModelError(f"The weights of {source} cannot be loaded ({_first_line(err)}); the file is "
+                                "truncated, corrupt or does not match config.json. Re-download or re-save it.") from None
 
 
 def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
@@ -146,13 +152,15 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
         raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")
     try:
         missing, unexpected = safetensors_load_into(model, str(weights), strict=False)
+    except SafetensorError as err:
+        raise CorruptModelError(f"{weights} is truncated or corrupt ({_first_line(err)}); save the model again.") from None
     except RuntimeError as err:  # shape mismatch: the weights were not cut the way the record says
-        raise ModelLoadError(
+        raise CorruptModelError(
             f"The weights in {folder} do not match its pruning record ({str(err).splitlines()[0]}); "
             "the folder is damaged or was edited by hand."
         ) from None
     if missing or unexpected:
-        raise ModelLoadError(
+        raise CorruptModelError(
             f"The weights in {folder} do not match its pruning record (missing: {list(missing)[:5]}, "
             f"unexpected: {list(unexpected)[:5]}); the folder is damaged or was edited by hand."
         )
@@ -178,9 +186,16 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
+    except Exception as err:   # tokenizers/sentencepiece raise plain Exceptions on a corrupt file
+        raise CorruptModelError(f"The tokenizer of {source} cannot be read ({type(err).__name__}: "
+                                f"{_first_line(err)}); re-save or re-download it.") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _not_available(source: str | Path, err: Exception) -> str:
@@ -219,18 +234,12 @@ def save_model(
 ) -> Path:
     """Write a Hugging Face folder with safetensors weights and the pruning record, atomically.
 
-    Everything is written into a temporary sibling folder which then replaces `path`, so a reader
-    never sees a half-written model.
+    `path` must be new, empty, or an earlier Sentinel model (sentinel.files.check_output_folder; anything else
+    is InvalidOutputError and nothing is touched). The folder is written aside and swapped in, so `path` always
+    holds the old complete model or the new complete one.
     """
-    target = Path(path).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise SentinelError(f"Cannot save to {target}: it is a file. Choose a folder path.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as err:
-        raise SentinelError(f"Cannot write to {target.parent}: {err.strerror}. Choose a writable folder.") from None
-    try:
+
+    def write(staging: Path) -> None:
         # Config through transformers; weights under the module's own parameter names, one safetensors
         # file, shared (tied) tensors stored once. Plain transformers can load it when nothing was removed.
         model.config.save_pretrained(staging)
@@ -240,18 +249,5 @@ def save_model(
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         (staging / RECORD_FILE).write_text(json.dumps(pruning_record(model, note), indent=2), encoding="utf-8")
-        _replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
 
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    return replace_folder_atomically(path, write, kind="model")

@@ -1,0 +1,333 @@
+"""Output-folder safety: what Sentinel may write to, how it replaces its own output, what it refuses to load.
+
+Rules (README "Safety"):
+- Sentinel writes only to a path that does not exist, an empty folder, or a folder holding its own earlier
+  output of the same kind, recognised by the marker file `sentinel_output.json` it writes into every output
+  folder. The current directory, the home folder, a filesystem root (and any folder above them) are refused.
+- A model folder is replaced atomically: the new model is written into a hidden staging sibling which is then
+  swapped with the old folder in one `renameat2(RENAME_EXCHANGE)` (macOS: `renamex_np(RENAME_SWAP)`), so at
+  every instant the path holds the old complete model or the new complete one. Staging folders left by a
+  killed run are removed by the next save to the same place.
+- Weights are loaded from safetensors only; a folder whose weights exist only as pickle is refused unread.
+
+Every filesystem change goes through the small `_mkdir/_exchange/_rename/_rmtree/_write_text` functions below,
+so the fault-injection tests can stop the process between any two of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sentinel.errors import InvalidOutputError, ModelLoadError, UnsafeModelError
+
+logger = logging.getLogger(__name__)
+
+MARKER_FILE = "sentinel_output.json"
+MARKER_FORMAT = 1
+KINDS = ("model", "run")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+_STAGING = ".sentinel-staging-"
+
+CONVERT_HINT = ("Sentinel never unpickles files (a pickle can run any code). Convert it once, in an environment "
+                "you trust, with plain transformers: AutoModelForCausalLM.from_pretrained(FOLDER)"
+                ".save_pretrained(NEW_FOLDER, safe_serialization=True), then load NEW_FOLDER.")
+
+
+# -- what may be written -----------------------------------------------------------------------------------------
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker Sentinel wrote into `folder`, or None when there is none (or it is not ours)."""
+    path = folder / MARKER_FILE
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("written_by") != "sentinel" or marker.get("kind") not in KINDS:
+        return None
+    return marker
+
+
+def _protected(target: Path) -> str | None:
+    """Why `target` may never be an output folder (cwd, home, a root, or a folder above them), else None."""
+    if target.parent == target:
+        return "a filesystem root"
+    for name, place in (("the current directory", Path.cwd()), ("your home folder", Path.home())):
+        try:
+            place = place.resolve()
+        except OSError:
+            continue
+        if target == place:
+            return name
+        if target in place.parents:
+            return f"a folder that contains {name}"
+    return None
+
+
+def check_output_folder(path: str | os.PathLike, kind: str = "model") -> Path:
+    """The absolute folder `path` if Sentinel may write its `kind` output there; InvalidOutputError otherwise.
+
+    Allowed: a path that does not exist, an empty folder, or a folder holding Sentinel's own earlier output of
+    the same kind (its marker file; for a model, nothing besides the files the marker lists). Nothing is touched.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    target = Path(path).expanduser().resolve()
+    why = _protected(target)
+    if why is not None:
+        raise InvalidOutputError(f"Refusing to write to {target}: it is {why}. Give a new folder, "
+                                 "e.g. --out ./pruned-model.")
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise InvalidOutputError(f"Refusing to write to {target}: it is a file. Give a new folder path.")
+    try:
+        entries = sorted(p.name for p in target.iterdir())
+    except OSError as err:
+        raise InvalidOutputError(f"Cannot read {target}: {err.strerror}. Choose another folder.") from None
+    if not entries:
+        return target
+    marker = read_marker(target)
+    if marker is None:
+        raise InvalidOutputError(
+            f"Refusing to write to {target}: it holds files Sentinel did not write ({_some(entries)}). "
+            "Give a new or empty folder, or one Sentinel wrote before.")
+    if marker["kind"] != kind:
+        raise InvalidOutputError(f"Refusing to write a {kind} to {target}: it holds Sentinel {marker['kind']} "
+                                 "output. Give a new or empty folder.")
+    if kind == "model":
+        foreign = [e for e in entries if e != MARKER_FILE and e not in set(marker.get("files", []))]
+        if foreign:
+            raise InvalidOutputError(
+                f"Refusing to replace the Sentinel model in {target}: it also holds files Sentinel did not write "
+                f"({_some(foreign)}). Move them out, or save to a new folder.")
+    return target
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def prepare_run_folder(path: str | os.PathLike) -> Path:
+    """Check a run's output folder (finetune/benchmark --out), create it and mark it as Sentinel's; returns it."""
+    target = check_output_folder(path, kind="run")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if read_marker(target) is None:
+            _write_text(target / MARKER_FILE, _marker_text("run", []))
+    except OSError as err:
+        raise InvalidOutputError(f"Cannot create the output folder {target}: {err.strerror}. "
+                                 "Choose a writable folder.") from None
+    return target
+
+
+def check_new_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """The absolute file path `path` if it may be written: new, or existing and `overwrite` given."""
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise InvalidOutputError(f"{target} is a folder; give a file path.")
+    if target.exists() and not overwrite:
+        raise InvalidOutputError(f"{target} already exists; pass {flag} to replace it, or choose another name.")
+    if not target.parent.is_dir():
+        raise InvalidOutputError(f"Cannot write {target}: folder {target.parent} does not exist.")
+    return target
+
+
+def write_file_atomically(path: Path, data: str | bytes) -> None:
+    """Write `data` to a temporary sibling and rename it over `path`: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InvalidOutputError(f"Cannot write {path}: {err.strerror}. Choose a writable path.") from None
+
+
+# -- atomic replacement of a model folder ---------------------------------------------------------------------------
+
+def replace_folder_atomically(path: str | os.PathLike, write: Callable[[Path], None], kind: str = "model") -> Path:
+    """Write a folder with `write(staging)` and swap it into `path` atomically; returns the absolute path.
+
+    `path` is checked first (check_output_folder); staging folders of earlier killed saves are removed; the old
+    folder (Sentinel's own) is removed only after the new one is in place.
+    """
+    target = check_output_folder(path, kind)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidOutputError(f"Cannot write to {target.parent}: {err.strerror}. Choose a writable folder.") from None
+    clean_stale_staging(target)
+    staging = target.with_name(f".{target.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _mkdir(staging)
+    except OSError as err:
+        raise InvalidOutputError(f"Cannot write to {target.parent}: {err.strerror}. Choose a writable folder.") from None
+    try:
+        write(staging)
+        _write_text(staging / MARKER_FILE, _marker_text(kind, sorted(p.name for p in staging.iterdir())))
+        if target.exists():
+            check_output_folder(target, kind)   # still ours: nothing foreign appeared while we were writing
+            _swap(staging, target)
+        else:
+            _rename(staging, target)
+    except BaseException:
+        if staging.exists():
+            _rmtree(staging)   # after a swap this is the old model, which we wrote and are replacing
+        raise
+    if staging.exists():
+        _rmtree(staging)
+    return target
+
+
+def _marker_text(kind: str, files: list[str]) -> str:
+    return json.dumps({"written_by": "sentinel", "format": MARKER_FORMAT, "kind": kind,
+                       "files": [f for f in files if f != MARKER_FILE]}, indent=2)
+
+
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove staging folders of `target` left by saves whose process has stopped; returns what was removed."""
+    prefix = f".{target.name}{_STAGING}"
+    removed = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in siblings:
+        if not entry.name.startswith(prefix) or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid_text = entry.name[len(prefix):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
+            continue   # another process is saving there right now
+        logger.info("Removing %s, left by an interrupted save", entry)
+        _rmtree(entry)
+        removed.append(entry)
+    return removed
+
+
+def remove_owned_folder(path: str | os.PathLike) -> bool:
+    """Remove a folder only if Sentinel wrote it (its marker is there); returns whether it was removed."""
+    folder = Path(path)
+    if not folder.is_dir() or folder.is_symlink() or read_marker(folder) is None:
+        if folder.exists():
+            logger.warning("Not removing %s: Sentinel did not write it.", folder)
+        return False
+    _rmtree(folder)
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie counts as stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        try:
+            return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+        except OSError:
+            return False
+    return True
+
+
+# -- the filesystem steps (one function each, so tests can interrupt between them) ----------------------------------
+
+def _mkdir(path: Path) -> None:
+    os.mkdir(path)   # mode 0o777 minus the umask: the user's usual permissions, not mkdtemp's 0700
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _rename(source: Path, target: Path) -> None:
+    os.rename(source, target)
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2   # Linux renameat2 flag
+_RENAME_SWAP = 2       # macOS renamex_np flag
+_libc: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step; False when this system or filesystem cannot."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    if not _libc:
+        return False
+    if sys.platform.startswith("linux") and hasattr(_libc, "renameat2"):
+        result = _libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and hasattr(_libc, "renamex_np"):
+        result = _libc.renamex_np(os.fsencode(a), os.fsencode(b), _RENAME_SWAP)
+    else:
+        return False
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Put staging's contents at target and target's at staging, atomically where the system allows."""
+    if _exchange(staging, target):
+        return
+    # No atomic exchange here (e.g. Windows, or a filesystem without RENAME_EXCHANGE): two renames, with a
+    # moment in between where `target` is missing; the old model stays complete under the staging name.
+    logger.warning("This filesystem cannot swap folders atomically; replacing %s with two renames.", target)
+    aside = staging.with_name(staging.name + "-old")
+    _rename(target, aside)
+    _rename(staging, target)
+    _rename(aside, staging)
+
+
+# -- what may be loaded ----------------------------------------------------------------------------------------------
+
+def weight_files(folder: Path) -> tuple[list[str], list[str]]:
+    """(safetensors files, pickle files) directly in a model folder."""
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    safe = sorted(n for n in names if n.endswith(".safetensors") or n == "model.safetensors.index.json")
+    pickled = sorted(n for n in names if n.lower().endswith(PICKLE_SUFFIXES)
+                     or n.endswith(".bin.index.json"))
+    return safe, pickled
+
+
+def refuse_unsafe_folder(folder: Path) -> None:
+    """Raise before anything is read when a local model folder has no safetensors weights.
+
+    A folder whose weights are only pickle files (pytorch_model.bin, *.pt, ...) is refused with how to convert it.
+    """
+    safe, pickled = weight_files(folder)
+    if safe:
+        return
+    if pickled:
+        raise UnsafeModelError(f"{folder} holds its weights only as pickle ({_some(pickled)}). {CONVERT_HINT}")
+    raise ModelLoadError(f"{folder} has no weights file (*.safetensors); it is not a complete model folder.")
