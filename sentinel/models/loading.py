@@ -24,7 +24,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sentinel.device import parse_dtype, pick_device
-from sentinel.errors import CorruptModelError, ModelLoadError
+from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.heads import model_heads
 from sentinel.models.layout import HeadLayout
@@ -113,7 +113,9 @@ def _config(source: str | Path, attn_implementation: str | None) -> Any:
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
     except ValueError as err:
-        raise ModelLoadError(f"Cannot read the config of {source}: {err}") from None
+        if _asks_for_remote_code(err):
+            raise _remote_code_refused(source) from None
+        raise ModelLoadError(f"Cannot read the config of {source}: {_first_line(err)}") from None
     if attn_implementation:
         config._attn_implementation = attn_implementation
     return config
@@ -186,12 +188,27 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
+    except ValueError as err:
+        if _asks_for_remote_code(err):
+            raise _remote_code_refused(source) from None
+        raise CorruptModelError(f"The tokenizer of {source} cannot be read ({_first_line(err)}); "
+                                "re-save or re-download it.") from None
     except Exception as err:   # tokenizers/sentencepiece raise plain Exceptions on a corrupt file
         raise CorruptModelError(f"The tokenizer of {source} cannot be read ({type(err).__name__}: "
                                 f"{_first_line(err)}); re-save or re-download it.") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _asks_for_remote_code(err: ValueError) -> bool:
+    return "trust_remote_code" in str(err) or "custom code" in str(err)
+
+
+def _remote_code_refused(source: str | Path) -> UnsafeModelError:
+    return UnsafeModelError(f"{source} needs its own Python code to load (auto_map / custom architecture); "
+                            "Sentinel never runs code from a model folder. Use a model of a built-in "
+                            "transformers architecture.")
 
 
 def _first_line(err: BaseException) -> str:
