@@ -133,8 +133,9 @@ def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation
     except OSError as err:
         raise ModelLoadError(_not_available(source, err)) from None
     except (SafetensorError, RuntimeError, ValueError) as err:   # truncated file, or shapes not the config's
-        raise CorruptModelError(f"The weights of {source} cannot be loaded ({_first_line(err)}); the file is "
-                                "truncated, corrupt or does not match config.json. Re-download or re-save it.") from None
+        detail = "weight shapes differ from config.json" if "mismatched" in str(err) else _first_line(err)
+        raise CorruptModelError(f"The weights of {source} cannot be loaded ({detail}); the file is truncated, "
+                                "corrupt or does not match config.json. Re-download or re-save it.") from None
 
 
 def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
