@@ -67,7 +67,12 @@ def score_model(loaded: LoadedModel, args: argparse.Namespace,
                 metrics: list[str]) -> tuple[dict[str, HeadScores], dict[str, Any]]:
     """Run `metrics` on the loaded model, reading text only when one of them needs it; also says what text."""
     from sentinel.metrics import compute_scores, needs_data
+    from sentinel.models.heads import model_heads
 
+    heads = model_heads(loaded.model)
+    if not any(heads.present(layer) for layer in range(heads.num_layers)):
+        raise DataError(f"Every head of {loaded.source} has been removed, so there is nothing to score; analyse "
+                        "the model before removing heads (heads that are only masked are reported as null).")
     data = loss_data = None
     info: dict[str, Any] = {}
     if needs_data(metrics):

@@ -81,5 +81,5 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         heads = sum(len(v) for v in done.values())
-        print(f"{args.mode}d {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
+        print(f"{'masked' if args.mode == 'mask' else 'removed'} {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
     return 0

@@ -27,6 +27,7 @@ from sentinel.device import parse_dtype, pick_device
 from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.heads import model_heads
+from sentinel.models.hub import hub_reachable
 from sentinel.models.layout import HeadLayout
 from sentinel.pruning.masks import mask_heads, pruning_history
 from sentinel.pruning.removal import keep_only
@@ -80,16 +81,19 @@ def load_model(
         raise ModelLoadError(f"{source} has no config.json; it is not a Hugging Face model folder.")
     if local.is_dir():
         refuse_unsafe_folder(local)   # pickle-only weights are refused before anything is read
+    offline = not local.is_dir() and not _looks_like_path(source) and not hub_reachable()
+    if offline:   # use the local cache only: one clear error in seconds instead of retries
+        logger.info("The Hugging Face hub cannot be reached; loading %s from the local cache only", source)
     record_path = local / RECORD_FILE
     record: dict[str, Any] = {}
     if local.is_dir() and record_path.is_file():
         record = _read_record(record_path)
         model = _load_pruned(local, record, torch_dtype, attn_implementation)
     else:
-        model = _from_pretrained(source, torch_dtype, attn_implementation)
+        model = _from_pretrained(source, torch_dtype, attn_implementation, offline)
     model.to(target)
     model.eval()
-    tokenizer = _load_tokenizer(source)
+    tokenizer = _load_tokenizer(source, offline)
     layout = model_heads(model).layout()
     seconds = time.perf_counter() - start
     logger.info("Loaded %s (%s, %d layers x %d heads) on %s in %.2fs", source, layout.family,
@@ -107,11 +111,11 @@ def _model_class(config: Any) -> type:
     return AutoModelForMaskedLM if encoder_only else AutoModelForCausalLM
 
 
-def _config(source: str | Path, attn_implementation: str | None) -> Any:
+def _config(source: str | Path, attn_implementation: str | None, offline: bool = False) -> Any:
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
     except ValueError as err:
         if _asks_for_remote_code(err):
             raise _remote_code_refused(source) from None
@@ -121,17 +125,18 @@ def _config(source: str | Path, attn_implementation: str | None) -> Any:
     return config
 
 
-def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
-    config = _config(source, attn_implementation)
+def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation: str | None,
+                     offline: bool = False) -> nn.Module:
+    config = _config(source, attn_implementation, offline)
     cls = _model_class(config)
-    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True,
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True, "local_files_only": offline,
                               "dtype": dtype if dtype is not None else "auto"}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         return cls.from_pretrained(source, config=config, **kwargs)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
     except (SafetensorError, RuntimeError, ValueError) as err:   # truncated file, or shapes not the config's
         detail = "weight shapes differ from config.json" if "mismatched" in str(err) else _first_line(err)
         raise CorruptModelError(f"The weights of {source} cannot be loaded ({detail}); the file is truncated, "
@@ -184,11 +189,11 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+def _load_tokenizer(source: str, offline: bool = False) -> PreTrainedTokenizerBase:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
     except ValueError as err:
         if _asks_for_remote_code(err):
             raise _remote_code_refused(source) from None
@@ -216,14 +221,21 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
-def _not_available(source: str | Path, err: Exception) -> str:
+def _looks_like_path(source: str | Path) -> bool:
+    return str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
+
+
+def _not_available(source: str | Path, err: Exception, offline: bool = False) -> str:
     if Path(source).expanduser().is_dir():
-        return f"Cannot load {source}: {err}"
-    if str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1:
+        return f"Cannot load {source}: {_first_line(err)}"
+    if _looks_like_path(source):
         return f"No model folder at {source}; check the path."
+    if offline:
+        return (f"Model {source!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                "(offline); give a local folder, or download it on a machine with network.")
     return (
         f"Model {source!r} is not available locally and could not be fetched from the Hugging Face hub "
-        f"(offline, or no such repository). Give a local folder, or download it on a machine with network. ({err})"
+        f"(offline, or no such repository). Give a local folder, or download it on a machine with network. ({_first_line(err)})"
     )
 
 
