@@ -121,13 +121,31 @@ def _some(names: list[str], limit: int = 3) -> str:
 
 
 def prepare_run_folder(path: str | os.PathLike) -> Path:
-    """Check a run's output folder (finetune/benchmark --out), create it and mark it as Sentinel's; returns it."""
+    """Check a run's output folder (finetune/benchmark --out), create it and mark it as Sentinel's; returns it.
+
+    The folder appears together with its marker (built aside, then renamed into place), so processes preparing
+    the same folder at once (torchrun ranks) never see it unmarked.
+    """
     target = check_output_folder(path, kind="run")
+    if read_marker(target) is not None:
+        return target
+    hidden = target.with_name(f".{target.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        if read_marker(target) is None:
-            _write_text(target / MARKER_FILE, _marker_text("run", []))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():   # an empty folder: move the marker in with one rename
+            _write_text(hidden, _marker_text("run", []))
+            os.replace(hidden, target / MARKER_FILE)
+        else:
+            _mkdir(hidden)
+            _write_text(hidden / MARKER_FILE, _marker_text("run", []))
+            try:
+                _rename(hidden, target)
+            except OSError:   # another process created it first: use theirs if it is a marked run folder
+                _rmtree(hidden)
+                return check_output_folder(target, kind="run")
     except OSError as err:
+        if hidden.is_file():
+            hidden.unlink()
         raise InvalidOutputError(f"Cannot create the output folder {target}: {err.strerror}. "
                                  "Choose a writable folder.") from None
     return target

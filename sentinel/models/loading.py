@@ -29,8 +29,6 @@ from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.heads import model_heads
 from sentinel.models.hub import hub_reachable
 from sentinel.models.layout import HeadLayout
-from sentinel.pruning.masks import mask_heads, pruning_history
-from sentinel.pruning.removal import keep_only
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +143,9 @@ def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation
 
 def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
     """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
+    from sentinel.pruning.masks import mask_heads, pruning_history   # here, not at the top: no import cycle
+    from sentinel.pruning.removal import keep_only
+
     config = _config(folder, attn_implementation)
     cls = _model_class(config)
     dtype = dtype if dtype is not None else getattr(config, "dtype", None)
@@ -241,6 +242,8 @@ def _not_available(source: str | Path, err: Exception, offline: bool = False) ->
 
 def pruning_record(model: nn.Module, note: dict | None = None) -> dict[str, Any]:
     """The JSON record save_model writes: kept and masked original heads per layer, and their history."""
+    from sentinel.pruning.masks import pruning_history   # here, not at the top: no import cycle
+
     heads = model_heads(model)
     layout = heads.layout()
     return {
