@@ -130,7 +130,7 @@ def test_cli_cancels_a_job_running_in_another_process(tmp_path, monkeypatch, cap
 def test_jobs_resume_runs_an_interrupted_job_from_the_cli(tmp_path, monkeypatch, capsys):
     store = Store(tmp_path / "sentinel.db")
     with JobManager(store) as manager:
-        job = manager.submit("test-count", {"total": 400, "delay": 0.01, "out": str(tmp_path / "c")}, device="cpu")
+        job = manager.submit("test-count", {"total": 30, "delay": 0.05, "out": str(tmp_path / "c")}, device="cpu")
         while manager.get(job).progress.get("step", 0) < 3:
             time.sleep(0.02)
         manager.cancel(job)
@@ -139,7 +139,7 @@ def test_jobs_resume_runs_an_interrupted_job_from_the_cli(tmp_path, monkeypatch,
     monkeypatch.setenv("SENTINEL_HOME", str(tmp_path))
     assert main(["jobs", "resume", job]) == 0
     assert capsys.readouterr().out.strip().endswith(f"job {job}: succeeded")
-    assert store.get_job(job).result == {"started_at": done, "steps_run": 400 - done}
+    assert store.get_job(job).result == {"started_at": done, "steps_run": 30 - done}
 
 
 def test_the_trainer_scratch_folder_is_removed_even_when_the_trainer_cannot_start(monkeypatch, tiny_lm):
