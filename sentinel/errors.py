@@ -31,6 +31,10 @@ class InvalidOutputError(SentinelError):
     """An output path Sentinel will not write to: it holds files Sentinel did not write, or is cwd/home/root."""
 
 
+class ForbiddenPathError(SentinelError):
+    """A dashboard visitor asked for a folder outside the allowed model roots."""
+
+
 class UnsafeModelError(ModelLoadError):
     """A model folder whose weights exist only as pickle files (or that asks to run its own code): refused unread."""
 

@@ -1,4 +1,5 @@
-"""Output-folder safety: what Sentinel may write to, how it replaces its own output, what it refuses to load.
+"""File safety: what Sentinel may write to, how it replaces its own output, what it refuses to load, and
+which folders a dashboard visitor may open.
 
 Rules (README "Safety"):
 - Sentinel writes only to a path that does not exist, an empty folder, or a folder holding its own earlier
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sentinel.errors import InvalidOutputError, ModelLoadError, UnsafeModelError
+from sentinel.errors import ForbiddenPathError, InvalidOutputError, ModelLoadError, UnsafeModelError
 
 logger = logging.getLogger(__name__)
 
@@ -349,3 +350,48 @@ def refuse_unsafe_folder(folder: Path) -> None:
     if pickled:
         raise UnsafeModelError(f"{folder} holds its weights only as pickle ({_some(pickled)}). {CONVERT_HINT}")
     raise ModelLoadError(f"{folder} has no weights file (*.safetensors); it is not a complete model folder.")
+
+
+# -- what the dashboard may open ---------------------------------------------------------------------------------------
+
+MODEL_ROOTS_ENV = "SENTINEL_MODEL_ROOTS"
+
+
+def allowed_model_roots() -> list[Path]:
+    """Folders a dashboard visitor may open models from: $SENTINEL_HOME, the bundled assets/models, and the
+    folders listed in $SENTINEL_MODEL_ROOTS (separated by the path separator, ':' on Linux)."""
+    from sentinel.store import sentinel_home
+
+    roots = [sentinel_home(), Path(__file__).resolve().parents[1] / "assets" / "models"]
+    roots += [Path(p) for p in os.environ.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    resolved: list[Path] = []
+    for root in roots:
+        path = root.expanduser().resolve()
+        if path not in resolved:
+            resolved.append(path)
+    return resolved
+
+
+def check_allowed_folder(path: str | os.PathLike) -> Path:
+    """The resolved folder `path` if it lies under an allowed model root; otherwise one fixed message that says
+    nothing about whether the path exists (so the field cannot be used to probe the server's disk)."""
+    text = str(path).strip()
+    target = Path(text).expanduser().resolve() if text else None
+    if target is not None and any(target == root or root in target.parents for root in allowed_model_roots()):
+        return target
+    raise ForbiddenPathError("Only model folders under this app's model folders can be opened here: the data "
+                             f"folder, the bundled models, and the folders listed in {MODEL_ROOTS_ENV}. Ask the "
+                             "person who runs the app to add a folder there.")
+
+
+def redact_server_paths(text: str) -> str:
+    """`text` with the server's own folders (data folder, app folder, home folder) replaced by their roles, for
+    messages shown to dashboard visitors."""
+    from sentinel.store import sentinel_home
+
+    places = [(sentinel_home().expanduser().resolve(), "<data folder>"),
+              (Path(__file__).resolve().parents[1], "<app folder>"), (Path.home().resolve(), "~")]
+    for folder, role in sorted(places, key=lambda p: -len(str(p[0]))):
+        if str(folder) not in ("/", "."):
+            text = text.replace(str(folder), role)
+    return text
