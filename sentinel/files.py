@@ -152,6 +152,13 @@ def prepare_run_folder(path: str | os.PathLike) -> Path:
     return target
 
 
+def mark_folder(path: str | os.PathLike, kind: str = "model") -> None:
+    """Record `path` (just written in place by Sentinel, e.g. the demo build) as Sentinel's, listing its entries."""
+    folder = Path(path)
+    entries = sorted(p.name for p in folder.iterdir() if p.name != MARKER_FILE)
+    write_file_atomically(folder / MARKER_FILE, _marker_text(kind, entries))
+
+
 def check_new_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:
     """The absolute file path `path` if it may be written: new, or existing and `overwrite` given."""
     target = Path(path).expanduser().resolve()

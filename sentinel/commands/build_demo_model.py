@@ -18,5 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the demo model (torch is imported only now)."""
     from sentinel.demo import build
+    from sentinel.files import check_output_folder
 
+    check_output_folder(args.out, "model")   # new, empty or an earlier Sentinel model: never a user's folder
     return build.run(args)

@@ -25,6 +25,7 @@ from sentinel.demo.config import DemoBuildConfig, add_arguments  # noqa: F401  (
 from sentinel.demo.corpus import CorpusSplits, build_corpus
 from sentinel.device import pick_device
 from sentinel.errors import DataError
+from sentinel.files import mark_folder
 from sentinel.evaluation.perplexity import perplexity
 
 logger = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
         from sentinel.demo.card import finish_model_card
 
         finish_model_card(out_dir)
+    mark_folder(out_dir, "model")   # so a later build (or save) may replace it, and nothing else may
     return result
 
 

@@ -118,13 +118,14 @@ def test_run_folders_and_model_folders_are_not_mixed(tmp_path):
         files.prepare_run_folder(model)
 
 
-def test_finetune_and_benchmark_out_refuse_user_files_before_any_work(tmp_path, capsys):
+def test_finetune_benchmark_and_demo_build_out_refuse_user_files_before_any_work(tmp_path, capsys):
     user = tmp_path / "mine"
     content = _user_folder(user)
     assert main(["finetune", "--steps", "1", "--out", str(user)]) == 2
     assert main(["benchmark", "--steps", "1", "--out", str(user)]) == 2
+    assert main(["build-demo-model", "--out", str(user)]) == 2
     assert _unchanged(user, content)
-    assert capsys.readouterr().err.count("did not write") == 2
+    assert capsys.readouterr().err.count("did not write") == 3
 
 
 def test_folder_permissions_are_the_users_usual_ones(tmp_path):
