@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        if not debug:   # log records stay one line each (a failed background job logs its exception)
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(_without_traceback)
         if not args.verbose:  # keep stderr to our own messages: no weight-loading bars or library chatter
             _quiet_transformers()
         return int(args.func(args) or 0)
@@ -75,6 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Log filter: drop the traceback of a record (shown with --debug only)."""
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
 
 
 def _one_line(err: BaseException) -> str:

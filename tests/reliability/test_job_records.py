@@ -164,3 +164,26 @@ def test_the_trainer_scratch_folder_is_removed_even_when_the_trainer_cannot_star
     with pytest.raises(RuntimeError, match="could not be built"):
         finetune_module.finetune(model, tokenizer, tiny_data(tokenizer), tiny_config())
     assert len(made) == 1 and not Path(made[0]).exists()
+
+
+RESUME_FAILING = """
+import sys
+from sentinel.jobs import register_job_kind
+register_job_kind("test-fail", "tests.jobs.helpers:failing_job")
+from sentinel.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("debug", [False])   # --debug showing the traceback: test_bad_files
+def test_a_job_that_crashes_in_the_cli_prints_no_traceback_unless_debug(tmp_path, debug):
+    store = Store(tmp_path / "sentinel.db")
+    with JobManager(store) as manager:
+        job = manager.submit("test-fail", {"message": "boom"}, device="cpu")
+        assert manager.wait(job, timeout=60).state == "failed"
+    args = [*(["--debug"] if debug else []), "jobs", "resume", job]
+    done = subprocess.run([sys.executable, "-c", RESUME_FAILING, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "SENTINEL_HOME": str(tmp_path)})
+    assert done.returncode == 1
+    assert ("Traceback" in done.stderr) == debug
+    assert f"error: the test-fail job failed: ValueError: boom (job {job}" in done.stderr
