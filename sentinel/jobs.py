@@ -192,17 +192,17 @@ class JobManager:
         job = self.store.get_job(job_id)
         if job.state in FINISHED_STATES or job.state == "interrupted":
             return
-        self.store.request_cancel(job_id)
         with self._lock:
             event = self._cancels.get(job_id)
-            if event is None:
-                return   # owned by another process: it polls the store
-            event.set()
-            if job_id in self._waiting:
-                self._waiting.discard(job_id)
-                self.store.set_job_state(job_id, "cancelled", error="Cancelled before it started.")
-                self._notify(job_id, {"type": "state", "state": "cancelled"})
-                self._finish(job_id)
+            if event is not None:   # ours: stop now (the store is told below, for every other reader)
+                event.set()
+                if job_id in self._waiting:
+                    self._waiting.discard(job_id)
+                    self.store.set_job_state(job_id, "cancelled", error="Cancelled before it started.")
+                    self._set_experiment_status(job_id, "cancelled")
+                    self._notify(job_id, {"type": "state", "state": "cancelled"})
+                    self._finish(job_id)
+        self.store.request_cancel(job_id)   # a job of another process polls this at its next step
 
     def get(self, job_id: str) -> JobRecord:
         return self.store.get_job(job_id)
@@ -238,6 +238,7 @@ class JobManager:
                     event.set()
                     if job_id in self._waiting:
                         self.store.set_job_state(job_id, "cancelled", error="The job manager shut down.")
+                        self._set_experiment_status(job_id, "cancelled")
                         self._done[job_id].set()
                 self._waiting.clear()
             for q in self._queues.values():
