@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(store, args: argparse.Namespace) -> int:
     from sentinel.errors import JobError
+    from sentinel.jobs import JobManager
     from sentinel.store import JOB_STATES
 
     for state in args.state or []:
         if state not in JOB_STATES:
             raise JobError(f"Unknown job state {state!r}; use one of {', '.join(JOB_STATES)}.")
+    JobManager(store).shutdown()   # jobs whose process has stopped are shown as interrupted, not running
     jobs = store.list_jobs(args.state)
     if args.json:
         print_json([{"id": j.id, "kind": j.kind, "state": j.state, "step": j.progress.get("step"),
