@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 bad input, 1 unexpected failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in argv   # accepted anywhere on the line, also after the command
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -89,6 +89,7 @@ def test_unexpected_errors_are_one_line_exit_1_and_debug_shows_the_traceback(mon
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["error: unexpected ZeroDivisionError: division by zero "
                                         "(run with --debug for the traceback)"]
-    assert main(["--debug", "jobs", "list"]) == 1
-    err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and err.strip().endswith("for the traceback)")
+    for args in (["--debug", "jobs", "list"], ["jobs", "list", "--debug"]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and err.strip().endswith("for the traceback)")

@@ -226,3 +226,12 @@ def test_checkpoint_cleanup_removes_only_sentinel_folders(tmp_path):
     assert _unchanged(user, content)
     ours = save_model(_model(0), make_char_tokenizer(), tmp_path / "ckpt")
     assert files.remove_owned_folder(ours) is True and not ours.exists()
+
+
+def test_without_an_atomic_exchange_the_replace_still_ends_with_the_new_model(tmp_path, monkeypatch):
+    """Systems without renameat2/renamex_np (Windows, some filesystems) take the three-rename fallback."""
+    target = save_model(_model(0), make_char_tokenizer(), tmp_path / "m")
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    save_model(_model(1), make_char_tokenizer(), target)
+    assert _first_weight(target) == pytest.approx(float(_model(1).transformer.h[0].attn.c_attn.weight[0, 0].detach()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
