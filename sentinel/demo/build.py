@@ -25,7 +25,7 @@ from sentinel.demo.config import DemoBuildConfig, add_arguments  # noqa: F401  (
 from sentinel.demo.corpus import CorpusSplits, build_corpus
 from sentinel.device import pick_device
 from sentinel.errors import DataError
-from sentinel.files import mark_folder
+from sentinel.files import mark_folder, replace_folder_atomically
 from sentinel.evaluation.perplexity import perplexity
 
 logger = logging.getLogger(__name__)
@@ -156,13 +156,14 @@ def load_corpus_split(model_dir: str | Path, split: str) -> list[str]:
         return [json.loads(line)["text"] for line in handle if line.strip()]
 
 
-def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
-    """Build corpus, tokenizer and model, train with a seeded loop, save everything under `config.out_dir`."""
+def build_demo_model(config: DemoBuildConfig, write_to: str | Path | None = None) -> DemoBuildResult:
+    """Build corpus, tokenizer and model, train with a seeded loop, save everything under `config.out_dir`
+    (or into `write_to`, a staging folder that `run` then swaps into `config.out_dir` atomically)."""
     torch.manual_seed(config.seed)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     device = pick_device(config.device)
-    out_dir = Path(config.out_dir)
+    out_dir = Path(write_to if write_to is not None else config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     splits = build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
@@ -228,7 +229,7 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
     tokenizer.save_pretrained(out_dir)
     save_corpus(splits, out_dir)
     result = DemoBuildResult(
-        out_dir=str(out_dir), config=config.to_dict(), steps=step, tokens_seen=tokens_seen,
+        out_dir=str(Path(config.out_dir)), config=config.to_dict(), steps=step, tokens_seen=tokens_seen,
         train_tokens=len(train_ids), validation_tokens=len(validation_ids), training_seconds=round(training_seconds, 1),
         final_train_loss=round(last_loss, 4), machine=describe_machine(device),
         finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), corpus=splits.to_dict(),
@@ -240,7 +241,8 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
         from sentinel.demo.card import finish_model_card
 
         finish_model_card(out_dir)
-    mark_folder(out_dir, "model")   # so a later build (or save) may replace it, and nothing else may
+    if write_to is None:
+        mark_folder(out_dir, "model")   # so a later build (or save) may replace it, and nothing else may
     return result
 
 
@@ -254,5 +256,6 @@ def run(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, max_files=args.max_files, stdlib_dir=args.stdlib_dir,
         device=args.device, num_threads=args.num_threads, write_card=not args.no_card,
     )
-    build_demo_model(config)
+    # Written aside and swapped in: a crash mid-build (or mid-card) leaves the previous model whole.
+    replace_folder_atomically(config.out_dir, lambda staging: build_demo_model(config, write_to=staging))
     return 0

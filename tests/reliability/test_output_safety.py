@@ -7,6 +7,7 @@ staging folders of killed saves are cleaned by the next save; permissions are th
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -235,3 +236,16 @@ def test_without_an_atomic_exchange_the_replace_still_ends_with_the_new_model(tm
     save_model(_model(1), make_char_tokenizer(), target)
     assert _first_weight(target) == pytest.approx(float(_model(1).transformer.h[0].attn.c_attn.weight[0, 0].detach()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_build_demo_model_replaces_its_earlier_build_atomically(tmp_path, capsys):
+    out = tmp_path / "demo"
+    tiny = ["--out", str(out), "--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+            "--n-positions", "16", "--batch-size", "2", "--max-steps", "1", "--warmup-steps", "1", "--eval-every", "1",
+            "--log-every", "1", "--max-files", "20", "--validation-fraction", "0.2", "--no-card", "--device", "cpu"]
+    assert main(["build-demo-model", *tiny]) == 0
+    assert files.read_marker(out)["kind"] == "model"
+    assert json.loads((out / "build_info.json").read_text())["out_dir"] == str(out.resolve())
+    assert main(["build-demo-model", *tiny, "--seed", "1"]) == 0
+    assert json.loads((out / "build_info.json").read_text())["config"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
