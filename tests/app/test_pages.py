@@ -216,3 +216,17 @@ def test_a_failed_job(monkeypatch):
     assert errors(at) == ["The fine-tuning job failed: RuntimeError: the training data vanished"]
     assert dashboard(at).working is not None and dashboard(at).tuned is None
     assert not math.isnan(at.progress[0].value)
+
+
+def test_a_corrupt_store_is_a_plain_message(monkeypatch, tmp_path):
+    from sentinel.store import Store
+    from sentinel.ui import state as ui_state
+
+    garbage = tmp_path / "sentinel.db"
+    garbage.write_bytes(b"not a database " * 100)
+    monkeypatch.setattr(ui_state, "shared_store", lambda: Store(garbage))
+    at = open_app("experiments")
+    assert_clean(at)
+    [message] = errors(at)
+    assert message.startswith("Could not finish reading the experiment store: The store") and "corrupt" in message
+    assert "Traceback" not in message
