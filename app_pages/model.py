@@ -3,7 +3,7 @@
 import streamlit as st
 
 from sentinel.evaluation.size import parameter_count, weight_bytes
-from sentinel.files import check_allowed_folder
+from sentinel.files import check_allowed_folder, check_hub_id
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
@@ -49,6 +49,8 @@ if submitted:
         with st.spinner(f"Loading {source or 'the bundled model'}…"), report_errors("loading the model"):
             if kind == "folder":
                 source = str(check_allowed_folder(source))   # same message whether the path exists or not
+            elif kind == "hub":
+                source = check_hub_id(source)                # a hub id, never a path on the server
             open_model(state, ModelChoice(source, device, dtype))
             st.toast("Model loaded", icon=":material/check_circle:")
 

@@ -22,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -389,6 +390,19 @@ def check_allowed_folder(path: str | os.PathLike) -> Path:
     raise ForbiddenPathError("Only model folders under this app's model folders can be opened here: the data "
                              f"folder, the bundled models, and the folders listed in {MODEL_ROOTS_ENV}. Ask the "
                              "person who runs the app to add a folder there.")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+def check_hub_id(text: str) -> str:
+    """`text` if it is a plain hub id (`name` or `org/name`) that does not also name a folder on the server;
+    otherwise one fixed message (the hub-id field must not open or probe local paths either)."""
+    name = text.strip()
+    if _HUB_ID.match(name) and ".." not in name and not Path(name).exists():
+        return name
+    raise ForbiddenPathError("Give a Hugging Face hub id such as gpt2 or org/name; to open a folder, choose "
+                             "'Local folder'.")
 
 
 def redact_server_paths(text: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from sentinel.errors import ForbiddenPathError
 from sentinel.store import StoreError
-from sentinel.files import allowed_model_roots, check_allowed_folder, redact_server_paths
+from sentinel.files import allowed_model_roots, check_allowed_folder, check_hub_id, redact_server_paths
 from sentinel.ui.format import plain_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,3 +59,15 @@ def test_visitor_messages_name_no_server_folder(roots):
 def test_the_shipped_streamlit_config_shows_no_error_details():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_the_hub_id_field_takes_hub_ids_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt2-local").mkdir()
+    assert check_hub_id(" gpt2 ") == "gpt2" and check_hub_id("org/model-1.5") == "org/model-1.5"
+    messages = set()
+    for text in ["/etc", "../secrets", "~", "a/b/c", "gpt2-local", "org/..", ""]:
+        with pytest.raises(ForbiddenPathError) as err:
+            check_hub_id(text)
+        messages.add(str(err.value))
+    assert len(messages) == 1
