@@ -3,6 +3,7 @@
 import streamlit as st
 
 from sentinel.evaluation.size import parameter_count, weight_bytes
+from sentinel.files import check_allowed_folder, check_hub_id
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
@@ -24,7 +25,9 @@ kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True, ke
 source: str | None = None
 if kind == "folder":
     source = st.text_input("Local folder", key="model_folder", placeholder="/path/to/model-folder",
-                           help="A Hugging Face model folder (config.json + weights) or a model Sentinel saved.").strip()
+                           help="A Hugging Face model folder (config.json + safetensors weights) or a model "
+                                "Sentinel saved, under this app's model folders (the data folder, the bundled "
+                                "models, or a folder listed in SENTINEL_MODEL_ROOTS).").strip()
 elif kind == "saved":
     saved = saved_models()
     source = st.selectbox("Saved pruned model", [str(p) for p in saved], key="model_saved",
@@ -44,6 +47,10 @@ if submitted:
         st.error(f"Enter the {KINDS[kind].lower()} to load first.", icon=":material/error:")
     else:
         with st.spinner(f"Loading {source or 'the bundled model'}…"), report_errors("loading the model"):
+            if kind == "folder":
+                source = str(check_allowed_folder(source))   # same message whether the path exists or not
+            elif kind == "hub":
+                source = check_hub_id(source)                # a hub id, never a path on the server
             open_model(state, ModelChoice(source, device, dtype))
             st.toast("Model loaded", icon=":material/check_circle:")
 

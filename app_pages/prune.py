@@ -118,8 +118,13 @@ with report_errors("checking the name") as bad_name:
     target = model_folder_for(name)
 if not bad_name:
     note = {"source": working.base.source, "steps": working.history()}
+    replace_ok = True
+    if target.exists():   # ask before replacing: never silently overwrite a saved model
+        st.warning(f"A model named {target.name!r} is already saved. Saving again replaces it.",
+                   icon=":material/warning:")
+        replace_ok = st.checkbox(f"Replace the saved model {target.name!r}", key="save_replace")
     cols = st.columns(2)
-    if cols[0].button("Save to the data folder", key="save_go", icon=":material/save:"):
+    if cols[0].button("Save to the data folder", key="save_go", icon=":material/save:", disabled=not replace_ok):
         with report_errors("saving the model"):
             folder = save_model(working.model, working.tokenizer, target, note=note)
             st.success(f"Saved to {folder}. Load it on the Model page under 'Saved pruned model'.",

@@ -2,15 +2,20 @@
 
 Sources: the bundled demo corpus, a local .txt/.jsonl/.csv file, uploaded bytes, or a hub dataset spec
 `name:config:split` loaded with `datasets`. Documents are joined with eos, concatenated and cut into blocks.
+
+With a token budget (`max_tokens`), text is streamed: files are read line by line, long documents are tokenised
+piece by piece (cut at line ends), and reading stops once the budget is reached, so memory does not grow with
+the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,8 @@ from sentinel.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024   # 20 MiB; messages say MiB, the unit checked
+PIECE_CHARS = 64 * 1024                 # a long document is tokenised in pieces of about this many characters
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
 BUNDLED_SPLITS = ("train", "validation")
 
@@ -73,10 +79,7 @@ def join_documents(tokenizer: Any, texts: Iterable[str]) -> list[int]:
 
     The separator is the eos token, or [SEP] for encoder tokenizers (BERT/RoBERTa) that have no eos.
     """
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
-    if eos is None:
-        raise DataError("The tokenizer has neither an eos nor a sep token to separate documents; "
-                        "set tokenizer.eos_token first.")
+    eos = _separator(tokenizer)
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise DataError("No text to tokenise: every document is empty.")
@@ -103,8 +106,7 @@ def cut_blocks(ids: list[int], block_size: int, offset: int = 0, keep_remainder:
 def decode_upload(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """UTF-8 text of uploaded or file bytes; DataError when too large, empty, binary or not UTF-8."""
     if len(data) > max_bytes:
-        raise DataError(f"{name} is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit; "
-                        "use a smaller file or raise the limit.")
+        raise DataError(_too_large(name, len(data), max_bytes))
     if not data.strip():
         raise DataError(f"{name} is empty; give a file that contains text.")
     if b"\x00" in data:
@@ -114,6 +116,11 @@ def decode_upload(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) ->
     except UnicodeDecodeError as err:
         raise DataError(f"{name} is not valid UTF-8 (byte {err.start}); re-save it as UTF-8.") from None
     return text
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> str:
+    return (f"{name} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit; "
+            "use a smaller file or raise the limit.")
 
 
 def _column_values(rows: list[dict[str, Any]], column: str, name: str) -> list[str]:
@@ -171,8 +178,7 @@ def load_file_texts(path: str | Path, text_column: str = "text", max_bytes: int 
     if not path.is_file():
         raise DataError(f"Text file {path} does not exist; check the path.")
     if path.stat().st_size > max_bytes:
-        raise DataError(f"{path} is {path.stat().st_size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit; "
-                        "use a smaller file or raise the limit.")
+        raise DataError(_too_large(str(path), path.stat().st_size, max_bytes))
     return parse_texts(decode_upload(path.read_bytes(), str(path), max_bytes), path.name, text_column)
 
 
@@ -238,16 +244,179 @@ def load_texts(
 
 def blocks_from_texts(tokenizer: Any, texts: list[str], block_size: int = 256, source: str = "",
                       max_tokens: int | None = None) -> TextBlocks:
-    """Join documents with eos, optionally keep the first `max_tokens`, and cut the stream into blocks."""
-    ids = join_documents(tokenizer, texts)
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
+    """Join documents with eos, optionally keep the first `max_tokens` (tokenising only what is needed), and cut
+    the stream into blocks."""
+    if max_tokens is None:
+        ids, documents = join_documents(tokenizer, texts), len([t for t in texts if t and t.strip()])
+    else:
+        pieces = (piece for text in texts if text and text.strip() for piece in split_document(text))
+        ids, documents = stream_token_ids(tokenizer, pieces, max_tokens)
+    return _blocks(tokenizer, ids, block_size, source, documents)
+
+
+def _blocks(tokenizer: Any, ids: list[int], block_size: int, source: str, documents: int) -> TextBlocks:
     blocks = cut_blocks(ids, block_size, keep_remainder=True)
     if not blocks:
         raise DataError("The text is shorter than 2 tokens; give more text.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    logger.info("%s: %d documents, %d tokens, %d blocks of %d", source, len(texts), len(ids), len(blocks), block_size)
-    return TextBlocks(blocks, block_size, source, len(texts), pad)
+    logger.info("%s: %d documents, %d tokens, %d blocks of %d", source, documents, len(ids), len(blocks), block_size)
+    return TextBlocks(blocks, block_size, source, documents, pad)
+
+
+# -- streaming: documents as pieces, tokenised until the budget is reached ------------------------------------------
+
+def split_document(text: str, piece_chars: int = PIECE_CHARS) -> Iterator[tuple[str, bool]]:
+    """(piece, ends_document) pairs of one document, cut after a newline roughly every `piece_chars` characters."""
+    start = 0
+    while len(text) - start > piece_chars:
+        cut = text.rfind("\n", start, start + piece_chars) + 1
+        if cut <= start:
+            cut = start + piece_chars
+        yield text[start:cut], False
+        start = cut
+    yield text[start:], True
+
+
+def stream_token_ids(tokenizer: Any, pieces: Iterable[tuple[str, bool]], max_tokens: int) -> tuple[list[int], int]:
+    """(the first `max_tokens` token ids, documents read): pieces are tokenised one at a time, an eos (or sep)
+    after each document, and nothing more is read once the budget is reached."""
+    eos = _separator(tokenizer)
+    ids: list[int] = []
+    documents, in_document = 0, False
+    for piece, ends in pieces:
+        if not in_document:
+            documents, in_document = documents + 1, True
+        if piece:
+            ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+        if ends:
+            ids.append(eos)
+            in_document = False
+        if len(ids) >= max_tokens:
+            break
+    if not ids:
+        raise DataError("No text to tokenise: every document is empty.")
+    return ids[:max_tokens], documents
+
+
+def _separator(tokenizer: Any) -> int:
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
+    if eos is None:
+        raise DataError("The tokenizer has neither an eos nor a sep token to separate documents; "
+                        "set tokenizer.eos_token first.")
+    return eos
+
+
+def iter_text_pieces(source: str | Path | None = None, *, data: bytes | None = None, filename: str | None = None,
+                     text_column: str = "text", max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[str, bool]]:
+    """The documents of a source (as `load_texts` reads it) as (piece, ends_document) pairs, read lazily:
+    a local file or an upload is decoded and parsed as it is consumed, never read whole."""
+    if data is not None:
+        name = filename or "upload.txt"
+        if len(data) > max_bytes:
+            raise DataError(_too_large(name, len(data), max_bytes))
+        yield from _stream_pieces(io.BytesIO(data), name, Path(name).suffix.lower(), text_column)
+        return
+    if source is not None and not str(source).startswith("bundled:"):
+        path = Path(str(source)).expanduser()
+        if path.exists() or path.suffix.lower() in TEXT_SUFFIXES:
+            if not path.is_file():
+                raise DataError(f"Text file {path} does not exist; check the path.")
+            if path.stat().st_size > max_bytes:
+                raise DataError(_too_large(str(path), path.stat().st_size, max_bytes))
+            try:
+                handle = path.open("rb")
+            except OSError as err:
+                raise DataError(f"Cannot read {path}: {err.strerror}.") from None
+            with handle:
+                yield from _stream_pieces(handle, str(path), path.suffix.lower(), text_column)
+            return
+    for text in load_texts(source, text_column=text_column, max_bytes=max_bytes):   # bundled or hub: in memory
+        yield from split_document(text)
+
+
+def _stream_pieces(raw: io.BufferedIOBase, name: str, suffix: str, text_column: str) -> Iterator[tuple[str, bool]]:
+    """Pieces of an open binary file: .txt in chunks (one document), .jsonl/.csv one document per row."""
+    if suffix not in ("", ".txt", ".text", ".md", ".jsonl", ".csv"):
+        raise DataError(f"Unsupported file type {suffix!r} for {name}; use .txt, .jsonl or .csv.")
+    found = False
+    if suffix in (".jsonl", ".csv"):
+        rows = _jsonl_rows(raw, name) if suffix == ".jsonl" else _csv_rows(raw, name, text_column)
+        for number, row in rows:
+            value = _cell(row, text_column, name, number)
+            if value and value.strip():
+                found = True
+                yield from split_document(value)
+        if not found:
+            raise DataError(f"{name} contains no text (column {text_column!r} is empty everywhere).")
+        return
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    buffer, offset = "", 0
+    while True:
+        chunk = raw.read(PIECE_CHARS)
+        final = not chunk
+        buffer += _decode(decoder, chunk, final, name, offset)
+        offset += len(chunk)
+        found = found or bool(buffer.strip())
+        if final:
+            break
+        if len(buffer) >= PIECE_CHARS:
+            cut = buffer.rfind("\n") + 1 or len(buffer)
+            yield buffer[:cut], False
+            buffer = buffer[cut:]
+    if not found:
+        raise DataError(f"{name} is empty; give a file that contains text.")
+    yield buffer, True
+
+
+def _decode(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool, name: str, offset: int) -> str:
+    if b"\x00" in chunk:
+        raise DataError(f"{name} contains NUL bytes, so it is binary, not text; give a .txt, .jsonl or .csv file.")
+    try:
+        return decoder.decode(chunk, final=final)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name} is not valid UTF-8 (byte {offset + err.start}); re-save it as UTF-8.") from None
+
+
+def _text_lines(raw: io.BufferedIOBase, name: str) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    for line in raw:
+        yield _decode(decoder, line, False, name, offset)
+        offset += len(line)
+    tail = _decode(decoder, b"", True, name, offset)
+    if tail:
+        yield tail
+
+
+def _jsonl_rows(raw: io.BufferedIOBase, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(_text_lines(raw, name), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"Line {number} of {name} is not valid JSON ({err.msg}); one object per line.") from None
+        if not isinstance(row, dict):
+            raise DataError(f"Line {number} of {name} is a JSON {type(row).__name__}, not an object.")
+        yield number, row
+
+
+def _csv_rows(raw: io.BufferedIOBase, name: str, text_column: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(_text_lines(raw, name))
+    if reader.fieldnames is None or text_column not in reader.fieldnames:
+        raise DataError(f"{name} has no column {text_column!r}; its columns are {reader.fieldnames or []}. "
+                        "Pass text_column=...")
+    for number, row in enumerate(reader, start=1):
+        yield number, row
+
+
+def _cell(row: dict[str, Any], column: str, name: str, number: int) -> str | None:
+    if column not in row:
+        raise DataError(f"Row {number} of {name} has no column {column!r}; every row needs it.")
+    value = row[column]
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"Row {number} of {name}: column {column!r} holds {type(value).__name__}, not text.")
+    return value
 
 
 def describe_source(source: str | Path | None, filename: str | None = None, uploaded: bool = False) -> str:
@@ -268,7 +437,14 @@ def load_text_blocks(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_tokens: int | None = None,
 ) -> TextBlocks:
-    """Tokenise a source (see `load_texts`), join documents with eos and cut the stream into blocks."""
-    texts = load_texts(source, data=data, filename=filename, text_column=text_column, max_bytes=max_bytes)
-    return blocks_from_texts(tokenizer, texts, block_size, describe_source(source, filename, data is not None),
-                             max_tokens)
+    """Tokenise a source (see `load_texts`), join documents with eos and cut the stream into blocks.
+
+    With `max_tokens`, the source is streamed and read only until the budget is reached.
+    """
+    name = describe_source(source, filename, data is not None)
+    if max_tokens is None:
+        texts = load_texts(source, data=data, filename=filename, text_column=text_column, max_bytes=max_bytes)
+        return blocks_from_texts(tokenizer, texts, block_size, name)
+    pieces = iter_text_pieces(source, data=data, filename=filename, text_column=text_column, max_bytes=max_bytes)
+    ids, documents = stream_token_ids(tokenizer, pieces, max_tokens)
+    return _blocks(tokenizer, ids, block_size, name, documents)

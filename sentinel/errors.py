@@ -25,3 +25,19 @@ class DataError(SentinelError, ValueError):
 
 class JobError(SentinelError):
     """A background job could not be queued, found or resumed."""
+
+
+class InvalidOutputError(SentinelError):
+    """An output path Sentinel will not write to: it holds files Sentinel did not write, or is cwd/home/root."""
+
+
+class ForbiddenPathError(SentinelError):
+    """A dashboard visitor asked for a folder outside the allowed model roots."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """A model folder whose weights exist only as pickle files (or that asks to run its own code): refused unread."""
+
+
+class CorruptModelError(ModelLoadError):
+    """A model file is truncated, corrupt, or its shapes do not match the config (or the tokenizer is unreadable)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,11 +40,13 @@ class GenerationSettings:
         if self.max_new_tokens < 1:
             raise DataError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if not self.greedy:
+            if not math.isfinite(self.temperature):
+                raise DataError(f"temperature must be a finite number > 0, got {self.temperature}.")
             if self.temperature <= 0:
                 raise DataError(f"temperature must be > 0 when sampling (got {self.temperature}); use greedy instead.")
             if self.top_k < 0:
                 raise DataError(f"top_k must be >= 0 (0 disables it), got {self.top_k}.")
-            if not 0 < self.top_p <= 1:
+            if not 0 < self.top_p <= 1:   # also false for nan
                 raise DataError(f"top_p must be in (0, 1], got {self.top_p}.")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from sentinel.device import pick_device
 from sentinel.errors import JobError, SentinelError
+from sentinel.files import pid_alive
 from sentinel.store import FINISHED_STATES, CheckpointRecord, JobRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
+CANCEL_POLL_SECONDS = 0.2   # how often a running job reads the store for a cancel request from another process
 
 _LIVE_MANAGERS: set[str] = set()   # owner tokens of the managers running in this process
 _LIVE_LOCK = threading.Lock()
@@ -94,13 +96,25 @@ class JobContext:
     resume_checkpoint: CheckpointRecord | None
     _cancel: threading.Event
     _notify: Callable[[str, dict[str, Any]], None]
+    _polled: float = 0.0
 
     @property
     def cancelled(self) -> bool:
+        """True once the job was cancelled here or through the store (another process, the dashboard, the CLI).
+
+        Runners ask at every step; the store is read at most every CANCEL_POLL_SECONDS.
+        """
+        if self._cancel.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._polled >= CANCEL_POLL_SECONDS:
+            self._polled = now
+            if self.store.cancel_requested(self.job_id):
+                self._cancel.set()
         return self._cancel.is_set()
 
     def raise_if_cancelled(self) -> None:
-        if self._cancel.is_set():
+        if self.cancelled:
             raise JobCancelled(self.job_id)
 
     def report(self, event: ProgressEvent, record_metrics: bool = True) -> None:
@@ -171,20 +185,24 @@ class JobManager:
             self._enqueue(job_id, job.device)
 
     def cancel(self, job_id: str) -> None:
-        """Cancel a job: a queued one never starts, a running one stops within one training step."""
+        """Cancel a job: a queued one never starts, a running one stops within one training step.
+
+        A job of another process is cancelled through the store; that process sees it at its next step.
+        """
         job = self.store.get_job(job_id)
         if job.state in FINISHED_STATES or job.state == "interrupted":
             return
         with self._lock:
             event = self._cancels.get(job_id)
-            if event is None:
-                raise JobError(f"Job {job_id} is {job.state} in another process; cancel it there.")
-            event.set()
-            if job_id in self._waiting:
-                self._waiting.discard(job_id)
-                self.store.set_job_state(job_id, "cancelled", error="Cancelled before it started.")
-                self._notify(job_id, {"type": "state", "state": "cancelled"})
-                self._finish(job_id)
+            if event is not None:   # ours: stop now (the store is told below, for every other reader)
+                event.set()
+                if job_id in self._waiting:
+                    self._waiting.discard(job_id)
+                    self.store.set_job_state(job_id, "cancelled", error="Cancelled before it started.")
+                    self._set_experiment_status(job_id, "cancelled")
+                    self._notify(job_id, {"type": "state", "state": "cancelled"})
+                    self._finish(job_id)
+        self.store.request_cancel(job_id)   # a job of another process polls this at its next step
 
     def get(self, job_id: str) -> JobRecord:
         return self.store.get_job(job_id)
@@ -220,6 +238,7 @@ class JobManager:
                     event.set()
                     if job_id in self._waiting:
                         self.store.set_job_state(job_id, "cancelled", error="The job manager shut down.")
+                        self._set_experiment_status(job_id, "cancelled")
                         self._done[job_id].set()
                 self._waiting.clear()
             for q in self._queues.values():
@@ -284,13 +303,30 @@ class JobManager:
                 if item.job_id not in self._waiting:
                     continue   # cancelled while waiting; already recorded
                 self._waiting.discard(item.job_id)
+            if self.store.cancel_requested(item.job_id):   # cancelled from another process while queued
+                self.store.set_job_state(item.job_id, "cancelled", error="Cancelled before it started.")
+                self._set_experiment_status(item.job_id, "cancelled")
+                self._notify(item.job_id, {"type": "state", "state": "cancelled"})
+                with self._lock:
+                    self._finish(item.job_id)
+                continue
             self._run(item)
+
+    def _set_experiment_status(self, job_id: str, status: str) -> None:
+        """Make the job's experiment (if any) say how the job ended, so no record stays "running"."""
+        job = self.store.get_job(job_id)
+        if job.experiment_id is not None:
+            self.store.update_experiment(job.experiment_id, status=status)
 
     def _run(self, item: _Queued) -> None:
         job = self.store.get_job(item.job_id)
         self.store.set_job_state(job.id, "running")
         self._notify(job.id, {"type": "state", "state": "running"})
         resume = self.store.latest_checkpoint(job_id=job.id) if job.attempt > 1 else None
+        if job.attempt > 1 and job.experiment_id is not None:   # the resumed run logs these steps again
+            dropped = self.store.delete_metrics_after(job.experiment_id, resume.step if resume else -1)
+            logger.info("Job %s resumes at step %s; dropped %d metric points logged after it", job.id,
+                        resume.step if resume else 0, dropped)
         ctx = JobContext(job.id, job.experiment_id, job.device, job.attempt, self.store, resume, item.cancel,
                          self._notify)
         state, error, result = "succeeded", None, None
@@ -312,6 +348,8 @@ class JobManager:
         if state == "cancelled":
             error = "Cancelled by the user."
         self.store.set_job_state(job.id, state, error=error, result=result)
+        if state in ("failed", "cancelled"):
+            self._set_experiment_status(job.id, state)
         self._notify(job.id, {"type": "state", "state": state, "error": error})
         with self._lock:
             self._finish(job.id)
@@ -344,17 +382,6 @@ def _owner_alive(job: JobRecord) -> bool:
     if job.owner_pid == os.getpid():
         with _LIVE_LOCK:
             return job.owner_token in _LIVE_MANAGERS
-    return _pid_alive(job.owner_pid)
+    return pid_alive(job.owner_pid)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.is_file():   # a killed but not yet reaped child is a zombie: dead for our purposes
-        return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    return True

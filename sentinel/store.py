@@ -41,7 +41,7 @@ from sentinel.errors import SentinelError
 logger = logging.getLogger(__name__)
 
 DB_FILE = "sentinel.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: jobs.cancel_requested (cancel a job from any process)
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, experiment_id TEXT, kind TEXT NOT NULL, params TEXT NOT NULL, device TEXT NOT NULL,
     state TEXT NOT NULL, progress TEXT NOT NULL, result TEXT, error TEXT, attempt INTEGER NOT NULL,
     owner_pid INTEGER, owner_host TEXT, owner_token TEXT,
-    created REAL NOT NULL, started REAL, finished REAL
+    created REAL NOT NULL, started REAL, finished REAL, cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -199,7 +199,11 @@ class Store:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer Sentinel (schema {version}); upgrade Sentinel.")
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "cancel_requested" not in columns:   # a schema-1 store: add the column, keep every row
+                db.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -211,22 +215,43 @@ class Store:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         except sqlite3.Error as err:
             raise StoreError(f"Cannot open the store {self.path}: {err}. Check SENTINEL_HOME.") from None
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")   # WAL + NORMAL: a process crash never loses a commit
-        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")   # WAL + NORMAL: a process crash never loses a commit
+            db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as err:
+            db.close()
+            raise self._unreadable(err) from None
         return db
+
+    def _unreadable(self, err: sqlite3.Error) -> StoreError:
+        """The one error for a store file that is corrupt, not a database, or not readable."""
+        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            return StoreError(f"The store {self.path} stayed locked for {self.timeout:.0f} s by another process; "
+                              "try again when it has finished.")
+        return StoreError(f"The store {self.path} cannot be read ({err}): it is corrupt or not a Sentinel store. "
+                          "Move it aside (e.g. rename it to sentinel.db.broken) to start a new one, "
+                          "or set SENTINEL_HOME to another folder.")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with BEGIN IMMEDIATE so concurrent writers queue instead of deadlocking."""
         db = self._connect()
         try:
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise self._unreadable(err) from None
             try:
                 yield db
+            except sqlite3.DatabaseError as err:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise self._unreadable(err) from None
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
         finally:
@@ -237,6 +262,8 @@ class Store:
         db = self._connect()
         try:
             yield db
+        except sqlite3.DatabaseError as err:
+            raise self._unreadable(err) from None
         finally:
             db.close()
 
@@ -362,7 +389,7 @@ class Store:
         job_id = new_id()
         with self._write() as db:
             db.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, 'queued', '{}', NULL, NULL, 1, ?, ?, ?, ?, NULL, NULL)",
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, 'queued', '{}', NULL, NULL, 1, ?, ?, ?, ?, NULL, NULL, 0)",
                 (job_id, experiment_id, kind, _dumps(dict(params), "job params"), device, os.getpid(),
                  socket.gethostname(), owner_token, time.time()),
             )
@@ -384,9 +411,28 @@ class Store:
                 db.execute("UPDATE jobs SET started = ?, finished = NULL WHERE id = ?", (now, job_id))
             elif state == "queued":
                 db.execute("UPDATE jobs SET attempt = attempt + 1, finished = NULL, owner_pid = ?, owner_host = ?, "
-                           "owner_token = ? WHERE id = ?", (os.getpid(), socket.gethostname(), owner_token, job_id))
+                           "owner_token = ?, cancel_requested = 0 WHERE id = ?",
+                           (os.getpid(), socket.gethostname(), owner_token, job_id))
             else:
                 db.execute("UPDATE jobs SET finished = ? WHERE id = ?", (now, job_id))
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask a job to stop, whichever process runs it: its runner polls `cancel_requested` at every step."""
+        with self._write() as db:
+            if db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,)).rowcount == 0:
+                raise StoreError(f"No job {job_id!r} in {self.path}.")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone (this process, another one, the dashboard) asked this job to stop."""
+        with self._read() as db:
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def delete_metrics_after(self, experiment_id: str, step: int) -> int:
+        """Drop an experiment's metric points after `step` (a resumed run logs them again); returns how many."""
+        with self._write() as db:
+            return db.execute("DELETE FROM metrics WHERE experiment_id = ? AND step > ?",
+                              (experiment_id, int(step))).rowcount
 
     def update_job_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
         """Replace the job's latest progress event (step, loss, perplexity, tokens/s, ETA ...)."""
@@ -421,9 +467,14 @@ class Store:
         with self._write() as db:
             rows = db.execute("SELECT * FROM jobs WHERE state IN ('queued', 'running')").fetchall()
             gone = [row["id"] for row in rows if not is_alive(_job(row))]
-            for job_id in gone:
+            for row in rows:
+                if row["id"] not in gone:
+                    continue
                 db.execute("UPDATE jobs SET state = 'interrupted', finished = ?, error = ? WHERE id = ?",
-                           (now, "The process running this job stopped before it finished; resume it.", job_id))
+                           (now, "The process running this job stopped before it finished; resume it.", row["id"]))
+                if row["experiment_id"] is not None:   # its experiment is no longer running either
+                    db.execute("UPDATE experiments SET status = 'interrupted', updated = ? WHERE id = ?",
+                               (now, row["experiment_id"]))
         for job_id in gone:
             logger.warning("Job %s was left running by a process that has stopped; marked interrupted.", job_id)
         return gone

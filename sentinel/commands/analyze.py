@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.data import load_text_blocks
-from sentinel.errors import DataError, SentinelError
-from sentinel.metrics import LOSS_METRICS, HeadScores, check_metric_names, compute_scores, needs_data
-from sentinel.metrics.batches import Batch, masked_lm_batches, prepare_batches
-from sentinel.models import LoadedModel, load_model
+from sentinel.errors import DataError
+
+if TYPE_CHECKING:   # heavy modules are imported inside the functions, so `sentinel --help` stays fast
+    import pandas as pd
+
+    from sentinel.metrics import HeadScores
+    from sentinel.metrics.batches import Batch
+    from sentinel.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ def load_analysis_batches(loaded: LoadedModel, args: argparse.Namespace,
 
     Masked-LM models get seeded masked copies for the loss metrics.
     """
+    from sentinel.data import load_text_blocks
+    from sentinel.metrics import LOSS_METRICS
+    from sentinel.metrics.batches import masked_lm_batches, prepare_batches
+
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
     seq_len = args.seq_len if args.seq_len is not None else min(DEFAULT_SEQ_LEN, limit or DEFAULT_SEQ_LEN)
     for flag, value in (("--samples", args.samples), ("--seq-len", seq_len), ("--batch-size", args.batch_size)):
@@ -62,6 +66,13 @@ def load_analysis_batches(loaded: LoadedModel, args: argparse.Namespace,
 def score_model(loaded: LoadedModel, args: argparse.Namespace,
                 metrics: list[str]) -> tuple[dict[str, HeadScores], dict[str, Any]]:
     """Run `metrics` on the loaded model, reading text only when one of them needs it; also says what text."""
+    from sentinel.metrics import compute_scores, needs_data
+    from sentinel.models.heads import model_heads
+
+    heads = model_heads(loaded.model)
+    if not any(heads.present(layer) for layer in range(heads.num_layers)):
+        raise DataError(f"Every head of {loaded.source} has been removed, so there is nothing to score; analyse "
+                        "the model before removing heads (heads that are only masked are reported as null).")
     data = loss_data = None
     info: dict[str, Any] = {}
     if needs_data(metrics):
@@ -84,12 +95,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the scores as JSON")
     out.add_argument("--out", default=None, help="write one CSV row per (layer, head) to this file")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace the file if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sentinel.files import check_new_file, write_file_atomically
+    from sentinel.metrics import check_metric_names
+    from sentinel.models import load_model
+
     metrics = check_metric_names(args.metrics.split(","))
-    csv_path = _csv_target(args.out) if args.out else None
+    csv_path = check_new_file(args.out, overwrite=args.overwrite) if args.out else None
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     scores, _ = score_model(loaded, args, metrics)
     shown = _shown(metrics, scores)
@@ -99,10 +115,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
     elif csv_path is not None:
         frame = scores_frame([scores[name] for name in shown])
-        try:
-            frame.to_csv(csv_path, index=False)
-        except OSError as err:
-            raise SentinelError(f"Cannot write {csv_path}: {err.strerror}. Choose a writable path.") from None
+        write_file_atomically(csv_path, frame.to_csv(index=False))
         print(f"wrote {len(frame)} rows ({', '.join(shown)}) to {csv_path}")
     else:
         for name in shown:
@@ -136,15 +149,6 @@ def format_grid(scores: HeadScores) -> str:
         cells = "".join(f" {'--' if v is None else f'{v:.4g}':>{width}}" for v in row)
         lines.append(f"{layer:>5}{cells}")
     return "\n".join(lines) + "\n"
-
-
-def _csv_target(path: str) -> Path:
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise SentinelError(f"--out {target} is a folder; give a .csv file path.")
-    if not target.parent.is_dir():
-        raise SentinelError(f"Cannot write {target}: folder {target.parent} does not exist.")
-    return target
 
 
 def _progress_bar(done: int, total: int) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from typing import TYPE_CHECKING
+
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.commands.jobrun import output_folder, run_in_foreground
 from sentinel.errors import SentinelError
-from sentinel.pruning.benchmark import BenchmarkConfig, BenchmarkResult
-from sentinel.store import Store
+
+if TYPE_CHECKING:   # heavy modules are imported inside run, so `sentinel --help` stays fast
+    from sentinel.pruning.benchmark import BenchmarkResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +54,10 @@ def _levels(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sentinel.commands.jobrun import output_folder, run_in_foreground
+    from sentinel.pruning.benchmark import BenchmarkConfig, BenchmarkResult
+    from sentinel.store import Store
+
     config = BenchmarkConfig(
         out=args.out, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
         levels=_levels(args.levels), steps=args.steps, distill=args.distill, model=args.model, text=args.text,

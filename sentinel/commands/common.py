@@ -23,11 +23,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def writable_folder(path: str) -> Path:
-    """Check that `path` can be created/written before any long work starts."""
-    folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise SentinelError(f"{folder} exists and is a file; give a folder path.")
+def writable_folder(path: str, kind: str = "model") -> Path:
+    """Check that `path` may and can be written (new, empty, or Sentinel's own `kind` output) before any work."""
+    from sentinel.files import check_output_folder
+
+    folder = check_output_folder(path, kind)
     parent = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
         raise SentinelError(f"Cannot write under {parent}; choose a writable folder.")

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.data import blocks_from_texts, describe_source, load_texts
 from sentinel.errors import DataError, UnsupportedModelError
-from sentinel.evaluation.perplexity import perplexity
-from sentinel.evaluation.speed import measure_speed
-from sentinel.models import load_model
 
 MAX_DEFAULT_SEQ_LEN = 1024
 
@@ -40,8 +34,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and text, measure, print; returns the exit code."""
+    import torch
+
+    from sentinel.data import blocks_from_texts, describe_source, load_texts
+    from sentinel.evaluation.perplexity import perplexity
+    from sentinel.evaluation.speed import measure_speed
+    from sentinel.models import load_model
+
     if args.max_tokens is not None and args.max_tokens < 2:
         raise DataError(f"--max-tokens must be at least 2, got {args.max_tokens}.")
+    for flag, value, least in (("--seq-len", args.seq_len, 2), ("--stride", args.stride, 1),
+                               ("--batch-size", args.batch_size, 1), ("--runs", args.runs, 1),
+                               ("--prompt-tokens", args.prompt_tokens, 1), ("--new-tokens", args.new_tokens, 1)):
+        if value is not None and value < least:   # checked here: 0 must not silently become the default
+            raise DataError(f"{flag} must be at least {least}, got {value}.")
+    if args.stride is not None and args.seq_len is not None and args.stride > args.seq_len:
+        raise DataError(f"--stride {args.stride} is longer than the window (--seq-len {args.seq_len}); "
+                        "use a stride of at most the window.")
     if args.threads is not None:
         if args.threads < 1:
             raise DataError(f"--threads must be at least 1, got {args.threads}.")
@@ -53,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise UnsupportedModelError(f"{loaded.source} is not a causal language model; perplexity and decode speed "
                                     "are defined for causal LMs only.")
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or MAX_DEFAULT_SEQ_LEN
-    seq_len = args.seq_len or min(positions, MAX_DEFAULT_SEQ_LEN)
+    seq_len = args.seq_len if args.seq_len is not None else min(positions, MAX_DEFAULT_SEQ_LEN)
     blocks = blocks_from_texts(loaded.tokenizer, texts, seq_len, describe_source(source), args.max_tokens)
     data = blocks.stream() if args.stride else blocks.input_ids
     ppl = perplexity(loaded.model, loaded.tokenizer, data, seq_len=seq_len, stride=args.stride,

@@ -12,15 +12,14 @@ import argparse
 import os
 import sys
 
+from typing import TYPE_CHECKING
+
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.commands.jobrun import output_folder, run_in_foreground
 from sentinel.errors import SentinelError
-from sentinel.jobs import ProgressEvent
-from sentinel.pruning import parse_plan_text
-from sentinel.pruning.plan import plan_to_json
-from sentinel.store import Store
-from sentinel.training.config import FineTuneConfig
-from sentinel.training.job import FineTuneJob, run_finetune
+
+if TYPE_CHECKING:   # heavy modules are imported inside the functions, so `sentinel --help` stays fast
+    from sentinel.store import Store
+    from sentinel.training.job import FineTuneJob
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_job(args: argparse.Namespace) -> FineTuneJob:
     """The FineTuneJob the arguments describe; bad values raise a SentinelError before anything loads."""
+    from sentinel.commands.jobrun import output_folder
+    from sentinel.pruning import parse_plan_text
+    from sentinel.pruning.plan import plan_to_json
+    from sentinel.training.config import FineTuneConfig
+    from sentinel.training.job import FineTuneJob
+
     if args.steps <= 0:
         raise SentinelError(f"--steps must be at least 1, got {args.steps}.")
     fifth = max(1, args.steps // 5)
@@ -85,6 +90,9 @@ def build_job(args: argparse.Namespace) -> FineTuneJob:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sentinel.commands.jobrun import run_in_foreground
+    from sentinel.store import Store
+
     job = build_job(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _run_distributed(job, args)
@@ -125,6 +133,10 @@ def _describe(summary: dict) -> str:
 
 def _run_distributed(job: FineTuneJob, args: argparse.Namespace) -> int:
     """One process of a multi-process launch: train in the foreground; only rank 0 records, saves and prints."""
+    from sentinel.jobs import ProgressEvent
+    from sentinel.store import Store
+    from sentinel.training.job import run_finetune
+
     first = int(os.environ.get("RANK", "0")) == 0
     store = Store() if first else None
     experiment = _record(store, job) if store is not None else None

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from sentinel.commands.common import add_model_arguments, print_json
-from sentinel.generation import generate_text
-from sentinel.models import load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, generate, print; returns the exit code."""
+    from sentinel.generation import generate_text
+    from sentinel.models import load_model
+
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     result = generate_text(loaded.model, loaded.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                            greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

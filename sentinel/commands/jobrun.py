@@ -11,14 +11,16 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from sentinel.commands.common import writable_folder
+from sentinel.files import prepare_run_folder
 from sentinel.errors import SentinelError
 from sentinel.jobs import JobManager
 from sentinel.store import JobRecord, Store
 
 
 def run_in_foreground(store: Store, kind: str, params: Mapping[str, Any], device: str, experiment_id: str | None,
-                      description: str, unit: str = "step") -> tuple[JobRecord, bool]:
-    """Submit a job and wait for it with a progress bar on stderr; returns (its record, whether Ctrl-C stopped it).
+                      description: str, unit: str = "step", resume: str | None = None) -> tuple[JobRecord, bool]:
+    """Submit a job (or `resume` one by id) and wait for it with a progress bar on stderr; returns (its record,
+    whether Ctrl-C stopped it).
 
     A job that failed on bad input raises its SentinelError message (one line, exit 2 in the CLI).
     """
@@ -45,7 +47,11 @@ def run_in_foreground(store: Store, kind: str, params: Mapping[str, Any], device
     manager.subscribe(listen)
     stopped = False
     try:
-        job_id = manager.submit(kind, params, device=device, experiment_id=experiment_id)
+        if resume is not None:
+            manager.resume(resume)
+            job_id = resume
+        else:
+            job_id = manager.submit(kind, params, device=device, experiment_id=experiment_id)
         try:
             job = manager.wait(job_id)
         except KeyboardInterrupt:
@@ -64,10 +70,7 @@ def run_in_foreground(store: Store, kind: str, params: Mapping[str, Any], device
 
 
 def output_folder(path: str) -> Path:
-    """Create the --out folder now (absolute), so an unwritable path is one clear error before any work starts."""
-    folder = writable_folder(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SentinelError(f"Cannot create the output folder {folder}: {err.strerror}. Choose a writable folder.") from None
-    return folder.resolve()
+    """Create and mark the --out folder now (absolute), so a refused or unwritable path is one clear error
+    before any work starts (new, empty, or an earlier Sentinel run's folder only)."""
+    writable_folder(path, kind="run")
+    return prepare_run_folder(path)

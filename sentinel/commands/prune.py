@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sentinel.commands.analyze import add_text_arguments, score_model
+from typing import TYPE_CHECKING
+
+from sentinel.commands.analyze import add_text_arguments
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 from sentinel.errors import SentinelError
-from sentinel.evaluation.size import parameter_count
-from sentinel.models import load_model, save_model
-from sentinel.pruning import mask_heads, parse_plan_text, remove_heads
-from sentinel.pruning.plan import HeadPlan, plan_to_json
-from sentinel.pruning.strategies import check_min_heads, get_strategy, strategy_names
+
+if TYPE_CHECKING:   # heavy modules are imported inside run, so `sentinel --help` stays fast
+    from sentinel.pruning.plan import HeadPlan
+
+STRATEGY_HELP = "entropy, magnitude, gradient, random, hybrid, ... (an unknown name lists them all)"
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--heads", help='explicit plan, e.g. "0:1,3;5:0" (layer:heads; ...)')
-    how.add_argument("--strategy", help=f"choose heads by a metric: {', '.join(strategy_names())}")
+    how.add_argument("--strategy", help=f"choose heads by a metric: {STRATEGY_HELP}")
     p.add_argument("--ratio", type=float, default=None,
                    help="with --strategy: fraction of the active heads to prune, in [0, 1); "
                         "round(ratio x heads), halves rounded down")
@@ -39,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sentinel.commands.analyze import score_model
+    from sentinel.evaluation.size import parameter_count
+    from sentinel.models import load_model, save_model
+    from sentinel.pruning import mask_heads, parse_plan_text, remove_heads
+    from sentinel.pruning.plan import plan_to_json
+    from sentinel.pruning.strategies import check_min_heads, get_strategy
+
     out = writable_folder(args.out)
     if args.min_heads < 0:
         raise SentinelError(f"--min-heads must be 0 or more, got {args.min_heads}.")
@@ -72,5 +81,5 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         heads = sum(len(v) for v in done.values())
-        print(f"{args.mode}d {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
+        print(f"{'masked' if args.mode == 'mask' else 'removed'} {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
     return 0

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from sentinel.data import cut_blocks, join_documents
+from sentinel.demo.config import DemoBuildConfig, add_arguments  # noqa: F401  (re-exported)
 from sentinel.demo.corpus import CorpusSplits, build_corpus
 from sentinel.device import pick_device
 from sentinel.errors import DataError
+from sentinel.files import mark_folder, replace_folder_atomically
 from sentinel.evaluation.perplexity import perplexity
 
 logger = logging.getLogger(__name__)
@@ -35,44 +37,6 @@ CORPUS_DIR = "corpus"
 TRAIN_FILE = "train.jsonl.gz"
 VALIDATION_FILE = "validation.jsonl"
 SAMPLE_PROMPTS = ("Return the", "This module provides", "Create a new")
-
-
-@dataclass
-class DemoBuildConfig:
-    """Everything that decides the demo model; the defaults are the bundled model's recipe."""
-
-    out_dir: str = "assets/models/stdlib-gpt2"
-    vocab_size: int = 5120
-    n_layer: int = 6
-    n_head: int = 8
-    n_embd: int = 256
-    n_positions: int = 256
-    dropout: float = 0.0
-    batch_size: int = 8
-    max_steps: int = 900
-    learning_rate: float = 1.5e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 60
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 150
-    log_every: int = 50
-    seed: int = 0
-    validation_fraction: float = 0.05
-    max_files: int | None = None
-    stdlib_dir: str | None = None
-    device: str = "auto"
-    num_threads: int = 1  # one thread: bit-stable sums and no oversubscription on a shared CPU
-    write_card: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for build_info.json."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DemoBuildConfig:
-        """Inverse of `to_dict`."""
-        return cls(**data)
 
 
 @dataclass
@@ -192,13 +156,14 @@ def load_corpus_split(model_dir: str | Path, split: str) -> list[str]:
         return [json.loads(line)["text"] for line in handle if line.strip()]
 
 
-def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
-    """Build corpus, tokenizer and model, train with a seeded loop, save everything under `config.out_dir`."""
+def build_demo_model(config: DemoBuildConfig, write_to: str | Path | None = None) -> DemoBuildResult:
+    """Build corpus, tokenizer and model, train with a seeded loop, save everything under `config.out_dir`
+    (or into `write_to`, a staging folder that `run` then swaps into `config.out_dir` atomically)."""
     torch.manual_seed(config.seed)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     device = pick_device(config.device)
-    out_dir = Path(config.out_dir)
+    out_dir = Path(write_to if write_to is not None else config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     splits = build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
@@ -264,7 +229,7 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
     tokenizer.save_pretrained(out_dir)
     save_corpus(splits, out_dir)
     result = DemoBuildResult(
-        out_dir=str(out_dir), config=config.to_dict(), steps=step, tokens_seen=tokens_seen,
+        out_dir=str(Path(config.out_dir)), config=config.to_dict(), steps=step, tokens_seen=tokens_seen,
         train_tokens=len(train_ids), validation_tokens=len(validation_ids), training_seconds=round(training_seconds, 1),
         final_train_loss=round(last_loss, 4), machine=describe_machine(device),
         finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), corpus=splits.to_dict(),
@@ -276,22 +241,9 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
         from sentinel.demo.card import finish_model_card
 
         finish_model_card(out_dir)
+    if write_to is None:
+        mark_folder(out_dir, "model")   # so a later build (or save) may replace it, and nothing else may
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `python -m sentinel.demo build` / `sentinel build-demo-model`."""
-    defaults = DemoBuildConfig()
-    parser.add_argument("--out", default=defaults.out_dir, help="output folder (default: %(default)s)")
-    for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_positions", "batch_size", "max_steps",
-                 "warmup_steps", "eval_every", "log_every", "seed", "num_threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("dropout", "learning_rate", "weight_decay", "grad_clip", "validation_fraction"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    parser.add_argument("--max-files", type=int, default=None, help="use only the first N stdlib files (tests)")
-    parser.add_argument("--stdlib-dir", default=None, help="standard library folder (default: this Python's)")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
-    parser.add_argument("--no-card", action="store_true", help="skip the evaluation and model card at the end")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -304,5 +256,6 @@ def run(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, max_files=args.max_files, stdlib_dir=args.stdlib_dir,
         device=args.device, num_threads=args.num_threads, write_card=not args.no_card,
     )
-    build_demo_model(config)
+    # Written aside and swapped in: a crash mid-build (or mid-card) leaves the previous model whole.
+    replace_folder_atomically(config.out_dir, lambda staging: build_demo_model(config, write_to=staging))
     return 0

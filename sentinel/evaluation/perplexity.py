@@ -126,6 +126,8 @@ def perplexity(
     if max_positions is not None and seq_len > max_positions:
         raise DataError(f"seq_len {seq_len} exceeds the model's {max_positions} positions; use --seq-len "
                         f"{max_positions} or less.")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}.")
     stride = seq_len if stride is None else stride
     if not 1 <= stride <= seq_len:
         raise DataError(f"stride must be between 1 and seq_len ({seq_len}), got {stride}.")

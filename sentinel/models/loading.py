@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +17,18 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from safetensors.torch import load_model as safetensors_load_into
 from safetensors.torch import save_model as safetensors_save_from
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sentinel.device import parse_dtype, pick_device
-from sentinel.errors import ModelLoadError, SentinelError
+from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError
+from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.heads import model_heads
+from sentinel.models.hub import hub_reachable
 from sentinel.models.layout import HeadLayout
-from sentinel.pruning.masks import mask_heads, pruning_history
-from sentinel.pruning.removal import keep_only
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +77,21 @@ def load_model(
         raise ModelLoadError(f"{source} is a file; give the folder that holds config.json and the weights.")
     if local.is_dir() and not (local / "config.json").is_file():
         raise ModelLoadError(f"{source} has no config.json; it is not a Hugging Face model folder.")
+    if local.is_dir():
+        refuse_unsafe_folder(local)   # pickle-only weights are refused before anything is read
+    offline = not local.is_dir() and not _looks_like_path(source) and not hub_reachable()
+    if offline:   # use the local cache only: one clear error in seconds instead of retries
+        logger.info("The Hugging Face hub cannot be reached; loading %s from the local cache only", source)
     record_path = local / RECORD_FILE
     record: dict[str, Any] = {}
     if local.is_dir() and record_path.is_file():
         record = _read_record(record_path)
         model = _load_pruned(local, record, torch_dtype, attn_implementation)
     else:
-        model = _from_pretrained(source, torch_dtype, attn_implementation)
+        model = _from_pretrained(source, torch_dtype, attn_implementation, offline)
     model.to(target)
     model.eval()
-    tokenizer = _load_tokenizer(source)
+    tokenizer = _load_tokenizer(source, offline)
     layout = model_heads(model).layout()
     seconds = time.perf_counter() - start
     logger.info("Loaded %s (%s, %d layers x %d heads) on %s in %.2fs", source, layout.family,
@@ -105,32 +109,43 @@ def _model_class(config: Any) -> type:
     return AutoModelForMaskedLM if encoder_only else AutoModelForCausalLM
 
 
-def _config(source: str | Path, attn_implementation: str | None) -> Any:
+def _config(source: str | Path, attn_implementation: str | None, offline: bool = False) -> Any:
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
     except ValueError as err:
-        raise ModelLoadError(f"Cannot read the config of {source}: {err}") from None
+        if _asks_for_remote_code(err):
+            raise _remote_code_refused(source) from None
+        raise ModelLoadError(f"Cannot read the config of {source}: {_first_line(err)}") from None
     if attn_implementation:
         config._attn_implementation = attn_implementation
     return config
 
 
-def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
-    config = _config(source, attn_implementation)
+def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation: str | None,
+                     offline: bool = False) -> nn.Module:
+    config = _config(source, attn_implementation, offline)
     cls = _model_class(config)
-    kwargs: dict[str, Any] = {"trust_remote_code": False, "dtype": dtype if dtype is not None else "auto"}
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True, "local_files_only": offline,
+                              "dtype": dtype if dtype is not None else "auto"}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         return cls.from_pretrained(source, config=config, **kwargs)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
+    except (SafetensorError, RuntimeError, ValueError) as err:   # truncated file, or shapes not the config's
+        detail = "weight shapes differ from config.json" if "mismatched" in str(err) else _first_line(err)
+        raise CorruptModelError(f"The weights of {source} cannot be loaded ({detail}); the file is truncated, "
+                                "corrupt or does not match config.json. Re-download or re-save it.") from None
 
 
 def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
     """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
+    from sentinel.pruning.masks import mask_heads, pruning_history   # here, not at the top: no import cycle
+    from sentinel.pruning.removal import keep_only
+
     config = _config(folder, attn_implementation)
     cls = _model_class(config)
     dtype = dtype if dtype is not None else getattr(config, "dtype", None)
@@ -146,13 +161,15 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
         raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")
     try:
         missing, unexpected = safetensors_load_into(model, str(weights), strict=False)
+    except SafetensorError as err:
+        raise CorruptModelError(f"{weights} is truncated or corrupt ({_first_line(err)}); save the model again.") from None
     except RuntimeError as err:  # shape mismatch: the weights were not cut the way the record says
-        raise ModelLoadError(
+        raise CorruptModelError(
             f"The weights in {folder} do not match its pruning record ({str(err).splitlines()[0]}); "
             "the folder is damaged or was edited by hand."
         ) from None
     if missing or unexpected:
-        raise ModelLoadError(
+        raise CorruptModelError(
             f"The weights in {folder} do not match its pruning record (missing: {list(missing)[:5]}, "
             f"unexpected: {list(unexpected)[:5]}); the folder is damaged or was edited by hand."
         )
@@ -173,29 +190,60 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+def _load_tokenizer(source: str, offline: bool = False) -> PreTrainedTokenizerBase:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except OSError as err:
-        raise ModelLoadError(_not_available(source, err)) from None
+        raise ModelLoadError(_not_available(source, err, offline)) from None
+    except ValueError as err:
+        if _asks_for_remote_code(err):
+            raise _remote_code_refused(source) from None
+        raise CorruptModelError(f"The tokenizer of {source} cannot be read ({_first_line(err)}); "
+                                "re-save or re-download it.") from None
+    except Exception as err:   # tokenizers/sentencepiece raise plain Exceptions on a corrupt file
+        raise CorruptModelError(f"The tokenizer of {source} cannot be read ({type(err).__name__}: "
+                                f"{_first_line(err)}); re-save or re-download it.") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def _not_available(source: str | Path, err: Exception) -> str:
+def _asks_for_remote_code(err: ValueError) -> bool:
+    return "trust_remote_code" in str(err) or "custom code" in str(err)
+
+
+def _remote_code_refused(source: str | Path) -> UnsafeModelError:
+    return UnsafeModelError(f"{source} needs its own Python code to load (auto_map / custom architecture); "
+                            "Sentinel never runs code from a model folder. Use a model of a built-in "
+                            "transformers architecture.")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _looks_like_path(source: str | Path) -> bool:
+    return str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
+
+
+def _not_available(source: str | Path, err: Exception, offline: bool = False) -> str:
     if Path(source).expanduser().is_dir():
-        return f"Cannot load {source}: {err}"
-    if str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1:
+        return f"Cannot load {source}: {_first_line(err)}"
+    if _looks_like_path(source):
         return f"No model folder at {source}; check the path."
+    if offline:
+        return (f"Model {source!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                "(offline); give a local folder, or download it on a machine with network.")
     return (
         f"Model {source!r} is not available locally and could not be fetched from the Hugging Face hub "
-        f"(offline, or no such repository). Give a local folder, or download it on a machine with network. ({err})"
+        f"(offline, or no such repository). Give a local folder, or download it on a machine with network. ({_first_line(err)})"
     )
 
 
 def pruning_record(model: nn.Module, note: dict | None = None) -> dict[str, Any]:
     """The JSON record save_model writes: kept and masked original heads per layer, and their history."""
+    from sentinel.pruning.masks import pruning_history   # here, not at the top: no import cycle
+
     heads = model_heads(model)
     layout = heads.layout()
     return {
@@ -219,18 +267,12 @@ def save_model(
 ) -> Path:
     """Write a Hugging Face folder with safetensors weights and the pruning record, atomically.
 
-    Everything is written into a temporary sibling folder which then replaces `path`, so a reader
-    never sees a half-written model.
+    `path` must be new, empty, or an earlier Sentinel model (sentinel.files.check_output_folder; anything else
+    is InvalidOutputError and nothing is touched). The folder is written aside and swapped in, so `path` always
+    holds the old complete model or the new complete one.
     """
-    target = Path(path).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise SentinelError(f"Cannot save to {target}: it is a file. Choose a folder path.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as err:
-        raise SentinelError(f"Cannot write to {target.parent}: {err.strerror}. Choose a writable folder.") from None
-    try:
+
+    def write(staging: Path) -> None:
         # Config through transformers; weights under the module's own parameter names, one safetensors
         # file, shared (tied) tensors stored once. Plain transformers can load it when nothing was removed.
         model.config.save_pretrained(staging)
@@ -240,18 +282,5 @@ def save_model(
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         (staging / RECORD_FILE).write_text(json.dumps(pruning_record(model, note), indent=2), encoding="utf-8")
-        _replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
 
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    return replace_folder_atomically(path, write, kind="model")

@@ -117,36 +117,36 @@ def finetune(
         raise DataError(f"Nothing left to train: the run is at step {start_step} of {config.max_steps}.")
     device = pick_device(config.device)
     scratch = Path(tempfile.mkdtemp(prefix="sentinel-trainer-"))   # the Trainer's output_dir; it saves nothing
-    args = _training_arguments(config, remaining, device.type == "cpu", scratch, seed=config.seed + start_step)
-    progress = ProgressCallback(config.max_steps, start_step,
-                                config.batch_size * config.gradient_accumulation_steps * args.world_size
-                                * config.block_size, on_event)
-    saved: list[tuple[Path, int]] = []
+    try:   # the scratch folder is removed whatever happens, even if the Trainer cannot be built
+        args = _training_arguments(config, remaining, device.type == "cpu", scratch, seed=config.seed + start_step)
+        progress = ProgressCallback(config.max_steps, start_step,
+                                    config.batch_size * config.gradient_accumulation_steps * args.world_size
+                                    * config.block_size, on_event)
+        saved: list[tuple[Path, int]] = []
 
-    def save(step: int) -> None:
-        if checkpoint_dir is None or not trainer.is_world_process_zero():
-            return
-        note = {"kind": "checkpoint", "step": step, "max_steps": config.max_steps, "config": config.to_dict()}
-        path = save_model(model, tokenizer, checkpoint_dir, note=note)
-        saved.append((path, step))
-        if on_checkpoint is not None:
-            on_checkpoint(path, step)
+        def save(step: int) -> None:
+            if checkpoint_dir is None or not trainer.is_world_process_zero():
+                return
+            note = {"kind": "checkpoint", "step": step, "max_steps": config.max_steps, "config": config.to_dict()}
+            path = save_model(model, tokenizer, checkpoint_dir, note=note)
+            saved.append((path, step))
+            if on_checkpoint is not None:
+                on_checkpoint(path, step)
 
-    stop = StopCallback(should_stop, config.checkpoint_every, start_step, save)
-    extra: list[TrainerCallback] = [HeadSliceGuard(model), progress, stop, *callbacks]
-    if config.early_stopping_patience:
-        extra.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    common = dict(model=model, args=args, train_dataset=TokenBlocks(data.train),
-                  eval_dataset=TokenBlocks(data.validation), processing_class=tokenizer, callbacks=extra,
-                  start_step=start_step)
-    if config.distill:
-        trainer: SentinelTrainer = DistillationTrainer(**common, teacher=teacher, alpha=config.distill_alpha,
-                                                       temperature=config.distill_temperature)
-        progress.loss_parts = lambda: (float(trainer.last_parts.kl), float(trainer.last_parts.lm))
-    else:
-        trainer = SentinelTrainer(**common)
-    trainer.remove_callback(PrinterCallback)   # our ProgressCallback reports; nothing prints to stdout
-    try:
+        stop = StopCallback(should_stop, config.checkpoint_every, start_step, save)
+        extra: list[TrainerCallback] = [HeadSliceGuard(model), progress, stop, *callbacks]
+        if config.early_stopping_patience:
+            extra.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        common = dict(model=model, args=args, train_dataset=TokenBlocks(data.train),
+                      eval_dataset=TokenBlocks(data.validation), processing_class=tokenizer, callbacks=extra,
+                      start_step=start_step)
+        if config.distill:
+            trainer: SentinelTrainer = DistillationTrainer(**common, teacher=teacher, alpha=config.distill_alpha,
+                                                           temperature=config.distill_temperature)
+            progress.loss_parts = lambda: (float(trainer.last_parts.kl), float(trainer.last_parts.lm))
+        else:
+            trainer = SentinelTrainer(**common)
+        trainer.remove_callback(PrinterCallback)   # our ProgressCallback reports; nothing prints to stdout
         before = trainer.evaluate()["eval_perplexity"]
         trainer.train()
         final_step = start_step + trainer.state.global_step

@@ -15,7 +15,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from sentinel.errors import DataError
+from sentinel.files import prepare_run_folder, remove_owned_folder, write_file_atomically
 from sentinel.jobs import JobContext, ProgressEvent
 from sentinel.models.heads import model_heads
 from sentinel.models.loading import LoadedModel, load_model, save_model
@@ -92,7 +92,7 @@ def run_finetune(
     resume: CheckpointRecord | None = None,
 ) -> dict[str, Any]:
     """Run one fine-tune job to the end (or cancellation); returns a JSON summary."""
-    out = Path(job.out).expanduser()
+    out = prepare_run_folder(job.out)   # new, empty or an earlier Sentinel run folder; marked as ours
     config = FineTuneConfig.from_dict({**job.config.to_dict(), "device": device})
     config.validate()
     # Under accelerate/torchrun every process loads on the CPU and the Trainer places it on its own GPU;
@@ -121,11 +121,9 @@ def run_finetune(
     if result.stopped != "cancelled":
         note = {"kind": "finetuned", "from": job.model or "bundled", "result": summary, "config": config.to_dict()}
         summary["model"] = str(save_model(loaded.model, loaded.tokenizer, out / "model", note=note))
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        remove_owned_folder(out / "checkpoint")
         summary["checkpoint"] = None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps({**result.to_dict(), "data": data.describe()}, indent=2),
-                                     encoding="utf-8")
+    write_file_atomically(out / "result.json", json.dumps({**result.to_dict(), "data": data.describe()}, indent=2))
     return summary
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import JobError
+from sentinel.files import prepare_run_folder
 from sentinel.jobs import JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
@@ -85,7 +86,7 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
          "base_model": base_source},
         kind="finetune", model=base_source,
     )
-    out = sentinel_home() / DASHBOARD_RUNS / experiment
+    out = prepare_run_folder(sentinel_home() / DASHBOARD_RUNS / experiment)
     start = save_model(working.model, working.tokenizer, out / "start", note={"dashboard_steps": working.history()})
     for number, step in enumerate(working.steps, start=1):
         store.record_pruned_heads(experiment, step.heads, step.mode, stage=f"dashboard step {number}")

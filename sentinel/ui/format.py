@@ -9,6 +9,7 @@ import math
 import torch
 
 from sentinel.errors import SentinelError
+from sentinel.files import redact_server_paths
 
 OUT_OF_MEMORY_ADVICE = (
     "Try a shorter sample text or fewer samples, close other sessions' jobs, choose the CPU device, "
@@ -48,9 +49,9 @@ def plain_error(error: BaseException, doing: str) -> str:
     if isinstance(error, MemoryError):
         return f"This computer ran out of memory while {doing}. {OUT_OF_MEMORY_ADVICE}"
     if isinstance(error, SentinelError):
-        return f"Could not finish {doing}: {error}"
-    if isinstance(error, OSError):
-        return f"Could not finish {doing}: {error.strerror or error} ({error.filename or 'no file named'})."
+        return redact_server_paths(f"Could not finish {doing}: {error}")
+    if isinstance(error, OSError):   # the file name stays in the server log, not on the visitor's screen
+        return f"Could not finish {doing}: {error.strerror or type(error).__name__}."
     raise TypeError(f"plain_error() does not describe {type(error).__name__}; let it propagate.") from error
 
 

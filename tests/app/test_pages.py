@@ -116,7 +116,7 @@ def test_sessions_prune_their_own_copies(bundled):
 
 # --- errors: readable messages, the app keeps running, the session keeps its state ---------------------------
 
-def test_a_model_that_cannot_be_loaded():
+def test_a_model_that_cannot_be_loaded(app_home):
     at = open_app("prune")
     at.button(key="prune_go").click().run()
     at.switch_page("app_pages/model.py").run()
@@ -124,8 +124,33 @@ def test_a_model_that_cannot_be_loaded():
     at.text_input(key="model_folder").set_value("/nonexistent/model").run()
     at.button(key="model_load").click().run()
     assert_clean(at)
-    assert errors(at) == ["Could not finish loading the model: No model folder at /nonexistent/model; check the path."]
+    [outside] = errors(at)
+    assert outside.startswith("Could not finish loading the model: Only model folders under this app's model folders")
     assert len(dashboard(at).working.status()) == 14       # the pruned session model is still there
+    # a folder that exists outside the allowed roots gets the very same message: the field cannot probe the disk
+    at.text_input(key="model_folder").set_value("/etc").run()
+    at.button(key="model_load").click().run()
+    assert errors(at) == [outside]
+    # inside the data folder, a missing model is named as such
+    at.text_input(key="model_folder").set_value(str(app_home / "no-such-model")).run()
+    at.button(key="model_load").click().run()
+    assert errors(at) == [f"Could not finish loading the model: No model folder at <data folder>/no-such-model; "
+                          "check the path."]
+
+
+def test_saving_over_a_saved_model_asks_first(app_home):
+    at = open_app("prune")
+    at.text_input(key="save_name").set_value("asks-first").run()
+    at.button(key="save_go").click().run()
+    assert_clean(at)
+    assert (app_home / "models" / "asks-first" / "config.json").is_file()
+    at.run()
+    assert at.button(key="save_go").disabled and not at.checkbox(key="save_replace").value
+    at.checkbox(key="save_replace").check().run()
+    assert not at.button(key="save_go").disabled
+    at.button(key="save_go").click().run()
+    assert_clean(at)
+    assert not errors(at)
 
 
 def test_a_ratio_that_breaks_min_heads():
@@ -191,3 +216,17 @@ def test_a_failed_job(monkeypatch):
     assert errors(at) == ["The fine-tuning job failed: RuntimeError: the training data vanished"]
     assert dashboard(at).working is not None and dashboard(at).tuned is None
     assert not math.isnan(at.progress[0].value)
+
+
+def test_a_corrupt_store_is_a_plain_message(monkeypatch, tmp_path):
+    from sentinel.store import Store
+    from sentinel.ui import state as ui_state
+
+    garbage = tmp_path / "sentinel.db"
+    garbage.write_bytes(b"not a database " * 100)
+    monkeypatch.setattr(ui_state, "shared_store", lambda: Store(garbage))
+    at = open_app("experiments")
+    assert_clean(at)
+    [message] = errors(at)
+    assert message.startswith("Could not finish reading the experiment store: The store") and "corrupt" in message
+    assert "Traceback" not in message

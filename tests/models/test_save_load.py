@@ -74,7 +74,7 @@ def test_save_replaces_an_existing_folder_atomically(tmp_path):
 def test_offline_hub_id_is_a_clear_error():
     with pytest.raises(ModelLoadError) as err:
         load_model("some-org/surely-not-cached-model", device="cpu")
-    assert "not available locally" in str(err.value)
+    assert "not in the local Hugging Face cache" in str(err.value)
 
 
 def test_missing_folder_and_folder_without_config(tmp_path):
