@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sentinel.commands.finetune",
     "sentinel.commands.benchmark",
     "sentinel.commands.build_demo_model",
+    "sentinel.commands.export",
 ]
 
 
