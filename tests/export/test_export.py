@@ -163,3 +163,16 @@ def test_per_layer_config_support_is_probed():
 
     support = per_layer_config_support(transformers.LlamaConfig, "llama")
     assert isinstance(support["supported"], bool) and support["detail"]
+
+
+def test_a_per_layer_strategy_on_grouped_query_attention_exports(tmp_path):
+    from sentinel.metrics import compute_scores
+    from sentinel.pruning.strategies import get_strategy
+
+    model = make_tiny_model("llama")
+    strategy = get_strategy("magnitude", pruning_ratio=0.5, min_heads=1, seed=0, scope="per_layer",
+                            whole_kv_groups=True)
+    remove_heads(model, strategy.select_heads_to_prune(model, compute_scores(model, ["magnitude"], None, seed=0)))
+    result = export_model(model, None, tmp_path / "out")
+    assert (result.heads, result.kv_heads) == (4, 1)
+    assert result.verified_max_abs_diff <= 1e-5
