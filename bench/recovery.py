@@ -60,7 +60,7 @@ def main() -> None:
                                 whole_kv_groups=True)
         pruned = copy.deepcopy(base)
         if needs_data(list(strategy.metrics)):
-            raise SystemExit(f"{args.strategy} needs data; this benchmark uses data-free strategies (magnitude, random).")
+            raise SystemExit(f"{args.strategy} needs data; use magnitude or random here.")
         scores = compute_scores(pruned, list(strategy.metrics), None, seed=0) if strategy.metrics else {}
         plan = strategy.select_heads_to_prune(pruned, scores)
         remove_heads(pruned, plan)

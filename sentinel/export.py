@@ -117,7 +117,8 @@ def export_model(
     export_note = {"export": {"config_changes": summary["changes"]}, **(note or {})}
     target = save_model(work, tokenizer, path, note=export_note, config=stock)
     result = ExportResult(
-        path=str(target), family=summary["family"], model_type=stock.model_type, model_class=_model_class(stock).__name__,
+        path=str(target), family=summary["family"], model_type=stock.model_type,
+        model_class=_model_class(stock).__name__,
         blocks=summary["blocks"], heads=summary["heads"], kv_heads=summary["kv_heads"], mlp_width=summary["mlp_width"],
         config_changes=summary["changes"], masked_removed={str(k): v for k, v in masked.items()},
         per_layer_config=summary["per_layer_config"], notes=notes,

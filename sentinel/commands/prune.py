@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         heads = sum(len(v) for v in done.values())
-        recovered = "" if recovery is None else (f"; recovered ({recovery['method']}, {len(recovery['fits'])} "
-                                                 f"projections, {recovery['tokens']} tokens, {recovery['seconds']:.1f}s)")
+        recovered = "" if recovery is None else (
+            f"; recovered ({recovery['method']}, {len(recovery['fits'])} projections, {recovery['tokens']} tokens, "
+            f"{recovery['seconds']:.1f}s)")
         print(f"{args.mode}d {heads} heads; parameters {before:,} -> {after:,}{recovered}; saved to {out}")
     return 0
 

@@ -66,7 +66,7 @@ class CalibrationConfig:
 
 @dataclass
 class ProjectionFit:
-    """One re-fitted projection and its relative reconstruction error ||XWᵀ+b−Y||² / ||Y−mean Y||² on calibration."""
+    """One re-fitted projection and its relative error ||XWᵀ+b−Y||² / ||Y−mean Y||² on the calibration text."""
 
     layer: int
     part: str               # "attention" or "mlp"
