@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 
 from sentinel import load_model, mask_heads, remove_heads
 from sentinel.export import ExportError, export_model, per_layer_config_support
+from sentinel.models.heads import model_heads
 from tests.conftest import ALL_FAMILIES, CAUSAL_FAMILIES, make_char_tokenizer, make_tiny_model, sample_ids
 from tests.export.standins import standin_drop_blocks, standin_slice_mlp
 
@@ -143,10 +145,14 @@ def test_head_removal_is_not_expressible_for_derived_head_size(family, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-def test_non_uniform_llama_heads_name_the_blocks(tmp_path):
-    model = make_tiny_model("llama")
-    remove_heads(model, {0: [0, 1, 2, 3]})
-    with pytest.raises(ExportError, match=r"0: 4 heads/1 K/V, 1: 8 heads/2 K/V, 2: 8 heads/2 K/V.*--scope per_layer"):
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+def test_non_uniform_grouped_query_heads_name_the_blocks(family, tmp_path):
+    model = make_tiny_model(family)
+    group = model_heads(model).kv_group_size        # llama: 4 query heads per K/V head, mistral/qwen2: 2
+    remove_heads(model, {0: list(range(group))})
+    kept, full = len(model_heads(model).present(0)), model_heads(model).num_heads
+    listed = f"0: {kept} heads/1 K/V, 1: {full} heads/2 K/V, 2: {full} heads/2 K/V"
+    with pytest.raises(ExportError, match=re.escape(listed) + ".*--scope per_layer"):
         export_model(model, None, tmp_path / "out")
 
 
