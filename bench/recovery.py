@@ -4,7 +4,10 @@ Bundled model, heads chosen by a strategy (default magnitude, global) at each ra
 recovery, `bias` and `lstsq` (sentinel.pruning.recovery) on calibration text from the bundled train split.
 Perplexity on the bundled validation split, windows of 256 (the `sentinel evaluate` protocol). Recovery
 wall time: each method is repeated `--runs` times from the same pruned copy, interleaved round by round
-(the order rotates), median and spread reported. Run: python bench/recovery.py [--runs 3] [--threads 1]
+(the order rotates), median and spread reported. With --finetune-steps N, each starting point (no recovery,
+bias, lstsq) is then fine-tuned N steps (sentinel.training.finetune defaults: AdamW, lr 1e-4, batch 8 x 128,
+bundled train split, seed 0) and measured again.
+Run: python bench/recovery.py [--runs 3] [--threads 1] [--finetune-steps 50]
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from sentinel.evaluation.perplexity import perplexity
 from sentinel.metrics import compute_scores, needs_data
 from sentinel.pruning.recovery import CalibrationConfig, calibration_batches, recover
 from sentinel.pruning.strategies import get_strategy
+from sentinel.training.config import FineTuneConfig
+from sentinel.training.finetune import finetune, load_finetune_data
 
 METHODS = ("bias", "lstsq")
 
@@ -38,6 +43,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--ridge", type=float, default=1e-3)
+    parser.add_argument("--finetune-steps", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,6 +54,13 @@ def main() -> None:
 
     def ppl(model: torch.nn.Module) -> float:
         return perplexity(model, loaded.tokenizer, blocks.input_ids, seq_len=256).perplexity
+
+    def tuned(start: torch.nn.Module, steps: int) -> torch.nn.Module:
+        model = copy.deepcopy(start)
+        config = FineTuneConfig(max_steps=steps, eval_every=0, eval_max_tokens=128, device="cpu", seed=0)
+        finetune(model, loaded.tokenizer, load_finetune_data(loaded.tokenizer, block_size=config.block_size,
+                                                             max_validation_tokens=128), config)
+        return model.eval()
 
     calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
     batches = calibration_batches(base, loaded.tokenizer, calibration)
@@ -66,6 +79,7 @@ def main() -> None:
         remove_heads(pruned, plan)
         row = {"ratio": ratio, "heads_removed": sum(len(v) for v in plan.values()),
                "perplexity": {"none": ppl(pruned)}, "seconds": {m: [] for m in METHODS}, "fits": {}}
+        starts = {"none": pruned}
         for run in range(args.runs):
             order = METHODS if run % 2 == 0 else METHODS[::-1]
             for method in order:
@@ -76,9 +90,13 @@ def main() -> None:
                 if run == 0:
                     row["perplexity"][method] = ppl(candidate)
                     row["fits"][method] = len(result.fits)
+                    starts[method] = candidate
         gap = row["perplexity"]["none"] - report["unpruned_perplexity"]
         row["gap_closed"] = {m: (row["perplexity"]["none"] - row["perplexity"][m]) / gap for m in METHODS}
         row["median_seconds"] = {m: statistics.median(v) for m, v in row["seconds"].items()}
+        if args.finetune_steps:
+            row["finetune_steps"] = args.finetune_steps
+            row["after_finetune"] = {name: ppl(tuned(start, args.finetune_steps)) for name, start in starts.items()}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
     print(json.dumps(report, indent=2))
