@@ -114,6 +114,8 @@ def export_model(
         notes.append(f"removed {count} masked heads first (a stock checkpoint has no masks)")
         logger.warning("Export: removed %d masked heads first (a stock checkpoint has no masks).", count)
     stock, summary = stock_config(work)
+    if not getattr(stock, "architectures", None):   # lets Auto classes and pipelines pick the right head
+        stock.architectures = [type(work).__name__]
     export_note = {"export": {"config_changes": summary["changes"]}, **(note or {})}
     target = save_model(work, tokenizer, path, note=export_note, config=stock)
     result = ExportResult(
@@ -270,6 +272,7 @@ def verify_export(model: nn.Module, folder: str | os.PathLike, atol: float = 1e-
     bound = atol if param.dtype == torch.float32 else 1e-2
     if diff > bound * max(1.0, float(expected.abs().max())):
         raise ExportError(f"The exported model's logits differ from the pruned model's by {diff:.3g}; "
-                          f"the checkpoint at {folder} is not faithful. Please report this.")
+                          f"the checkpoint written at {folder} is not faithful; do not use it, and please "
+                          "report this.")
     return diff
 
