@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sentinel import remove_heads, save_model
+from sentinel.export import export_model
 from sentinel.models import load_model
 from sentinel.models.heads import model_heads
 from sentinel.pruning.recovery import RecoveryError, recover
@@ -109,6 +110,8 @@ def test_bias_creates_a_llama_bias_that_saves_and_reloads(tmp_path):
     save_model(model, make_char_tokenizer(), tmp_path / "m")
     loaded = load_model(tmp_path / "m", device="cpu")
     assert torch.allclose(_logits(loaded.model), _logits(model), atol=1e-5)
+    remove_heads(model, {layer: [0, 1, 2, 3] for layer in (0, 2)})   # uniform again: exportable
+    assert export_model(model, None, tmp_path / "stock").verified_max_abs_diff <= 1e-5
 
 
 def test_bias_is_refused_where_the_family_cannot_hold_one():
