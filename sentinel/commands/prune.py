@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _remove(loaded, plan: HeadPlan, note: dict, args: argparse.Namespace) -> tuple[HeadPlan, dict | None]:
     """Remove the heads, then (with --recover) re-fit the output projections; the note records the recovery."""
+    from sentinel.pruning import remove_heads
     from sentinel.pruning.recovery import CalibrationConfig, prune_and_recover
 
     method = None if args.recover == "none" else args.recover
