@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sentinel.commands.finetune",
     "sentinel.commands.benchmark",
     "sentinel.commands.build_demo_model",
+    "sentinel.commands.export",
     "sentinel.commands.jobs",
 ]
 

@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_text_arguments(p)
     p.add_argument("--mode", choices=["mask", "remove"], default="remove",
                    help="mask (reversible gates) or remove (smaller, faster weights); default remove")
+    p.add_argument("--recover", choices=["none", "lstsq", "bias"], default="none",
+                   help="with --mode remove: re-fit the output projections on calibration text, no training "
+                        "(lstsq: least squares; bias: mean compensation); default none")
+    p.add_argument("--calibration-text", default=None,
+                   help="text for --recover (same forms as --text; default the bundled train split)")
+    p.add_argument("--calibration-samples", type=int, default=128,
+                   help="sequences of --seq-len tokens for --recover (default 128; --seq-len default 128)")
     p.add_argument("--out", required=True, help="folder to save the pruned model in")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.commands.analyze import score_model
     from sentinel.evaluation.size import parameter_count
     from sentinel.models import load_model, save_model
-    from sentinel.pruning import mask_heads, parse_plan_text, remove_heads
+    from sentinel.pruning import mask_heads, parse_plan_text
     from sentinel.pruning.plan import plan_to_json
     from sentinel.pruning.strategies import check_min_heads, get_strategy
 
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                                 scope=args.scope, whole_kv_groups=args.mode == "remove")
     else:
         requested = parse_plan_text(args.heads)
+    if args.recover != "none" and args.mode != "remove":
+        raise SentinelError("--recover re-fits weights after units are removed; use it with --mode remove.")
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model = loaded.model
     if args.strategy is not None:
@@ -73,13 +82,40 @@ def run(args: argparse.Namespace) -> int:
     if not plan:
         logger.warning("The plan is empty (ratio %s rounds to 0 heads); saving the model unchanged.", args.ratio)
     before = parameter_count(model)
-    done = remove_heads(model, plan, note=note) if args.mode == "remove" else mask_heads(model, plan)
+    recovery = None
+    if args.mode == "remove":
+        done, recovery = _remove(loaded, plan, note, args)
+    else:
+        done = mask_heads(model, plan)
     save_model(model, loaded.tokenizer, out, note=note)
     after = parameter_count(model)
     result = {"pruned": plan_to_json(done), "params_before": before, "params_after": after, "out": str(out)}
+    if recovery is not None:
+        result["recovery"] = recovery
     if args.json:
         print_json(result)
     else:
         heads = sum(len(v) for v in done.values())
-        print(f"{'masked' if args.mode == 'mask' else 'removed'} {heads} heads; parameters {before:,} -> {after:,}; saved to {out}")
+        recovered = "" if recovery is None else (
+            f"; recovered ({recovery['method']}, {len(recovery['fits'])} projections, {recovery['tokens']} tokens, "
+            f"{recovery['seconds']:.1f}s)")
+        verb = "masked" if args.mode == "mask" else "removed"
+        print(f"{verb} {heads} heads; parameters {before:,} -> {after:,}{recovered}; saved to {out}")
     return 0
+
+
+def _remove(loaded, plan: HeadPlan, note: dict, args: argparse.Namespace) -> tuple[HeadPlan, dict | None]:
+    """Remove the heads, then (with --recover) re-fit the output projections; the note records the recovery."""
+    from sentinel.pruning import remove_heads
+    from sentinel.pruning.recovery import CalibrationConfig, prune_and_recover
+
+    method = None if args.recover == "none" else args.recover
+    calibration = CalibrationConfig(text=args.calibration_text or "bundled:train", samples=args.calibration_samples,
+                                    seq_len=args.seq_len or CalibrationConfig.seq_len)
+    done, result = prune_and_recover(loaded.model, loaded.tokenizer, lambda m: remove_heads(m, plan, note=note),
+                                     method, calibration)
+    if result is None:
+        return done, None
+    summary = {**result.to_dict(), "calibration": calibration.to_dict()}
+    note["recover"] = {k: summary[k] for k in ("method", "tokens", "ridge", "calibration")}
+    return done, summary

@@ -147,6 +147,8 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     from sentinel.pruning.removal import keep_only
 
     config = _config(folder, attn_implementation)
+    for key, value in record.get("original_config", {}).items():  # an exported folder: back to original shapes
+        setattr(config, key, value)
     cls = _model_class(config)
     dtype = dtype if dtype is not None else getattr(config, "dtype", None)
     model = cls.from_config(config, dtype=dtype) if cls.__name__.startswith("AutoModel") else cls._from_config(
@@ -264,23 +266,29 @@ def save_model(
     tokenizer: PreTrainedTokenizerBase | None,
     path: str | os.PathLike,
     note: dict | None = None,
+    config: Any | None = None,
 ) -> Path:
     """Write a Hugging Face folder with safetensors weights and the pruning record, atomically.
 
     `path` must be new, empty, or an earlier Sentinel model (sentinel.files.check_output_folder; anything else
     is InvalidOutputError and nothing is touched). The folder is written aside and swapped in, so `path` always
-    holds the old complete model or the new complete one.
+    holds the old complete model or the new complete one. `config` (used by export) is written instead of
+    `model.config`; the original values it changes go into the record's `original_config`, so load_model can rebuild.
     """
 
     def write(staging: Path) -> None:
         # Config through transformers; weights under the module's own parameter names, one safetensors
         # file, shared (tied) tensors stored once. Plain transformers can load it when nothing was removed.
-        model.config.save_pretrained(staging)
+        (config if config is not None else model.config).save_pretrained(staging)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(staging)
         safetensors_save_from(model, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        (staging / RECORD_FILE).write_text(json.dumps(pruning_record(model, note), indent=2), encoding="utf-8")
+        record = pruning_record(model, note)
+        if config is not None:
+            original, written = model.config.to_dict(), config.to_dict()
+            record["original_config"] = {k: v for k, v in original.items() if k in written and written[k] != v}
+        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
 
     return replace_folder_atomically(path, write, kind="model")

@@ -125,6 +125,8 @@ class FamilyAdapter(ABC):
     examples: ClassVar[str]
     tested_model_types: ClassVar[tuple[str, ...]]
     cache_kwarg: ClassVar[str] = "past_key_values"
+    # The MLP output projection (down_proj / c_proj / fc2 / ...), as a path from the transformer block.
+    mlp_output: ClassVar[str]
 
     @abstractmethod
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:

@@ -18,6 +18,7 @@ class BertAdapter(FamilyAdapter):
     family = "bert"
     examples = "BERT / RoBERTa (query/key/value + output.dense)"
     tested_model_types = ("bert", "roberta")
+    mlp_output = "output.dense"
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         found = []

@@ -19,6 +19,7 @@ class GPT2Adapter(FamilyAdapter):
     family = "gpt2"
     examples = "GPT-2 / DistilGPT2 (fused c_attn, Conv1D)"
     tested_model_types = ("gpt2",)
+    mlp_output = "mlp.c_proj"
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [

@@ -16,6 +16,7 @@ class GPTNeoXAdapter(FamilyAdapter):
     family = "gpt_neox"
     examples = "GPT-NeoX / Pythia (fused query_key_value, interleaved per head)"
     tested_model_types = ("gpt_neox",)
+    mlp_output = "mlp.dense_4h_to_h"
     cache_kwarg = "layer_past"
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:

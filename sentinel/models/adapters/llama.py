@@ -19,6 +19,7 @@ class LlamaAdapter(FamilyAdapter):
     family = "llama"
     examples = "Llama / Mistral / Qwen2 (q_proj/k_proj/v_proj/o_proj, grouped-query attention)"
     tested_model_types = ("llama", "mistral", "qwen2")
+    mlp_output = "mlp.down_proj"
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [

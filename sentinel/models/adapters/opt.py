@@ -15,6 +15,7 @@ class OPTAdapter(FamilyAdapter):
     family = "opt"
     examples = "OPT (q_proj/k_proj/v_proj + out_proj)"
     tested_model_types = ("opt",)
+    mlp_output = "fc2"
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [

@@ -1,0 +1,44 @@
+"""`sentinel export`: write a pruned model as a stock Hugging Face checkpoint that plain transformers loads.
+
+Masked heads are removed first. Shapes must be uniform across blocks and expressible in the family's
+config (Llama/Mistral/Qwen2: heads, K/V heads, MLP width, blocks; GPT-2/OPT/BERT/RoBERTa/GPT-NeoX: MLP
+width and blocks, not heads); otherwise one line says which blocks differ and what would make it exportable.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sentinel.commands.common import add_model_arguments, print_json, writable_folder
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="write a pruned model that plain transformers loads",
+                              description=__doc__)
+    add_model_arguments(p)
+    p.add_argument("--out", required=True, help="folder to write the stock checkpoint to")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip reloading the export with plain transformers and comparing logits")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sentinel.export import export_model
+    from sentinel.models import load_model
+
+    out = writable_folder(args.out)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = export_model(loaded.model, loaded.tokenizer, out, note={"exported_from": loaded.source},
+                          verify=not args.no_verify)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.config_changes.items()) or "none"
+    for line in result.notes:
+        print(f"note: {line}")
+    checked = ("not verified" if result.verified_max_abs_diff is None
+               else f"reloaded with plain transformers, max logit difference {result.verified_max_abs_diff:.2g}")
+    print(f"exported {result.model_class} ({result.blocks} blocks, {result.heads} heads, MLP width "
+          f"{result.mlp_width}) to {result.path}; config changes: {changes}; {checked}")
+    return 0
