@@ -1,0 +1,81 @@
+"""Measured CPU speed of a dense model against its sparse / int8 versions, interleaved, with a plain verdict.
+
+Dense kernels multiply zeros like any other number, so an unstructured-sparse model saved as dense
+weights runs at the dense speed; the verdict says so when the measured ratio shows no gain.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from sentinel.evaluation.speed import measure_speed
+
+logger = logging.getLogger(__name__)
+
+NOISE = 0.05        # ratios within ±5% of 1 are reported as "no measurable difference"
+
+
+@dataclass
+class SpeedRow:
+    name: str
+    prefill_tokens_per_s: float         # median over repeats
+    decode_tokens_per_s: float
+    prefill_spread: tuple[float, float]  # min, max over repeats
+    decode_spread: tuple[float, float]
+    prefill_ratio: float                 # vs the first (reference) model; > 1 is faster
+    decode_ratio: float
+    verdict: str
+
+
+@dataclass
+class SpeedComparison:
+    rows: list[SpeedRow]
+    repeats: int
+    prompt_tokens: int
+    new_tokens: int
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
+
+
+def verdict(prefill_ratio: float, decode_ratio: float) -> str:
+    """Plain words for two speed ratios against the reference."""
+    def word(ratio: float) -> str:
+        if ratio > 1 + NOISE:
+            return f"{ratio:.2f}x faster"
+        if ratio < 1 - NOISE:
+            return f"{1 / ratio:.2f}x slower"
+        return "no measurable speed-up"
+    return f"prefill {word(prefill_ratio)}, decode {word(decode_ratio)}"
+
+
+def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = 5, prompt_tokens: int = 128,
+                  new_tokens: int = 32) -> SpeedComparison:
+    """Time every model `repeats` times, interleaved (A B C A B C ...), after one warm-up each; the first is the reference."""
+    import torch
+
+    names = list(models)
+    for name in names:                                  # warm-up
+        measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
+    prefill: dict[str, list[float]] = {n: [] for n in names}
+    decode: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for name in names:
+            r = measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
+            prefill[name].append(r.prefill_tokens_per_s)
+            decode[name].append(r.decode_tokens_per_s)
+    ref_p, ref_d = statistics.median(prefill[names[0]]), statistics.median(decode[names[0]])
+    rows = []
+    for name in names:
+        p, d = statistics.median(prefill[name]), statistics.median(decode[name])
+        rows.append(SpeedRow(name, p, d, (min(prefill[name]), max(prefill[name])),
+                             (min(decode[name]), max(decode[name])), p / ref_p, d / ref_d,
+                             "reference" if name == names[0] else verdict(p / ref_p, d / ref_d)))
+    return SpeedComparison(rows, repeats, prompt_tokens, new_tokens, torch.get_num_threads())
