@@ -22,6 +22,9 @@ COMMAND_MODULES = [
     "sentinel.commands.finetune",
     "sentinel.commands.benchmark",
     "sentinel.commands.build_demo_model",
+    "sentinel.commands.sparsify",
+    "sentinel.commands.sensitivity",
+    "sentinel.commands.quantize",
 ]
 
 

@@ -45,15 +45,23 @@ class SpeedComparison:
         return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
 
 
-def verdict(prefill_ratio: float, decode_ratio: float) -> str:
-    """Plain words for two speed ratios against the reference."""
-    def word(ratio: float) -> str:
-        if ratio > 1 + NOISE:
+def verdict(prefill_ratio: float, decode_ratio: float, prefill_clear: bool = True, decode_clear: bool = True) -> str:
+    """Plain words for two speed ratios against the reference; `*_clear` says the repeat ranges do not overlap.
+
+    A ratio counts as faster/slower only beyond ±5% and with non-overlapping ranges; otherwise it is noise.
+    """
+    def word(ratio: float, clear: bool) -> str:
+        if ratio > 1 + NOISE and clear:
             return f"{ratio:.2f}x faster"
-        if ratio < 1 - NOISE:
+        if ratio < 1 - NOISE and clear:
             return f"{1 / ratio:.2f}x slower"
         return "no measurable speed-up"
-    return f"prefill {word(prefill_ratio)}, decode {word(decode_ratio)}"
+    return f"prefill {word(prefill_ratio, prefill_clear)}, decode {word(decode_ratio, decode_clear)}"
+
+
+def _apart(a: list[float], b: list[float]) -> bool:
+    """True when the two sets of repeats do not overlap."""
+    return min(a) > max(b) or max(a) < min(b)
 
 
 def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = 5, prompt_tokens: int = 128,
@@ -77,5 +85,7 @@ def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeat
         p, d = statistics.median(prefill[name]), statistics.median(decode[name])
         rows.append(SpeedRow(name, p, d, (min(prefill[name]), max(prefill[name])),
                              (min(decode[name]), max(decode[name])), p / ref_p, d / ref_d,
-                             "reference" if name == names[0] else verdict(p / ref_p, d / ref_d)))
+                             "reference" if name == names[0] else
+                             verdict(p / ref_p, d / ref_d, _apart(prefill[name], prefill[names[0]]),
+                                     _apart(decode[name], decode[names[0]]))))
     return SpeedComparison(rows, repeats, prompt_tokens, new_tokens, torch.get_num_threads())

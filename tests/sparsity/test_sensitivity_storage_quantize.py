@@ -125,3 +125,4 @@ def test_speed_comparison_is_interleaved_and_honest():
     assert result.rows[0].prefill_ratio == 1.0 and result.rows[0].verdict == "reference"
     assert verdict(1.0, 0.99) == "prefill no measurable speed-up, decode no measurable speed-up"
     assert verdict(1.5, 0.5) == "prefill 1.50x faster, decode 2.00x slower"
+    assert verdict(1.5, 1.2, False, False) == "prefill no measurable speed-up, decode no measurable speed-up"
