@@ -92,6 +92,7 @@ class SparsityCallback(TrainerCallback):
         self.schedule = schedule
         self.on_step = on_step
         self.history: list[tuple[int, float, float]] = []     # (step, scheduled sparsity, achieved sparsity)
+        self._updates = set(schedule.update_steps()) if schedule is not None else set()
 
     def update_masks(self, step: int) -> None:
         """Recompute masks to the schedule's sparsity at `step` (old zeros stay zero, see scores)."""
@@ -111,7 +112,7 @@ class SparsityCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
         step = state.global_step
-        if self.schedule is not None and step in self.schedule.update_steps():
+        if step in self._updates:
             self.update_masks(step)
         if self.on_step is not None:
             self.on_step(step)
@@ -130,9 +131,16 @@ def start_gradual(model: nn.Module, schedule: GradualSchedule, targets: Sequence
 
 def finetune_sparse(model: nn.Module, tokenizer: Any, data: Any, config: Any, *, teacher: nn.Module | None = None,
                     callback: SparsityCallback | None = None, **kwargs: Any) -> Any:
-    """sentinel.training.finetune with zeros kept after every optimizer step (distillation: give `teacher`)."""
+    """sentinel.training.finetune with zeros kept after every optimizer step (distillation: give `teacher`).
+
+    Mid-run checkpoints are refused: they would hold weight_orig/weight_mask, not an ordinary checkpoint;
+    save after `make_permanent` instead.
+    """
     from sentinel.training.finetune import finetune
 
+    if kwargs.get("checkpoint_dir") is not None:
+        raise SparsityError("Sparse fine-tuning saves no mid-run checkpoints; call make_permanent(model) and "
+                            "save_model after it returns.")
     if callback is None:
         targets = [t for t in find_targets(model) if is_sparse_pruned(t.module)]
         callback = SparsityCallback(model, targets)

@@ -41,11 +41,11 @@ def _batches(calibration: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 def accumulated_gradients(model: nn.Module, targets: Sequence[Target], calibration: torch.Tensor,
                           batch_size: int = 4, loss_fn: LossFn = causal_lm_loss) -> dict[str, torch.Tensor]:
-    """G = Σ_b ∂L_b/∂w per target, (out, in); the model's own .grad fields are left as they were (None)."""
+    """G = Σ_b ∂L_b/∂w per target, (out, in); every .grad of the model is left as it was."""
     params = [t.parameter() for t in targets]
-    saved = [p.grad for p in params]
+    saved = {p: p.grad for p in model.parameters()}
     device = params[0].device
-    for p in model.parameters():
+    for p in saved:
         p.grad = None
     was_training = model.training
     model.eval()                                   # no dropout: the scores are deterministic
@@ -57,9 +57,7 @@ def accumulated_gradients(model: nn.Module, targets: Sequence[Target], calibrati
                  for t, p in zip(targets, params)}
     finally:
         model.train(was_training)
-        for p in model.parameters():
-            p.grad = None
-        for p, g in zip(params, saved):
+        for p, g in saved.items():
             p.grad = g
     missing = [name for name, g in grads.items() if g is None]
     if missing:
@@ -82,7 +80,7 @@ def input_norms(model: nn.Module, targets: Sequence[Target], calibration: torch.
 
     for t in targets:
         hooks.append(t.module.register_forward_pre_hook(hook_for(t.name)))
-    device = t.parameter().device
+    device = targets[0].parameter().device
     was_training = model.training
     model.eval()
     try:

@@ -52,7 +52,7 @@ class Target:
 
     def parameter(self) -> nn.Parameter:
         """The trainable parameter behind the weight (weight_orig while pruned)."""
-        return getattr(self.module, "weight_orig", None) if hasattr(self.module, "weight_orig") else self.module.weight
+        return self.module.weight_orig if hasattr(self.module, "weight_orig") else self.module.weight
 
     @property
     def numel(self) -> int:
