@@ -31,6 +31,8 @@ class SpeedRow:
     prefill_ratio: float                 # vs the first (reference) model; > 1 is faster
     decode_ratio: float
     verdict: str
+    prefill_runs: list[float]            # every repeat, tokens/s, in the order taken
+    decode_runs: list[float]
 
 
 @dataclass
@@ -48,7 +50,8 @@ class SpeedComparison:
 def verdict(prefill_ratio: float, decode_ratio: float, prefill_clear: bool = True, decode_clear: bool = True) -> str:
     """Plain words for two speed ratios against the reference; `*_clear` says the repeat ranges do not overlap.
 
-    A ratio counts as faster/slower only beyond ±5% and with non-overlapping ranges; otherwise it is noise.
+    A ratio counts as faster/slower only beyond ±5% and with non-overlapping interquartile ranges of the
+    repeats (robust to a single load spike on a shared machine); otherwise it is reported as noise.
     """
     def word(ratio: float, clear: bool) -> str:
         if ratio > 1 + NOISE and clear:
@@ -59,9 +62,17 @@ def verdict(prefill_ratio: float, decode_ratio: float, prefill_clear: bool = Tru
     return f"prefill {word(prefill_ratio, prefill_clear)}, decode {word(decode_ratio, decode_clear)}"
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
 def _apart(a: list[float], b: list[float]) -> bool:
-    """True when the two sets of repeats do not overlap."""
-    return min(a) > max(b) or max(a) < min(b)
+    """True when the interquartile ranges of the two sets of repeats do not overlap."""
+    (a1, a3), (b1, b3) = _quartiles(a), _quartiles(b)
+    return a1 > b3 or a3 < b1
 
 
 def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = 5, prompt_tokens: int = 128,
@@ -87,5 +98,6 @@ def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeat
                              (min(decode[name]), max(decode[name])), p / ref_p, d / ref_d,
                              "reference" if name == names[0] else
                              verdict(p / ref_p, d / ref_d, _apart(prefill[name], prefill[names[0]]),
-                                     _apart(decode[name], decode[names[0]]))))
+                                     _apart(decode[name], decode[names[0]])),
+                             prefill[name], decode[name]))
     return SpeedComparison(rows, repeats, prompt_tokens, new_tokens, torch.get_num_threads())

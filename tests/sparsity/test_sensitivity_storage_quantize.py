@@ -123,6 +123,7 @@ def test_speed_comparison_is_interleaved_and_honest():
     result = compare_speed({"dense": dense, "sparse": sparse}, tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
     assert [r.name for r in result.rows] == ["dense", "sparse"]
     assert result.rows[0].prefill_ratio == 1.0 and result.rows[0].verdict == "reference"
+    assert len(result.rows[1].prefill_runs) == 2
     assert verdict(1.0, 0.99) == "prefill no measurable speed-up, decode no measurable speed-up"
     assert verdict(1.5, 0.5) == "prefill 1.50x faster, decode 2.00x slower"
     assert verdict(1.5, 1.2, False, False) == "prefill no measurable speed-up, decode no measurable speed-up"
