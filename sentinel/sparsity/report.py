@@ -77,7 +77,8 @@ def _apart(a: list[float], b: list[float]) -> bool:
 
 def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = 5, prompt_tokens: int = 128,
                   new_tokens: int = 32) -> SpeedComparison:
-    """Time every model `repeats` times, interleaved (A B C A B C ...), after one warm-up each; the first is the reference."""
+    """Time every model `repeats` times, interleaved with the order rotating each round (A B C, B C A, C A B ...)
+    so neither load drifts nor position favour one model; one warm-up each; the first model is the reference."""
     import torch
 
     names = list(models)
@@ -85,8 +86,8 @@ def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeat
         measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
     prefill: dict[str, list[float]] = {n: [] for n in names}
     decode: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(repeats):
-        for name in names:
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             r = measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
             prefill[name].append(r.prefill_tokens_per_s)
             decode[name].append(r.decode_tokens_per_s)
