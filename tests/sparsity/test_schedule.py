@@ -16,7 +16,7 @@ from sentinel.sparsity.schedule import (
 )
 from sentinel.training.config import FineTuneConfig
 from sentinel.training.finetune import FineTuneData
-from tests.conftest import TINY_TEXTS, make_tiny_lm
+from tests.conftest import TINY_TEXTS, make_char_tokenizer, make_tiny_lm, make_tiny_model
 
 
 @pytest.fixture
@@ -50,6 +50,18 @@ def test_zeros_stay_zero_through_finetuning_and_save_load(lm_and_data, tmp_path,
     for t_plain, t in zip(find_targets(plain), find_targets(model)):
         assert torch.equal(t_plain.weight() == 0, zeros[t.name])
         assert torch.equal(t_plain.weight(), t.weight())
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_zeros_stay_zero_in_linear_families(family):
+    model, tokenizer = make_tiny_model(family), make_char_tokenizer()
+    blocks = cut_blocks(join_documents(tokenizer, TINY_TEXTS * 3), 16)
+    sparsify(model, SparsityConfig("l1", pattern="2:4"))
+    zeros = {t.name: (t.weight() == 0).clone() for t in find_targets(model)}
+    finetune_sparse(model, tokenizer, FineTuneData(blocks, blocks[:2], 16, "tiny"), CONFIG)
+    make_permanent(model)
+    for t in find_targets(model):
+        assert torch.equal(t.module.weight == 0, zeros[t.name]), t.name
 
 
 def test_cubic_schedule_formula():
