@@ -131,7 +131,9 @@ def is_sparse_pruned(module: nn.Module) -> bool:
 def apply_masks(targets: Sequence[Target], masks: Mapping[str, torch.Tensor]) -> None:
     """Install (first time: prune.custom_from_mask) or update in place (already pruned) each target's mask.
 
-    Updating in place keeps the same Parameter objects, so an optimizer that holds them keeps working.
+    Updating in place keeps the same Parameter objects, so an optimizer that holds them keeps working; the
+    new mask is intersected with the old one, so a pruned weight is never revived (like PyTorch's own
+    iterative pruning, which multiplies masks in a PruningContainer).
     """
     for t in targets:
         if t.name not in masks:
@@ -140,7 +142,7 @@ def apply_masks(targets: Sequence[Target], masks: Mapping[str, torch.Tensor]) ->
         module = t.module
         if is_sparse_pruned(module):
             with torch.no_grad():
-                module.weight_mask.copy_(mask.to(module.weight_mask))
+                module.weight_mask.mul_(mask.to(module.weight_mask))      # old zeros never come back
                 module.weight = module.weight_orig * module.weight_mask   # what prune's pre-hook computes
         else:
             prune.custom_from_mask(module, "weight", mask.to(module.weight.device, dtype=module.weight.dtype))

@@ -147,6 +147,17 @@ def test_pruning_again_keeps_old_zeros_and_uses_torch_prune():
     assert sparsity_stats(model).sparsity == pytest.approx(0.6, abs=1e-3)
 
 
+def test_nm_after_unstructured_never_revives_a_zero():
+    model = make_tiny_model("llama")
+    sparsify(model, SparsityConfig("l1", 0.7))
+    before = {t.name: t.weight() == 0 for t in find_targets(model)}
+    sparsify(model, SparsityConfig("random", pattern="2:4", seed=4))
+    for t in find_targets(model):
+        zeros = t.weight() == 0
+        assert (zeros | ~before[t.name]).all()                                   # old zeros kept
+        assert (zeros.reshape(zeros.shape[0], -1, 4).sum(-1) >= 2).all()          # and at most 2 of 4 survive
+
+
 def test_per_matrix_sparsities():
     model = make_tiny_model("gpt2")
     names = [t.name for t in find_targets(model)]
