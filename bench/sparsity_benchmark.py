@@ -2,6 +2,7 @@
 
 Parts (each writes bench/results/sparsity/<part>.json; run them one at a time on a shared machine):
   oneshot      method x sparsity (30/50/70/90% unstructured, 2:4) one-shot perplexity, non-zero params, bytes
+               (--scopes row: l1 and wanda compared within each output row, written to oneshot-row.json)
   finetune     a subset of cells fine-tuned 50 steps with the zeros held (and one with distillation),
                plus gradual (cubic, 0 -> 70% over the first 38 of 50 steps) and a quick lottery ticket
   sensitivity  each matrix alone at 10% and 50%, then the suggested per-matrix plan vs uniform l1
@@ -66,14 +67,16 @@ def write(part: str, data: dict[str, Any]) -> None:
     print(f"wrote {path}")
 
 
-def oneshot(loaded, evaluate, calibration) -> None:
+def oneshot(loaded, evaluate, calibration, scopes: list[str]) -> None:
     dense_ppl = evaluate(loaded.model)
     rows = []
     sizes: dict[str, Any] = {}
-    for scope in ("layer", "global"):
+    for scope in scopes:
         for method in METHODS:
             for level in LEVELS:
                 if scope == "global" and (level == "2:4" or method not in ("l1", "snip", "wanda")):
+                    continue
+                if scope == "row" and (level == "2:4" or method not in ("l1", "wanda")):
                     continue
                 model = copy.deepcopy(loaded.model)
                 done = sparsify(model, config_for(method, level, scope), calibration)
@@ -89,7 +92,8 @@ def oneshot(loaded, evaluate, calibration) -> None:
                              "sparsity": stats.sparsity, "nonzero_parameters": stats.nonzero_parameters,
                              "seconds": done.seconds})
                 print(f"{scope:6} {method:8} {key:4} ppl {ppl:10.3f}  ({done.seconds:.1f}s)", flush=True)
-    write("oneshot", {"dense_perplexity": dense_ppl, "rows": rows, "sizes": sizes})
+    part = "oneshot" if scopes == ["layer", "global"] else "oneshot-" + "-".join(scopes)
+    write(part, {"dense_perplexity": dense_ppl, "rows": rows, "sizes": sizes})
 
 
 FT_CELLS = [("l1", 0.5), ("wanda", 0.5), ("snip", 0.5), ("l1", 0.7), ("wanda", 0.7), ("wanda", "2:4"), ("l1", 0.9)]
@@ -230,6 +234,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sensitivity-tokens", type=int, default=4096)
+    parser.add_argument("--scopes", default="layer,global", help="oneshot: scopes to run (layer, global, row)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -244,7 +249,7 @@ def main() -> None:
     evaluate, _ = evaluator(loaded.tokenizer, None, 256)
     calibration = calibration_blocks(loaded.tokenizer, None, 16, 128)
     if args.part == "oneshot":
-        oneshot(loaded, evaluate, calibration)
+        oneshot(loaded, evaluate, calibration, args.scopes.split(","))
     elif args.part == "finetune":
         finetune_part(loaded, evaluate, calibration, args.steps)
     elif args.part == "sensitivity":

@@ -2,7 +2,7 @@
 optionally fine-tune with the zeros held, and save an ordinary checkpoint (masks made permanent).
 
 Method scores: l1/l2 |w|, random, gradient |dL/dw|, snip |w*dL/dw|, wanda |w|*||x||; scope layer (each
-matrix the same sparsity) or global (one threshold); pattern unstructured or N:M along the input dimension.
+matrix the same sparsity), global (one threshold) or row (each output row); pattern unstructured or N:M along the input dimension.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights set to zero, in [0, 1) "
                    "(default 0.5; an N:M pattern fixes it at 1-N/M)")
     p.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4 or 4:8")
-    p.add_argument("--scope", default="layer", help="layer (each matrix the same sparsity, default) or global")
+    p.add_argument("--scope", default="layer", help="layer (each matrix the same sparsity, default), global (one "
+                   "threshold) or row (each output row alone, as in the Wanda paper)")
     p.add_argument("--schedule", default="oneshot", help="oneshot (default), gradual (Zhu & Gupta cubic) or lottery")
     p.add_argument("--steps", type=int, default=None,
                    help="fine-tuning steps: after one-shot pruning (default none), for the whole gradual run, "

@@ -27,7 +27,7 @@ from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "row")     # row: each output row of each matrix alone (Wanda's comparison group)
 
 
 def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
@@ -61,11 +61,11 @@ class SparsityConfig:
         if self.method not in METHODS:
             raise SparsityError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
         if self.scope not in SCOPES:
-            raise SparsityError(f"Unknown scope {self.scope!r}; choose layer or global.")
+            raise SparsityError(f"Unknown scope {self.scope!r}; choose layer, global or row.")
         nm = parse_pattern(self.pattern)
         if nm is None and not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
             raise SparsityError(f"Sparsity must be in [0, 1), got {self.sparsity}.")
-        if nm is not None and self.scope == "global":
+        if nm is not None and self.scope != "layer":
             raise SparsityError("N:M patterns are chosen inside each group of M weights; use scope 'layer'.")
         for name, value in self.per_matrix.items():
             if not 0 <= value < 1:
@@ -92,6 +92,14 @@ def _keep_k_smallest_out(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view_as(scores)
 
 
+def _keep_row_smallest_out(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean keep-mask of an (out, in) matrix with exactly the k lowest scores of every row set False."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k > 0:
+        keep.scatter_(1, torch.topk(scores, k, dim=1, largest=False).indices, False)
+    return keep
+
+
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the N highest scores of every M consecutive input weights in each row of an (out, in) matrix."""
     out_f, in_f = scores.shape
@@ -107,9 +115,12 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def select_masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "layer",
                  pattern: tuple[int, int] | None = None,
                  per_matrix: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
-    """Keep-masks (True = kept), (out, in), with round(sparsity × size) zeros per matrix (layer) or overall (global)."""
+    """Keep-masks (True = kept), (out, in), with round(sparsity × size) zeros per matrix (layer), overall
+    (global), or round(sparsity × inputs) in every output row (row: the comparison group of Wanda's paper)."""
     if pattern is not None:
         return {name: nm_mask(s, *pattern) for name, s in scores.items()}
+    if scope == "row":
+        return {name: _keep_row_smallest_out(s, round(sparsity * s.shape[1])) for name, s in scores.items()}
     if scope == "layer":
         per_matrix = per_matrix or {}
         return {name: _keep_k_smallest_out(s, round(per_matrix.get(name, sparsity) * s.numel()))

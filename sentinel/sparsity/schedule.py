@@ -70,8 +70,8 @@ class GradualSchedule:
         if self.method not in MASK_ONLY_METHODS:
             raise SparsityError(f"Gradual pruning recomputes masks inside training with {', '.join(MASK_ONLY_METHODS)}; "
                                 f"{self.method} needs calibration passes, so use it one-shot.")
-        if self.scope not in ("layer", "global"):
-            raise SparsityError(f"Unknown scope {self.scope!r}; choose layer or global.")
+        if self.scope not in ("layer", "global", "row"):
+            raise SparsityError(f"Unknown scope {self.scope!r}; choose layer, global or row.")
 
     def update_steps(self) -> list[int]:
         """Steps at which masks are recomputed: start, start+every, ..., and end."""

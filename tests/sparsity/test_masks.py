@@ -51,6 +51,15 @@ def test_global_scope_hits_the_overall_count(family, method):
     assert result.stats.target_zeros == sum(zeros for zeros, _ in counts)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_row_scope_gives_every_output_row_its_exact_count(family):
+    model = make_tiny_model(family)
+    sparsify(model, SparsityConfig("wanda", 0.4, scope="row"), calibration=CALIBRATION)
+    for t in find_targets(model):
+        w = t.weight()                                            # (out, in)
+        assert ((w == 0).sum(1) == round(0.4 * w.shape[1])).all(), t.name
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "opt"])
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_pattern_holds_in_every_group_along_the_input(family, pattern):
@@ -175,7 +184,8 @@ def test_per_matrix_sparsities():
     (SparsityConfig("l1", pattern="2:x"), "N:M"),
     (SparsityConfig("l1", pattern="2:4", scope="global"), "layer"),
     (SparsityConfig("magnitude", 0.5), "Unknown method"),
-    (SparsityConfig("l1", 0.5, scope="row"), "Unknown scope"),
+    (SparsityConfig("l1", 0.5, scope="column"), "Unknown scope"),
+    (SparsityConfig("l1", pattern="2:4", scope="row"), "layer"),
 ])
 def test_bad_configs_say_what_is_wrong(config, words):
     with pytest.raises(SparsityError, match=words.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
