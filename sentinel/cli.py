@@ -28,6 +28,9 @@ COMMAND_MODULES = [
     "sentinel.commands.build_demo_model",
     "sentinel.commands.export",
     "sentinel.commands.jobs",
+    "sentinel.commands.sparsify",
+    "sentinel.commands.sensitivity",
+    "sentinel.commands.quantize",
 ]
 
 

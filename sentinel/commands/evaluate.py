@@ -8,6 +8,7 @@ from sentinel.commands.common import add_model_arguments, print_json
 from sentinel.errors import DataError, UnsupportedModelError
 
 MAX_DEFAULT_SEQ_LEN = 1024
+MIN_REPORTED_SPARSITY = 0.01     # below 1% exact zeros a model is reported as dense
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         "device": speed.device,
         "threads": torch.get_num_threads(),
     }
+    from sentinel.sparsity import sparsity_stats
+
+    sparse = sparsity_stats(loaded.model)
+    if sparse.sparsity >= MIN_REPORTED_SPARSITY:     # weight-level sparsity (sentinel sparsify) is reported when present
+        result["sparsity"] = sparse.sparsity
+        result["nonzero_parameters"] = sparse.nonzero_parameters
     if args.json:
         print_json(result)
     else:
@@ -96,4 +103,7 @@ def run(args: argparse.Namespace) -> int:
               f"parameters  {speed.params:,} ({speed.weight_bytes / 1e6:.1f} MB)\n"
               f"speed       prefill {speed.prefill_tokens_per_s:,.0f} tok/s, decode {speed.decode_tokens_per_s:,.1f} "
               f"tok/s on {speed.device}")
+        if "sparsity" in result:
+            print(f"sparsity    {result['sparsity']:.1%} of the body's weights are zero "
+                  f"({result['nonzero_parameters']:,} non-zero parameters; dense kernels, so no speed-up from it)")
     return 0
