@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
     result["nonzero_parameters"] = stats.nonzero_parameters
     result["total_parameters"] = stats.total_parameters
     note = {"how": "sparsify", **{k: v for k, v in result.items() if k not in ("gradual", "lottery")}}
-    save_model(model, tokenizer, out, note=note)
+    also_write = (lambda staging: save_compressed(model, staging / COMPRESSED_FILE)) if args.compressed else None
+    out = save_model(model, tokenizer, out, note=note, also_write=also_write)
     result["out"] = str(out)
     if args.compressed:
-        result["compressed"] = str(save_compressed(model, out / COMPRESSED_FILE))
+        result["compressed"] = str(out / COMPRESSED_FILE)
     if args.report:
         result["report"] = measure_report(dense, model, tokenizer)
     result["matrices"] = stats.to_dict()["matrices"]

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,7 @@ def save_model(
     path: str | os.PathLike,
     note: dict | None = None,
     config: Any | None = None,
+    also_write: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a Hugging Face folder with safetensors weights and the pruning record, atomically.
 
@@ -274,6 +276,8 @@ def save_model(
     is InvalidOutputError and nothing is touched). The folder is written aside and swapped in, so `path` always
     holds the old complete model or the new complete one. `config` (used by export) is written instead of
     `model.config`; the original values it changes go into the record's `original_config`, so load_model can rebuild.
+    `also_write(staging)` adds further files of Sentinel's own (e.g. a compressed sparse checkpoint) to the same
+    atomic write, so they are part of the model folder and its marker.
     """
 
     def write(staging: Path) -> None:
@@ -290,5 +294,7 @@ def save_model(
             original, written = model.config.to_dict(), config.to_dict()
             record["original_config"] = {k: v for k, v in original.items() if k in written and written[k] != v}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if also_write is not None:
+            also_write(staging)
 
     return replace_folder_atomically(path, write, kind="model")

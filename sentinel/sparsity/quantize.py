@@ -15,8 +15,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -92,14 +90,9 @@ def _int8_modules(model: nn.Module) -> dict[str, Any]:
 
 def save_int8(quantized: nn.Module, tokenizer: Any, path: str | os.PathLike) -> Path:
     """Write config, tokenizer, int8 weights + scales + float parameters (safetensors) and a JSON record; atomic."""
-    from sentinel.models.loading import _replace_folder
+    from sentinel.files import replace_folder_atomically
 
-    target = Path(path).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise SparsityError(f"Cannot save to {target}: it is a file. Choose a folder path.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    def write(staging: Path) -> None:
         tensors: dict[str, torch.Tensor] = {}
         for name, module in _int8_modules(quantized).items():
             weight, bias = module._packed_params._weight_bias()
@@ -119,11 +112,8 @@ def save_int8(quantized: nn.Module, tokenizer: Any, path: str | os.PathLike) -> 
                          "stored as int8 weights + float scales in safetensors and rebuilt on load",
                   "conv1d_as_linear": True}
         (staging / INT8_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        _replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return replace_folder_atomically(path, write, kind="model")
 
 
 def load_int8(path: str | os.PathLike) -> tuple[nn.Module, Any]:

@@ -48,6 +48,12 @@ def test_sparsify_nm_saves_an_ordinary_checkpoint_and_evaluate_reports_it(tiny_l
     dense = run_json(["evaluate", "--model", str(tiny_lm_dir), "--text", str(tiny_text_file), "--seq-len", "32",
                       "--runs", "1", "--new-tokens", "2", "--device", "cpu"], capsys)
     assert "sparsity" not in dense
+    # the compressed checkpoint is part of Sentinel's own folder: sparsifying into it again replaces it whole
+    again = run_json(["sparsify", "--model", str(tiny_lm_dir), "--method", "l1", "--sparsity", "0.3",
+                      "--compressed", "--out", str(out), *text_args], capsys)
+    assert again["sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert (out / "model.sparse.safetensors").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]   # no staging folder left behind
 
 
 @pytest.mark.parametrize("schedule", [
