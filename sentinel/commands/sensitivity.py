@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
-from pathlib import Path
 
 from sentinel.commands.common import add_model_arguments, print_json
 
@@ -30,16 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-tokens", type=int, default=4096, help="evaluation tokens per probe (default 4096)")
     p.add_argument("--out", default=None, help="write the table and suggestion as JSON to this file")
     p.add_argument("--chart", default=None, help="write the Altair heatmap as HTML to this file")
+    p.add_argument("--overwrite", action="store_true", help="with --out/--chart: replace files that exist")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise SparsityError(f"--average must be in [0, 1), got {args.average}.")
     if args.eval_tokens < 2:
         raise SparsityError(f"--eval-tokens must be at least 2, got {args.eval_tokens}.")
-    for name in (args.out, args.chart):
-        if name and Path(name).is_dir():
-            raise SparsityError(f"{name} is a folder; give a file path.")
+    from sentinel.files import check_new_file, write_file_atomically
+
+    out = check_new_file(args.out, overwrite=args.overwrite) if args.out else None       # checked before the work
+    chart_path = check_new_file(args.chart, overwrite=args.overwrite) if args.chart else None
     from sentinel.models import load_model
     from sentinel.sparsity.sensitivity import layer_sensitivity, sensitivity_chart, suggest_sparsity
     from sentinel.sparsity.text import evaluator
@@ -66,11 +57,10 @@ def run(args: argparse.Namespace) -> int:
     suggestion = suggest_sparsity(result, average=args.average)
     data = {"model": loaded.source, "evaluation": text, **result.to_dict(), "suggestion": suggestion,
             "suggestion_average": args.average}
-    if args.out:
-        _atomic_write(Path(args.out), json.dumps(data, indent=2))
-    if args.chart:
-        chart = sensitivity_chart(result)
-        _atomic_write(Path(args.chart), chart.to_html())
+    if out is not None:
+        write_file_atomically(out, json.dumps(data, indent=2))
+    if chart_path is not None:
+        write_file_atomically(chart_path, sensitivity_chart(result).to_html())
     if args.json:
         print_json(data)
         return 0

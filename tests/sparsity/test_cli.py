@@ -78,6 +78,9 @@ def test_sensitivity_then_per_matrix_sparsify_then_quantize(tiny_lm_dir, tiny_te
     assert len(data["rows"]) == 2 * 8 and set(json.loads(table.read_text())["suggestion"]) == \
         {row["name"] for row in data["rows"]}
     assert "vega" in chart.read_text()
+    chart.write_text("the user's notes")   # an existing file is never replaced without --overwrite
+    code = main(["sensitivity", "--model", str(tiny_lm_dir), "--text", str(tiny_text_file), "--chart", str(chart)])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err and chart.read_text() == "the user's notes"
     out = tmp_path / "planned"
     result = run_json(["sparsify", "--model", str(tiny_lm_dir), "--per-matrix", str(table), "--out", str(out),
                        *text_args], capsys)
