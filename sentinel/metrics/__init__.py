@@ -44,7 +44,8 @@ def check_metric_names(names: Iterable[str], kind: str = "head") -> list[str]:
     names = [n.strip() for n in names if n.strip()]
     unknown = [n for n in names if n not in valid]
     if unknown or not names:
-        raise SentinelError(f"Unknown {kind} metric {', '.join(unknown) or '(none given)'}; choose from "
+        what = "metric" if kind == "head" else f"{kind} metric"
+        raise SentinelError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(valid)}.")
     return list(dict.fromkeys(names))
 
