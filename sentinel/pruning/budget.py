@@ -89,8 +89,9 @@ class _Candidate:
     units: list[int]            # original units it switches off (a K/V group: its active heads)
     plan_units: list[int]       # units the plan names (a K/V group: every present head of it)
     score: float                # normalised importance, lower goes first
-    params: int
+    params: int                 # prunable parameters it removes
     flops: int
+    extra_params: int = 0       # other parameters that leave with it (a block's norms)
 
 
 @dataclass
@@ -206,7 +207,9 @@ def _candidates(state: ModelState, model: nn.Module, kind: str, scores: UnitScor
                             if isinstance(p, nn.Parameter))
             weights = sum(m.weight.numel() for m in _block_projections(state, layer))
             flops = 2 * weights + 4 * state.head_dim * seq_len * len(state.present(layer))
-            found.append(_Candidate("layer", layer, [layer], [layer], float(rank[layer, 0]), params, flops))
+            every = sum(p.numel() for p in state.block(layer).parameters())
+            found.append(_Candidate("layer", layer, [layer], [layer], float(rank[layer, 0]), params, flops,
+                                    every - params))
         return found
     size = state.kv_group_size if kind == "head" and whole_kv_groups else 1
     for layer in state.present_blocks():
@@ -402,6 +405,7 @@ def _result(model: nn.Module, state: ModelState, scores: Mapping[str, UnitScores
     plan = PruningPlan({k: sorted(v) for k, v in sorted(heads.items())},
                        {k: sorted(v) for k, v in sorted(neurons.items())}, dict(sorted(layers.items())))
     removed_params = sum(c.params for c in chosen)
+    removed_total = removed_params + sum(c.extra_params for c in chosen)
     removed_flops = sum(c.flops for c in chosen)
     total = sum(p.numel() for p in model.parameters())
     counts = {"heads": sum(len(c.units) for c in chosen if c.kind == "head"),
@@ -410,5 +414,5 @@ def _result(model: nn.Module, state: ModelState, scores: Mapping[str, UnitScores
     logger.info("Budget %s (%s): %s; %.1f%% of prunable parameters", target.describe(), allocation, counts,
                 100 * removed_params / prunable)
     return BudgetResult(plan, target.describe(), allocation, {k: s.metric for k, s in scores.items()}, counts,
-                        prunable, prunable - removed_params, total, total - removed_params, flops,
+                        prunable, prunable - removed_params, total, total - removed_total, flops,
                         flops - removed_flops, seq_len, exact, reason)

@@ -92,3 +92,6 @@ def test_a_block_ratio_takes_the_least_important_block():
     result = select_budget(model, scores, "layers=0.34")
     weakest = int(scores["layer"].values[:, 0].argmin())
     assert result.plan.layers == {weakest: ["block"]} and result.counts["layers"] == 1
+    before = parameter_count(model)
+    apply_plan(model, result.plan, "remove")
+    assert before - parameter_count(model) == result.total_params_before - result.total_params_after
