@@ -168,3 +168,16 @@ def test_bad_neuron_and_layer_plans_name_the_valid_range():
         mask_layers(model, [3])
     with pytest.raises(InvalidPruningPlan, match="part"):
         mask_layers(model, [0], part="ffn")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "opt", "gpt_neox"])
+def test_masking_the_attention_of_a_headless_layer_equals_removing_it(name):
+    from sentinel import remove_heads
+
+    model = make_tiny_model(name)
+    remove_heads(model, {1: list(range(model_state(model).num_heads))})
+    removed = copy.deepcopy(model)
+    mask_layers(model, [1], part="attention")
+    remove_layers(removed, [1], part="attention")
+    ids = sample_ids()
+    assert (logits(model, ids) - logits(removed, ids)).abs().max() <= 1e-5

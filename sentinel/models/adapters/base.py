@@ -339,9 +339,9 @@ class FamilyAdapter(ABC):
         return submodule(attn, self.emptied_path)
 
     def empty_output(self, attn: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-        """What an attention module with no heads returns: the output projection of nothing (its bias)."""
-        proj = self.output_projection(attn)
-        width = proj.nf if isinstance(proj, Conv1D) else proj.out_features
-        out = hidden_states.new_zeros(*hidden_states.shape[:-1], width)
-        return out if proj.bias is None else out + proj.bias
+        """What an attention module with no heads returns: the output projection of nothing (its bias).
 
+        The projection really runs on a 0-wide input, so the gates on it (a masked attention part) still apply.
+        """
+        proj = self.output_projection(attn)
+        return proj(hidden_states.new_zeros(*hidden_states.shape[:-1], 0))
