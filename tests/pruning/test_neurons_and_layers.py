@@ -181,3 +181,13 @@ def test_masking_the_attention_of_a_headless_layer_equals_removing_it(name):
     remove_layers(removed, [1], part="attention")
     ids = sample_ids()
     assert (logits(model, ids) - logits(removed, ids)).abs().max() <= 1e-5
+
+
+def test_head_metrics_run_on_a_model_without_some_blocks():
+    from sentinel.metrics import compute_scores
+
+    model = make_tiny_model("llama")
+    remove_layers(model, [1])
+    scores = compute_scores(model, ["entropy", "magnitude", "gradient", "loss_impact"], sample_ids())
+    for s in scores.values():
+        assert torch.isnan(s.values[1]).all() and not torch.isnan(s.values[0]).any(), s.metric
