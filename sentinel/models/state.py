@@ -34,7 +34,7 @@ from transformers.pytorch_utils import Conv1D
 from sentinel.errors import InvalidPruningPlan
 from sentinel.models.adapters import FamilyAdapter, find_blocks
 from sentinel.models.adapters.base import (
-    PART_NAMES, FamilySpec, UnitSpec, insert_units, keep_units, submodule, unit_views,
+    PART_NAMES, FamilySpec, insert_units, keep_units, submodule, unit_views,
 )
 from sentinel.models.layout import HeadLayout, HeadWeights
 
@@ -227,6 +227,18 @@ class ModelState:
         if kind == "head":
             return {"head": len(self.present(layer)), "kv": len(self.present_kv(layer))}
         return {kind: len(self.present(layer, kind))}
+
+    def has_removed_units(self) -> bool:
+        """Whether any head, neuron, part or block has been cut out of the weights."""
+        return any(not s.block or any(len(u.present) < u.total for u in s.units.values()) for s in self.state.layers)
+
+    def has_masked_units(self) -> bool:
+        return any(u.masked for s in self.state.layers for u in s.units.values())
+
+    def unmask_all(self) -> None:
+        """Lift every mask of every kind (history is the caller's business)."""
+        for kind in KINDS:
+            self.unmask(kind, None)
 
     def local_index(self, layer: int, head: int) -> int:
         return self.present(layer).index(head)

@@ -30,7 +30,7 @@ from sentinel.evaluation.size import parameter_count
 from sentinel.generation import generate_text
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
-from sentinel.models.heads import model_heads
+from sentinel.models.state import model_state
 from sentinel.models.loading import load_model, save_model
 from sentinel.pruning.masks import active_heads, mask_heads
 from sentinel.pruning.plan import HeadPlan, plan_to_json
@@ -292,9 +292,9 @@ def submit_experiment(manager: JobManager, config: ExperimentConfig) -> tuple[st
 
 def _unpruned_teacher(config: ExperimentConfig) -> nn.Module:
     teacher = load_model(config.model, device=config.device).model
-    heads = model_heads(teacher)
-    if any(heads.masked(layer) for layer in range(heads.num_layers)):
-        raise DataError(f"{config.model} is itself masked; distil from an unpruned model.")
+    state = model_state(teacher)
+    if state.has_masked_units() or state.has_removed_units():
+        raise DataError(f"{config.model} is itself pruned; distil from an unpruned model.")
     return teacher
 
 
