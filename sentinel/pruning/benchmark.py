@@ -32,8 +32,8 @@ from sentinel.jobs import JobContext, ProgressEvent
 from sentinel.metrics import compute_scores
 from sentinel.models.loading import load_model
 from sentinel.pruning.experiment_runner import analysis_batches, validation_perplexity
-from sentinel.pruning.masks import active_heads, mask_heads
-from sentinel.pruning.removal import remove_heads
+from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.masks import active_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class
 from sentinel.store import Store
 from sentinel.training.config import FineTuneConfig, known_settings
@@ -236,10 +236,7 @@ def _cell(config: BenchmarkConfig, base: torch.nn.Module, tokenizer: Any, data: 
     label = f"{strategy.name} {strategy.pruning_ratio:.0%}"
     model = copy.deepcopy(base)
     plan = strategy.select_heads_to_prune(model, scores)
-    if config.mode == "remove":
-        remove_heads(model, plan, note=strategy.to_dict())
-    else:
-        mask_heads(model, plan)
+    apply_plan(model, {"heads": plan}, config.mode, note=strategy.to_dict())
     row: dict[str, Any] = {
         "strategy": strategy.name, "level": strategy.pruning_ratio, "heads_pruned": sum(map(len, plan.values())),
         "active_heads": sum(map(len, active_heads(model).values())), "params": parameter_count(model),

@@ -32,9 +32,9 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
 from sentinel.models.state import model_state
 from sentinel.models.loading import load_model, save_model
-from sentinel.pruning.masks import active_heads, mask_heads
+from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.masks import active_heads
 from sentinel.pruning.plan import HeadPlan, plan_to_json
-from sentinel.pruning.removal import remove_heads
 from sentinel.pruning.strategies import BasePruningStrategy, get_strategy
 from sentinel.store import Store, sentinel_home
 from sentinel.training.config import FineTuneConfig, known_settings
@@ -174,10 +174,7 @@ def prune_by_strategy(model: nn.Module, strategy: BasePruningStrategy, batches: 
     """Measure the strategy's metrics on `batches`, select heads and mask or remove them; returns the plan."""
     scores = compute_scores(model, strategy.metrics, batches, seed=strategy.seed) if strategy.metrics else {}
     plan = strategy.select_heads_to_prune(model, scores)
-    if mode == "remove":
-        remove_heads(model, plan, note=note)
-    else:
-        mask_heads(model, plan)
+    apply_plan(model, {"heads": plan}, mode, note=note)
     return plan
 
 

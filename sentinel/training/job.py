@@ -27,7 +27,7 @@ from sentinel.errors import DataError
 from sentinel.jobs import JobContext, ProgressEvent
 from sentinel.models.state import model_state
 from sentinel.models.loading import LoadedModel, load_model, save_model
-from sentinel.pruning import mask_heads, remove_heads
+from sentinel.pruning import apply_plan
 from sentinel.pruning.plan import plan_to_json
 from sentinel.store import CheckpointRecord
 from sentinel.training.config import FineTuneConfig
@@ -149,6 +149,5 @@ def _prune(loaded: LoadedModel, job: FineTuneJob) -> None:
     if job.prune_mode not in ("mask", "remove"):
         raise DataError(f"prune_mode must be 'mask' or 'remove', got {job.prune_mode!r}.")
     plan = {int(layer): list(heads) for layer, heads in job.prune_plan.items()}
-    apply = mask_heads if job.prune_mode == "mask" else remove_heads
-    done = apply(loaded.model, plan)
+    done = apply_plan(loaded.model, {"heads": plan}, job.prune_mode).heads
     logger.info("Pruned (%s) %s before fine-tuning", job.prune_mode, plan_to_json(done))
