@@ -207,19 +207,21 @@ def advance_growth(model: nn.Module, steps: int = 1) -> list[HeadFade]:
 
 
 def _check_kv_groups(heads: ModelState, added: HeadPlan) -> None:
-    """Grouped-query attention: a removed K/V group comes back whole (its query heads all together)."""
+    """Grouped-query attention: after growth every K/V group of a layer must hold the same number of query
+    heads (a whole removed group comes back whole; evenly thinned groups grow back evenly)."""
     size = heads.kv_group_size
     if size == 1:
         return
     problems = []
     for layer, targets in added.items():
-        for kv in sorted({h // size for h in targets}):
-            group = list(range(kv * size, (kv + 1) * size))
-            if not set(group) <= set(targets):
-                problems.append(f"layer {layer}: heads {group} share K/V head {kv}")
+        present = set(heads.present(layer)) | set(targets)
+        sizes = {kv: sum(1 for h in present if h // size == kv) for kv in sorted({h // size for h in present})}
+        if len(set(sizes.values())) > 1:
+            problems.append(f"layer {layer}: K/V groups would hold {list(sizes.values())} query heads")
     if problems:
         raise InvalidPruningPlan("Grouped-query attention: removed query heads that share a K/V head can only "
-                                 "grow back together (" + "; ".join(problems) + ").")
+                                 "grow back together, leaving every K/V group of a layer the same size ("
+                                 + "; ".join(problems) + ").")
 
 
 def _initialise(state: ModelState, kind: str, layer: int, new: list[int], std: float,
