@@ -278,9 +278,11 @@ def select_budget(model: nn.Module, scores: Mapping[str, UnitScores], target: Ta
         chosen = (_global if allocation == "global" else _uniform)(pools, measure, goal, room, state.num_layers)
         got = sum(getattr(c, measure) for c in chosen)
         exact = got == round(goal)
+        smallest = min((getattr(c, measure) for pool in pools.values() for c in pool), default=0)
+        short = goal - got > smallest     # a unit would have fitted: the minimums (or the pools) ran out
         reason = "" if exact else (
             f"units come in whole sizes: the closest feasible choice removes {got:,} of the {round(goal):,} "
-            f"{measure} asked for" + (" (limited by min_heads / min_neurons)" if got < goal * 0.99 else ""))
+            f"{measure} asked for" + (" (limited by min_heads / min_neurons or the units available)" if short else ""))
     return _result(model, state, scores, target, allocation, chosen, prunable, flops, seq_len, exact, reason)
 
 
