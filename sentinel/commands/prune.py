@@ -167,5 +167,6 @@ def run(args: argparse.Namespace) -> int:
         print_json(result_json)
     else:
         counts = ", ".join(f"{n} {k}" for k, n in done.counts().items() if n) or "nothing"
-        print(f"{args.mode}d {counts}; parameters {before:,} -> {after:,}; saved to {out}")
+        verb = "masked" if args.mode == "mask" else "removed"
+        print(f"{verb} {counts}; parameters {before:,} -> {after:,}; saved to {out}")
     return 0
