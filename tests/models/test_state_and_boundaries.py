@@ -97,3 +97,9 @@ def test_version_1_records_still_load(tmp_path):
     (folder / RECORD_FILE).write_text(json.dumps({**v1, "format": 7}))
     with pytest.raises(ModelLoadError, match="format"):
         load_model(folder, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "opt", "gpt_neox"])
+def test_mlp_output_path_is_the_mlp_parts_output_projection(name):
+    state = model_state(make_tiny_model(name))
+    assert state.adapter.mlp_output == state.spec.parts[1].bias     # the projection whose bias leaves with the part

@@ -282,6 +282,8 @@ class FamilyAdapter(ABC):
     cache_kwarg: ClassVar[str] = "past_key_values"
     attention_path: ClassVar[str]       # attention module inside a block
     output_path: ClassVar[str]          # attention output projection, inside the attention module
+    # The MLP output projection (down_proj / c_proj / fc2 / ...), as a path from the transformer block.
+    mlp_output: ClassVar[str]
     emptied_path: ClassVar[str] = ""    # module (inside the attention) whose forward is replaced with no heads left
 
     @abstractmethod

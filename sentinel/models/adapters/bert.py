@@ -14,6 +14,7 @@ class BertAdapter(FamilyAdapter):
     family = "bert"
     examples = "BERT / RoBERTa (query/key/value + output.dense)"
     tested_model_types = ("bert", "roberta")
+    mlp_output = "output.dense"
     attention_path = "attention"
     output_path = "output.dense"
     emptied_path = "self"

@@ -14,6 +14,7 @@ class GPT2Adapter(FamilyAdapter):
     family = "gpt2"
     examples = "GPT-2 / DistilGPT2 (fused c_attn, Conv1D)"
     tested_model_types = ("gpt2",)
+    mlp_output = "mlp.c_proj"
     attention_path = "attn"
     output_path = "c_proj"
 

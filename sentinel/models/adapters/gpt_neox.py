@@ -14,6 +14,7 @@ class GPTNeoXAdapter(FamilyAdapter):
     family = "gpt_neox"
     examples = "GPT-NeoX / Pythia (fused query_key_value, interleaved per head)"
     tested_model_types = ("gpt_neox",)
+    mlp_output = "mlp.dense_4h_to_h"
     cache_kwarg = "layer_past"
     attention_path = "attention"
     output_path = "dense"

@@ -18,6 +18,7 @@ class LlamaAdapter(FamilyAdapter):
     family = "llama"
     examples = "Llama / Mistral / Qwen2 (q_proj/k_proj/v_proj/o_proj, grouped-query attention)"
     tested_model_types = ("llama", "mistral", "qwen2")
+    mlp_output = "mlp.down_proj"
     attention_path = "self_attn"
     output_path = "o_proj"
 

@@ -13,6 +13,7 @@ class OPTAdapter(FamilyAdapter):
     family = "opt"
     examples = "OPT (q_proj/k_proj/v_proj + out_proj)"
     tested_model_types = ("opt",)
+    mlp_output = "fc2"
     attention_path = "self_attn"
     output_path = "out_proj"
 
