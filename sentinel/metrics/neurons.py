@@ -21,21 +21,31 @@ from torch import nn
 
 from sentinel.metrics.batches import model_device, prepare_batches
 from sentinel.metrics.scores import UnitScores, active_grid
-from sentinel.models.adapters.base import submodule
+from sentinel.models.adapters.base import in_cols, out_rows, submodule
 from sentinel.models.state import ModelState, model_state
 
 
 def neuron_magnitude(model: nn.Module) -> UnitScores:
-    """Sum of the Frobenius norms of each active neuron's input rows and output column."""
+    """Sum of the Frobenius norms of each active neuron's input rows and output column (one layer at a time)."""
     state = model_state(model)
     active = active_grid(model, "neuron")
     values = torch.full(active.shape, math.nan, dtype=torch.float64)
+    spec = state.spec.units["neuron"]
     with torch.no_grad():
-        for layer, neuron in active.nonzero().tolist():
-            views = state.views(layer, "neuron", neuron)
-            values[layer, neuron] = sum(float(v.double().norm()) for role, v in views.items()
-                                        if not role.endswith("_bias"))
-    return UnitScores("magnitude", values, {}, "neuron")
+        for layer in state.present_blocks():
+            present = state.present(layer, "neuron")
+            if not present:
+                continue
+            root = state.unit_root(layer, "neuron")
+            total = torch.zeros(len(present), dtype=torch.float64)
+            for s in spec.slices:                     # one channel per neuron: rows (out axis) or columns (in axis)
+                module = submodule(root, s.path)
+                if s.axis == "out":
+                    total += out_rows(module, slice(None)).double().norm(dim=1).cpu()
+                else:
+                    total += in_cols(module, slice(None)).double().norm(dim=0).cpu()
+            values[layer, present] = total
+    return UnitScores("magnitude", values.masked_fill(~active, math.nan), {}, "neuron")
 
 
 @contextmanager

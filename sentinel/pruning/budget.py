@@ -215,9 +215,9 @@ def _candidates(state: ModelState, model: nn.Module, kind: str, scores: UnitScor
     for layer in state.present_blocks():
         live = state.active(layer, kind)
         if kind == "neuron":
-            for n in live:
-                params, flops = _neuron_cost(state, layer, n)
-                found.append(_Candidate(kind, layer, [n], [n], float(rank[layer, n]), params, flops))
+            if live:                                  # every neuron of a layer has the same shape: cost it once
+                params, flops = _neuron_cost(state, layer, live[0])
+                found += [_Candidate(kind, layer, [n], [n], float(rank[layer, n]), params, flops) for n in live]
             continue
         present = state.present(layer)
         for start in range(0, state.num_heads, size):
