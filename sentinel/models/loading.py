@@ -239,7 +239,7 @@ def pruning_record(model: nn.Module, note: dict | None = None) -> dict[str, Any]
         "kept": {str(layer): state.present(layer) for layer in layers},
         "masked": {str(layer): state.masked(layer) for layer in layers if state.masked(layer)},
         "neurons": {
-            "removed": {str(layer): [n for n in every if n not in set(state.present(layer, "neuron"))]
+            "removed": {str(layer): sorted(set(every) - set(state.present(layer, "neuron")))
                         for layer in state.present_blocks() if len(state.present(layer, "neuron")) < state.num_neurons},
             "masked": {str(layer): state.masked(layer, "neuron") for layer in layers if state.masked(layer, "neuron")},
         },
