@@ -24,7 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--strategies", default="entropy,magnitude,gradient,random",
                    help="comma-separated strategies (default entropy,magnitude,gradient,random)")
-    p.add_argument("--levels", default="0.1,0.3,0.5", help="comma-separated shares of heads to prune, each in [0, 1)")
+    p.add_argument("--levels", default="0.1,0.3,0.5",
+                   help="comma-separated shares to prune, each in [0, 1): of the active heads, or with --units other "
+                        "than heads (or --allocation uniform) of the body's prunable parameters")
+    p.add_argument("--units", default="heads", help="unit kinds to prune: heads, neurons, layers (default heads); "
+                                                    "the strategy names the metric for every kind that has it")
+    p.add_argument("--allocation", choices=["global", "uniform"], default="global",
+                   help="budgets: rank units across layers (global) or the same count per layer (uniform)")
     p.add_argument("--steps", type=int, required=True, help="fine-tuning steps after pruning (at least 1)")
     p.add_argument("--distill", action="store_true", help="also fine-tune each pruned model by distillation")
     p.add_argument("--mode", choices=["mask", "remove"], default="remove",
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode, learning_rate=args.lr, batch_size=args.batch_size, block_size=args.block_size,
         eval_tokens=args.eval_tokens, analysis_samples=args.analysis_samples, speed_runs=args.speed_runs,
         seed=args.seed, device=args.device, dtype=args.dtype,
+        units=[u.strip() for u in args.units.split(",") if u.strip()], allocation=args.allocation,
     )
     config.validate()
     out = output_folder(args.out)

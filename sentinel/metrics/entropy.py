@@ -172,7 +172,7 @@ def collect_attention_stats(model: nn.Module, data: Any, num_batches: int | None
     stats = AttentionStats.empty(active_grid(model))
     current: dict[str, torch.Tensor] = {}
     handles = [module.register_forward_hook(_layer_hook(heads, layer, stats, current))
-               for layer, module in enumerate(heads.modules)]
+               for layer, module in enumerate(heads.modules) if module is not None]   # None: block removed
     body = getattr(model, "base_model", model)                  # the transformer without its LM head: no logits needed
     was_training = model.training
     model.eval()

@@ -6,6 +6,10 @@ up; the total is divided by the number of predicted tokens over all batches. So 
 mean over tokens of the batch gradient's magnitude: with one sequence per batch, the per-sequence
 |gradient| of Michel et al., averaged per token. A head whose output-projection slice is zero
 cannot change the loss and gets exactly 0.
+
+The same works for every unit kind (`kind`): neurons are gated at the input of the MLP's down
+projection (a first-order Taylor estimate of removing the neuron), layers at the output of their
+attention and MLP parts; a block's gate scales both parts, so its derivative is the sum of theirs.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import torch
 from torch import nn
 
 from sentinel.metrics.batches import lm_loss_sum, model_device, prepare_batches
-from sentinel.metrics.scores import HeadScores, active_grid
-from sentinel.models.heads import model_heads
-from sentinel.pruning.masks import gradient_gates
+from sentinel.metrics.scores import UnitScores, active_grid
+from sentinel.models.state import model_state
 
 
 def normalize_per_layer(values: torch.Tensor) -> torch.Tensor:
@@ -30,17 +33,17 @@ def normalize_per_layer(values: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_importance(model: nn.Module, data: Any, num_batches: int | None = None,
-                        normalize_layers: bool = False) -> HeadScores:
-    """Mean over predicted tokens of |d loss / d gate| per original head; NaN for pruned heads.
+                        normalize_layers: bool = False, kind: str = "head") -> UnitScores:
+    """Mean over predicted tokens of |d loss / d gate| per original unit of `kind`; NaN for pruned units.
 
     `normalize_layers` divides each layer by its L2 norm, as Michel et al. do before comparing layers.
     Parameters are frozen during the passes (only the gates need gradients) and restored after.
     """
-    heads = model_heads(model)
-    causal = heads.adapter.is_causal(model.config)
+    state = model_state(model)
+    causal = state.adapter.is_causal(model.config)
     batches = prepare_batches(data, num_batches, model_device(model))
-    active = active_grid(model)
-    totals = torch.zeros(active.shape, dtype=torch.float64)       # [layers, heads]
+    active = active_grid(model, kind)
+    totals = torch.zeros(active.shape, dtype=torch.float64)       # [layers, units]
     tokens = 0
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
@@ -48,13 +51,19 @@ def gradient_importance(model: nn.Module, data: Any, num_batches: int | None = N
     try:
         for param, _ in frozen:
             param.requires_grad_(False)
-        with gradient_gates(model) as gates:
+        with state.gradient_gates("part" if kind == "layer" else kind) as gates:
             for batch in batches:
                 loss, count = lm_loss_sum(model, batch, causal)
                 loss.backward()
                 for layer, gate in gates.items():
-                    present = torch.tensor(heads.present(layer), dtype=torch.long)
-                    totals[layer, present] += gate.grad.detach().abs().double().cpu()
+                    grad = gate.grad.detach().double().cpu()
+                    if kind == "layer":
+                        parts = torch.tensor(state.present(layer, "part"), dtype=torch.long)
+                        totals[layer, 1 + parts] += grad.abs()
+                        totals[layer, 0] += float(grad.sum().abs())
+                    else:
+                        present = torch.tensor(state.present(layer, kind), dtype=torch.long)
+                        totals[layer, present] += grad.abs()
                     gate.grad = None
                 tokens += count
     finally:
@@ -64,5 +73,5 @@ def gradient_importance(model: nn.Module, data: Any, num_batches: int | None = N
     values = (totals / tokens).masked_fill(~active, math.nan)
     if normalize_layers:
         values = normalize_per_layer(values)
-    return HeadScores("gradient", values, {"batches": len(batches), "tokens": tokens,
-                                           "normalize_layers": normalize_layers})
+    return UnitScores("gradient", values, {"batches": len(batches), "tokens": tokens,
+                                           "normalize_layers": normalize_layers}, kind)

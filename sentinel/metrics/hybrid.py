@@ -23,8 +23,9 @@ def rank_fraction(values: torch.Tensor) -> torch.Tensor:
     """[layers, heads] rank of each scored value among all scored values, scaled to [0, 1]; NaN stays NaN."""
     scored = ~torch.isnan(values)
     v = values[scored]                                                   # [n]
-    less = (v[None, :] < v[:, None]).sum(dim=1).double()                 # [n] values below each
-    equal = (v[None, :] == v[:, None]).sum(dim=1).double()               # [n] ties, itself included
+    unique, inverse, counts = torch.unique(v, sorted=True, return_inverse=True, return_counts=True)
+    below = (torch.cumsum(counts, 0) - counts).double()                  # [unique] values below each
+    less, equal = below[inverse], counts.double()[inverse]               # [n] (sorting: O(n log n), any n)
     rank = less + (equal - 1) / 2
     scale = max(len(v) - 1, 1)
     out = torch.full_like(values, math.nan, dtype=torch.float64)

@@ -1,7 +1,7 @@
 """Loss impact: how much the mean token loss rises when one head alone is masked (L x H forward passes).
 
-The exact measure the gradient score approximates. Each head is masked with the engine's
-`mask_heads`, measured, and unmasked again; the model ends as it started, its pruning history
+The exact measure the gradient score approximates. Each head is masked inside
+`temporarily_masked`, measured, and restored; the model ends as it started, its pruning history
 included. Slow on big models: report progress through `progress(done, total)`, and raise from it
 to stop (the model is restored either way).
 """
@@ -18,7 +18,7 @@ from torch import nn
 from sentinel.metrics.batches import Batch, lm_loss_sum, model_device, prepare_batches
 from sentinel.metrics.scores import HeadScores, active_grid
 from sentinel.models.heads import model_heads
-from sentinel.pruning.masks import mask_heads, pruning_history, unmask_heads
+from sentinel.pruning.apply import temporarily_masked
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -42,21 +42,15 @@ def loss_impact(model: nn.Module, data: Any, num_batches: int | None = None,
     batches = prepare_batches(data, num_batches, model_device(model))
     targets = active_grid(model).nonzero().tolist()
     values = torch.full((heads.num_layers, heads.num_heads), math.nan, dtype=torch.float64)
-    history = pruning_history(model)
-    history_length = len(history)
     was_training = model.training
     model.eval()
     try:
         base = mean_loss(model, batches, causal)
         for done, (layer, head) in enumerate(targets, start=1):
-            mask_heads(model, {layer: [head]})
-            try:
+            with temporarily_masked(model, {"heads": {layer: [head]}}):
                 values[layer, head] = mean_loss(model, batches, causal) - base
-            finally:
-                unmask_heads(model, {layer: [head]})
             if progress is not None:
                 progress(done, len(targets))
     finally:
-        del history[history_length:]
         model.train(was_training)
     return HeadScores("loss_impact", values, {"base_loss": base, "batches": len(batches)})

@@ -12,7 +12,8 @@ class HeadLayout:
     """Shape of a model's attention, in original head indices.
 
     `present[layer]` lists the original heads still physically in the weights of that layer
-    (all of them until `remove_heads` runs); masking does not change it.
+    (all of them until `remove_heads` runs); masking does not change it. Derived from the model's
+    live pruning state (`sentinel.models.state`) each time it is asked for.
     """
 
     family: str
@@ -24,6 +25,9 @@ class HeadLayout:
     hidden_size: int
     is_causal: bool
     present: tuple[tuple[int, ...], ...]
+    num_neurons: int = 0                                   # MLP intermediate channels per layer, original model
+    present_neurons: tuple[int, ...] = ()                  # how many of them each layer still holds
+    present_blocks: tuple[int, ...] = ()                   # original layers whose block is still in the model
 
     @property
     def kv_group_size(self) -> int:

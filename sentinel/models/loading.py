@@ -1,8 +1,9 @@
 """load_model / save_model: the one way a model enters and leaves Sentinel.
 
 A saved model is an ordinary Hugging Face folder (config, safetensors weights, tokenizer) plus
-`sentinel_pruning.json`, which says which original heads each layer keeps or masks and how they
-were chosen; `load_model` rebuilds those shapes before loading the weights.
+`sentinel_pruning.json`, which says which original heads, neurons, parts and blocks each layer keeps
+or masks and how they were chosen; `load_model` rebuilds those shapes before loading the weights.
+Record format 2 adds neurons and layers to format 1 (heads only); both are read.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 from sentinel.device import parse_dtype, pick_device
 from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
-from sentinel.models.heads import model_heads
+from sentinel.models.adapters.base import PART_NAMES
 from sentinel.models.hub import hub_reachable
 from sentinel.models.layout import HeadLayout
+from sentinel.models.state import model_state
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ BUNDLED_MODEL_NAME = "stdlib-gpt2"
 BUNDLED_MODEL_DIR = Path(os.environ.get("SENTINEL_BUNDLED_MODEL", REPO_ROOT / "assets" / "models" / BUNDLED_MODEL_NAME))
 RECORD_FILE = "sentinel_pruning.json"
 WEIGHTS_FILE = "model.safetensors"
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -93,7 +96,7 @@ def load_model(
     model.to(target)
     model.eval()
     tokenizer = _load_tokenizer(source, offline)
-    layout = model_heads(model).layout()
+    layout = model_state(model).layout()
     seconds = time.perf_counter() - start
     logger.info("Loaded %s (%s, %d layers x %d heads) on %s in %.2fs", source, layout.family,
                 layout.num_layers, layout.num_heads, target, seconds)
@@ -144,9 +147,6 @@ def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation
 
 def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
     """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
-    from sentinel.pruning.masks import mask_heads, pruning_history   # here, not at the top: no import cycle
-    from sentinel.pruning.removal import keep_only
-
     config = _config(folder, attn_implementation)
     for key, value in record.get("original_config", {}).items():  # an exported folder: back to original shapes
         setattr(config, key, value)
@@ -155,10 +155,9 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     model = cls.from_config(config, dtype=dtype) if cls.__name__.startswith("AutoModel") else cls._from_config(
         config, dtype=dtype
     )
-    kept = {int(k): list(v) for k, v in record["kept"].items()}
-    keep_only(model, kept)
-    pruning_history(model).clear()
-    pruning_history(model).extend(record.get("history", []))
+    state = model_state(model)
+    _rebuild_shapes(state, record)
+    state.state.history[:] = list(record.get("history", []))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")
@@ -176,11 +175,38 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
             f"The weights in {folder} do not match its pruning record (missing: {list(missing)[:5]}, "
             f"unexpected: {list(unexpected)[:5]}); the folder is damaged or was edited by hand."
         )
-    masked = {int(k): list(v) for k, v in record.get("masked", {}).items()}
-    if masked:
-        mask_heads(model, masked)
-        del pruning_history(model)[len(record.get("history", [])):]
+    _apply_masks(state, record)
     return model
+
+
+def _as_plan(data: dict) -> dict[int, list]:
+    return {int(k): list(v) for k, v in data.items() if v}
+
+
+def _rebuild_shapes(state: Any, record: dict) -> None:
+    """Cut a freshly built model to the record's shapes: blocks, parts, neurons, then heads."""
+    layers = record.get("layers", {})
+    blocks = [int(layer) for layer in layers.get("removed_blocks", [])]
+    if blocks:
+        state.remove_blocks(blocks)
+    parts = {layer: [PART_NAMES.index(p) for p in names] for layer, names in _as_plan(layers.get(
+        "removed_parts", {})).items()}
+    if parts:
+        state.remove_parts(parts)
+    neurons = _as_plan(record.get("neurons", {}).get("removed", {}))
+    if neurons:
+        state.remove("neuron", neurons)
+    kept = {int(k): list(v) for k, v in record["kept"].items()}
+    heads = {layer: [h for h in state.present(layer) if h not in kept.get(layer, [])]
+             for layer in state.present_blocks()}
+    state.remove("head", {layer: hs for layer, hs in heads.items() if hs})
+
+
+def _apply_masks(state: Any, record: dict) -> None:
+    state.mask("head", _as_plan(record.get("masked", {})))
+    state.mask("neuron", _as_plan(record.get("neurons", {}).get("masked", {})))
+    state.mask("part", {layer: [PART_NAMES.index(p) for p in names]
+                        for layer, names in _as_plan(record.get("layers", {}).get("masked_parts", {})).items()})
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -188,8 +214,9 @@ def _read_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"Cannot read {path}: {err}") from None
-    if record.get("format") != RECORD_FORMAT or "kept" not in record:
-        raise ModelLoadError(f"{path} is not a Sentinel pruning record of format {RECORD_FORMAT}.")
+    if record.get("format") not in READABLE_FORMATS or "kept" not in record:
+        raise ModelLoadError(f"{path} is not a Sentinel pruning record of a format this version reads "
+                             f"({', '.join(map(str, READABLE_FORMATS))}); update Sentinel or re-save the model.")
     return record
 
 
@@ -244,20 +271,35 @@ def _not_available(source: str | Path, err: Exception, offline: bool = False) ->
 
 
 def pruning_record(model: nn.Module, note: dict | None = None) -> dict[str, Any]:
-    """The JSON record save_model writes: kept and masked original heads per layer, and their history."""
-    from sentinel.pruning.masks import pruning_history   # here, not at the top: no import cycle
-
-    heads = model_heads(model)
-    layout = heads.layout()
+    """The JSON record save_model writes: per layer the kept and masked original heads, the removed and
+    masked neurons, the removed blocks and parts, masked parts, and the history of steps."""
+    state = model_state(model)
+    layout = state.layout()
+    layers = range(state.num_layers)
+    every = range(state.num_neurons)
     return {
         "format": RECORD_FORMAT,
         "family": layout.family,
         "num_layers": layout.num_layers,
         "num_heads": layout.num_heads,
         "num_kv_heads": layout.num_kv_heads,
-        "kept": {str(layer): list(heads.present(layer)) for layer in range(heads.num_layers)},
-        "masked": {str(layer): list(heads.masked(layer)) for layer in range(heads.num_layers) if heads.masked(layer)},
-        "history": list(pruning_history(model)),
+        "num_neurons": state.num_neurons,
+        "kept": {str(layer): state.present(layer) for layer in layers},
+        "masked": {str(layer): state.masked(layer) for layer in layers if state.masked(layer)},
+        "neurons": {
+            "removed": {str(layer): sorted(set(every) - set(state.present(layer, "neuron")))
+                        for layer in state.present_blocks() if len(state.present(layer, "neuron")) < state.num_neurons},
+            "masked": {str(layer): state.masked(layer, "neuron") for layer in layers if state.masked(layer, "neuron")},
+        },
+        "layers": {
+            "removed_blocks": [layer for layer in layers if not state.block_present(layer)],
+            "removed_parts": {str(layer): [PART_NAMES[p] for p in range(len(PART_NAMES))
+                                           if p not in state.present(layer, "part")]
+                              for layer in state.present_blocks() if len(state.present(layer, "part")) < len(PART_NAMES)},
+            "masked_parts": {str(layer): [PART_NAMES[p] for p in state.masked(layer, "part")]
+                             for layer in layers if state.masked(layer, "part")},
+        },
+        "history": list(state.state.history),
         "note": note or {},
     }
 

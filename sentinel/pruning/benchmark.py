@@ -32,8 +32,10 @@ from sentinel.jobs import JobContext, ProgressEvent
 from sentinel.metrics import compute_scores
 from sentinel.models.loading import load_model
 from sentinel.pruning.experiment_runner import analysis_batches, validation_perplexity
-from sentinel.pruning.masks import active_heads, mask_heads
-from sentinel.pruning.removal import remove_heads
+from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.budget import select_budget
+from sentinel.pruning.masks import active_heads
+from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.strategies import get_strategy, strategy_class
 from sentinel.store import Store
 from sentinel.training.config import FineTuneConfig, known_settings
@@ -44,8 +46,10 @@ logger = logging.getLogger(__name__)
 RESULT_COLUMNS = [
     "strategy", "level", "heads_pruned", "active_heads", "params", "perplexity_pruned", "perplexity_finetuned",
     "perplexity_distilled", "prefill_tokens_per_s", "decode_tokens_per_s", "steps", "finetune_seconds",
-    "distill_seconds",
+    "distill_seconds", "neurons_pruned", "layers_pruned", "prunable_share_removed",
 ]
+UNIT_KINDS = {"heads": "head", "neurons": "neuron", "layers": "layer"}
+BUDGET_DEFAULT_METRIC = {"head": "magnitude", "neuron": "magnitude", "layer": "block_influence"}
 
 
 @dataclass
@@ -71,6 +75,13 @@ class BenchmarkConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str | None = None
+    units: list[str] = field(default_factory=lambda: ["heads"])   # other than heads alone: levels are budgets
+    allocation: str = "global"
+
+    @property
+    def budgeted(self) -> bool:
+        """Levels are shares of the prunable parameters (select_budget) unless only heads are pruned globally."""
+        return self.units != ["heads"] or self.allocation != "global"
 
     def validate(self) -> None:
         """One clear SentinelError for the first bad setting, before any model is loaded."""
@@ -87,6 +98,12 @@ class BenchmarkConfig:
             raise SentinelError(f"--steps must be at least 1, got {self.steps}.")
         if self.mode not in ("mask", "remove"):
             raise SentinelError(f"mode must be 'mask' or 'remove', got {self.mode!r}.")
+        unknown = [u for u in self.units if u not in UNIT_KINDS]
+        if unknown or not self.units:
+            raise SentinelError(f"Unknown unit kind {', '.join(unknown) or '(none)'}; choose from heads, neurons, "
+                                "layers.")
+        if self.allocation not in ("global", "uniform"):
+            raise SentinelError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}.")
         for name in ("batch_size", "analysis_samples", "speed_prompt_tokens", "speed_new_tokens", "speed_runs"):
             if getattr(self, name) < 1:
                 raise SentinelError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -205,7 +222,9 @@ def run_benchmark(
             break
         strategy = get_strategy(name, pruning_ratio=level, seed=config.seed, whole_kv_groups=config.mode == "remove")
         if name not in scores:
-            scores[name] = compute_scores(base, strategy.metrics, batches, seed=config.seed) if strategy.metrics else {}
+            scores[name] = (_unit_scores(config, base, name, batches) if config.budgeted else
+                            compute_scores(base, strategy.metrics, batches, seed=config.seed) if strategy.metrics
+                            else {})
         row = _cell(config, base, tokenizer, data, strategy, scores[name], store, experiment_id, report, should_stop,
                     progress, total)
         if row is None:   # cancelled during its fine-tune
@@ -235,12 +254,18 @@ def _cell(config: BenchmarkConfig, base: torch.nn.Module, tokenizer: Any, data: 
     """Prune a fresh copy, measure it, fine-tune (and distil) it; None when cancelled mid-way."""
     label = f"{strategy.name} {strategy.pruning_ratio:.0%}"
     model = copy.deepcopy(base)
-    plan = strategy.select_heads_to_prune(model, scores)
-    if config.mode == "remove":
-        remove_heads(model, plan, note=strategy.to_dict())
+    budget = None
+    if config.budgeted:
+        budget = select_budget(model, scores, f"params={strategy.pruning_ratio}", allocation=config.allocation,
+                               whole_kv_groups=config.mode == "remove")
+        mixed = budget.plan
     else:
-        mask_heads(model, plan)
+        mixed = PruningPlan(heads=strategy.select_heads_to_prune(model, scores))
+    plan = mixed.heads
+    apply_plan(model, mixed, config.mode, note=strategy.to_dict())
     row: dict[str, Any] = {
+        "neurons_pruned": mixed.counts()["neurons"], "layers_pruned": mixed.counts()["layers"],
+        "prunable_share_removed": None if budget is None else budget.prunable_share_removed,
         "strategy": strategy.name, "level": strategy.pruning_ratio, "heads_pruned": sum(map(len, plan.values())),
         "active_heads": sum(map(len, active_heads(model).values())), "params": parameter_count(model),
         "perplexity_pruned": validation_perplexity(model, tokenizer, data), **_speed(model, tokenizer, config),
@@ -280,6 +305,19 @@ def _cell(config: BenchmarkConfig, base: torch.nn.Module, tokenizer: Any, data: 
                 row["perplexity_finetuned"],
                 f", {row['perplexity_distilled']:.3f} distilled" if row["perplexity_distilled"] else "")
     return row
+
+
+def _unit_scores(config: BenchmarkConfig, base: torch.nn.Module, name: str, batches: Any) -> dict[str, Any]:
+    """Scores of every unit kind of a budgeted benchmark: the strategy's metric where the kind has it, else the
+    kind's default (magnitude; block influence for layers)."""
+    from sentinel.metrics import KIND_METRICS
+
+    found = {}
+    for unit in config.units:
+        kind = UNIT_KINDS[unit]
+        metric = name if name in KIND_METRICS[kind] else BUDGET_DEFAULT_METRIC[kind]
+        found[kind] = compute_scores(base, [metric], batches, seed=config.seed, kind=kind)[metric]
+    return found
 
 
 def _speed(model: torch.nn.Module, tokenizer: Any, config: BenchmarkConfig) -> dict[str, float]:

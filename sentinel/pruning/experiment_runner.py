@@ -30,11 +30,11 @@ from sentinel.evaluation.size import parameter_count
 from sentinel.generation import generate_text
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
-from sentinel.models.heads import model_heads
+from sentinel.models.state import model_state
 from sentinel.models.loading import load_model, save_model
-from sentinel.pruning.masks import active_heads, mask_heads
+from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.masks import active_heads
 from sentinel.pruning.plan import HeadPlan, plan_to_json
-from sentinel.pruning.removal import remove_heads
 from sentinel.pruning.strategies import BasePruningStrategy, get_strategy
 from sentinel.store import Store, sentinel_home
 from sentinel.training.config import FineTuneConfig, known_settings
@@ -174,10 +174,7 @@ def prune_by_strategy(model: nn.Module, strategy: BasePruningStrategy, batches: 
     """Measure the strategy's metrics on `batches`, select heads and mask or remove them; returns the plan."""
     scores = compute_scores(model, strategy.metrics, batches, seed=strategy.seed) if strategy.metrics else {}
     plan = strategy.select_heads_to_prune(model, scores)
-    if mode == "remove":
-        remove_heads(model, plan, note=note)
-    else:
-        mask_heads(model, plan)
+    apply_plan(model, {"heads": plan}, mode, note=note)
     return plan
 
 
@@ -292,9 +289,9 @@ def submit_experiment(manager: JobManager, config: ExperimentConfig) -> tuple[st
 
 def _unpruned_teacher(config: ExperimentConfig) -> nn.Module:
     teacher = load_model(config.model, device=config.device).model
-    heads = model_heads(teacher)
-    if any(heads.masked(layer) for layer in range(heads.num_layers)):
-        raise DataError(f"{config.model} is itself masked; distil from an unpruned model.")
+    state = model_state(teacher)
+    if state.has_masked_units() or state.has_removed_units():
+        raise DataError(f"{config.model} is itself pruned; distil from an unpruned model.")
     return teacher
 
 

@@ -1,8 +1,9 @@
-"""Trainer callbacks: progress events, cancellation, checkpoints, and the head-slice guard.
+"""Trainer callbacks: progress events, cancellation, checkpoints, and the unit-slice guard.
 
-The guard is what keeps pruning honest during training: masked heads' Q/K/V/O slices are restored after
-every optimizer step (their gradients are already exactly zero through the 0 gate, so this only undoes
-weight decay), and heads that are fading in after growth get their update scaled by their
+The guard is what keeps pruning honest during training: masked heads' Q/K/V/O slices, masked neurons'
+rows and columns, and every weight of a masked attention / MLP part are restored after every
+optimizer step (their gradients are already exactly zero through the 0 gate, so this only undoes
+weight decay), and units that are fading in after growth get their update scaled by their
 `lr_multiplier` — the same as a separate optimizer parameter group with lr × multiplier, which cannot be
 made for a slice of a weight matrix. Their gates are advanced one step after every optimizer step.
 """
@@ -19,7 +20,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from sentinel.jobs import ProgressEvent
-from sentinel.models.heads import model_heads
+from sentinel.models.adapters.base import submodule
+from sentinel.models.state import model_state
 from sentinel.pruning.growth import advance_growth, growing_heads
 
 logger = logging.getLogger(__name__)
@@ -113,10 +115,10 @@ class _Slice:
     view: torch.Tensor              # a view into a parameter
     saved: torch.Tensor             # frozen value (masked heads) or pre-step value (growing heads)
     scale: float                    # 0: restore `saved`; m: keep m x this step's update
-    owner: tuple[int, int]          # (layer, head) it belongs to
+    owner: tuple[int, int, str]     # (layer, unit, kind) it belongs to
 
 
-def _slices(parts: list[torch.Tensor | None], scale: float, owner: tuple[int, int], seen: set) -> list[_Slice]:
+def _slices(parts: list[torch.Tensor | None], scale: float, owner: tuple[int, int, str], seen: set) -> list[_Slice]:
     """Slices for the given views, skipping ones already taken (K/V shared by grouped query heads)."""
     found = []
     for view in parts:
@@ -128,7 +130,7 @@ def _slices(parts: list[torch.Tensor | None], scale: float, owner: tuple[int, in
 
 
 class HeadSliceGuard(TrainerCallback):
-    """Keeps masked heads' weights unchanged and boosts/advances heads that are fading in (see module doc)."""
+    """Keeps masked heads', neurons' and parts' weights unchanged and boosts/advances units fading in (module doc)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -137,10 +139,20 @@ class HeadSliceGuard(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
         # Views are taken here, after the Trainer has moved the model to its device.
-        heads = model_heads(self.model)
+        heads = model_state(self.model)
         size = heads.kv_group_size
         seen: set = set()
         self.frozen = []
+        for layer in heads.present_blocks():
+            block = heads.block(layer)
+            for index in heads.masked(layer, "part"):     # a masked part: all its projections stay as they are
+                unit = heads.spec.units[heads.spec.parts[index].units]
+                modules = [submodule(block, ".".join(p for p in (unit.root, s.path) if p)) for s in unit.slices]
+                params = [p for m in modules for p in (m.weight, m.bias) if isinstance(p, nn.Parameter)]
+                self.frozen += _slices(params, 0.0, (layer, index, "part"), seen)
+            for neuron in heads.masked(layer, "neuron"):
+                views = heads.views(layer, "neuron", neuron)
+                self.frozen += _slices(list(views.values()), 0.0, (layer, neuron, "neuron"), seen)
         for layer in range(heads.num_layers):
             masked = set(heads.masked(layer))
             for head in sorted(masked):
@@ -149,11 +161,16 @@ class HeadSliceGuard(TrainerCallback):
                 parts = [views.q, views.o, views.q_bias]
                 if group <= masked:   # K/V shared with an active query head keep training for that head
                     parts += [views.k, views.v, views.k_bias, views.v_bias]
-                self.frozen += _slices(parts, 0.0, (layer, head), seen)
+                self.frozen += _slices(parts, 0.0, (layer, head, "head"), seen)
         self.boosted = []
         fades = growing_heads(self.model)
         for fade in fades:
             if fade.lr_multiplier == 1.0:
+                continue
+            if fade.kind != "head":
+                views = heads.views(fade.layer, fade.kind, fade.head)
+                self.boosted += _slices(list(views.values()), fade.lr_multiplier, (fade.layer, fade.head, fade.kind),
+                                        seen)
                 continue
             views = heads.head_weights(fade.layer, fade.head)
             group = set(range((fade.head // size) * size, (fade.head // size + 1) * size))
@@ -161,7 +178,7 @@ class HeadSliceGuard(TrainerCallback):
             parts = [views.q, views.o, views.q_bias]
             if group & set(heads.present(fade.layer)) <= fading:
                 parts += [views.k, views.v, views.k_bias, views.v_bias]
-            self.boosted += _slices(parts, fade.lr_multiplier, (fade.layer, fade.head), seen)
+            self.boosted += _slices(parts, fade.lr_multiplier, (fade.layer, fade.head, "head"), seen)
         if self.frozen or self.boosted:
             logger.info("Guarding %d masked and boosting %d growing weight slices", len(self.frozen), len(self.boosted))
 
@@ -181,5 +198,5 @@ class HeadSliceGuard(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
         if growing_heads(self.model):
-            still = {(f.layer, f.head) for f in advance_growth(self.model)}
+            still = {(f.layer, f.head, f.kind) for f in advance_growth(self.model)}
             self.boosted = [item for item in self.boosted if item.owner in still]

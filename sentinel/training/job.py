@@ -25,9 +25,9 @@ from torch import nn
 from sentinel.errors import DataError
 from sentinel.files import prepare_run_folder, remove_owned_folder, write_file_atomically
 from sentinel.jobs import JobContext, ProgressEvent
-from sentinel.models.heads import model_heads
+from sentinel.models.state import model_state
 from sentinel.models.loading import LoadedModel, load_model, save_model
-from sentinel.pruning import mask_heads, remove_heads, unmask_heads
+from sentinel.pruning import apply_plan
 from sentinel.pruning.plan import plan_to_json
 from sentinel.store import CheckpointRecord
 from sentinel.training.config import FineTuneConfig
@@ -65,21 +65,21 @@ class FineTuneJob:
 def load_teacher(model_source: str | None, teacher_source: str | None, device: str, dtype: str | None) -> nn.Module:
     """The unpruned model to distil from: `teacher_source`, else `model_source` with every mask lifted."""
     loaded = load_model(teacher_source if teacher_source is not None else model_source, device=device, dtype=dtype)
-    heads = model_heads(loaded.model)
-    if teacher_source is None and any(len(heads.present(layer)) < heads.num_heads for layer in range(heads.num_layers)):
-        raise DataError(f"{loaded.source} has physically removed heads, so it cannot serve as its own unpruned "
-                        "teacher; give the original model as the teacher (--teacher).")
-    unmask_heads(loaded.model)
+    state = model_state(loaded.model)
+    if teacher_source is None and state.has_removed_units():
+        raise DataError(f"{loaded.source} has physically removed heads, neurons or layers, so it cannot serve as its "
+                        "own unpruned teacher; give the original model as the teacher (--teacher).")
+    state.unmask_all()
     return loaded.model
 
 
 def teacher_from(model: nn.Module) -> nn.Module:
-    """An unpruned copy of an in-memory model whose heads are only masked (masked weights are kept intact)."""
-    heads = model_heads(model)
-    if any(len(heads.present(layer)) < heads.num_heads for layer in range(heads.num_layers)):
-        raise DataError("This model has physically removed heads; distil from a copy taken before removal.")
+    """An unpruned copy of an in-memory model whose units are only masked (masked weights are kept intact)."""
+    if model_state(model).has_removed_units():
+        raise DataError("This model has physically removed heads, neurons or layers; distil from a copy taken "
+                        "before removal.")
     teacher = copy.deepcopy(model)
-    unmask_heads(teacher)
+    model_state(teacher).unmask_all()
     return teacher
 
 
@@ -147,6 +147,5 @@ def _prune(loaded: LoadedModel, job: FineTuneJob) -> None:
     if job.prune_mode not in ("mask", "remove"):
         raise DataError(f"prune_mode must be 'mask' or 'remove', got {job.prune_mode!r}.")
     plan = {int(layer): list(heads) for layer, heads in job.prune_plan.items()}
-    apply = mask_heads if job.prune_mode == "mask" else remove_heads
-    done = apply(loaded.model, plan)
+    done = apply_plan(loaded.model, {"heads": plan}, job.prune_mode).heads
     logger.info("Pruned (%s) %s before fine-tuning", job.prune_mode, plan_to_json(done))

@@ -90,3 +90,18 @@ def test_winners_by_hand():
         "right after pruning: a wins with mean perplexity 30.000 over the levels, 25.0% below b (37.500)",
         "after fine-tuning: b wins with mean perplexity 11.000 over the levels, 18.2% below a (13.000)",
     ]
+
+
+def test_benchmark_with_units_prunes_a_share_of_the_prunable_parameters(tiny_lm_dir, tiny_text_file, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "units"
+    code = main(["benchmark", "--model", str(tiny_lm_dir), "--text", str(tiny_text_file), "--strategies", "magnitude",
+                 "--levels", "0.3", "--units", "heads,neurons", "--allocation", "uniform", "--steps", "1", *TINY,
+                 "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out / "results.csv")
+    assert table.neurons_pruned[0] > 0 and table.heads_pruned[0] > 0
+    assert table.prunable_share_removed[0] == pytest.approx(0.3, abs=0.05)
+    capsys.readouterr()
+    assert main(["benchmark", "--units", "experts", "--steps", "1", "--out", str(tmp_path / "x"), *TINY]) == 2
+    assert "Unknown unit kind experts" in capsys.readouterr().err

@@ -120,3 +120,13 @@ def test_bad_growth_plans_are_refused():
         grow_heads(llama, {0: [0, 1]})
     with pytest.raises(InvalidPruningPlan, match="warmup_steps"):
         grow_heads(llama, {0: [0, 1, 2, 3]}, warmup_steps=-1)
+
+
+def test_evenly_thinned_gqa_groups_grow_back_evenly():
+    llama = make_tiny_model("llama")                       # groups [0-3], [4-7]
+    remove_heads(llama, {1: [0, 4]})
+    with pytest.raises(InvalidPruningPlan, match="grow back together"):
+        grow_heads(llama, {1: [0]})
+    grow_heads(llama, {1: [0, 4]}, warmup_steps=0)
+    assert present_heads(llama)[1] == list(range(8)) and llama.model.layers[1].self_attn.num_key_value_groups == 4
+    assert torch.isfinite(llama(input_ids=sample_ids()).logits).all()

@@ -202,3 +202,25 @@ def test_masks_survive_deepcopy_independently():
     unmask_heads(copy_b)
     assert torch.equal(logits(copy_b, ids), original)
     assert active_heads(copy_a)[0] == [2, 3]
+
+
+@pytest.mark.parametrize("plan", [{1: [0, 4]}, {0: [1, 2, 5, 6], 2: [3, 7]}])
+def test_gqa_even_removal_from_every_group_matches_masking(plan):
+    model = make_tiny_model("llama")  # groups [0-3], [4-7]
+    removed = copy.deepcopy(model)
+    mask_heads(model, plan)
+    remove_heads(removed, plan)
+    ids = sample_ids(batch=2, length=6)
+    assert (logits(model, ids) - logits(removed, ids)).abs().max() <= 1e-5
+    attn = removed.model.layers[1].self_attn
+    assert attn.k_proj.out_features == 2 * 4 and attn.num_key_value_groups == (3 if 1 in plan else 4)
+    kwargs = dict(max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(ids), pad_token_id=0)
+    assert torch.equal(model.generate(ids, **kwargs), removed.generate(ids, **kwargs))
+
+
+def test_gqa_uneven_removal_names_the_closest_even_plans():
+    model = make_tiny_model("llama")
+    with pytest.raises(InvalidPruningPlan) as err:
+        remove_heads(model, {1: [0, 1, 4]})
+    text = str(err.value)
+    assert "[0, 1, 4, 5]" in text and "[0, 1, 2, 3, 4, 5, 6, 7]" in text

@@ -185,3 +185,24 @@ def test_config_is_checked_and_round_trips():
         FineTuneConfig.from_dict({"steps": 3})
     result = FineTuneResult(3, 3, "completed", 10.0, 8.0, 100.0, 1.0, [(1, 2.0)], [(0, 10.0)])
     assert FineTuneResult.from_dict(result.to_dict()) == result
+
+
+def test_fine_tuning_keeps_masked_neurons_and_parts_unchanged():
+    from sentinel import mask_layers, mask_neurons
+    from sentinel.models import model_state
+
+    model, tokenizer = make_tiny_lm()
+    mask_neurons(model, {0: [3, 7]})
+    mask_layers(model, [1], part="mlp")
+    state = model_state(model)
+    frozen = {n: {r: v.detach().clone() for r, v in state.views(0, "neuron", n).items() if v is not None}
+              for n in (3, 7)}
+    mlp = {name: p.detach().clone() for name, p in model.transformer.h[1].mlp.named_parameters()}
+    live = state.views(0, "neuron", 4)["up"].detach().clone()
+    finetune(model, tokenizer, tiny_data(tokenizer), tiny_config(weight_decay=0.5))
+    for n, views in frozen.items():
+        for role, value in views.items():
+            assert torch.equal(state.views(0, "neuron", n)[role], value), (n, role)
+    for name, p in model.transformer.h[1].mlp.named_parameters():
+        assert torch.equal(p, mlp[name]), name
+    assert not torch.equal(state.views(0, "neuron", 4)["up"], live)

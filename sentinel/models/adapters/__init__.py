@@ -23,9 +23,15 @@ SUPPORTED_FAMILIES = "; ".join(a.examples for a in ADAPTERS)
 
 def find_adapter(model: nn.Module) -> tuple[FamilyAdapter, list[nn.Module]]:
     """The adapter whose module layout the model has, with the model's attention modules in layer order."""
+    adapter, _ = find_blocks(model)
+    return adapter, adapter.attention_modules(model)
+
+
+def find_blocks(model: nn.Module) -> tuple[FamilyAdapter, nn.ModuleList]:
+    """The adapter whose block layout the model has, with the model's ModuleList of blocks."""
     for adapter in ADAPTERS:
-        modules = adapter.attention_modules(model)
-        if modules:
+        blocks = adapter.blocks(model)
+        if blocks is not None:
             config = getattr(model, "config", None)
             if config is None:
                 raise UnsupportedModelError(
@@ -38,11 +44,11 @@ def find_adapter(model: nn.Module) -> tuple[FamilyAdapter, list[nn.Module]]:
                     "Model type %r has %s-style attention modules; treating it as that family (tested: %s).",
                     model_type, adapter.family, ", ".join(adapter.tested_model_types),
                 )
-            return adapter, modules
+            return adapter, blocks
     raise UnsupportedModelError(
         f"{type(model).__name__} has no attention layout Sentinel can prune. Supported families: "
         f"{SUPPORTED_FAMILIES}."
     )
 
 
-__all__ = ["ADAPTERS", "FamilyAdapter", "SUPPORTED_FAMILIES", "find_adapter"]
+__all__ = ["ADAPTERS", "FamilyAdapter", "SUPPORTED_FAMILIES", "find_adapter", "find_blocks"]

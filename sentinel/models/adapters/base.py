@@ -1,55 +1,73 @@
-"""The interface every architecture adapter implements, and the Linear/Conv1D slicing they share.
+"""What every architecture adapter declares, and the slicing derived from it once for all families.
+
+An adapter states, as data, which projections hold each unit's slices (`SliceSpec`: module path,
+axis, how channels are laid out per unit), which module attributes follow a unit count
+(`AttrSpec`), where a unit kind's gate goes, and how a block's attention and MLP parts end
+(`PartSpec`). Views, removal (`keep_units`) and growth (`insert_units`) are derived here from that
+one declaration — Torch-Pruning's dependency-graph idea at our scale.
 
 Orientation is handled here once: `nn.Linear` stores weight as (out, in), GPT-2's `Conv1D` as (in, out).
+Indices here are LOCAL (positions among the units a module holds now); `sentinel.models.state`
+maps them to original indices.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from sentinel.models.layout import HeadWeights
+
+UNIT_KINDS = ("head", "neuron")
+PART_NAMES = ("attention", "mlp")
 
 
 def _out_dim(module: nn.Module) -> int:
     return 1 if isinstance(module, Conv1D) else 0
 
 
+class EmptyInputConv1D(Conv1D):
+    """A Conv1D left with no input channels (every unit feeding it removed): it returns its bias.
+
+    Conv1D's own forward cannot reshape a 0-wide input; Linear needs no such stand-in.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*x.shape[:-1], self.nf)
+
+
+def _set_width(module: nn.Module, axis: str, size: int) -> None:
+    if isinstance(module, Conv1D):
+        setattr(module, "nf" if axis == "out" else "nx", size)
+        if axis == "in":
+            module.__class__ = EmptyInputConv1D if size == 0 else Conv1D
+    else:
+        setattr(module, "out_features" if axis == "out" else "in_features", size)
+
+
 def keep_out_features(module: nn.Module, index: torch.Tensor) -> None:
     """Keep only the output channels `index` of a Linear or Conv1D (weight and bias)."""
     dim = _out_dim(module)
     index = index.to(module.weight.device)
-    module.weight = nn.Parameter(
-        module.weight.detach().index_select(dim, index).contiguous(),
-        requires_grad=module.weight.requires_grad,
-    )
+    module.weight = nn.Parameter(module.weight.detach().index_select(dim, index).contiguous(),
+                                 requires_grad=module.weight.requires_grad)
     if module.bias is not None:
-        module.bias = nn.Parameter(
-            module.bias.detach().index_select(0, index).contiguous(),
-            requires_grad=module.bias.requires_grad,
-        )
-    if isinstance(module, Conv1D):
-        module.nf = len(index)
-    else:
-        module.out_features = len(index)
+        module.bias = nn.Parameter(module.bias.detach().index_select(0, index).contiguous(),
+                                   requires_grad=module.bias.requires_grad)
+    _set_width(module, "out", len(index))
 
 
 def keep_in_features(module: nn.Module, index: torch.Tensor) -> None:
     """Keep only the input channels `index` of a Linear or Conv1D (the bias is per output, untouched)."""
     dim = 1 - _out_dim(module)
     index = index.to(module.weight.device)
-    module.weight = nn.Parameter(
-        module.weight.detach().index_select(dim, index).contiguous(),
-        requires_grad=module.weight.requires_grad,
-    )
-    if isinstance(module, Conv1D):
-        module.nx = len(index)
-    else:
-        module.in_features = len(index)
+    module.weight = nn.Parameter(module.weight.detach().index_select(dim, index).contiguous(),
+                                 requires_grad=module.weight.requires_grad)
+    _set_width(module, "in", len(index))
 
 
 def expand_out_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
@@ -64,10 +82,7 @@ def expand_out_features(module: nn.Module, size: int, index: torch.Tensor) -> No
     if module.bias is not None:
         module.bias = nn.Parameter(module.bias.detach().new_zeros(size).index_copy_(0, index, module.bias.detach()),
                                    requires_grad=module.bias.requires_grad)
-    if isinstance(module, Conv1D):
-        module.nf = size
-    else:
-        module.out_features = size
+    _set_width(module, "out", size)
 
 
 def expand_in_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
@@ -78,10 +93,7 @@ def expand_in_features(module: nn.Module, size: int, index: torch.Tensor) -> Non
     shape[dim] = size
     module.weight = nn.Parameter(old.new_zeros(shape).index_copy_(dim, index.to(old.device), old),
                                  requires_grad=module.weight.requires_grad)
-    if isinstance(module, Conv1D):
-        module.nx = size
-    else:
-        module.in_features = size
+    _set_width(module, "in", size)
 
 
 def out_rows(module: nn.Module, channels: slice) -> torch.Tensor:
@@ -107,48 +119,180 @@ def head_range(head: int, head_dim: int, offset: int = 0) -> slice:
 
 
 def head_channels(heads: list[int], head_dim: int, offset: int = 0) -> torch.Tensor:
-    """Channel indices of the given local heads, in order, for a head-major [heads, head_dim] layout."""
+    """Channel indices of the given local units, in order, for a unit-major [units, width] layout."""
     if not heads:
         return torch.zeros(0, dtype=torch.long)
     base = torch.tensor(heads, dtype=torch.long)[:, None] * head_dim + offset
     return (base + torch.arange(head_dim)).flatten()
 
 
-class FamilyAdapter(ABC):
-    """One per architecture family: finds the attention modules and knows their head layout.
+def submodule(root: nn.Module, path: str) -> nn.Module:
+    """`root.get_submodule(path)`, with "" meaning root itself."""
+    return root.get_submodule(path) if path else root
 
-    Local head indices (positions among the heads a module holds now) are used here; the mapping
-    to original indices is kept by `sentinel.pruning.masks`.
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """One projection's share of every unit of a kind.
+
+    `space` names the index that selects the slice ("head" query heads, "kv" key/value heads,
+    "neuron"). Each unit owns `width` channels per role along `axis`; with several roles the
+    projection holds one segment per role ([Q | K | V], GPT-2) or, `interleaved`, the roles inside
+    each unit ([q k v] per head, GPT-NeoX).
+    """
+
+    path: str
+    axis: Literal["out", "in"]
+    space: str
+    width: int
+    roles: tuple[str, ...]
+    interleaved: bool = False
+
+    def channels(self, local: list[int], count: int) -> torch.Tensor:
+        """Channel indices (ascending) of local units `local` when the projection holds `count` units."""
+        roles = len(self.roles)
+        if self.interleaved:
+            return head_channels(local, roles * self.width)
+        return torch.cat([head_channels(local, self.width, r * count * self.width) for r in range(roles)])
+
+    def role_range(self, role: int, unit: int, count: int) -> slice:
+        if self.interleaved:
+            return head_range(unit * len(self.roles) + role, self.width)
+        return head_range(unit, self.width, role * count * self.width)
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """A module attribute that follows a unit count: value = count(space) x per_unit, or count(space) // count(per_space)."""
+
+    path: str
+    attr: str
+    space: str
+    per_unit: int = 1
+    per_space: str | None = None
+
+    def value(self, counts: dict[str, int]) -> int | None:
+        if self.per_space is None:
+            return counts[self.space] * self.per_unit
+        return counts[self.space] // counts[self.per_space] if counts[self.per_space] else None
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Everything that moves with one unit kind in one block: its slices, its gate, its attributes.
+
+    Paths are relative to `root` (the attention module for heads, the MLP for neurons), which is
+    relative to the block. The gate multiplies the input of `gate` ([..., units * gate_width]).
+    """
+
+    kind: str
+    root: str
+    slices: tuple[SliceSpec, ...]
+    gate: str
+    gate_width: int
+    attrs: tuple[AttrSpec, ...] = ()
+
+    def spaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.space for s in self.slices))
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """How a block's attention or MLP part ends: gating `output`'s result zeroes the part's contribution.
+
+    Pre-LN families add the part's output to the residual outside it (`residual_arg` None); post-LN
+    BERT adds it inside `output`, whose argument `residual_arg` is the residual and whose `norm` is
+    replaced by an identity when the part is removed. `bias` is the projection whose bias goes too.
+    """
+
+    name: str
+    units: str
+    output: str
+    bias: str
+    residual_arg: int | None = None
+    norm: str | None = None
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """An adapter's whole declaration for one model (widths depend on its config)."""
+
+    attention: str                      # path of the attention module in a block
+    units: dict[str, UnitSpec]
+    parts: tuple[PartSpec, ...]
+
+
+def unit_views(root: nn.Module, spec: UnitSpec, unit: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
+    """Views {role: [width, in] rows or [out, width] cols, role_bias: bias or None} of one unit.
+
+    `unit` gives the unit's local index in each space it uses; writing into a view writes the model.
+    """
+    views: dict[str, Any] = {}
+    for s in spec.slices:
+        module = submodule(root, s.path)
+        for r, role in enumerate(s.roles):
+            channels = s.role_range(r, unit[s.space], counts[s.space])
+            if s.axis == "out":
+                views[role] = out_rows(module, channels)
+                views[f"{role}_bias"] = bias_of(module, channels)
+            else:
+                views[role] = in_cols(module, channels)
+    return views
+
+
+def keep_units(root: nn.Module, spec: UnitSpec, keep: dict[str, list[int]], counts: dict[str, int]) -> None:
+    """Physically keep only local units `keep[space]` of every slice; `counts` are the current sizes."""
+    with torch.no_grad():
+        for s in spec.slices:
+            module = submodule(root, s.path)
+            index = s.channels(keep[s.space], counts[s.space])
+            (keep_out_features if s.axis == "out" else keep_in_features)(module, index)
+    _set_attrs(root, spec, {space: len(units) for space, units in keep.items()})
+
+
+def insert_units(root: nn.Module, spec: UnitSpec, kept_at: dict[str, list[int]], sizes: dict[str, int]) -> None:
+    """Inverse of keep_units: grow every slice to `sizes[space]` units, current local unit i landing at
+    kept_at[space][i]; new units get zero weights."""
+    with torch.no_grad():
+        for s in spec.slices:
+            module = submodule(root, s.path)
+            index = s.channels(kept_at[s.space], sizes[s.space])
+            width = sizes[s.space] * s.width * len(s.roles)
+            (expand_out_features if s.axis == "out" else expand_in_features)(module, width, index)
+    _set_attrs(root, spec, sizes)
+
+
+def _set_attrs(root: nn.Module, spec: UnitSpec, counts: dict[str, int]) -> None:
+    for a in spec.attrs:
+        value = a.value(counts)
+        if value is not None:
+            setattr(submodule(root, a.path), a.attr, value)
+
+
+class FamilyAdapter(ABC):
+    """One per architecture family: finds the blocks and declares, as data, where each unit's slices live.
+
+    Subclasses implement `is_attention` (recognise the family's attention module), `spec(config)` and,
+    when the config names things differently, `head_config` / `mlp_size`.
     """
 
     family: ClassVar[str]
     examples: ClassVar[str]
     tested_model_types: ClassVar[tuple[str, ...]]
     cache_kwarg: ClassVar[str] = "past_key_values"
+    attention_path: ClassVar[str]       # attention module inside a block
+    output_path: ClassVar[str]          # attention output projection, inside the attention module
     # The MLP output projection (down_proj / c_proj / fc2 / ...), as a path from the transformer block.
     mlp_output: ClassVar[str]
+    emptied_path: ClassVar[str] = ""    # module (inside the attention) whose forward is replaced with no heads left
 
     @abstractmethod
-    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
-        """Attention modules in layer order, or [] when the model does not have this family's layout."""
+    def is_attention(self, module: nn.Module) -> bool:
+        """Whether `module` is this family's (self-)attention module."""
 
     @abstractmethod
-    def output_projection(self, attn: nn.Module) -> nn.Module:
-        """The projection whose input still holds each head's output separately."""
-
-    @abstractmethod
-    def head_weights(self, attn: nn.Module, head: int, kv_head: int) -> HeadWeights:
-        """Views of local query head `head` (and its local key/value head `kv_head`)."""
-
-    @abstractmethod
-    def keep_heads(self, attn: nn.Module, heads: list[int], kv_heads: list[int]) -> None:
-        """Physically keep only local query heads `heads` and local key/value heads `kv_heads`."""
-
-    @abstractmethod
-    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
-                     num_kv_heads: int) -> None:
-        """Inverse of keep_heads: grow to `num_heads` query (`num_kv_heads` K/V) heads with zero weights,
-        current local head i moving to slot kept_at[i] (K/V head j to kv_kept_at[j])."""
+    def spec(self, config: Any) -> FamilySpec:
+        """The family's slice declaration for a model with this config."""
 
     def head_config(self, config: Any) -> tuple[int, int, int, int]:
         """(num_heads, num_kv_heads, head_dim, hidden_size) of the original model."""
@@ -158,16 +302,48 @@ class FamilyAdapter(ABC):
         head_dim = getattr(config, "head_dim", None) or hidden // heads
         return heads, kv_heads, head_dim, hidden
 
+    def mlp_size(self, config: Any) -> int:
+        """MLP intermediate channels (neurons) per layer in the original model."""
+        return config.intermediate_size
+
     def is_causal(self, config: Any) -> bool:
         return True
 
+    # --- derived from the declaration ---------------------------------------------------------
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList | None:
+        """The ModuleList of transformer blocks (each holding an attention module at `attention_path`)."""
+        for module in model.modules():
+            if isinstance(module, nn.ModuleList) and len(module) and all(
+                self._holds_attention(block) for block in module
+            ):
+                return module
+        return None
+
+    def _holds_attention(self, block: nn.Module) -> bool:
+        try:
+            attn = block.get_submodule(self.attention_path)
+        except AttributeError:
+            return False
+        return self.is_attention(attn)
+
+    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Attention modules in block order, or [] when the model does not have this family's layout."""
+        blocks = self.blocks(model)
+        return [] if blocks is None else [b.get_submodule(self.attention_path) for b in blocks]
+
+    def output_projection(self, attn: nn.Module) -> nn.Module:
+        """The projection whose input still holds each head's output separately (the head gate's place)."""
+        return submodule(attn, self.output_path)
+
     def emptied_module(self, attn: nn.Module) -> nn.Module:
         """The module whose forward is replaced when a layer loses every head."""
-        return attn
+        return submodule(attn, self.emptied_path)
 
     def empty_output(self, attn: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-        """What an attention module with no heads returns: the output projection of nothing (its bias)."""
+        """What an attention module with no heads returns: the output projection of nothing (its bias).
+
+        The projection really runs on a 0-wide input, so the gates on it (a masked attention part) still apply.
+        """
         proj = self.output_projection(attn)
-        width = proj.nf if isinstance(proj, Conv1D) else proj.out_features
-        out = hidden_states.new_zeros(*hidden_states.shape[:-1], width)
-        return out if proj.bias is None else out + proj.bias
+        return proj(hidden_states.new_zeros(*hidden_states.shape[:-1], 0))

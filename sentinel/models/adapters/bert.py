@@ -1,4 +1,4 @@
-"""BERT / RoBERTa family: `self.query/key/value` Linear layers, output projection `output.dense`."""
+"""BERT / RoBERTa family: `self.query/key/value`, `output.dense`; MLP `intermediate.dense`/`output.dense`; post-LN."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
-    keep_in_features, keep_out_features, out_rows,
-)
-from sentinel.models.layout import HeadWeights
+from sentinel.models.adapters.base import AttrSpec, FamilyAdapter, FamilySpec, PartSpec, SliceSpec, UnitSpec
 
 
 class BertAdapter(FamilyAdapter):
@@ -19,54 +15,36 @@ class BertAdapter(FamilyAdapter):
     examples = "BERT / RoBERTa (query/key/value + output.dense)"
     tested_model_types = ("bert", "roberta")
     mlp_output = "output.dense"
+    attention_path = "attention"
+    output_path = "output.dense"
+    emptied_path = "self"
 
-    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
-        found = []
-        for m in model.modules():
-            inner, out = getattr(m, "self", None), getattr(m, "output", None)
-            if all(isinstance(getattr(inner, n, None), nn.Linear) for n in ("query", "key", "value")) and isinstance(
-                getattr(out, "dense", None), nn.Linear
-            ):
-                found.append(m)
-        return found
+    def is_attention(self, m: nn.Module) -> bool:
+        inner, out = getattr(m, "self", None), getattr(m, "output", None)
+        return all(isinstance(getattr(inner, n, None), nn.Linear) for n in ("query", "key", "value")) and isinstance(
+            getattr(out, "dense", None), nn.Linear)
 
     def is_causal(self, config: Any) -> bool:
         return bool(getattr(config, "is_decoder", False))
 
-    def output_projection(self, attn: nn.Module) -> nn.Module:
-        return attn.output.dense
-
-    def emptied_module(self, attn: nn.Module) -> nn.Module:
-        return attn.self
+    def spec(self, config: Any) -> FamilySpec:
+        d = config.hidden_size // config.num_attention_heads
+        head = UnitSpec("head", "attention",
+                        (SliceSpec("self.query", "out", "head", d, ("q",)), SliceSpec("self.key", "out", "head", d, ("k",)),
+                         SliceSpec("self.value", "out", "head", d, ("v",)),
+                         SliceSpec("output.dense", "in", "head", d, ("o",))),
+                        gate="output.dense", gate_width=d,
+                        attrs=(AttrSpec("self", "num_attention_heads", "head"),
+                               AttrSpec("self", "all_head_size", "head", d)))
+        neuron = UnitSpec("neuron", "", (SliceSpec("intermediate.dense", "out", "neuron", 1, ("up",)),
+                                         SliceSpec("output.dense", "in", "neuron", 1, ("down",))),
+                          gate="output.dense", gate_width=1)
+        # Post-LN: each part adds its residual inside its output module, then normalises.
+        return FamilySpec("attention", {"head": head, "neuron": neuron},
+                          (PartSpec("attention", "head", "attention.output", "attention.output.dense", residual_arg=1,
+                                    norm="attention.output.LayerNorm"),
+                           PartSpec("mlp", "neuron", "output", "output.dense", residual_arg=1, norm="output.LayerNorm")))
 
     def empty_output(self, attn: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         # The output projection lives outside `attn.self`; an empty context makes it yield its bias.
         return hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
-
-    def head_weights(self, attn: nn.Module, head: int, kv_head: int) -> HeadWeights:
-        s, d = attn.self, attn.self.attention_head_size
-        r = head_range(head, d)
-        return HeadWeights(
-            q=out_rows(s.query, r), k=out_rows(s.key, r), v=out_rows(s.value, r),
-            o=in_cols(attn.output.dense, r),
-            q_bias=bias_of(s.query, r), k_bias=bias_of(s.key, r), v_bias=bias_of(s.value, r),
-        )
-
-    def keep_heads(self, attn: nn.Module, heads: list[int], kv_heads: list[int]) -> None:
-        s, d = attn.self, attn.self.attention_head_size
-        index = head_channels(heads, d)
-        for proj in (s.query, s.key, s.value):
-            keep_out_features(proj, index)
-        keep_in_features(attn.output.dense, index)
-        s.num_attention_heads = len(heads)
-        s.all_head_size = len(heads) * d
-
-    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
-                     num_kv_heads: int) -> None:
-        s, d = attn.self, attn.self.attention_head_size
-        index = head_channels(kept_at, d)
-        for proj in (s.query, s.key, s.value):
-            expand_out_features(proj, num_heads * d, index)
-        expand_in_features(attn.output.dense, num_heads * d, index)
-        s.num_attention_heads = num_heads
-        s.all_head_size = num_heads * d

@@ -1,18 +1,17 @@
-"""Llama / Mistral / Qwen2 family: q_proj/k_proj/v_proj/o_proj, with grouped-query attention.
+"""Llama / Mistral / Qwen2 family: q_proj/k_proj/v_proj/o_proj with grouped-query attention; gate/up/down MLP.
 
-Query heads h share key/value head h // group_size; the group size stays fixed because removal
-only ever takes whole groups.
+Query heads h share key/value head h // group_size of the original model. Removal takes whole K/V
+groups, or the same number of query heads from every group of a layer (`num_key_value_groups`
+follows, so `repeat_kv` stays valid).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
-    keep_in_features, keep_out_features, out_rows,
-)
-from sentinel.models.layout import HeadWeights
+from sentinel.models.adapters.base import AttrSpec, FamilyAdapter, FamilySpec, PartSpec, SliceSpec, UnitSpec
 
 
 class LlamaAdapter(FamilyAdapter):
@@ -20,37 +19,25 @@ class LlamaAdapter(FamilyAdapter):
     examples = "Llama / Mistral / Qwen2 (q_proj/k_proj/v_proj/o_proj, grouped-query attention)"
     tested_model_types = ("llama", "mistral", "qwen2")
     mlp_output = "mlp.down_proj"
+    attention_path = "self_attn"
+    output_path = "o_proj"
 
-    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [
-            m for m in model.modules()
-            if all(isinstance(getattr(m, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
-            and hasattr(m, "num_key_value_groups") and hasattr(m, "head_dim")
-        ]
+    def is_attention(self, m: nn.Module) -> bool:
+        return (all(isinstance(getattr(m, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+                and hasattr(m, "num_key_value_groups") and hasattr(m, "head_dim"))
 
-    def output_projection(self, attn: nn.Module) -> nn.Module:
-        return attn.o_proj
-
-    def head_weights(self, attn: nn.Module, head: int, kv_head: int) -> HeadWeights:
-        d = attn.head_dim
-        q, kv = head_range(head, d), head_range(kv_head, d)
-        return HeadWeights(
-            q=out_rows(attn.q_proj, q), k=out_rows(attn.k_proj, kv), v=out_rows(attn.v_proj, kv),
-            o=in_cols(attn.o_proj, q),
-            q_bias=bias_of(attn.q_proj, q), k_bias=bias_of(attn.k_proj, kv), v_bias=bias_of(attn.v_proj, kv),
-        )
-
-    def keep_heads(self, attn: nn.Module, heads: list[int], kv_heads: list[int]) -> None:
-        d = attn.head_dim
-        keep_out_features(attn.q_proj, head_channels(heads, d))
-        keep_out_features(attn.k_proj, head_channels(kv_heads, d))
-        keep_out_features(attn.v_proj, head_channels(kv_heads, d))
-        keep_in_features(attn.o_proj, head_channels(heads, d))
-
-    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
-                     num_kv_heads: int) -> None:
-        d = attn.head_dim
-        expand_out_features(attn.q_proj, num_heads * d, head_channels(kept_at, d))
-        expand_out_features(attn.k_proj, num_kv_heads * d, head_channels(kv_kept_at, d))
-        expand_out_features(attn.v_proj, num_kv_heads * d, head_channels(kv_kept_at, d))
-        expand_in_features(attn.o_proj, num_heads * d, head_channels(kept_at, d))
+    def spec(self, config: Any) -> FamilySpec:
+        d = self.head_config(config)[2]
+        head = UnitSpec("head", "self_attn",
+                        (SliceSpec("q_proj", "out", "head", d, ("q",)), SliceSpec("k_proj", "out", "kv", d, ("k",)),
+                         SliceSpec("v_proj", "out", "kv", d, ("v",)), SliceSpec("o_proj", "in", "head", d, ("o",))),
+                        gate="o_proj", gate_width=d,
+                        attrs=(AttrSpec("", "num_key_value_groups", "head", per_space="kv"),))
+        neuron = UnitSpec("neuron", "mlp",
+                          (SliceSpec("gate_proj", "out", "neuron", 1, ("gate",)),
+                           SliceSpec("up_proj", "out", "neuron", 1, ("up",)),
+                           SliceSpec("down_proj", "in", "neuron", 1, ("down",))),
+                          gate="down_proj", gate_width=1, attrs=(AttrSpec("", "intermediate_size", "neuron"),))
+        return FamilySpec("self_attn", {"head": head, "neuron": neuron},
+                          (PartSpec("attention", "head", "self_attn.o_proj", "self_attn.o_proj"),
+                           PartSpec("mlp", "neuron", "mlp.down_proj", "mlp.down_proj")))

@@ -1,14 +1,12 @@
-"""OPT family: q_proj/k_proj/v_proj Linear layers and `out_proj`; the module tracks `num_heads`."""
+"""OPT family: q_proj/k_proj/v_proj + `out_proj` (the module tracks `num_heads`); MLP `fc1`/`fc2` in the layer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from sentinel.models.adapters.base import (
-    FamilyAdapter, bias_of, expand_in_features, expand_out_features, head_channels, head_range, in_cols,
-    keep_in_features, keep_out_features, out_rows,
-)
-from sentinel.models.layout import HeadWeights
+from sentinel.models.adapters.base import AttrSpec, FamilyAdapter, FamilySpec, PartSpec, SliceSpec, UnitSpec
 
 
 class OPTAdapter(FamilyAdapter):
@@ -16,37 +14,25 @@ class OPTAdapter(FamilyAdapter):
     examples = "OPT (q_proj/k_proj/v_proj + out_proj)"
     tested_model_types = ("opt",)
     mlp_output = "fc2"
+    attention_path = "self_attn"
+    output_path = "out_proj"
 
-    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [
-            m for m in model.modules()
-            if all(isinstance(getattr(m, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
-            and hasattr(m, "num_heads") and hasattr(m, "head_dim")
-        ]
+    def is_attention(self, m: nn.Module) -> bool:
+        return (all(isinstance(getattr(m, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
+                and hasattr(m, "num_heads") and hasattr(m, "head_dim"))
 
-    def output_projection(self, attn: nn.Module) -> nn.Module:
-        return attn.out_proj
+    def mlp_size(self, config: Any) -> int:
+        return config.ffn_dim
 
-    def head_weights(self, attn: nn.Module, head: int, kv_head: int) -> HeadWeights:
-        r = head_range(head, attn.head_dim)
-        return HeadWeights(
-            q=out_rows(attn.q_proj, r), k=out_rows(attn.k_proj, r), v=out_rows(attn.v_proj, r),
-            o=in_cols(attn.out_proj, r),
-            q_bias=bias_of(attn.q_proj, r), k_bias=bias_of(attn.k_proj, r), v_bias=bias_of(attn.v_proj, r),
-        )
-
-    def keep_heads(self, attn: nn.Module, heads: list[int], kv_heads: list[int]) -> None:
-        index = head_channels(heads, attn.head_dim)
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-            keep_out_features(proj, index)
-        keep_in_features(attn.out_proj, index)
-        attn.num_heads = len(heads)
-
-    def insert_heads(self, attn: nn.Module, kept_at: list[int], kv_kept_at: list[int], num_heads: int,
-                     num_kv_heads: int) -> None:
-        d = attn.head_dim
-        index = head_channels(kept_at, d)
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-            expand_out_features(proj, num_heads * d, index)
-        expand_in_features(attn.out_proj, num_heads * d, index)
-        attn.num_heads = num_heads
+    def spec(self, config: Any) -> FamilySpec:
+        d = config.hidden_size // config.num_attention_heads
+        head = UnitSpec("head", "self_attn",
+                        (SliceSpec("q_proj", "out", "head", d, ("q",)), SliceSpec("k_proj", "out", "head", d, ("k",)),
+                         SliceSpec("v_proj", "out", "head", d, ("v",)), SliceSpec("out_proj", "in", "head", d, ("o",))),
+                        gate="out_proj", gate_width=d, attrs=(AttrSpec("", "num_heads", "head"),))
+        neuron = UnitSpec("neuron", "", (SliceSpec("fc1", "out", "neuron", 1, ("up",)),
+                                         SliceSpec("fc2", "in", "neuron", 1, ("down",))),
+                          gate="fc2", gate_width=1)
+        return FamilySpec("self_attn", {"head": head, "neuron": neuron},
+                          (PartSpec("attention", "head", "self_attn.out_proj", "self_attn.out_proj"),
+                           PartSpec("mlp", "neuron", "fc2", "fc2")))
