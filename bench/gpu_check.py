@@ -181,20 +181,12 @@ def apply_half(model: nn.Module, kinds: tuple[str, ...], how: str) -> dict[str, 
 # ----------------------------------------------------------------------------------------------- helpers
 
 def body_flops(model: nn.Module, batch: int, seq: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of the transformer body's matrix products at batch x seq, from its shapes.
+    """Multiply-add FLOPs (2 per MAC) of the transformer body at batch x seq: the library's own per-token count
+    (sentinel.pruning.budget.body_flops, read off the model's shapes, so GQA, gated MLPs and removed heads,
+    neurons and blocks are all counted) times the tokens. Masked units still run, so they still count."""
+    from sentinel.pruning.budget import body_flops as flops_per_token
 
-    Every Linear / Conv1D of `model.base_model` costs 2 * tokens * in * out; each layer's attention adds
-    Q K^T and P V, 2 * 2 * batch * heads * seq^2 * head_dim over the heads present (masked heads still run).
-    For GPT-2 this is `body_flops` of bench/structural_speedup.py, read off the model instead of its config,
-    so GQA, gated MLPs and removed units of any kind are counted without new formulas.
-    """
-    tokens = batch * seq
-    linear = sum(2 * tokens * m.weight.numel() for m in model.base_model.modules()
-                 if isinstance(m, (nn.Linear, Conv1D)))
-    heads = model_heads(model)
-    attention = sum(4 * batch * len(heads.present(layer)) * seq * seq * heads.head_dim
-                    for layer in range(heads.num_layers))
-    return linear + attention
+    return batch * seq * flops_per_token(model, seq)
 
 
 def rel_diff(value: torch.Tensor, reference: torch.Tensor) -> float:

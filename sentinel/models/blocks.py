@@ -1,6 +1,6 @@
 """Transformer blocks and their projections, found from module structure (never from class names).
 
-A block is an entry of the `nn.ModuleList` that holds one attention module per entry; its MLP output
+The blocks are the ones the model's pruning state (sentinel.models.state) knows; a block's MLP output
 projection is named by the family adapter's `mlp_output` path. Export and recovery both read shapes
 and projections through here, so they work for whatever pruning produced those shapes.
 """
@@ -22,17 +22,9 @@ def in_features(module: nn.Module) -> int:
 
 
 def model_blocks(model: nn.Module, heads: ModelHeads | None = None) -> list[nn.Module]:
-    """The transformer blocks in order: the ModuleList whose i-th entry contains the i-th attention module."""
+    """The transformer blocks still in the model, in order (the pruning state's own block list)."""
     heads = heads or model_heads(model)
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == heads.num_layers and all(
-            any(sub is attn for sub in block.modules()) for block, attn in zip(module, heads.modules)
-        ):
-            return list(module)
-    raise UnsupportedModelError(
-        f"{type(model).__name__}: no module list holds one attention module per entry, so its transformer "
-        "blocks cannot be found."
-    )
+    return list(heads.blocks)
 
 
 def mlp_output_projection(heads: ModelHeads, block: nn.Module) -> nn.Module:
@@ -56,10 +48,10 @@ class BlockShape:
 
 
 def block_shapes(model: nn.Module) -> list[BlockShape]:
-    """The physical shape of every block, in order (masked units still count: they are in the weights)."""
+    """The physical shape of every block still in the model, in order (masked units count: they are in the weights)."""
     heads = model_heads(model)
-    blocks = model_blocks(model, heads)
     return [
-        BlockShape(len(heads.present(i)), len(heads.present_kv(i)), in_features(mlp_output_projection(heads, b)))
-        for i, b in enumerate(blocks)
+        BlockShape(len(heads.present(layer)), len(heads.present_kv(layer)),
+                   in_features(mlp_output_projection(heads, heads.block(layer))))
+        for layer in heads.present_blocks()
     ]

@@ -99,14 +99,18 @@ def test_dry_run_states_its_tolerances_and_meets_them(dry_run):
     assert run["result"]["device"] == "cpu" and math.isfinite(run["result"]["perplexity"])
 
 
-def test_body_flops_agrees_with_structural_speedup_for_gpt2(gpu_check):
-    """The shape-read FLOP count equals bench/structural_speedup.py's formula, unpruned and with heads removed."""
-    speedup = _load_script("structural_speedup", ROOT / "bench" / "structural_speedup.py")
-    model = make_tiny_model("gpt2")                       # 3 layers x 4 heads x 32, MLP 128
-    layers, heads, hidden, dim = 3, 4, 32, 8
-    assert gpu_check.body_flops(model, 2, 16) == speedup.body_flops(layers, hidden, heads, dim, 2, 16)
+def test_body_flops_is_the_hand_count_for_gpt2(gpu_check):
+    """The FLOP count the timings are predicted from equals a hand count, unpruned and with half the heads removed."""
+    model = make_tiny_model("gpt2")                       # 3 layers x 4 heads x 8, hidden 32, MLP 128
+    layers, heads, hidden, dim, batch, seq = 3, 4, 32, 8, 2, 16
+
+    def hand(h: int) -> int:
+        weights = layers * (hidden * 3 * h * dim + h * dim * hidden + 2 * hidden * 4 * hidden)  # c_attn, c_proj, MLP
+        return 2 * batch * seq * weights + 4 * batch * layers * h * seq * seq * dim           # + QK^T and PV
+
+    assert gpu_check.body_flops(model, batch, seq) == hand(heads)
     remove_heads(model, gpu_check.half_heads_plan(model))
-    assert gpu_check.body_flops(model, 2, 16) == speedup.body_flops(layers, hidden, heads // 2, dim, 2, 16)
+    assert gpu_check.body_flops(model, batch, seq) == hand(heads // 2)
 
 
 def test_body_flops_counts_gqa_and_the_gated_mlp(gpu_check):

@@ -13,11 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sentinel import load_model, mask_heads, remove_heads
+from sentinel import load_model, mask_heads, remove_heads, remove_layers, remove_neurons
 from sentinel.export import ExportError, export_model, per_layer_config_support
 from sentinel.models.heads import model_heads
 from tests.conftest import ALL_FAMILIES, CAUSAL_FAMILIES, make_char_tokenizer, make_tiny_model, sample_ids
-from tests.export.standins import standin_drop_blocks, standin_slice_mlp
 
 # Run by a fresh interpreter: only transformers and torch; importing sentinel is made impossible.
 CHILD = r"""
@@ -53,8 +52,9 @@ def _pruned(family: str) -> torch.nn.Module:
         plan = {layer: QUERY_HEADS_TO_DROP[family] for layer in range(3)}
         # Mistral/Qwen2 masked rather than removed: export must remove masked heads first.
         (remove_heads if family == "llama" else mask_heads)(model, plan)
-    standin_slice_mlp(model, {layer: list(range(1, 64, 2)) for layer in range(3)})
-    standin_drop_blocks(model, [1])
+    width = model_heads(model).num_neurons                  # 64, or 128 for GPT-2 (4 x n_embd)
+    remove_neurons(model, {layer: [n for n in range(width) if n not in range(1, 64, 2)] for layer in range(3)})
+    remove_layers(model, [1])
     return model
 
 
@@ -158,7 +158,7 @@ def test_non_uniform_grouped_query_heads_name_the_blocks(family, tmp_path):
 
 def test_non_uniform_mlp_width_is_refused(tmp_path):
     model = make_tiny_model("opt")
-    standin_slice_mlp(model, {1: list(range(16))})
+    remove_neurons(model, {1: list(range(16, 64))})
     with pytest.raises(ExportError, match=r"different MLP widths \(0: 64, 1: 16, 2: 64\)"):
         export_model(model, None, tmp_path / "out")
 

@@ -8,13 +8,12 @@ import copy
 import pytest
 import torch
 
-from sentinel import remove_heads, save_model
+from sentinel import remove_heads, remove_neurons, save_model
 from sentinel.export import export_model
 from sentinel.models import load_model
 from sentinel.models.heads import model_heads
 from sentinel.pruning.recovery import RecoveryError, recover
 from tests.conftest import make_char_tokenizer, make_tiny_model, sample_ids
-from tests.export.standins import standin_slice_mlp
 
 
 def _batches(n: int = 4, length: int = 24) -> list[dict[str, torch.Tensor]]:
@@ -71,7 +70,7 @@ def test_lstsq_lowers_reconstruction_error_on_random_weights(family):
     reference = copy.deepcopy(model)
     plan = {0: [4, 5, 6, 7], 2: [0, 1, 2, 3]} if family == "llama" else {0: [1], 2: [0, 3]}
     remove_heads(model, plan)
-    standin_slice_mlp(model, {1: list(range(0, 64, 2))})      # stand-in for #10's neuron removal
+    remove_neurons(model, {1: list(range(1, 64, 2))})
     gap_before = (_logits(model) - _logits(reference)).pow(2).mean()
     result = recover(model, reference, _batches(), method="lstsq")
     assert [(f.layer, f.part) for f in result.fits] == [(0, "attention"), (1, "mlp"), (2, "attention")]
