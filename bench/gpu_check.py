@@ -65,7 +65,6 @@ if str(REPO_ROOT) not in sys.path:   # run as `python bench/gpu_check.py` from a
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers.pytorch_utils import Conv1D  # noqa: E402
 
 import sentinel  # noqa: E402
 from sentinel import load_model, mask_heads, remove_heads, unmask_heads  # noqa: E402
