@@ -7,7 +7,7 @@ import streamlit as st
 from sentinel.evaluation.size import parameter_count
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.format import human_count, shared_prefix_words, signed_percent, word_diff_html
-from sentinel.ui.state import base_figures, current_figures, dashboard, report_errors, require_model, tuned_figures
+from app_support.state import base_figures, current_figures, dashboard, report_errors, require_model, tuned_figures
 
 IDS = {"Base model": "base", "Pruned": "pruned", "Pruned + fine-tuned": "tuned"}
 

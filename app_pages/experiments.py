@@ -6,7 +6,7 @@ import streamlit as st
 from sentinel.store import sentinel_home
 from sentinel.ui.charts import curves_chart, level_chart
 from sentinel.ui.history import curves_frame, experiments_frame, level_frame
-from sentinel.ui.state import report_errors, shared_store
+from app_support.state import report_errors, shared_store
 
 st.title(":material/history: Experiments")
 st.caption(f"Every fine-tune and benchmark run recorded in the experiment store ({sentinel_home()}). "

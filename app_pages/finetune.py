@@ -4,7 +4,7 @@ import streamlit as st
 
 from sentinel.ui.charts import curves_chart
 from sentinel.ui.finetune import FineTuneRequest, JobView, job_view, start_finetune
-from sentinel.ui.state import (adopt_finished_job, dashboard, report_errors, require_model, shared_jobs,
+from app_support.state import (adopt_finished_job, dashboard, report_errors, require_model, shared_jobs,
                                shared_store)
 
 STATE_WORDS = {"queued": "waiting to start", "running": "running", "succeeded": "finished",

@@ -5,8 +5,8 @@ import streamlit as st
 from sentinel.ui.analysis import (ON_REQUEST, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
                                   uploaded_text)
 from sentinel.ui.charts import METRICS
-from sentinel.ui.state import cached_maps, current_maps, dashboard, report_errors, require_model
-from sentinel.ui.widgets import head_map, selection_list
+from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model
+from app_support.widgets import head_map, selection_list
 
 state = dashboard()
 st.title(":material/grid_on: Head maps")

@@ -6,7 +6,7 @@ from sentinel.evaluation.size import parameter_count, weight_bytes
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
-from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors, require_model
+from app_support.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors, require_model
 
 KINDS = {
     "bundled": "Bundled demo model",

@@ -13,9 +13,9 @@ from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
 from sentinel.ui.selection import HeadSelection
-from sentinel.ui.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
+from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
                                report_errors, require_model, show_notices, strategy_scores)
-from sentinel.ui.widgets import head_map, selection_list
+from app_support.widgets import head_map, selection_list
 
 state = dashboard()
 st.title(":material/content_cut: Prune")

@@ -28,7 +28,7 @@ def app_home(tmp_path_factory) -> Iterator[Path]:
     os.environ.setdefault("SENTINEL_TORCH_THREADS", str(torch.get_num_threads()))
     st.cache_resource.clear()          # the store and job manager are created under this folder
     yield home
-    from sentinel.ui.state import shared_jobs
+    from app_support.state import shared_jobs
 
     shared_jobs().shutdown(cancel=True, wait=True, timeout=60)
     st.cache_resource.clear()

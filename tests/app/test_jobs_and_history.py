@@ -11,7 +11,7 @@ import torch
 
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
-from sentinel.ui.state import shared_store
+from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, wait_for
 
 STEPS = 4

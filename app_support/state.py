@@ -1,0 +1,217 @@
+"""Streamlit glue the pages share: the per-process base model, store and job manager, and each session's state.
+
+The base model is cached per process (`st.cache_resource`) and never modified; a session only ever
+touches its own `WorkingModel` copy. Everything a session has done lives in one `DashboardState`
+object in `st.session_state`, so an error on any page leaves it as it was. The plain-data parts
+(`DashboardState`, the analysis, the pruning session) live in `sentinel.ui`, which never imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from sentinel.errors import DataError
+from sentinel.generation import generate_text
+from sentinel.jobs import JobManager
+from sentinel.metrics.scores import HeadScores
+from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
+from sentinel.store import Store
+from sentinel.ui.analysis import ON_REQUEST, HeadMaps, ModelFigures, block_size_for, compute_maps, measure_figures
+from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
+from sentinel.ui.format import EXPECTED_ERRORS, plain_error
+from sentinel.ui.pruning import metrics_for
+from sentinel.ui.session import WorkingModel
+from sentinel.ui.state import (STATE_KEY, DashboardState, Failure, ModelChoice, TunedModel,  # noqa: F401
+                               bundled_model_available, configure_torch_threads, maps_key)
+
+logger = logging.getLogger(__name__)
+
+
+def dashboard() -> DashboardState:
+    """This browser session's state (created on first use)."""
+    if STATE_KEY not in st.session_state:
+        st.session_state[STATE_KEY] = DashboardState()
+    return st.session_state[STATE_KEY]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load a model once per process; every session copies it and nobody modifies it."""
+    return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
+
+
+def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
+    """Load (or reuse the cached) base model and give the session its own copy."""
+    base = shared_base_model(choice.source, choice.device, choice.dtype)
+    working = WorkingModel(base)
+    state.forget_model()
+    state.choice = choice
+    state.working = working
+    return working
+
+
+def require_model(state: DashboardState) -> WorkingModel:
+    """The session's model; loads the bundled model on first use, or stops the page with a pointer to Model."""
+    if state.working is not None:
+        return state.working
+    if bundled_model_available():
+        with st.spinner("Loading the bundled demo model…"), report_errors("loading the bundled model") as failed:
+            return open_model(state, ModelChoice())
+        if failed:
+            st.stop()
+    st.info("No model is loaded yet. Choose one on the Model page.")
+    st.page_link("app_pages/model.py", label="Go to the Model page", icon=":material/memory:")
+    st.stop()
+
+
+@contextmanager
+def report_errors(doing: str) -> Iterator[Failure]:
+    """Show an expected failure (bad input, missing model, out of memory, unwritable folder) as a plain
+    `st.error` and carry on; anything else is a bug and propagates to Streamlit's error display."""
+    failure = Failure()
+    try:
+        yield failure
+    except EXPECTED_ERRORS as error:
+        failure.message = plain_error(error, doing)
+        logger.warning("%s: %s", doing, error)
+        st.error(failure.message, icon=":material/error:")
+
+
+def cached_maps(state: DashboardState, working: WorkingModel) -> HeadMaps | None:
+    """The scores computed so far on the model as it is now and the current text (None if none yet)."""
+    cached = state.caches.get("maps")
+    return cached[1] if cached is not None and cached[0] == maps_key(state, working) else None
+
+
+def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable[str],
+                 progress: Callable[[int, int], None] | None = None) -> HeadMaps | None:
+    """Scores of the session's model as it is now for `metrics` (each computed once per model version and text).
+
+    Returns None when the computation failed (the error is already on the page).
+    """
+    key = maps_key(state, working)
+    maps = cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)
+    missing = maps.missing(metrics)
+    if missing:
+        seq_len = block_size_for(working.model, state.map_seq_len)
+        with st.spinner("Measuring every head on the sample text…"), report_errors("computing the head maps") as failed:
+            blocks = state.text.blocks(working.tokenizer, seq_len, state.map_samples * seq_len)
+            maps.merge(compute_maps(working.model, working.tokenizer, blocks, missing, working.version, progress))
+            maps.text, maps.tokens = blocks.source, blocks.num_tokens
+        if failed:
+            return None
+        state.caches["maps"] = (key, maps)
+    return maps
+
+
+def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str) -> dict[str, HeadScores]:
+    """The scores `strategy` ranks by, measured on the model as it is now (loss impact only if computed)."""
+    needed = metrics_for(strategy)
+    if not needed:
+        return {}
+    on_request = [m for m in needed if m in ON_REQUEST]
+    have = (cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)).scores
+    if any(m not in have for m in on_request):
+        raise DataError(f"The {strategy} strategy needs {', '.join(on_request)} scores of the model as it is now; "
+                        "compute them on the Head maps page first (they take one pass over the text per head).")
+    maps = current_maps(state, working, needed)
+    if maps is None:
+        raise DataError("The head scores could not be computed on the sample text; see the message above.")
+    return dict(maps.scores)
+
+
+def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
+    """Before-column figures of the model as loaded (computed once per text)."""
+    key = ("figures-base", id(working.base), state.text.digest)
+    if key not in state.caches:
+        with st.spinner("Measuring the model as loaded…"), report_errors("measuring the base model") as failed:
+            state.caches[key] = measure_figures(working.base.model, working.tokenizer, state.text)
+        if failed:
+            return None
+    return state.caches[key]
+
+
+def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
+    """After-column figures of the session's model now (the base figures while nothing is pruned)."""
+    if not working.steps:
+        return base_figures(state, working)
+    key = ("figures", id(working), working.version, state.text.digest)
+    if state.caches.get("figures-now", (None,))[0] != key:
+        with st.spinner("Measuring your pruned model…"), report_errors("measuring the pruned model") as failed:
+            state.caches["figures-now"] = (key, measure_figures(working.model, working.tokenizer, state.text))
+        if failed:
+            return None
+    return state.caches["figures-now"][1]
+
+
+def tuned_figures(state: DashboardState) -> ModelFigures | None:
+    """Figures of the fine-tuned model (computed once per job and text)."""
+    if state.tuned is None:
+        return None
+    key = ("figures-tuned", state.tuned.job_id, state.text.digest)
+    if key not in state.caches:
+        with st.spinner("Measuring the fine-tuned model…"), report_errors("measuring the fine-tuned model") as failed:
+            tokenizer = state.working.tokenizer if state.working else None
+            state.caches[key] = measure_figures(state.tuned.model, tokenizer, state.text)
+        if failed:
+            return None
+    return state.caches[key]
+
+
+@st.cache_resource(show_spinner=False)
+def shared_store() -> Store:
+    """The experiment store under $SENTINEL_HOME (one handle per process; it is thread-safe)."""
+    return Store()
+
+
+@st.cache_resource(show_spinner=False)
+def shared_jobs() -> JobManager:
+    """The process's job manager: fine-tunes run on its worker threads while sessions keep working."""
+    return JobManager(shared_store())
+
+
+def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobView) -> None:
+    """Make a succeeded job's model the session's fine-tuned model (once), with a toast.
+
+    A session opened on the job's URL has an unpruned copy: it replays the job's pruning steps first, so
+    the Compare page's 'pruned' column is the model the job started from.
+    """
+    if state.tuned is not None and state.tuned.job_id == view.job.id:
+        return
+    store = shared_store()
+    source = base_source_of(store, view.job)
+    if Path(working.base.source).resolve() != Path(source or BUNDLED_MODEL_DIR).resolve():
+        choice = state.choice or ModelChoice()
+        working = open_model(state, ModelChoice(source, choice.device, choice.dtype))
+    steps = dashboard_steps(store, view.job)
+    if steps and not working.steps:
+        working.replay(steps)
+    model = load_tuned(view, str(working.base.device))
+    state.tuned = TunedModel(model, view.job.id, view.model_path or "", [s.to_dict() for s in steps])
+    st.toast(f"Fine-tuning finished: job {view.job.id}'s model is now your fine-tuned model.",
+             icon=":material/check_circle:")
+
+
+def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tuned: bool) -> str:
+    """30 greedy tokens after `prompt` from the base model (tuned=False) or the session's model now (cached)."""
+    model = working.model if tuned else working.base.model
+    key = ("sample", id(working) if tuned else id(working.base), working.version if tuned else 0, prompt)
+    if key not in state.caches:
+        state.caches[key] = generate_text(model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
+    return state.caches[key]
+
+
+def notify(state: DashboardState, message: str) -> None:
+    """Queue a toast for the next run (an action that reruns the page would lose a toast shown now)."""
+    state.notices.append(message)
+
+
+def show_notices(state: DashboardState) -> None:
+    """Show and forget the queued toasts."""
+    while state.notices:
+        st.toast(state.notices.pop(0), icon=":material/info:")
