@@ -14,7 +14,7 @@ from sentinel.ui.library import model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
 from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
-                               report_errors, require_model, show_notices, strategy_scores)
+                               report_errors, require_model, show_notices, speed_comparison, strategy_scores)
 from app_support.widgets import head_map, selection_list
 
 state = dashboard()
@@ -102,11 +102,14 @@ with report_errors("generating the quick sample"):
 
 st.subheader("Before and after")
 before, after = base_figures(state, working), current_figures(state, working)
+speed = speed_comparison(state, working) if working.steps else None
 if before is not None and after is not None:
-    st.table(before_after_table(before, after))
+    st.table(before_after_table(before, after, speed))
     st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
-               f"Perplexity on the first {after.perplexity_tokens:,} scored tokens of {state.text.name} "
-               "(lower is better); tokens/s measured on this machine just now.")
+               f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
+               "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+               "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
+               "still computes it, so only removal can make the model faster.")
 if working.steps:
     st.dataframe([{"step": i + 1, **s.to_dict(), "heads": ", ".join(f"L{l}:{h}" for l, h in
                   sorted(s.heads.items()))} for i, s in enumerate(working.steps)], hide_index=True)

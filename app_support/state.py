@@ -20,23 +20,64 @@ from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores
 from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
-from sentinel.store import Store
+from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import ON_REQUEST, HeadMaps, ModelFigures, block_size_for, compute_maps, measure_figures
-from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
+from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_source_of, dashboard_steps, job_view,
+                                  judge_finetune, load_tuned)
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
-from sentinel.ui.session import WorkingModel
-from sentinel.ui.state import (STATE_KEY, DashboardState, Failure, ModelChoice, TunedModel,  # noqa: F401
-                               bundled_model_available, configure_torch_threads, maps_key)
+from sentinel.ui.library import models_dir
+from sentinel.ui.selection import HeadSelection, set_heads
+from sentinel.ui.session import PruneStep, WorkingModel
+from sentinel.ui.speed import SpeedComparison, compare_speed
+from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
+                               SessionSnapshot, TunedModel, bundled_model_available, configure_torch_threads,
+                               maps_key, restorable_source, snapshot_of)
 
 logger = logging.getLogger(__name__)
 
 
 def dashboard() -> DashboardState:
-    """This browser session's state (created on first use)."""
+    """This browser session's state: created on first use, restored from the page address after a reload."""
     if STATE_KEY not in st.session_state:
         st.session_state[STATE_KEY] = DashboardState()
-    return st.session_state[STATE_KEY]
+    state = st.session_state[STATE_KEY]
+    if state.working is None and URL_KEY in st.query_params:
+        restore_session(state, st.query_params[URL_KEY])
+    keep_url(state)
+    return state
+
+
+def keep_url(state: DashboardState) -> None:
+    """Write the session's snapshot into the page address, so F5 or a bookmark brings the same model back."""
+    snapshot = snapshot_of(state)
+    if snapshot is None:
+        return
+    token = snapshot.encode()
+    if st.query_params.get(URL_KEY) != token:
+        st.query_params[URL_KEY] = token
+
+
+def restore_session(state: DashboardState, token: str) -> None:
+    """Reopen the model a page address names and replay its pruning steps, selection and adopted fine-tune."""
+    with report_errors("restoring your session from the page address") as failed:
+        snapshot = SessionSnapshot.decode(token)
+        if not restorable_source(snapshot.choice.source, sentinel_home()):
+            raise DataError(f"The page address names the model {snapshot.choice.source}; a link may only reopen the "
+                            f"bundled model or one saved under {models_dir()}. Load it on the Model page.")
+        with st.spinner("Restoring your session: loading the model and replaying your pruning steps…"):
+            working = open_model(state, snapshot.choice)
+            working.replay([PruneStep.from_dict(step) for step in snapshot.steps])
+            state.selection = set_heads(HeadSelection(), snapshot.selection, selectable=working.active())
+            if snapshot.adopted:
+                job_id, which = snapshot.adopted.split("/", 1)
+                view = job_view(shared_store(), job_id)
+                path = None if which == "final" else str(Path(view.job.params["out"]) / CHECKPOINTS / which)
+                state.job_id = job_id
+                adopt_tuned(state, working, view, path, quiet=True)
+    if failed:
+        state.forget_model()
+        del st.query_params[URL_KEY]
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -52,6 +93,7 @@ def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
     state.forget_model()
     state.choice = choice
     state.working = working
+    keep_url(state)
     return working
 
 
@@ -127,10 +169,10 @@ def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str)
 
 def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
     """Before-column figures of the model as loaded (computed once per text)."""
-    key = ("figures-base", id(working.base), state.text.digest)
+    key = ("figures-base", id(working.base))
     if key not in state.caches:
         with st.spinner("Measuring the model as loaded…"), report_errors("measuring the base model") as failed:
-            state.caches[key] = measure_figures(working.base.model, working.tokenizer, state.text)
+            state.caches[key] = measure_figures(working.base.model, working.tokenizer)
         if failed:
             return None
     return state.caches[key]
@@ -140,27 +182,38 @@ def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigure
     """After-column figures of the session's model now (the base figures while nothing is pruned)."""
     if not working.steps:
         return base_figures(state, working)
-    key = ("figures", id(working), working.version, state.text.digest)
+    key = ("figures", id(working), working.version)
     if state.caches.get("figures-now", (None,))[0] != key:
         with st.spinner("Measuring your pruned model…"), report_errors("measuring the pruned model") as failed:
-            state.caches["figures-now"] = (key, measure_figures(working.model, working.tokenizer, state.text))
+            state.caches["figures-now"] = (key, measure_figures(working.model, working.tokenizer))
         if failed:
             return None
     return state.caches["figures-now"][1]
 
 
 def tuned_figures(state: DashboardState) -> ModelFigures | None:
-    """Figures of the fine-tuned model (computed once per job and text)."""
+    """Figures of the fine-tuned model (computed once per adopted model folder)."""
     if state.tuned is None:
         return None
-    key = ("figures-tuned", state.tuned.job_id, state.text.digest)
+    key = ("figures-tuned", state.tuned.checkpoint)
     if key not in state.caches:
         with st.spinner("Measuring the fine-tuned model…"), report_errors("measuring the fine-tuned model") as failed:
             tokenizer = state.working.tokenizer if state.working else None
-            state.caches[key] = measure_figures(state.tuned.model, tokenizer, state.text)
+            state.caches[key] = measure_figures(state.tuned.model, tokenizer)
         if failed:
             return None
     return state.caches[key]
+
+
+def speed_comparison(state: DashboardState, working: WorkingModel) -> SpeedComparison | None:
+    """Base vs. the session's model now: size change, FLOP prediction, interleaved timings (once per version)."""
+    key = ("speed", id(working), working.version)
+    if state.caches.get("speed-now", (None,))[0] != key:
+        with st.spinner("Timing the base and your model in turns…"), report_errors("timing the models") as failed:
+            state.caches["speed-now"] = (key, compare_speed(working.base.model, working.model, working.tokenizer))
+        if failed:
+            return None
+    return state.caches["speed-now"][1]
 
 
 @st.cache_resource(show_spinner=False)
@@ -175,14 +228,9 @@ def shared_jobs() -> JobManager:
     return JobManager(shared_store())
 
 
-def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobView) -> None:
-    """Make a succeeded job's model the session's fine-tuned model (once), with a toast.
-
-    A session opened on the job's URL has an unpruned copy: it replays the job's pruning steps first, so
-    the Compare page's 'pruned' column is the model the job started from.
-    """
-    if state.tuned is not None and state.tuned.job_id == view.job.id:
-        return
+def restore_job_session(state: DashboardState, working: WorkingModel, view: JobView) -> WorkingModel:
+    """A session opened on a job's URL has an unpruned copy: replay the job's pruning steps (loading its base
+    model first if another one is open), so 'pruned' on Compare is the model the job started from."""
     store = shared_store()
     source = base_source_of(store, view.job)
     if Path(working.base.source).resolve() != Path(source or BUNDLED_MODEL_DIR).resolve():
@@ -191,10 +239,50 @@ def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobVi
     steps = dashboard_steps(store, view.job)
     if steps and not working.steps:
         working.replay(steps)
-    model = load_tuned(view, str(working.base.device))
-    state.tuned = TunedModel(model, view.job.id, view.model_path or "", [s.to_dict() for s in steps])
-    st.toast(f"Fine-tuning finished: job {view.job.id}'s model is now your fine-tuned model.",
-             icon=":material/check_circle:")
+    return working
+
+
+def job_verdict(state: DashboardState, working: WorkingModel, view: JobView) -> FineTuneVerdict | None:
+    """A succeeded job judged under the protocol: its start model and its result measured alike (once per job)."""
+    key = ("verdict", view.job.id)
+    if key not in state.caches:
+        with st.spinner("Measuring the model before and after fine-tuning…"), \
+                report_errors("judging the fine-tune") as failed:
+            device = str(working.base.device)
+            start = load_model(str(Path(view.job.params["out"]) / "start"), device=device).model
+            before = measure_figures(start, working.tokenizer)
+            tuned = load_tuned(view, device)
+            after = measure_figures(tuned, working.tokenizer)
+            verdict = judge_finetune(view, before.perplexity, after.perplexity, after.perplexity_tokens)
+            state.caches[("tuned-model", view.job.id)] = tuned
+            state.caches[("figures-tuned", view.model_path)] = after
+            record_verdict(view, verdict)
+            state.caches[key] = verdict
+        if failed:
+            return None
+    return state.caches[key]
+
+
+def record_verdict(view: JobView, verdict: FineTuneVerdict) -> None:
+    """Add the protocol's before/after to the run's experiment summary, so Experiments shows the same numbers."""
+    if view.job.experiment_id is None:
+        return
+    shared_store().update_experiment(view.job.experiment_id, summary={
+        "protocol_perplexity_before": verdict.before, "protocol_perplexity_after": verdict.after,
+        "protocol_tokens": verdict.tokens, "best_step": verdict.best_step, "best_perplexity": verdict.best_value})
+
+
+def adopt_tuned(state: DashboardState, working: WorkingModel, view: JobView, path: str | None = None,
+                quiet: bool = False) -> None:
+    """Make the job's model (or its kept checkpoint at `path`) the session's fine-tuned model: the user's click."""
+    model = state.caches.get(("tuned-model", view.job.id)) if path is None else None
+    if model is None:
+        model = load_tuned(view, str(working.base.device), path)
+    steps = dashboard_steps(shared_store(), view.job)
+    state.tuned = TunedModel(model, view.job.id, path or view.model_path or "", [s.to_dict() for s in steps])
+    if not quiet:
+        notify(state, f"Job {view.job.id}'s {'best checkpoint' if path else 'fine-tuned model'} is now your "
+                      "fine-tuned model (the third column on Compare).")
 
 
 def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tuned: bool) -> str:

@@ -39,6 +39,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "finetune": "sentinel.training.job:run_finetune_job",
     "experiment": "sentinel.pruning.experiment_runner:run_experiment_job",
     "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
+    "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 

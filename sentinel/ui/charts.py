@@ -116,11 +116,12 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     return alt.layer(*layers).properties(title=title or metric.label, height=alt.Step(CELL_HEIGHT))
 
 
-def curves_chart(points: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    """A line over training steps (`step` column) of the `value` column, points shown."""
+def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False) -> alt.Chart:
+    """A line over training steps (`step` column) of the `value` column, points shown; `log` for a log y axis."""
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     return alt.Chart(points.dropna(subset=[value])).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=False)),
+        y=alt.Y(f"{value}:Q", title=title + (" (log scale)" if log else ""), scale=scale),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
     ).properties(title=title, height=220)
 

@@ -12,7 +12,22 @@ import pandas as pd
 from sentinel.store import ExperimentRecord, MetricPoint
 
 # Summary keys, in order of preference, that hold a run's final perplexity (after fine-tuning when it had any).
-PERPLEXITY_KEYS = ("perplexity_after", "final_perplexity", "val_perplexity", "perplexity", "perplexity_before")
+PERPLEXITY_KEYS = ("protocol_perplexity_after", "perplexity_after", "final_perplexity", "val_perplexity", "perplexity", "perplexity_before")
+
+
+def run_name(steps: list[Mapping[str, Any]], train_steps: int | None = None, distill: bool = False) -> str:
+    """A run named by what it did, e.g. 'entropy 30% mask (14 heads) + 40 steps' or 'unpruned + 40 steps distilled'."""
+    parts = []
+    for step in steps:
+        count = sum(len(h) for h in step.get("heads", {}).values())
+        how = step.get("strategy") or "selection"
+        ratio = step.get("ratio")
+        level = f" {ratio:.0%}" if isinstance(ratio, (int, float)) and step.get("strategy") else ""
+        parts.append(f"{how}{level} {step.get('mode', 'mask')} ({count} head{'s' if count != 1 else ''})")
+    name = " then ".join(parts) or "unpruned"
+    if train_steps:
+        name += f" + {train_steps} steps" + (" distilled" if distill else "")
+    return name
 
 
 def final_perplexity(summary: Mapping[str, Any]) -> float | None:
@@ -52,7 +67,7 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
             continue
         trained = "distilled" if r.config.get("distill") else "fine-tuned"
         for key, stage in (("perplexity_before", "pruned"), ("perplexity_after", trained)):
-            value = r.summary.get(key)
+            value = r.summary.get(f"protocol_{key}", r.summary.get(key))
             if isinstance(value, (int, float)) and math.isfinite(value):
                 rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
                              "stage": stage, "perplexity": float(value), "run": r.id})

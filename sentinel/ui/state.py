@@ -6,24 +6,29 @@ No Streamlit here (the library never imports it): the Streamlit glue that keeps 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sentinel.errors import SentinelError
+from sentinel.errors import DataError, SentinelError
 from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.ui.analysis import SampleText
 from sentinel.ui.selection import HeadSelection
-from sentinel.ui.session import WorkingModel
+from sentinel.ui.session import PruneStep, WorkingModel
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "sentinel_dashboard"
+URL_KEY = "s"                      # the query parameter that carries a session's snapshot
 THREADS_ENV = "SENTINEL_TORCH_THREADS"
 
 
@@ -109,3 +114,60 @@ def configure_torch_threads() -> int:
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU threads in this app process", threads)
     return threads
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """What a URL carries so F5 or a bookmark restores a session: the model choice, the pruning steps
+    (replayed on a fresh copy), the selected heads and which fine-tuned model was adopted."""
+
+    choice: ModelChoice
+    steps: tuple[dict[str, Any], ...] = ()
+    selection: tuple[tuple[int, int], ...] = ()
+    adopted: str | None = None        # "<job id>/final" or "<job id>/step-N": the adopted fine-tuned model
+
+    def encode(self) -> str:
+        """Compact URL-safe text (base64 of JSON, no padding)."""
+        data = {"m": self.choice.source, "d": self.choice.device, "t": self.choice.dtype,
+                "p": [[s["mode"], s["heads"], s["how"], s.get("strategy"), s.get("ratio")] for s in self.steps],
+                "h": [list(k) for k in self.selection], "a": self.adopted}
+        text = json.dumps(data, separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> SessionSnapshot:
+        """Inverse of `encode`; a damaged or hand-edited value is a DataError saying what to do."""
+        try:
+            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+            choice = ModelChoice(data["m"], str(data["d"]), str(data["t"]))
+            steps = tuple(PruneStep.from_dict({"mode": m, "heads": h, "how": how, "strategy": st, "ratio": r}).to_dict()
+                          for m, h, how, st, r in data["p"])
+            selection = tuple((int(layer), int(head)) for layer, head in data["h"])
+            adopted = data.get("a")
+        except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DataError("The page address carries a session that cannot be read (it may have been cut or "
+                            "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
+        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None)
+
+
+def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
+    """The session as a snapshot (None before a model is open)."""
+    if state.working is None:
+        return None
+    adopted = None
+    if state.tuned is not None:
+        folder = Path(state.tuned.checkpoint).name
+        adopted = f"{state.tuned.job_id}/{'final' if folder == 'model' else folder}"
+    return SessionSnapshot(state.choice or ModelChoice(), tuple(state.working.history()), state.selection.heads,
+                           adopted)
+
+
+def restorable_source(source: str | None, home: Path) -> bool:
+    """Whether a URL may name this model: the bundled one, or a folder Sentinel saved under its data folder.
+
+    A page address is not trusted to make the server read any other folder; those are opened on the Model page.
+    """
+    if source is None:
+        return True
+    path = Path(source).expanduser().resolve()
+    return path.is_relative_to(home.resolve())

@@ -69,5 +69,10 @@ def wait_for(at: AppTest, done: Callable[[AppTest], bool], timeout: float = 240.
     return at
 
 
+def url_of(at: AppTest) -> dict[str, str]:
+    """The query parameters the session's page address carries now (what a reload or a bookmark reopens)."""
+    return {key: value if isinstance(value, str) else value[-1] for key, value in at.query_params.items()}
+
+
 def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]

@@ -79,8 +79,9 @@ def test_prune_30_percent_by_strategy(bundled):
     assert set(working.status()) == expected
     assert set(working.status().values()) == {"masked"}
     table = at.table[0].value
-    assert table.loc["Active heads"].tolist() == ["48 / 48", "34 / 48", "-29.2%"]
-    assert float(table.loc[table.index[2], "After"]) > 0          # a measured perplexity, not a placeholder
+    assert table.loc["Active heads"].tolist() == ["48 of 48", "34 of 48", "14 of 48 heads pruned = 29%"]
+    assert float(table.loc["Perplexity", "After"]) > 0          # a measured perplexity, not a placeholder
+    assert table.loc["Speed-up predicted", "After"] == "none: masked heads still compute"
     assert active_heads(bundled.model) == {layer: list(range(HEADS)) for layer in range(LAYERS)}
     at.button(key="prune_undo").click().run()
     assert dashboard(at).working.steps == [] and dashboard(at).working.status() == {}
@@ -98,7 +99,11 @@ def test_prune_a_selection_by_removal():
     assert working.status() == {(0, 1): "removed", (3, 5): "removed"}
     assert parameter_count(working.base.model) - parameter_count(working.model) == 2 * PER_HEAD
     assert dashboard(at).selection.heads == ()
-    assert at.table[0].value.loc["Active heads"].tolist()[:2] == ["48 / 48", "46 / 48"]
+    table = at.table[0].value
+    assert table.loc["Active heads"].tolist()[:2] == ["48 of 48", "46 of 48"]
+    assert table.loc["Parameters", "Change"].startswith(f"{-2 * PER_HEAD:+,} (")
+    assert "interleaved pairs" in table.loc["Prefill speed measured", "After"]
+    assert float(table.loc["Speed-up predicted", "After"].split("×")[0]) > 1.0
     sample = [h.proto.body for h in at.get("html")]
     assert any("sample-after" in body for body in sample)
 
@@ -182,7 +187,7 @@ def test_a_failed_job(monkeypatch):
     def broken(params, ctx):
         raise RuntimeError("the training data vanished")
 
-    monkeypatch.setitem(__import__("sentinel.jobs", fromlist=["JOB_KINDS"]).JOB_KINDS, "finetune", broken)
+    monkeypatch.setitem(__import__("sentinel.jobs", fromlist=["JOB_KINDS"]).JOB_KINDS, "dashboard-finetune", broken)
     at = open_app("finetune")
     at.number_input(key="finetune_steps").set_value(2)
     at.button(key="FormSubmitter:finetune_settings-Start fine-tuning").click().run()
