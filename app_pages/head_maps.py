@@ -67,8 +67,11 @@ if maps is None:
 head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart")
 selection_list(state, working)
 if state.selection.heads:
-    st.page_link("app_pages/prune.py", label=f"Prune the {len(state.selection.heads)} selected heads",
-                 icon=":material/content_cut:")
+    count = len(state.selection.heads)
+    if st.button(f"Prune the {count} selected head{'s' if count != 1 else ''}", key="prune_selected",
+                 icon=":material/content_cut:", help="Opens Prune in 'By my selection' mode with these heads."):
+        state.prune_selection_next = True
+        st.switch_page("app_pages/prune.py")
 
 st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
            f"{state.text.name}; {maps.seconds:.2f} s of computing so far.")

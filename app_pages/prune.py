@@ -7,7 +7,8 @@ import streamlit as st
 
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
-from sentinel.ui.analysis import ON_REQUEST, before_after_table
+from sentinel.pruning.plan import plan_to_pairs
+from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.ui.charts import METRICS
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
@@ -24,6 +25,10 @@ st.caption("Switch attention heads off and see what it does. Masking is reversib
 working = require_model(state)
 show_notices(state)
 layout = working.base.layout
+
+if state.prune_selection_next:            # arrived from "Prune the N selected heads"
+    st.session_state["prune_how"] = "selection"
+    state.prune_selection_next = False
 
 left, right = st.columns([3, 2], gap="large")
 with right:
@@ -52,18 +57,29 @@ with right:
         seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, key="prune_seed")
     else:
         selection_list(state, working)
-    go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:")
+    preview: tuple[dict, str] | None = None       # (plan, label) pressing Prune would apply now
+    total = layout.num_layers * layout.num_heads
+    if how == "strategy":
+        with report_errors("previewing the strategy's choice") as no_preview:
+            scores = strategy_scores(state, working, strategy)
+            preview = choose_by_strategy(working, scores, strategy, ratio, int(min_heads), scope, int(seed),
+                                         whole_kv_groups=(mode == "remove" and layout.kv_group_size > 1))
+        if preview is not None:
+            count = sum(len(h) for h in preview[0].values())
+            st.caption(f"Preview (dashed orange on the map): {heads_share(count, total)} of the model, "
+                       f"{count} of the {len(working.active())} active heads.")
+    go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
+        how == "strategy" and preview is None))
     cols = st.columns(2)
-    undo = cols[0].button("Undo last step", key="prune_undo", icon=":material/undo:", disabled=not working.steps)
+    undo = cols[0].button("Undo", key="prune_undo", icon=":material/undo:", disabled=not working.steps,
+                          help="Take back the last pruning step.", width="stretch")
     reset = cols[1].button("Reset", key="prune_reset", icon=":material/restart_alt:", disabled=not working.steps,
-                           help="Back to the model as loaded.")
+                           help="Back to the model as loaded.", width="stretch")
 
 if go:
     with report_errors("pruning"):
         if how == "strategy":
-            scores = strategy_scores(state, working, strategy)
-            plan, label = choose_by_strategy(working, scores, strategy, ratio, int(min_heads), scope, int(seed),
-                                             whole_kv_groups=(mode == "remove" and layout.kv_group_size > 1))
+            plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
         else:
             plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
@@ -86,7 +102,8 @@ with left:
     maps = current_maps(state, working, [metric])
     if maps is not None:
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
-                 title=f"{METRICS[metric].label} — your model now")
+                 title=f"{METRICS[metric].label} — your model now",
+                 preview=plan_to_pairs(preview[0]) if preview else ())
 
 st.subheader("Quick sample")
 prompt = st.text_input("Prompt", "Return the", key="prune_prompt")

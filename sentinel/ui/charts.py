@@ -27,6 +27,7 @@ class MetricInfo:
     label: str
     unit: str
     legend: str
+    signed: bool = False            # values on both sides of 0: a diverging colour scale centred on 0
 
 
 METRICS: dict[str, MetricInfo] = {info.key: info for info in (
@@ -39,27 +40,46 @@ METRICS: dict[str, MetricInfo] = {info.key: info for info in (
     MetricInfo("gradient", "Gradient importance", "mean |dloss/dgate|",
                "High: the model's prediction error reacts strongly when this head is turned down."),
     MetricInfo("loss_impact", "Loss impact", "Δ loss (nats)",
-               "High: the model predicts the text clearly worse with only this head switched off."),
+               "High: the model predicts the text clearly worse with only this head switched off; below 0 it "
+               "predicts slightly better without it.", signed=True),
 )}
+
+
+def pruned_first(metric: str) -> str:
+    """Which end of this metric's colour scale the strategies ranking by it prune first, in one sentence."""
+    from sentinel.pruning.strategies import strategy_class, strategy_names
+    from sentinel.pruning.strategies.builtin import MetricPruningStrategy
+
+    source = "entropy" if metric == "entropy_normalized" else metric
+    ends = []
+    for name in strategy_names():
+        cls = strategy_class(name)
+        if issubclass(cls, MetricPruningStrategy) and source in cls.metrics:
+            high = cls.prune_highest
+            colour = "yellow" if high else ("blue" if METRICS[metric].signed else "dark purple")
+            ends.append(f"the {name} strategy prunes the {'highest' if high else 'lowest'} values ({colour}) first")
+    return ("; ".join(ends).capitalize() + ".") if ends else "No strategy ranks by this metric alone."
 
 
 def head_frame(
     values: Sequence[Sequence[float]],
     status: dict[HeadKey, str],
     selected: Iterable[HeadKey] = (),
+    preview: Iterable[HeadKey] = (),
 ) -> pd.DataFrame:
-    """One row per (layer, head): score (NaN for pruned heads), status ('active'/'masked'/'removed'), selected.
+    """One row per (layer, head): score (NaN for pruned heads), status ('active'/'masked'/'removed'), selected,
+    and preview (the heads the chosen strategy would prune next).
 
     `values[layer][head]` is indexed by original heads; `status` names every head that is not active.
     """
-    chosen = set(selected)
+    chosen, coming = set(selected), set(preview)
     rows = []
     for layer, row in enumerate(values):
         for head, value in enumerate(row):
             state = status.get((layer, head), "active")
             score = float(value) if value is not None and state == "active" else math.nan
             rows.append({"layer": layer, "head": head, "label": head_label((layer, head)), "score": score,
-                         "status": state, "selected": (layer, head) in chosen})
+                         "status": state, "selected": (layer, head) in chosen, "preview": (layer, head) in coming})
     return pd.DataFrame(rows)
 
 
@@ -86,10 +106,15 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
         x=alt.X("head:O", title="Head", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("layer:O", title="Layer"),
     )
+    if metric.signed:
+        reach = max(abs(low), abs(high)) or 1.0
+        scale = alt.Scale(scheme="blueorange", domain=[-reach, reach], domainMid=0)
+    else:
+        scale = alt.Scale(scheme="viridis")
     cells = base.mark_rect(stroke="white", strokeWidth=1).encode(
         color=alt.condition(
             "datum.status == 'active'",
-            alt.Color("shade:Q", title=metric.unit, scale=alt.Scale(scheme="viridis")),
+            alt.Color("shade:Q", title=metric.unit, scale=scale),
             alt.value(PRUNED_COLOUR),
         ),
         tooltip=[
@@ -101,7 +126,10 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     outline = base.transform_filter("datum.selected").mark_rect(
         fill=None, stroke="#ff2b2b", strokeWidth=3
     )
-    layers: list[alt.Chart] = [cells, outline]
+    coming = base.transform_filter("datum.preview").mark_rect(
+        fill=None, stroke="#ff8c00", strokeWidth=2.5, strokeDash=[4, 3]
+    )
+    layers: list[alt.Chart] = [cells, coming, outline]
     marks = base.transform_filter("datum.status != 'active'").mark_text(fontSize=14, color="#555555").encode(
         text=alt.value("✕")
     )
@@ -109,8 +137,10 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     if num_layers * num_heads <= CELL_TEXT_LIMIT:
         values = base.transform_filter("datum.status == 'active'").mark_text(fontSize=10).encode(
             text=alt.Text("score:Q", format=".3g"),
-            # viridis runs dark to light: dark text on the light upper half, white on the rest
-            color=alt.condition(f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
+            # viridis runs dark to light: dark text on the light upper half, white on the rest; the diverging
+            # scale is light around 0 and dark at both ends
+            color=alt.condition(f"abs(datum.shade) < {max(abs(low), abs(high)) / 2}" if metric.signed else
+                                f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
         )
         layers.append(values)
     return alt.layer(*layers).properties(title=title or metric.label, height=alt.Step(CELL_HEIGHT))

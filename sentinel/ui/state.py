@@ -69,6 +69,7 @@ class DashboardState:
     tuned: TunedModel | None = None
     job_id: str | None = None
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
+    prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
 
     def forget_model(self) -> None:
         """Drop everything computed on the previous model (a new model was loaded)."""

@@ -136,10 +136,11 @@ def test_a_model_that_cannot_be_loaded():
 def test_a_ratio_that_breaks_min_heads():
     at = open_app("prune")
     at.number_input(key="prune_min_heads").set_value(7).run()
-    at.button(key="prune_go").click().run()
     assert_clean(at)
-    # 14 heads wanted, but keeping 7 of 8 per layer leaves one head per layer: 6 in all.
-    assert errors(at) == ["Could not finish pruning: Ratio 0.3 asks for 14 heads of 48 in the model, but keeping "
+    # 14 heads wanted, but keeping 7 of 8 per layer leaves one head per layer: 6 in all. The preview says so
+    # before anything is pressed, and Prune is off until the settings can be met.
+    assert at.button(key="prune_go").disabled
+    assert errors(at) == ["Could not finish previewing the strategy's choice: Ratio 0.3 asks for 14 heads of 48 in the model, but keeping "
                           "min_heads=7 per layer allows only 6. Lower the ratio or min_heads."]
     assert dashboard(at).working.steps == []
 

@@ -1,0 +1,100 @@
+"""Dashboard flows that must not mislead: the preview is what Prune prunes, the selection link opens
+'By my selection' with those heads, a reload restores the session, one perplexity on every page."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentinel.models import load_model
+from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.protocol import protocol_perplexity
+from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of
+
+
+def preview_heads(at) -> set[tuple[int, int]]:
+    """The heads the Prune page's map outlines as the preview (read from the chart's data)."""
+    import pyarrow as pa
+
+    data = at.get("vega_lite_chart")[0].proto.datasets[0].data.data
+    frame = pa.ipc.open_stream(data).read_all().to_pandas()
+    return {(int(r.layer), int(r.head)) for r in frame.itertuples() if r.preview}
+
+
+@pytest.mark.parametrize("strategy", ["entropy", "magnitude", "random"])
+def test_the_preview_marks_exactly_the_heads_prune_then_prunes(strategy):
+    at = open_app("prune")
+    at.selectbox(key="prune_strategy").set_value(strategy).run()
+    at.slider(key="prune_ratio").set_value(0.2).run()
+    shown = preview_heads(at)
+    wanted = heads_for_ratio(0.2, 48)
+    assert len(shown) == wanted
+    assert any(f"Preview (dashed orange on the map): {wanted} of 48 heads = {wanted / 48:.0%}" in c.value
+               for c in at.caption)
+    at.button(key="prune_go").click().run()
+    assert_clean(at)
+    assert set(dashboard(at).working.status()) == shown
+
+
+def test_the_selection_link_opens_prune_by_selection_with_those_heads():
+    at = open_app("head_maps")
+    dashboard(at).selection = dashboard(at).selection.__class__(((1, 2), (4, 0)), ())
+    at.run()
+    link = at.button(key="prune_selected")
+    assert link.label == "Prune the 2 selected heads"
+    link.click().run()
+    assert_clean(at)
+    assert at.radio(key="prune_how").value == "selection"
+    assert at.multiselect(key="selected_heads_list").value == ["L1 H2", "L4 H0"]
+    at.switch_page("app_pages/prune.py")       # AppTest's next run starts from its own page; the browser stays
+    at.button(key="prune_go").click().run()                    # defaults: mask
+    assert dashboard(at).working.status() == {(1, 2): "masked", (4, 0): "masked"}
+
+
+def test_a_reload_restores_the_pruning_steps_and_the_selection():
+    at = open_app("prune")
+    at.button(key="prune_go").click().run()                   # entropy 30%: 14 heads masked
+    at.radio(key="prune_how").set_value("selection").run()
+    at.radio(key="prune_mode").set_value("remove").run()
+    active = [f"L{layer} H{head}" for layer, head in dashboard(at).working.active() if layer in (3, 4)]
+    at.multiselect(key="selected_heads_list").set_value([active[0], active[-1]]).run()
+    at.button(key="prune_go").click().run()
+    at.multiselect(key="selected_heads_list").set_value([active[1]]).run()
+    first = dashboard(at)
+    again = open_app("prune", query=url_of(at))              # F5: a new session on the same address
+    state = dashboard(again)
+    assert state.working.status() == first.working.status() and len(state.working.status()) == 16
+    assert [s.to_dict() for s in state.working.steps] == first.working.history()
+    assert [f"L{layer} H{head}" for layer, head in state.selection.heads] == [active[1]]
+    assert again.table[0].value.loc["Active heads"].tolist()[1] == "32 of 48"
+
+
+def test_a_damaged_address_starts_afresh_with_a_message():
+    at = open_app(query={"s": "not-a-session"})
+    assert_clean(at)
+    assert errors(at)[0].startswith("Could not finish restoring your session from the page address: The page "
+                                    "address carries a session that cannot be read")
+    assert dashboard(at).working is not None and dashboard(at).working.steps == []
+
+
+def test_a_link_may_not_open_a_folder_outside_the_data_folder(tmp_path):
+    from sentinel.ui.state import ModelChoice, SessionSnapshot
+
+    token = SessionSnapshot(ModelChoice(str(tmp_path))).encode()
+    at = open_app(query={"s": token})
+    assert any("a link may only reopen the bundled model or one saved under" in e for e in errors(at))
+
+
+def test_one_perplexity_on_every_page():
+    bundled = load_model(None)
+    expected = protocol_perplexity(bundled.model, bundled.tokenizer)
+    at = open_app()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Perplexity (as loaded)"] == f"{expected.perplexity:.2f}"
+    assert any(f"{expected.tokens_evaluated:,} scored tokens of the bundled validation text" in c.value
+               for c in at.caption)
+    at.switch_page("app_pages/prune.py").run()
+    assert at.table[0].value.loc["Perplexity", "Before"] == f"{expected.perplexity:.2f}"
+    at.switch_page("app_pages/compare.py").run()
+    at.button(key="compare_go").click().run()
+    values = [m.value for m in at.metric if m.label == "Perplexity"]
+    assert values[0] == f"{expected.perplexity:.2f}"
