@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from sentinel.ui.analysis import (ON_REQUEST, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
+from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
                                   uploaded_text)
 from sentinel.ui.charts import METRICS
 from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model
@@ -23,7 +23,8 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
         candidate = pasted_text(typed)
     elif kind == "uploaded":
         upload = st.file_uploader(f"A .txt, .jsonl or .csv file (up to {UPLOAD_LIMIT_MB} MB; jsonl/csv need a "
-                                  "'text' column)", type=["txt", "jsonl", "csv"], key="text_upload")
+                                  "'text' column)", type=["txt", "jsonl", "csv"], key="text_upload",
+                                  max_upload_size=UPLOAD_ACCEPT_MB)
         if upload is not None:
             candidate = uploaded_text(upload.name, upload.getvalue())
     cols = st.columns(2)
@@ -33,7 +34,8 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
                                     key="map_seq_len")
     if st.button("Use this text", key="text_apply", icon=":material/check:"):
         if candidate is None:
-            st.error("Choose a file to upload first.", icon=":material/error:")
+            st.error("No file chosen yet: drop a .txt, .jsonl or .csv file on the box above, or choose another "
+                     "kind of text.", icon=":material/error:")
         else:
             with report_errors("reading the sample text"):
                 size = block_size_for(working.model, seq_len)
@@ -64,7 +66,13 @@ if metric in ON_REQUEST and metric not in (cached_maps(state, working) or HeadMa
 maps = current_maps(state, working, [metric])
 if maps is None:
     st.stop()
-head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart")
+if maps.tokens < MIN_STABLE_TOKENS:
+    st.warning(f"The sample text gives only {maps.tokens} tokens; maps from fewer than {MIN_STABLE_TOKENS} tokens change "
+               "a lot with the exact wording, so read this one as a rough sketch. Paste or upload a longer text.",
+               icon=":material/warning:")
+head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart",
+         title=f"{METRICS[metric].label}" + (f" (only {maps.tokens} tokens: unstable)"
+                                             if maps.tokens < MIN_STABLE_TOKENS else ""))
 selection_list(state, working)
 if state.selection.heads:
     count = len(state.selection.heads)

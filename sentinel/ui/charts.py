@@ -151,16 +151,18 @@ def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     return alt.Chart(points.dropna(subset=[value])).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y(f"{value}:Q", title=title + (" (log scale)" if log else ""), scale=scale),
+        # the axis title stays short (a long one is clipped on a 220-pixel axis); one point gets 4 digits, not 9
+        y=alt.Y(f"{value}:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
-    ).properties(title=title, height=220)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=220)
 
 
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level") -> alt.Chart:
     """`value` against pruning level, one coloured line per strategy (and a dash per `stage` if present)."""
     encoding = {
         "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
-        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(), scale=alt.Scale(zero=False)),
+        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(), scale=alt.Scale(zero=False),
+                   axis=alt.Axis(format=",.4~g")),
         "color": alt.Color("strategy:N", title="Strategy"),
         "tooltip": [alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
                     for c in results.columns],

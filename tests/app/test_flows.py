@@ -98,3 +98,32 @@ def test_one_perplexity_on_every_page():
     at.button(key="compare_go").click().run()
     values = [m.value for m in at.metric if m.label == "Perplexity"]
     assert values[0] == f"{expected.perplexity:.2f}"
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("big.txt", b"word " * (6 * 1024 * 1024 // 5 + 10),
+     "big.txt is 6.0 MB; sample texts can be at most 5 MB. Upload a shorter excerpt"),
+    ("table.csv", b"title,body\nhello,world\n",
+     "table.csv has no column named 'text', so there is nothing to read. Columns found: 'title', 'body'."),
+])
+def test_upload_problems_are_named_in_user_terms(name, data, message):
+    at = open_app("head_maps")
+    at.radio(key="text_kind").set_value("uploaded").run()
+    at.file_uploader(key="text_upload").upload(name, data, "text/plain")
+    at.run()
+    at.button(key="text_apply").click().run()
+    assert_clean(at)
+    assert len(errors(at)) == 1 and message in errors(at)[0]
+    assert "text_column" not in errors(at)[0]
+
+
+def test_a_short_sample_text_draws_with_a_visible_warning():
+    at = open_app("head_maps")
+    at.radio(key="text_kind").set_value("pasted").run()
+    at.text_area(key="text_pasted").set_value("Return the value of the key.").run()
+    at.button(key="text_apply").click().run()
+    assert_clean(at)
+    tokens = dashboard(at).caches["maps"][1].tokens
+    assert tokens < 256
+    assert at.warning[0].value.startswith(f"The sample text gives only {tokens} tokens")
+    assert len(at.get("vega_lite_chart")) == 1
