@@ -157,19 +157,35 @@ def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False
     ).properties(title=alt.TitleParams(title, anchor="start"), height=220)
 
 
-def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level") -> alt.Chart:
-    """`value` against pruning level, one coloured line per strategy (and a dash per `stage` if present)."""
+def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level",
+                log: bool = False) -> alt.Chart:
+    """`value` against pruning level, one coloured line per strategy (and a dash and shape per `stage`)."""
     encoding = {
         "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
-        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize(), scale=alt.Scale(zero=False),
-                   axis=alt.Axis(format=",.4~g")),
+        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize() + (" (log scale)" if log else ""),
+                   scale=alt.Scale(type="log") if log else alt.Scale(zero=False), axis=alt.Axis(format=",.4~g")),
         "color": alt.Color("strategy:N", title="Strategy"),
         "tooltip": [alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
                     for c in results.columns],
     }
     if "stage" in results.columns:
-        encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage")
-    return alt.Chart(results).mark_line(point=True).encode(**encoding).properties(title=title, height=320)
+        # a filled shape per stage (circle, triangle, ...): a dash pattern's legend shows identical dots
+        encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage", legend=None)
+        encoding["shape"] = alt.Shape("stage:N", title="Stage")
+    return alt.Chart(results).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
+        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320)
+
+
+def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Chart:
+    """Several runs' curves of one metric on one chart (`run`, `step`, `value`), a colour per run."""
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    return alt.Chart(points).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("value:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
+        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)),
+        tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("step:Q", title="Step"),
+                 alt.Tooltip("value:Q", title=title, format=",.4~g")],
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=260)
 
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,

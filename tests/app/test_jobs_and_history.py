@@ -130,11 +130,20 @@ def test_the_experiment_is_listed(finished):
     row = table[table["id"] == job.experiment_id].iloc[0]
     assert row["kind"] == "finetune" and row["status"] == "completed" and row["strategy"] == "entropy"
     assert row["pruning_ratio"] == pytest.approx(14 / 48, abs=1e-4)
-    assert row["perplexity"] == pytest.approx(dashboard(finished[0]).caches[("verdict", job_id)].after)
+    assert row["perplexity"] == round(dashboard(finished[0]).caches[("verdict", job_id)].after, 2)
+    assert row["name"] == f"entropy 30% mask (14 heads) + {STEPS} steps"
     at.selectbox(key="experiments_pick").set_value(job.experiment_id).run()
     assert_clean(at)
-    pruned = at.dataframe[1].value
+    settings = at.dataframe[1].value.set_index("setting")["value"]
+    assert settings["learning rate"] == "1.00e-04" and settings["dashboard steps"] == "entropy 30% mask (14 heads)"
+    results = at.dataframe[2].value.set_index("setting")["value"]
+    assert results["protocol perplexity after"] == f"{job_result_after(job):,.4g}"
+    pruned = at.dataframe[3].value
     assert len(pruned) == 14 and set(pruned["mode"]) == {"mask"}
+
+
+def job_result_after(job) -> float:
+    return shared_store().get_experiment(job.experiment_id).summary["protocol_perplexity_after"]
 
 
 def test_save_a_pruned_model_and_load_it_again(app_home):

@@ -104,3 +104,23 @@ def test_runs_are_named_by_what_they_did():
     assert run_name([{"mode": "remove", "strategy": None, "heads": {"1": [0]}}], 10, distill=True) == (
         "selection remove (1 head) + 10 steps distilled")
     assert run_name([], 5) == "unpruned + 5 steps"
+
+
+def test_settings_and_results_read_like_tables_and_two_runs_diff():
+    from sentinel.store import ExperimentRecord
+    from sentinel.ui.history import config_diff, overlay_frame, readable, readable_table
+
+    assert readable(120.88851649468266) == "120.9" and readable(1e-4) == "1.00e-04" and readable(4096) == "4,096"
+    assert readable(True) == "yes" and readable(list(range(10))) == "10 items"
+    steps = [{"mode": "mask", "strategy": "entropy", "ratio": 0.3, "heads": {"0": [1]}}]
+    table = readable_table({"learning_rate": 0.01, "dashboard_steps": steps})
+    assert table.to_dict("records") == [{"setting": "learning rate", "value": "0.01"},
+                                        {"setting": "dashboard steps", "value": "entropy 30% mask (1 head)"}]
+    a = ExperimentRecord("a", "run A", "finetune", "m", "completed", {"learning_rate": 1e-4, "steps": 40}, {}, 1, 1)
+    b = ExperimentRecord("b", "run B", "finetune", "m", "completed", {"learning_rate": 1e-2, "steps": 40}, {}, 1, 1)
+    assert config_diff(a, b).to_dict("records") == [{"setting": "learning rate", "run A": "1.00e-04",
+                                                     "run B": "0.01"}]
+    overlay = overlay_frame({"run A": {"loss": [MetricPoint(1, 3.0, 0.0), MetricPoint(2, math.nan, 0.0)]},
+                             "run B": {"loss": [MetricPoint(1, 2.5, 0.0)]}}, "loss")
+    assert overlay.to_dict("records") == [{"run": "run A", "step": 1, "value": 3.0},
+                                          {"run": "run B", "step": 1, "value": 2.5}]
