@@ -9,13 +9,18 @@ from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
-from sentinel.ui.charts import METRICS
+from sentinel.jobs import ProgressEvent
+from sentinel.ui.charts import METRICS, strategy_chart
+from sentinel.ui.finetune import queue_place
+from sentinel.ui.protocol import EVAL_PROTOCOL
+from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
 from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
-                               report_errors, require_model, show_notices, speed_comparison, strategy_scores)
+                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+                               speed_comparison, strategy_scores)
 from app_support.widgets import head_map, selection_list
 
 state = dashboard()
@@ -127,6 +132,50 @@ if before is not None and after is not None:
                "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
                "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
                "still computes it, so only removal can make the model faster.")
+
+
+st.subheader("Which strategy hurts least on this model?")
+compare_share = ratio if how == "strategy" else 0.3
+st.caption(f"Masks {compare_share:.0%} of the active heads with every strategy (random with 3 seeds) on copies of "
+           f"your model and measures each with the app's protocol ({EVAL_PROTOCOL.describe()}). Runs in the "
+           "background; the result is also recorded on the Experiments page.")
+if st.button("Compare strategies", key="compare_strategies", icon=":material/leaderboard:"):
+    with report_errors("starting the strategy comparison"):
+        request = CompareRequest(ratio=float(compare_share), min_heads=int(min_heads),
+                                 scope=scope if how == "strategy" else "global")
+        device = state.choice.device if state.choice else "auto"
+        state.compare_job_id = start_comparison(shared_jobs(), shared_store(), working, request, device)
+
+
+@st.fragment(run_every=1.0)
+def comparison_progress(job_id: str) -> None:
+    """Progress of the running comparison; hands over to the whole page when it ends."""
+    job = shared_store().get_job(job_id)
+    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
+    total = event.total_steps or 1
+    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
+    st.progress(min(1.0, event.step / total), text=f"Comparing strategies: {words or 'starting'}")
+    if job.state not in ("queued", "running"):
+        st.rerun(scope="app")
+
+
+if state.compare_job_id is not None:
+    with report_errors("reading the strategy comparison") as failed:
+        compare_job = shared_store().get_job(state.compare_job_id)
+    if not failed:
+        if compare_job.state in ("queued", "running"):
+            comparison_progress(compare_job.id)
+        elif compare_job.state == "succeeded":
+            comparison = Comparison.from_dict(compare_job.result["comparison"])
+            ranked = comparison.table()
+            st.markdown(comparison.recommendation())
+            cols = st.columns([3, 2])
+            cols[0].dataframe(ranked, hide_index=True, key="compare_strategies_table", width="stretch")
+            cols[1].altair_chart(strategy_chart(ranked, comparison.baseline), width="stretch")
+        else:
+            st.warning(f"The strategy comparison {compare_job.state}: {compare_job.error or 'no result'}",
+                       icon=":material/warning:")
+
 if working.steps:
     st.dataframe([{"step": i + 1, **s.to_dict(), "heads": ", ".join(f"L{l}:{h}" for l, h in
                   sorted(s.heads.items()))} for i, s in enumerate(working.steps)], hide_index=True)

@@ -208,3 +208,18 @@ def stage_panels(results: pd.DataFrame, value: str, title: str, baseline: float 
         for stage in dict.fromkeys(results["stage"])
     ]
     return alt.hconcat(*panels).resolve_scale(y="shared").properties(title=title)
+
+
+def strategy_chart(table: pd.DataFrame, baseline: float) -> alt.LayerChart:
+    """Perplexity per strategy (ranked, lowest first) as bars, with the unpruned model as a dashed rule."""
+    order = table["strategy"].tolist()
+    bars = alt.Chart(table).mark_bar().encode(
+        y=alt.Y("strategy:N", sort=order, title=None, axis=alt.Axis(labelLimit=0)),
+        x=alt.X("perplexity:Q", title="Perplexity (lower hurts less)", axis=alt.Axis(format=",.4~g")),
+        color=alt.condition(alt.datum.rank == 1, alt.value("#2e7d32"), alt.value("#8a8a8a")),
+        tooltip=[alt.Tooltip(c) for c in table.columns],
+    )
+    rule = alt.Chart(pd.DataFrame({"perplexity": [baseline]})).mark_rule(strokeDash=[5, 4], color="black").encode(
+        x="perplexity:Q")
+    return alt.layer(bars, rule).properties(title=alt.TitleParams("Perplexity after masking, per strategy "
+                                                                  "(dashed: unpruned)", anchor="start"))

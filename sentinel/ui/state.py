@@ -70,6 +70,7 @@ class DashboardState:
     job_id: str | None = None
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
     prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
+    compare_job_id: str | None = None                         # the session's latest strategy comparison
 
     def forget_model(self) -> None:
         """Drop everything computed on the previous model (a new model was loaded)."""

@@ -8,7 +8,7 @@ import pytest
 from sentinel.models import load_model
 from sentinel.pruning.strategies import heads_for_ratio
 from sentinel.ui.protocol import protocol_perplexity
-from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of
+from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 
 def preview_heads(at) -> set[tuple[int, int]]:
@@ -127,3 +127,30 @@ def test_a_short_sample_text_draws_with_a_visible_warning():
     assert tokens < 256
     assert at.warning[0].value.startswith(f"The sample text gives only {tokens} tokens")
     assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monkeypatch):
+    from app_support.state import shared_store
+    from sentinel.ui.strategies import Comparison
+
+    # three strategies keep the test short; the unit test covers every registered one
+    monkeypatch.setattr("sentinel.ui.strategies.strategy_names", lambda: ["entropy", "magnitude", "random"])
+    at = open_app("prune")
+    at.button(key="compare_strategies").click().run()
+    assert_clean(at)
+    job_id = dashboard(at).compare_job_id
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    at.run()
+    job = shared_store().get_job(job_id)
+    assert job.state == "succeeded" and job.kind == "strategy-compare"
+    comparison = Comparison.from_dict(job.result["comparison"])
+    table = at.dataframe[0].value
+    assert table["perplexity"].tolist() == sorted(round(r.perplexity, 2) for r in comparison.results)
+    assert {"entropy", "magnitude", "random (seed 0)"} <= set(table["strategy"])
+    assert set(table["heads pruned"]) == {"14 of 48 = 29%"}
+    assert comparison.baseline == pytest.approx(dashboard(at).caches["figures-base", id(dashboard(at).working.base)]
+                                                .perplexity)
+    shown = [m.value for m in at.markdown]
+    assert comparison.recommendation() in shown
+    experiment = shared_store().get_experiment(job.experiment_id)
+    assert experiment.kind == "strategy-compare" and experiment.summary["comparison"] == job.result["comparison"]
