@@ -4,7 +4,9 @@ import streamlit as st
 
 from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
                                   uploaded_text)
-from sentinel.ui.charts import METRICS
+from sentinel.ui.charts import METRICS, attention_heatmap
+from sentinel.ui.inside import MAX_TOKENS, head_pattern
+from sentinel.ui.selection import head_label
 from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model
 from app_support.widgets import head_map, selection_list
 
@@ -80,6 +82,32 @@ if state.selection.heads:
                  icon=":material/content_cut:", help="Opens Prune in 'By my selection' mode with these heads."):
         state.prune_selection_next = True
         st.switch_page("app_pages/prune.py")
+
+with st.expander("Look inside a head", expanded=bool(state.selection.heads), icon=":material/visibility:"):
+    every = [(layer, head) for layer in range(working.base.layout.num_layers)
+             for head in range(working.base.layout.num_heads)]
+    first = state.selection.heads[0] if state.selection.heads else every[0]
+    if state.caches.get("inside-follows") != first:          # a new selection: look at its first head
+        st.session_state["inside_head"] = first
+        state.caches["inside-follows"] = first
+    looked = st.selectbox("Head", every, format_func=head_label, key="inside_head",
+                          help="Defaults to the first selected head; click a cell in the map to select one.")
+    sample = st.text_input("Short text", "Return the number of items in the list, or zero if the list is empty.",
+                           key="inside_text", help=f"The first {MAX_TOKENS} tokens are shown.")
+    with report_errors("looking inside the head"):
+        cols = st.columns(2)
+        for column, (name, model) in zip(cols, (("Base model", working.base.model), ("Your model now", working.model))):
+            pattern = head_pattern(model, working.tokenizer, sample, *looked)
+            with column:
+                if pattern.weights is None:
+                    st.info(f"{name}: {head_label(looked)} is removed, so it attends to nothing.")
+                    continue
+                st.altair_chart(attention_heatmap(pattern.frame(), f"{name}: {head_label(looked)}"), width="content")
+                note = " (masked: it still attends like this, but its output is switched off)" \
+                    if pattern.status == "masked" else ""
+                st.caption(f"Attends most to{note}: " + ", ".join(f"“{t}” {w:.0%}" for t, w in pattern.top))
+    st.caption("Each row is a token and how it spreads its attention over the earlier tokens (a causal model "
+               "only looks back); the percentages are the mean attention each token receives.")
 
 st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
            f"{state.text.name}; {maps.seconds:.2f} s of computing so far.")

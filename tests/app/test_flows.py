@@ -39,6 +39,9 @@ def test_the_selection_link_opens_prune_by_selection_with_those_heads():
     at = open_app("head_maps")
     dashboard(at).selection = dashboard(at).selection.__class__(((1, 2), (4, 0)), ())
     at.run()
+    charts = at.get("vega_lite_chart")                       # the map, then inside L1 H2: base and now
+    assert len(charts) == 3 and at.selectbox(key="inside_head").value == (1, 2)
+    assert any(c.value.startswith("Attends most to: ") for c in at.caption)
     link = at.button(key="prune_selected")
     assert link.label == "Prune the 2 selected heads"
     link.click().run()
