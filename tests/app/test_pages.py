@@ -43,7 +43,7 @@ def test_head_maps_are_computed_on_the_session_model(bundled):
     normalized = maps.scores["entropy_normalized"].values
     assert normalized.shape == (LAYERS, HEADS) and bool(((normalized >= 0) & (normalized <= 1)).all())
     assert maps.tokens == 8 * 128
-    assert len(at.get("vega_lite_chart")) == 1
+    assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]   # the map, then inside a head
     captions = " ".join(c.value for c in at.caption)
     assert "Near 1: the head looks at every visible word" in captions       # the plain-language legend
     at.segmented_control(key="map_metric").set_value("magnitude").run()
