@@ -27,6 +27,7 @@ from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_so
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
 from sentinel.ui.library import models_dir
+from sentinel.ui.maps_cache import load_cached_maps, maps_fingerprint, save_cached_maps
 from sentinel.ui.selection import HeadSelection, set_heads
 from sentinel.ui.session import PruneStep, WorkingModel
 from sentinel.ui.speed import SpeedComparison, compare_speed
@@ -137,7 +138,15 @@ def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable
     Returns None when the computation failed (the error is already on the page).
     """
     key = maps_key(state, working)
-    maps = cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)
+    choice = state.choice or ModelChoice()
+    disk_key = maps_fingerprint(working.base.source, choice.device, choice.dtype, working.history(),
+                                state.text.digest, state.map_samples, state.map_seq_len)
+    maps = cached_maps(state, working)
+    if maps is None and disk_key is not None:            # a restart: scores computed by an earlier process
+        maps = load_cached_maps(disk_key, working.version)
+        if maps is not None:
+            state.caches["maps"] = (key, maps)
+    maps = maps or HeadMaps({}, working.version, "", 0, 0.0)
     missing = maps.missing(metrics)
     if missing:
         seq_len = block_size_for(working.model, state.map_seq_len)
@@ -148,6 +157,9 @@ def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable
         if failed:
             return None
         state.caches["maps"] = (key, maps)
+        if disk_key is not None:
+            with report_errors("keeping the head maps for the next start"):
+                save_cached_maps(disk_key, maps)
     return maps
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sentinel.models import load_model
 from sentinel.pruning.strategies import heads_for_ratio
@@ -157,3 +158,17 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     assert comparison.recommendation() in shown
     experiment = shared_store().get_experiment(job.experiment_id)
     assert experiment.kind == "strategy-compare" and experiment.summary["comparison"] == job.result["comparison"]
+
+
+def test_a_restart_draws_the_first_map_from_the_disk_cache(monkeypatch):
+    first = open_app("head_maps")
+    computed = dashboard(first).caches["maps"][1].scores["entropy"].values
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the maps were computed again instead of read from the cache")
+
+    monkeypatch.setattr("sentinel.ui.analysis.compute_scores", must_not_run)
+    again = open_app("head_maps")                      # a new session, as after a restart: only the disk cache
+    assert_clean(again)
+    assert torch.equal(dashboard(again).caches["maps"][1].scores["entropy"].values.isnan(), computed.isnan())
+    assert torch.allclose(dashboard(again).caches["maps"][1].scores["entropy"].values, computed.double())

@@ -170,6 +170,7 @@ def test_out_of_memory_while_computing_maps(monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr("sentinel.ui.analysis.compute_scores", no_memory)
+    monkeypatch.setattr("app_support.state.load_cached_maps", lambda key, version: None)   # no disk cache
     at.switch_page("app_pages/head_maps.py").run()
     dashboard(at).caches.pop("maps")
     at.run()
