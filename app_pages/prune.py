@@ -16,7 +16,7 @@ from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
-from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
+from sentinel.ui.pruning import choose_by_selection, choose_by_strategy, metrics_for
 from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
@@ -103,7 +103,12 @@ if reset:
     st.rerun()
 
 with left:
-    metric = state.map_metric if state.map_metric not in ON_REQUEST else "entropy_normalized"
+    # the map shows what the chosen strategy ranks by, so the preview's outlines match the colours
+    ranked_by = metrics_for(strategy) if how == "strategy" else ()
+    if len(ranked_by) == 1 and ranked_by[0] in METRICS and (ranked_by[0] not in ON_REQUEST or preview is not None):
+        metric = ranked_by[0]
+    else:
+        metric = state.map_metric if state.map_metric not in ON_REQUEST else "entropy_normalized"
     maps = current_maps(state, working, [metric])
     if maps is not None:
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",

@@ -86,7 +86,7 @@ def prune_clicks(playwright, cells: int, pruned: int, rounds: int, log_dir: Path
                 arg=version)
             times.append(time.perf_counter() - start)
             wait_idle(page)
-            page.get_by_role("button", name="Undo last step").click()
+            page.get_by_role("button", name="Undo", exact=True).click()
             wait_pruned_marks(page, 0)
             wait_idle(page)
             assert pruned_marks(page) == 0

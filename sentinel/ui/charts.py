@@ -50,7 +50,7 @@ def pruned_first(metric: str) -> str:
     from sentinel.pruning.strategies import strategy_class, strategy_names
     from sentinel.pruning.strategies.builtin import MetricPruningStrategy
 
-    source = "entropy" if metric == "entropy_normalized" else metric
+    source = metric                      # the entropy strategy ranks by raw entropy, not the normalised one
     ends = []
     for name in strategy_names():
         cls = strategy_class(name)
@@ -58,7 +58,10 @@ def pruned_first(metric: str) -> str:
             high = cls.prune_highest
             colour = "yellow" if high else ("blue" if METRICS[metric].signed else "dark purple")
             ends.append(f"the {name} strategy prunes the {'highest' if high else 'lowest'} values ({colour}) first")
-    return ("; ".join(ends).capitalize() + ".") if ends else "No strategy ranks by this metric alone."
+    if not ends:
+        return "No strategy ranks by this metric alone (hybrid mixes normalised entropy with magnitude)." \
+            if metric == "entropy_normalized" else "No strategy ranks by this metric alone."
+    return "; ".join(ends).capitalize() + "."
 
 
 def head_frame(

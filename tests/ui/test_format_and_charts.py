@@ -79,6 +79,7 @@ def test_signed_metrics_get_a_diverging_scale_centred_on_zero_and_legends_say_wh
     assert scale["domainMid"] == 0 and scale["domain"] == [-0.5, 0.5] and scale["scheme"] == "blueorange"
     spec = head_heatmap(frame, METRICS["entropy"]).to_dict()
     assert spec["layer"][0]["encoding"]["color"]["condition"]["scale"] == {"scheme": "viridis"}
-    assert pruned_first("entropy_normalized") == "The entropy strategy prunes the highest values (yellow) first."
+    assert pruned_first("entropy") == "The entropy strategy prunes the highest values (yellow) first."
+    assert pruned_first("entropy_normalized").startswith("No strategy ranks by this metric alone")
     assert pruned_first("magnitude") == "The magnitude strategy prunes the lowest values (dark purple) first."
     assert pruned_first("loss_impact") == "The loss_impact strategy prunes the lowest values (blue) first."
