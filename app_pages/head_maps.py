@@ -94,8 +94,10 @@ with st.expander("Look inside a head", expanded=bool(state.selection.heads), ico
                           help="Defaults to the first selected head; click a cell in the map to select one.")
     sample = st.text_input("Short text", "Return the number of items in the list, or zero if the list is empty.",
                            key="inside_text", help=f"The first {MAX_TOKENS} tokens are shown.")
+    shown = bool(state.selection.heads) or st.toggle("Show this head's attention", key="inside_show",
+                                                      help="Shown by itself once you select a head in the map.")
     with report_errors("looking inside the head"):
-        cols = st.columns(2)
+        cols = st.columns(2) if shown else []
         for column, (name, model) in zip(cols, (("Base model", working.base.model), ("Your model now", working.model))):
             pattern = head_pattern(model, working.tokenizer, sample, *looked)
             with column:
