@@ -233,9 +233,11 @@ def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     rows are the tokens looking, columns the tokens looked at; darker = more attention."""
     order = frame.drop_duplicates("query").sort_values("query")["query_token"].tolist()
     return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("key_token:N", sort=order, title="Looks at (key token)", axis=alt.Axis(labelAngle=-60, labelLimit=90)),
-        y=alt.Y("query_token:N", sort=order, title="Token looking (query)", axis=alt.Axis(labelLimit=90)),
+        x=alt.X("key_token:N", sort=order, title="Looks at (key token)",
+                axis=alt.Axis(labelAngle=-60, labelLimit=90, labelOverlap=False)),
+        y=alt.Y("query_token:N", sort=order, title="Token looking (query)",
+                axis=alt.Axis(labelLimit=90, labelOverlap=False)),
         color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
         tooltip=[alt.Tooltip("query_token:N", title="Query"), alt.Tooltip("key_token:N", title="Key"),
                  alt.Tooltip("weight:Q", title="Attention", format=".3f")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=alt.Step(16), width=alt.Step(16))
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=alt.Step(18), width=alt.Step(18))

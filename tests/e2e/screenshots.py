@@ -20,7 +20,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
-    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps for the Fine-tune screenshot")
+    parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps for the Fine-tune screenshot")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def main() -> None:
         wait_pruned_marks(page, 2)
         expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
         wait_idle(page)
-        page.get_by_text("By strategy and ratio").click()          # the preview of the next step
+        page.get_by_text("By strategy and ratio", exact=True).first.click()   # the preview of the next step
         expect(page.get_by_text("Preview (dashed orange on the map)")).to_be_visible()
         wait_idle(page)
         page.wait_for_timeout(4000)          # let the toast fade
