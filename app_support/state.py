@@ -70,6 +70,8 @@ def restore_session(state: DashboardState, token: str) -> None:
             working = open_model(state, snapshot.choice)
             working.replay([PruneStep.from_dict(step) for step in snapshot.steps])
             state.selection = set_heads(HeadSelection(), snapshot.selection, selectable=working.active())
+            state.job_id = snapshot.finetune_job
+            state.compare_job_id = snapshot.compare_job
             if snapshot.adopted:
                 job_id, which = snapshot.adopted.split("/", 1)
                 view = job_view(shared_store(), job_id)

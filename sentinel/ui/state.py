@@ -127,12 +127,15 @@ class SessionSnapshot:
     steps: tuple[dict[str, Any], ...] = ()
     selection: tuple[tuple[int, int], ...] = ()
     adopted: str | None = None        # "<job id>/final" or "<job id>/step-N": the adopted fine-tuned model
+    finetune_job: str | None = None   # the session's latest fine-tune job
+    compare_job: str | None = None    # the session's latest strategy comparison
 
     def encode(self) -> str:
         """Compact URL-safe text (base64 of JSON, no padding)."""
         data = {"m": self.choice.source, "d": self.choice.device, "t": self.choice.dtype,
                 "p": [[s["mode"], s["heads"], s["how"], s.get("strategy"), s.get("ratio")] for s in self.steps],
-                "h": [list(k) for k in self.selection], "a": self.adopted}
+                "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
+                "c": self.compare_job}
         text = json.dumps(data, separators=(",", ":"))
         return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
@@ -146,10 +149,12 @@ class SessionSnapshot:
                           for m, h, how, st, r in data["p"])
             selection = tuple((int(layer), int(head)) for layer, head in data["h"])
             adopted = data.get("a")
+            jobs = [data.get("j"), data.get("c")]
         except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError("The page address carries a session that cannot be read (it may have been cut or "
                             "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
-        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None)
+        finetune, compare = (j if isinstance(j, str) else None for j in jobs)
+        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare)
 
 
 def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
@@ -161,7 +166,7 @@ def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
         folder = Path(state.tuned.checkpoint).name
         adopted = f"{state.tuned.job_id}/{'final' if folder == 'model' else folder}"
     return SessionSnapshot(state.choice or ModelChoice(), tuple(state.working.history()), state.selection.heads,
-                           adopted)
+                           adopted, state.job_id, state.compare_job_id)
 
 
 def restorable_source(source: str | None, home: Path) -> bool:

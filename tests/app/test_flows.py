@@ -158,6 +158,9 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     assert comparison.recommendation() in shown
     experiment = shared_store().get_experiment(job.experiment_id)
     assert experiment.kind == "strategy-compare" and experiment.summary["comparison"] == job.result["comparison"]
+    again = open_app("prune", query=url_of(at))              # a reload keeps the comparison on the page
+    assert dashboard(again).compare_job_id == job_id
+    assert again.dataframe[0].value["perplexity"].tolist() == table["perplexity"].tolist()
 
 
 def test_a_restart_draws_the_first_map_from_the_disk_cache(monkeypatch):

@@ -124,3 +124,19 @@ def test_settings_and_results_read_like_tables_and_two_runs_diff():
                              "run B": {"loss": [MetricPoint(1, 2.5, 0.0)]}}, "loss")
     assert overlay.to_dict("records") == [{"run": "run A", "step": 1, "value": 3.0},
                                           {"run": "run B", "step": 1, "value": 2.5}]
+
+
+def test_a_session_snapshot_round_trips_through_the_address():
+    from sentinel.errors import DataError
+    from sentinel.ui.state import ModelChoice, SessionSnapshot, restorable_source
+
+    steps = ({"mode": "mask", "heads": {"0": [1, 2]}, "how": "entropy 30%", "strategy": "entropy", "ratio": 0.3},)
+    snapshot = SessionSnapshot(ModelChoice(None, "cpu", "float32"), steps, ((1, 2),), "job1/step-4", "job1", "cmp1")
+    token = snapshot.encode()
+    assert token.isascii() and "=" not in token
+    assert SessionSnapshot.decode(token) == snapshot
+    with pytest.raises(DataError, match="cannot be read"):
+        SessionSnapshot.decode(token[:-7])
+    from pathlib import Path
+    assert restorable_source(None, Path("/data")) and restorable_source("/data/models/x", Path("/data"))
+    assert not restorable_source("/etc", Path("/data"))
