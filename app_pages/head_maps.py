@@ -2,13 +2,16 @@
 
 import streamlit as st
 
-from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
-                                  uploaded_text)
+from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model, strategy_scores
+from app_support.widgets import head_map, selection_list
+from sentinel.errors import DataError, InvalidPruningPlan
+from sentinel.pruning.plan import plan_to_pairs
+from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps,
+                                  SampleText, block_size_for, pasted_text, uploaded_text)
 from sentinel.ui.charts import METRICS, attention_heatmap
 from sentinel.ui.inside import MAX_TOKENS, head_pattern
+from sentinel.ui.pruning import preview_plan
 from sentinel.ui.selection import head_label
-from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model
-from app_support.widgets import head_map, selection_list
 
 state = dashboard()
 st.title(":material/grid_on: Head maps")
@@ -72,9 +75,20 @@ if maps.tokens < MIN_STABLE_TOKENS:
     st.warning(f"The sample text gives only {maps.tokens} tokens; maps from fewer than {MIN_STABLE_TOKENS} tokens change "
                "a lot with the exact wording, so read this one as a rough sketch. Paste or upload a longer text.",
                icon=":material/warning:")
-head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart",
+settings = state.prune_settings
+coming: list = []
+try:            # expected refusals (loss impact not computed yet, min_heads) become a caption, not an error box
+    plan, _ = preview_plan(working, strategy_scores(state, working, settings.strategy), settings,
+                           working.base.layout.kv_group_size)
+    coming = plan_to_pairs(plan)
+    preview_note = (f"Dashed orange: the {len(coming)} heads Prune would prune now with its settings "
+                    f"({settings.describe()}); change them on the Prune page.")
+except (DataError, InvalidPruningPlan) as error:
+    preview_note = f"No preview of Prune's choice ({settings.describe()}): {error}"
+head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart", preview=coming,
          title=f"{METRICS[metric].label}" + (f" (only {maps.tokens} tokens: unstable)"
                                              if maps.tokens < MIN_STABLE_TOKENS else ""))
+st.caption(preview_note)
 selection_list(state, working)
 if state.selection.heads:
     count = len(state.selection.heads)

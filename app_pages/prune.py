@@ -16,7 +16,7 @@ from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
-from sentinel.ui.pruning import choose_by_selection, choose_by_strategy, metrics_for
+from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
@@ -65,10 +65,10 @@ with right:
     preview: tuple[dict, str] | None = None       # (plan, label) pressing Prune would apply now
     total = layout.num_layers * layout.num_heads
     if how == "strategy":
+        state.prune_settings = PruneSettings(strategy, float(ratio), int(min_heads), scope, int(seed), mode)
         with report_errors("previewing the strategy's choice") as no_preview:
             scores = strategy_scores(state, working, strategy)
-            preview = choose_by_strategy(working, scores, strategy, ratio, int(min_heads), scope, int(seed),
-                                         whole_kv_groups=(mode == "remove" and layout.kv_group_size > 1))
+            preview = preview_plan(working, scores, state.prune_settings, layout.kv_group_size)
         if preview is not None:
             count = sum(len(h) for h in preview[0].values())
             st.caption(f"Preview (dashed orange on the map): {heads_share(count, total)} of the model, "

@@ -22,6 +22,7 @@ from torch import nn
 from sentinel.errors import DataError, SentinelError
 from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.ui.analysis import SampleText
+from sentinel.ui.pruning import PruneSettings
 from sentinel.ui.selection import HeadSelection
 from sentinel.ui.session import PruneStep, WorkingModel
 
@@ -71,6 +72,7 @@ class DashboardState:
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
     prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
     compare_job_id: str | None = None                         # the session's latest strategy comparison
+    prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
 
     def forget_model(self) -> None:
         """Drop everything computed on the previous model (a new model was loaded)."""

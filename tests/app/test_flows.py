@@ -175,3 +175,14 @@ def test_a_restart_draws_the_first_map_from_the_disk_cache(monkeypatch):
     assert_clean(again)
     assert torch.equal(dashboard(again).caches["maps"][1].scores["entropy"].values.isnan(), computed.isnan())
     assert torch.allclose(dashboard(again).caches["maps"][1].scores["entropy"].values, computed.double())
+
+
+def test_head_maps_outline_the_same_heads_as_the_prune_preview():
+    at = open_app("prune")
+    at.selectbox(key="prune_strategy").set_value("magnitude").run()
+    on_prune = preview_heads(at)
+    at.switch_page("app_pages/head_maps.py").run()
+    assert_clean(at)
+    assert preview_heads(at) == on_prune and len(on_prune) == 14
+    assert any(c.value.startswith("Dashed orange: the 14 heads Prune would prune now with its settings (magnitude 30%")
+               for c in at.caption)
