@@ -195,3 +195,19 @@ def test_an_interrupted_job_is_shown_with_resume():
                                              "resuming starts again from step 0."]
     assert at.button(key="finetune_resume").label == "Resume"
     assert at.progress[0].value == 30
+
+
+def test_a_queued_job_shows_its_place_and_estimated_start():
+    store = shared_store()
+    experiment = store.create_experiment("queued run", {"base_model": None}, kind="finetune")
+    running = store.create_job("dashboard-finetune", {"config": {"max_steps": 10}}, "cpu", experiment)
+    store.set_job_state(running, "running")
+    store.update_job_progress(running, {"step": 4, "total_steps": 10, "eta_seconds": 30.0})
+    queued = store.create_job("dashboard-finetune", {"config": {"max_steps": 10}}, "cpu", experiment)
+    try:
+        at = open_app("finetune", query={"job": queued})
+        assert at.progress[0].proto.text == (f"Job {queued}: waiting to start — #1 in the queue; estimated start in "
+                                             "about 30 s — step 0 of 10")
+    finally:                     # records made by hand: nothing runs them, so close them for the other tests
+        for job_id in (running, queued):
+            store.set_job_state(job_id, "interrupted", error="test record")
