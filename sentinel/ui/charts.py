@@ -146,7 +146,9 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
                                 f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
         )
         layers.append(values)
-    return alt.layer(*layers).properties(title=title or metric.label, height=alt.Step(CELL_HEIGHT))
+    # a height in pixels, not a per-row step: Streamlit's fit-to-width needs a continuous size (a step makes
+    # Vega-Lite warn "Dropping fit-y because spec has discrete height")
+    return alt.layer(*layers).properties(title=title or metric.label, height=max(1, num_layers) * CELL_HEIGHT)
 
 
 def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False) -> alt.Chart:
@@ -232,6 +234,7 @@ def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     """Token × token attention of one head (`query_token`, `key_token`, `weight`, positions `query`/`key`):
     rows are the tokens looking, columns the tokens looked at; darker = more attention."""
     order = frame.drop_duplicates("query").sort_values("query")["query_token"].tolist()
+    side = max(1, len(order)) * 18                      # 18 pixels per token (a pixel size, not a step)
     return alt.Chart(frame).mark_rect().encode(
         x=alt.X("key_token:N", sort=order, title="Looks at (key token)",
                 axis=alt.Axis(labelAngle=-60, labelLimit=90, labelOverlap=False)),
@@ -240,4 +243,4 @@ def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
         color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
         tooltip=[alt.Tooltip("query_token:N", title="Query"), alt.Tooltip("key_token:N", title="Key"),
                  alt.Tooltip("weight:Q", title="Attention", format=".3f")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=alt.Step(18), width=alt.Step(18))
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=side, width=side)
