@@ -28,6 +28,8 @@ def test_dashboard_end_to_end(app_server, artifacts):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         expect.set_options(timeout=120_000)
+        chart_warnings: list[str] = []            # Vega-Lite logs its warnings as "WARN ..." on the console
+        page.on("console", lambda m: chart_warnings.append(m.text) if m.text.startswith("WARN") else None)
 
         def shot(name: str) -> None:
             page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
@@ -104,6 +106,7 @@ def test_dashboard_end_to_end(app_server, artifacts):
             page.reload()                       # the job id in the URL brings the same job back from the store
             expect(done).to_be_visible()
             wait_idle(page)
+            assert chart_warnings == []
         except Exception:
             shot("failure")
             raise
