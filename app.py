@@ -21,7 +21,7 @@ def main() -> None:
     """One run for one browser session: page settings, the navigation, the chosen page."""
     st.set_page_config(page_title="Sentinel", page_icon=":material/content_cut:", layout="wide")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from sentinel.ui.state import configure_torch_threads
+    from app_support.state import configure_torch_threads
 
     configure_torch_threads()
     pages = [
@@ -44,12 +44,12 @@ def main() -> None:
 
 @asynccontextmanager
 async def warm_up(_app: st.App) -> AsyncIterator[None]:
-    """st.App lifespan: run sentinel.ui.warmup.preload in a thread, so the server answers at once.
+    """st.App lifespan: run app_support.warmup.preload in a thread, so the server answers at once.
 
     Nothing from `sentinel` is imported here: importing it pulls in torch and would hold up the server.
     """
     def preload() -> None:
-        from sentinel.ui.warmup import preload as load
+        from app_support.warmup import preload as load
 
         load()
 

@@ -7,7 +7,7 @@ import streamlit as st
 from sentinel.evaluation.size import parameter_count
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.format import human_count, shared_prefix_words, signed_percent, word_diff_html
-from sentinel.ui.state import base_figures, current_figures, dashboard, report_errors, require_model, tuned_figures
+from app_support.state import base_figures, current_figures, dashboard, report_errors, require_model, tuned_figures
 
 IDS = {"Base model": "base", "Pruned": "pruned", "Pruned + fine-tuned": "tuned"}
 
@@ -57,6 +57,10 @@ elif shown is not None:
     if state.tuned is not None:
         figures["Pruned + fine-tuned"] = tuned_figures(state)
     reference = results[0].text
+    shown_fig = figures["Base model"]
+    if shown_fig is not None:
+        st.caption(f"Perplexity below: {shown_fig.perplexity_note} — the same measurement as on every page. "
+                   "Tokens/s is this one generation's speed, a single timing (see Prune for paired timings).")
     columns = st.columns(len(results))
     for column, result in zip(columns, results):
         with column:
@@ -76,7 +80,8 @@ elif shown is not None:
             is_base = result is results[0]
             if fig is not None and base_fig is not None:
                 change = None if is_base else signed_percent(base_fig.perplexity, fig.perplexity) or None
-                st.metric("Perplexity", f"{fig.perplexity:.2f}", change, delta_color="inverse")
+                st.metric("Perplexity", f"{fig.perplexity:.2f}", change, delta_color="inverse",
+                          help=f"The app's one protocol: {fig.perplexity_note}.")
             params = parameter_count(models[result.label])
             change = None if is_base else signed_percent(parameter_count(working.base.model), params) or None
             st.metric("Parameters", human_count(params), change, delta_color="off")

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from app_support.state import (adopt_tuned, dashboard, job_verdict, report_errors, require_model,
+                               restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.ui.charts import curves_chart
-from sentinel.ui.finetune import FineTuneRequest, JobView, job_view, start_finetune
-from sentinel.ui.state import (adopt_finished_job, dashboard, report_errors, require_model, shared_jobs,
-                               shared_store)
+from sentinel.ui.finetune import FineTuneRequest, JobView, job_view, queue_place, start_finetune
+from sentinel.ui.protocol import EVAL_PROTOCOL
 
 STATE_WORDS = {"queued": "waiting to start", "running": "running", "succeeded": "finished",
                "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted (the app stopped)"}
@@ -19,26 +20,36 @@ linked = st.query_params.get("job")
 if linked and linked != state.job_id:
     state.job_id = linked
 working = require_model(state)
+show_notices(state)
 
 
 def show(view: JobView) -> None:
     """Progress bar, numbers and curves of one job."""
     job, progress = view.job, view.progress
     total = progress.total_steps or job.params.get("config", {}).get("max_steps")
-    st.progress(view.fraction, text=f"Job {job.id}: {STATE_WORDS.get(job.state, job.state)} — step "
-                                    f"{progress.step} of {total}")
+    words = STATE_WORDS.get(job.state, job.state)
+    if job.state == "queued":
+        words += f" — {queue_place(shared_store(), job).describe()}"
+    st.progress(view.fraction, text=f"Job {job.id}: {words} — step {progress.step} of {total}")
     cols = st.columns(4)
     loss, ppl = view.latest("loss"), view.latest("val_perplexity")
     cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
-    cols[1].metric("Validation perplexity", f"{ppl:.2f}" if ppl is not None else "–")
+    block = job.params.get("config", {}).get("block_size", EVAL_PROTOCOL.window)
+    cols[1].metric("Validation perplexity", f"{ppl:,.2f}" if ppl is not None else "–",
+                   help=f"On the first {EVAL_PROTOCOL.tokens:,} tokens of the bundled validation text in blocks of "
+                        f"{block} tokens" + (" — exactly the app's protocol." if block == EVAL_PROTOCOL.window else
+                                             f"; the app's protocol uses windows of {EVAL_PROTOCOL.window}, so "
+                                             "the judged numbers below are measured again."))
     speed = view.latest("tokens_per_second")
     cols[2].metric("Training tokens/s", f"{speed:,.0f}" if speed else "–")
     eta = progress.eta_seconds
     cols[3].metric("Time left", f"{eta:.0f} s" if eta is not None and not view.ended else "–")
     shown = [c for c in ("loss", "val_perplexity") if c in view.curves.columns]
     titles = {"loss": "Training loss", "val_perplexity": "Validation perplexity"}
+    log = st.session_state.get("finetune_log", False)
     for column, name in zip(st.columns(2), shown):
-        column.altair_chart(curves_chart(view.curves, name, titles[name]), width="stretch")
+        column.altair_chart(curves_chart(view.curves, name, titles[name], log=log and name == "val_perplexity"),
+                            width="stretch")
 
 
 @st.fragment(run_every=1.0)
@@ -52,7 +63,8 @@ def live(job_id: str) -> None:
     if st.button("Cancel", key="finetune_cancel", icon=":material/stop:"):
         with report_errors("cancelling the job"):
             shared_jobs().cancel(job_id)
-            st.toast("Cancelling: the job stops after its current step and keeps a checkpoint.")
+            st.toast("Cancelling: the job stops after its current step and keeps a checkpoint."
+                     if view.progress.step > 0 else "Cancelling: the job has not trained yet, so nothing will be kept.")
     if view.ended:
         st.rerun(scope="app")
 
@@ -96,27 +108,63 @@ if not view.ended:
     live(state.job_id)
     st.stop()
 
+st.toggle("Log scale for perplexity", key="finetune_log",
+          help="A run that diverges reaches perplexities thousands of times larger; a log axis keeps both ends readable.")
 show(view)
 if view.job.state == "failed":
     st.error(f"The fine-tuning job failed: {view.job.error}", icon=":material/error:")
 elif view.job.state in ("cancelled", "interrupted"):
-    st.warning(f"The job was {view.job.state} at step {view.progress.step}; its last checkpoint is kept.",
-               icon=":material/warning:")
-    if st.button("Resume", key="finetune_resume", icon=":material/replay:"):
-        with report_errors("resuming the job"):
-            shared_jobs().resume(view.job.id)
-            st.rerun()
+    if view.progress.step == 0:
+        st.warning(f"The job was {view.job.state} before its first training step; nothing was kept.",
+                   icon=":material/warning:")
+    else:
+        kept = shared_store().latest_checkpoint(job_id=view.job.id)
+        st.warning(f"The job was {view.job.state} at step {view.progress.step}; "
+                   + (f"its checkpoint from step {kept.step} is kept." if kept else "no checkpoint was written yet, "
+                      "so resuming starts again from step 0."), icon=":material/warning:")
+        if st.button("Resume", key="finetune_resume", icon=":material/replay:"):
+            with report_errors("resuming the job"):
+                shared_jobs().resume(view.job.id)
+                st.rerun()
 else:
-    with report_errors("loading the fine-tuned model"):
-        adopt_finished_job(state, working, view)
-    summary = view.job.result or {}
-    before, after = summary.get("perplexity_before"), summary.get("perplexity_after")
-    if before is not None and after is not None:
-        st.success(f"Fine-tuned for {summary.get('steps')} steps: validation perplexity {before:.2f} → {after:.2f}. "
-                   "The fine-tuned model is now this session's 'after' model on the Compare page.",
-                   icon=":material/check_circle:")
-    st.page_link("app_pages/compare.py", label="Compare base, pruned and fine-tuned text",
-                 icon=":material/compare_arrows:")
+    with report_errors("rebuilding the model the job started from"):
+        working = restore_job_session(state, working, view)
+    verdict = job_verdict(state, working, view)
+    adopted = state.tuned.checkpoint if state.tuned is not None and state.tuned.job_id == view.job.id else None
+    if verdict is not None:
+        if verdict.improved:
+            st.success(verdict.headline(), icon=":material/check_circle:")
+        else:
+            st.warning(verdict.headline() + " The fine-tuned model is worse than the one it started from; your "
+                       "pruned model stays as it is unless you choose otherwise.", icon=":material/warning:")
+        if not verdict.last_is_best:
+            where = ("the model before fine-tuning" if verdict.best_step == 0
+                     else f"the checkpoint at step {verdict.best_step}")
+            st.info(f"The lowest validation perplexity of the run was {verdict.best_value:,.2f}, at {where}; "
+                    f"the last evaluation gave {verdict.last_value:,.2f} (the run's own validation curve).",
+                    icon=":material/info:")
+        cols = st.columns(2)
+        if adopted == view.model_path:
+            cols[0].success("The fine-tuned model is this session's 'after' model on Compare.")
+        elif cols[0].button("Use the fine-tuned model", key="finetune_adopt", type="primary" if verdict.improved
+                            else "secondary", icon=":material/check:",
+                            help="Make it the third column on Compare (your pruned model stays as it is)."):
+            with report_errors("loading the fine-tuned model"):
+                adopt_tuned(state, working, view)
+                st.rerun()
+        if verdict.best_path is not None:
+            if adopted == verdict.best_path:
+                cols[1].success(f"The step-{verdict.best_step} checkpoint is this session's 'after' model.")
+            elif cols[1].button(f"Use the best checkpoint (step {verdict.best_step})", key="finetune_adopt_best",
+                                type="primary", icon=":material/star:"):
+                with report_errors("loading the best checkpoint"):
+                    adopt_tuned(state, working, view, verdict.best_path)
+                    st.rerun()
+        elif verdict.best_step == 0 and not verdict.last_is_best:
+            cols[1].caption("Best is the model you started from: keep your pruned model (nothing to adopt).")
+    if state.tuned is not None:
+        st.page_link("app_pages/compare.py", label="Compare base, pruned and fine-tuned text",
+                     icon=":material/compare_arrows:")
 if not view.curves.empty:
     st.download_button("Download the curves (CSV)", view.curves.to_csv(index=False).encode("utf-8"),
                        file_name=f"finetune-{view.job.id}.csv", mime="text/csv", key="finetune_csv")

@@ -2,11 +2,16 @@
 
 import streamlit as st
 
-from sentinel.ui.analysis import (ON_REQUEST, UPLOAD_LIMIT_MB, HeadMaps, SampleText, block_size_for, pasted_text,
-                                  uploaded_text)
-from sentinel.ui.charts import METRICS
-from sentinel.ui.state import cached_maps, current_maps, dashboard, report_errors, require_model
-from sentinel.ui.widgets import head_map, selection_list
+from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model, strategy_scores
+from app_support.widgets import head_map, selection_list
+from sentinel.errors import DataError, InvalidPruningPlan
+from sentinel.pruning.plan import plan_to_pairs
+from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps,
+                                  SampleText, block_size_for, pasted_text, uploaded_text)
+from sentinel.ui.charts import METRICS, attention_heatmap
+from sentinel.ui.inside import MAX_TOKENS, head_pattern
+from sentinel.ui.pruning import preview_plan
+from sentinel.ui.selection import head_label
 
 state = dashboard()
 st.title(":material/grid_on: Head maps")
@@ -23,7 +28,8 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
         candidate = pasted_text(typed)
     elif kind == "uploaded":
         upload = st.file_uploader(f"A .txt, .jsonl or .csv file (up to {UPLOAD_LIMIT_MB} MB; jsonl/csv need a "
-                                  "'text' column)", type=["txt", "jsonl", "csv"], key="text_upload")
+                                  "'text' column)", type=["txt", "jsonl", "csv"], key="text_upload",
+                                  max_upload_size=UPLOAD_ACCEPT_MB)
         if upload is not None:
             candidate = uploaded_text(upload.name, upload.getvalue())
     cols = st.columns(2)
@@ -33,7 +39,8 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
                                     key="map_seq_len")
     if st.button("Use this text", key="text_apply", icon=":material/check:"):
         if candidate is None:
-            st.error("Choose a file to upload first.", icon=":material/error:")
+            st.error("No file chosen yet: drop a .txt, .jsonl or .csv file on the box above, or choose another "
+                     "kind of text.", icon=":material/error:")
         else:
             with report_errors("reading the sample text"):
                 size = block_size_for(working.model, seq_len)
@@ -64,11 +71,59 @@ if metric in ON_REQUEST and metric not in (cached_maps(state, working) or HeadMa
 maps = current_maps(state, working, [metric])
 if maps is None:
     st.stop()
-head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart")
+if maps.tokens < MIN_STABLE_TOKENS:
+    st.warning(f"The sample text gives only {maps.tokens} tokens; maps from fewer than {MIN_STABLE_TOKENS} tokens change "
+               "a lot with the exact wording, so read this one as a rough sketch. Paste or upload a longer text.",
+               icon=":material/warning:")
+settings = state.prune_settings
+coming: list = []
+try:            # expected refusals (loss impact not computed yet, min_heads) become a caption, not an error box
+    plan, _ = preview_plan(working, strategy_scores(state, working, settings.strategy), settings,
+                           working.base.layout.kv_group_size)
+    coming = plan_to_pairs(plan)
+    preview_note = (f"Dashed orange: the {len(coming)} heads Prune would prune now with its settings "
+                    f"({settings.describe()}); change them on the Prune page.")
+except (DataError, InvalidPruningPlan) as error:
+    preview_note = f"No preview of Prune's choice ({settings.describe()}): {error}"
+head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart", preview=coming,
+         title=f"{METRICS[metric].label}" + (f" (only {maps.tokens} tokens: unstable)"
+                                             if maps.tokens < MIN_STABLE_TOKENS else ""))
+st.caption(preview_note)
 selection_list(state, working)
 if state.selection.heads:
-    st.page_link("app_pages/prune.py", label=f"Prune the {len(state.selection.heads)} selected heads",
-                 icon=":material/content_cut:")
+    count = len(state.selection.heads)
+    if st.button(f"Prune the {count} selected head{'s' if count != 1 else ''}", key="prune_selected",
+                 icon=":material/content_cut:", help="Opens Prune in 'By my selection' mode with these heads."):
+        state.prune_selection_next = True
+        st.switch_page("app_pages/prune.py")
+
+with st.expander("Look inside a head", expanded=bool(state.selection.heads), icon=":material/visibility:"):
+    every = [(layer, head) for layer in range(working.base.layout.num_layers)
+             for head in range(working.base.layout.num_heads)]
+    first = state.selection.heads[0] if state.selection.heads else every[0]
+    if state.caches.get("inside-follows") != first:          # a new selection: look at its first head
+        st.session_state["inside_head"] = first
+        state.caches["inside-follows"] = first
+    looked = st.selectbox("Head", every, format_func=head_label, key="inside_head",
+                          help="Defaults to the first selected head; click a cell in the map to select one.")
+    sample = st.text_input("Short text", "Return the number of items in the list, or zero if the list is empty.",
+                           key="inside_text", help=f"The first {MAX_TOKENS} tokens are shown.")
+    shown = bool(state.selection.heads) or st.toggle("Show this head's attention", key="inside_show",
+                                                      help="Shown by itself once you select a head in the map.")
+    with report_errors("looking inside the head"):
+        cols = st.columns(2) if shown else []
+        for column, (name, model) in zip(cols, (("Base model", working.base.model), ("Your model now", working.model))):
+            pattern = head_pattern(model, working.tokenizer, sample, *looked)
+            with column:
+                if pattern.weights is None:
+                    st.info(f"{name}: {head_label(looked)} is removed, so it attends to nothing.")
+                    continue
+                st.altair_chart(attention_heatmap(pattern.frame(), f"{name}: {head_label(looked)}"), width="content")
+                note = " (masked: it still attends like this, but its output is switched off)" \
+                    if pattern.status == "masked" else ""
+                st.caption(f"Attends most to{note}: " + ", ".join(f"“{t}” {w:.0%}" for t, w in pattern.top))
+    st.caption("Each row is a token and how it spreads its attention over the earlier tokens (a causal model "
+               "only looks back); the percentages are the mean attention each token receives.")
 
 st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
            f"{state.text.name}; {maps.seconds:.2f} s of computing so far.")

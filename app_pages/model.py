@@ -7,7 +7,8 @@ from sentinel.files import check_allowed_folder, check_hub_id
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.library import models_dir, saved_models
-from sentinel.ui.state import ModelChoice, bundled_model_available, dashboard, open_model, report_errors, require_model
+from app_support.state import (ModelChoice, base_figures, bundled_model_available, dashboard, open_model, report_errors,
+                               require_model)
 
 KINDS = {
     "bundled": "Bundled demo model",
@@ -79,6 +80,11 @@ cols[2].metric("Your pruning steps", len(working.steps))
 cols[3].metric("Grouped-query", "yes" if layout.kv_group_size > 1 else "no",
                help="With grouped-query attention several query heads share one key/value head; "
                     "removing them physically works only a whole group at a time.")
+figures = base_figures(state, working)
+if figures is not None:
+    st.metric("Perplexity (as loaded)", f"{figures.perplexity:.2f}", help=f"The app's one protocol: "
+              f"{figures.perplexity_note}. Prune, Fine-tune, Compare and Experiments use the same.")
+    st.caption(f"Perplexity {figures.perplexity:.2f}: {figures.perplexity_note}.")
 if base.record:
     st.caption(f"Loaded a Sentinel-saved pruned model from {base.source}; its pruning history:")
     st.json(base.record.get("history", []), expanded=False)

@@ -7,15 +7,21 @@ import streamlit as st
 
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
-from sentinel.ui.analysis import ON_REQUEST, before_after_table
-from sentinel.ui.charts import METRICS
+from sentinel.pruning.plan import plan_to_pairs
+from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
+from sentinel.jobs import ProgressEvent
+from sentinel.ui.charts import METRICS, strategy_chart
+from sentinel.ui.finetune import queue_place
+from sentinel.ui.protocol import EVAL_PROTOCOL
+from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.library import model_folder_for, models_dir, zip_folder
-from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
+from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
-from sentinel.ui.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
-                               report_errors, require_model, show_notices, strategy_scores)
-from sentinel.ui.widgets import head_map, selection_list
+from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
+                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+                               speed_comparison, strategy_scores)
+from app_support.widgets import head_map, selection_list
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
@@ -24,6 +30,10 @@ st.caption("Switch attention heads off and see what it does. Masking is reversib
 working = require_model(state)
 show_notices(state)
 layout = working.base.layout
+
+if state.prune_selection_next:            # arrived from "Prune the N selected heads"
+    st.session_state["prune_how"] = "selection"
+    state.prune_selection_next = False
 
 left, right = st.columns([3, 2], gap="large")
 with right:
@@ -52,18 +62,29 @@ with right:
         seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, key="prune_seed")
     else:
         selection_list(state, working)
-    go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:")
+    preview: tuple[dict, str] | None = None       # (plan, label) pressing Prune would apply now
+    total = layout.num_layers * layout.num_heads
+    if how == "strategy":
+        state.prune_settings = PruneSettings(strategy, float(ratio), int(min_heads), scope, int(seed), mode)
+        with report_errors("previewing the strategy's choice") as no_preview:
+            scores = strategy_scores(state, working, strategy)
+            preview = preview_plan(working, scores, state.prune_settings, layout.kv_group_size)
+        if preview is not None:
+            count = sum(len(h) for h in preview[0].values())
+            st.caption(f"Preview (dashed orange on the map): {heads_share(count, total)} of the model, "
+                       f"{count} of the {len(working.active())} active heads.")
+    go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
+        how == "strategy" and preview is None))
     cols = st.columns(2)
-    undo = cols[0].button("Undo last step", key="prune_undo", icon=":material/undo:", disabled=not working.steps)
+    undo = cols[0].button("Undo", key="prune_undo", icon=":material/undo:", disabled=not working.steps,
+                          help="Take back the last pruning step.", width="stretch")
     reset = cols[1].button("Reset", key="prune_reset", icon=":material/restart_alt:", disabled=not working.steps,
-                           help="Back to the model as loaded.")
+                           help="Back to the model as loaded.", width="stretch")
 
 if go:
     with report_errors("pruning"):
         if how == "strategy":
-            scores = strategy_scores(state, working, strategy)
-            plan, label = choose_by_strategy(working, scores, strategy, ratio, int(min_heads), scope, int(seed),
-                                             whole_kv_groups=(mode == "remove" and layout.kv_group_size > 1))
+            plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
         else:
             plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
@@ -82,11 +103,17 @@ if reset:
     st.rerun()
 
 with left:
-    metric = state.map_metric if state.map_metric not in ON_REQUEST else "entropy_normalized"
+    # the map shows what the chosen strategy ranks by, so the preview's outlines match the colours
+    ranked_by = metrics_for(strategy) if how == "strategy" else ()
+    if len(ranked_by) == 1 and ranked_by[0] in METRICS and (ranked_by[0] not in ON_REQUEST or preview is not None):
+        metric = ranked_by[0]
+    else:
+        metric = state.map_metric if state.map_metric not in ON_REQUEST else "entropy_normalized"
     maps = current_maps(state, working, [metric])
     if maps is not None:
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
-                 title=f"{METRICS[metric].label} — your model now")
+                 title=f"{METRICS[metric].label} — your model now",
+                 preview=plan_to_pairs(preview[0]) if preview else ())
 
 st.subheader("Quick sample")
 prompt = st.text_input("Prompt", "Return the", key="prune_prompt")
@@ -102,11 +129,58 @@ with report_errors("generating the quick sample"):
 
 st.subheader("Before and after")
 before, after = base_figures(state, working), current_figures(state, working)
+speed = speed_comparison(state, working) if working.steps else None
 if before is not None and after is not None:
-    st.table(before_after_table(before, after))
+    st.table(before_after_table(before, after, speed))
     st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
-               f"Perplexity on the first {after.perplexity_tokens:,} scored tokens of {state.text.name} "
-               "(lower is better); tokens/s measured on this machine just now.")
+               f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
+               "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+               "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
+               "still computes it, so only removal can make the model faster.")
+
+
+st.subheader("Which strategy hurts least on this model?")
+compare_share = ratio if how == "strategy" else 0.3
+st.caption(f"Masks {compare_share:.0%} of the active heads with every strategy (random with 3 seeds) on copies of "
+           f"your model and measures each with the app's protocol ({EVAL_PROTOCOL.describe()}). Runs in the "
+           "background; the result is also recorded on the Experiments page.")
+if st.button("Compare strategies", key="compare_strategies", icon=":material/leaderboard:"):
+    with report_errors("starting the strategy comparison"):
+        request = CompareRequest(ratio=float(compare_share), min_heads=int(min_heads),
+                                 scope=scope if how == "strategy" else "global")
+        device = state.choice.device if state.choice else "auto"
+        state.compare_job_id = start_comparison(shared_jobs(), shared_store(), working, request, device)
+
+
+@st.fragment(run_every=1.0)
+def comparison_progress(job_id: str) -> None:
+    """Progress of the running comparison; hands over to the whole page when it ends."""
+    job = shared_store().get_job(job_id)
+    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
+    total = event.total_steps or 1
+    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
+    st.progress(min(1.0, event.step / total), text=f"Comparing strategies: {words or 'starting'}")
+    if job.state not in ("queued", "running"):
+        st.rerun(scope="app")
+
+
+if state.compare_job_id is not None:
+    with report_errors("reading the strategy comparison") as failed:
+        compare_job = shared_store().get_job(state.compare_job_id)
+    if not failed:
+        if compare_job.state in ("queued", "running"):
+            comparison_progress(compare_job.id)
+        elif compare_job.state == "succeeded":
+            comparison = Comparison.from_dict(compare_job.result["comparison"])
+            ranked = comparison.table()
+            st.markdown(comparison.recommendation())
+            cols = st.columns([3, 2])
+            cols[0].dataframe(ranked, hide_index=True, key="compare_strategies_table", width="stretch")
+            cols[1].altair_chart(strategy_chart(ranked, comparison.baseline), width="stretch")
+        else:
+            st.warning(f"The strategy comparison {compare_job.state}: {compare_job.error or 'no result'}",
+                       icon=":material/warning:")
+
 if working.steps:
     st.dataframe([{"step": i + 1, **s.to_dict(), "heads": ", ".join(f"L{l}:{h}" for l, h in
                   sorted(s.heads.items()))} for i, s in enumerate(working.steps)], hide_index=True)

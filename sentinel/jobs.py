@@ -40,6 +40,8 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "finetune": "sentinel.training.job:run_finetune_job",
     "experiment": "sentinel.pruning.experiment_runner:run_experiment_job",
     "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
+    "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
+    "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 CANCEL_POLL_SECONDS = 0.2   # how often a running job reads the store for a cancel request from another process

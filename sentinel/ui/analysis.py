@@ -4,7 +4,9 @@ figures of the before/after table. No Streamlit here, so the same steps run from
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,21 +18,22 @@ from torch import nn
 
 from sentinel.data import TextBlocks, load_text_blocks
 from sentinel.errors import DataError
-from sentinel.evaluation.perplexity import perplexity
 from sentinel.evaluation.size import parameter_count, weight_bytes
-from sentinel.evaluation.speed import measure_speed
 from sentinel.metrics import compute_scores
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.metrics.scores import HeadScores
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
-from sentinel.ui.format import human_count, signed_percent
+from sentinel.ui.format import human_bytes, signed_percent
+from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
+from sentinel.ui.speed import SpeedComparison
 
 logger = logging.getLogger(__name__)
 
 TextKind = Literal["bundled", "pasted", "uploaded"]
-UPLOAD_LIMIT_MB = 5                 # also server.maxUploadSize in .streamlit/config.toml
-EVAL_TOKENS = 2048                  # perplexity in the before/after table: the first 2,048 tokens of the text
+UPLOAD_LIMIT_MB = 5                 # the largest sample text the maps accept
+UPLOAD_ACCEPT_MB = 50               # what the uploader takes in, so a larger file gets our message, not a red chip
+MIN_STABLE_TOKENS = 256             # fewer tokens than this give maps that change a lot with the text
 ON_REQUEST = frozenset({"loss_impact"})   # one forward pass per head: only when the user asks
 
 
@@ -48,11 +51,36 @@ class SampleText:
         return hashlib.sha1(self.kind.encode() + self.name.encode() + (self.data or b"")).hexdigest()[:12]
 
     def blocks(self, tokenizer: Any, block_size: int, max_tokens: int) -> TextBlocks:
-        """Token blocks of this text (raises DataError for empty, binary or non-UTF-8 input)."""
+        """Token blocks of this text (raises DataError for too large, empty, binary or non-UTF-8 input, or a
+        table without a 'text' column, in words a non-programmer can act on)."""
         if self.kind == "bundled":
             return load_text_blocks(tokenizer, None, block_size, max_tokens=max_tokens)
+        check_upload(self.name, self.data or b"")
         return load_text_blocks(tokenizer, None, block_size, data=self.data, filename=self.name,
                                 max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024, max_tokens=max_tokens)
+
+
+def check_upload(name: str, data: bytes) -> None:
+    """Refuse, in user terms, a file that is too large or a table with no 'text' column."""
+    limit = UPLOAD_LIMIT_MB * 1024 * 1024
+    if len(data) > limit:
+        raise DataError(f"{name} is {len(data) / 1024 / 1024:.1f} MB; sample texts can be at most {UPLOAD_LIMIT_MB} MB. "
+                        "Upload a shorter excerpt (a few thousand words are plenty for the maps).")
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    first = next((line for line in data.decode("utf-8-sig", errors="replace").splitlines() if line.strip()), "")
+    columns: list[str] | None = None
+    if suffix == "csv":
+        columns = next(csv.reader([first]), [])
+    elif suffix == "jsonl":
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError:
+            return                               # the reader names the broken line
+        columns = list(row) if isinstance(row, dict) else None
+    if columns is not None and "text" not in columns:
+        found = ", ".join(repr(c) for c in columns) or "none"
+        raise DataError(f"{name} has no column named 'text', so there is nothing to read. Columns found: {found}. "
+                        "Rename the column that holds your text to 'text' and upload it again.")
 
 
 def pasted_text(text: str) -> SampleText:
@@ -120,7 +148,11 @@ def compute_maps(
 
 @dataclass
 class ModelFigures:
-    """The before/after table's numbers for one model, each measured, never estimated."""
+    """The before/after table's numbers for one model, each measured, never estimated.
+
+    The perplexity follows the app's one protocol (`sentinel.ui.protocol`); timings are in `speed.py`,
+    measured in pairs against the base model, never as one number per model.
+    """
 
     active_heads: int
     total_heads: int
@@ -128,8 +160,6 @@ class ModelFigures:
     weight_bytes: int
     perplexity: float
     perplexity_tokens: int
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,34 +169,49 @@ class ModelFigures:
     def from_dict(cls, data: dict[str, Any]) -> ModelFigures:
         return cls(**data)
 
+    @property
+    def perplexity_note(self) -> str:
+        """The protocol sentence for this perplexity, shown beside it."""
+        return EVAL_PROTOCOL.describe(self.perplexity_tokens)
 
-def measure_figures(model: nn.Module, tokenizer: Any, text: SampleText, speed_runs: int = 3) -> ModelFigures:
-    """Active heads, parameters, perplexity on the first EVAL_TOKENS tokens of `text`, and tokens/s."""
+
+def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
+    """Active heads, parameters, weight bytes and the protocol perplexity of `model`."""
     heads = model_heads(model)
-    seq_len = block_size_for(model, 256)
-    blocks = text.blocks(tokenizer, seq_len, EVAL_TOKENS)
-    if not heads.adapter.is_causal(model.config):
-        raise DataError("Perplexity needs a causal language model; this is a masked-LM model, so the "
-                        "before/after table has no perplexity for it. Use a GPT-2, Llama, OPT or GPT-NeoX model.")
-    ppl = perplexity(model, tokenizer, blocks.stream(), seq_len=seq_len, batch_size=8)
-    speed = measure_speed(model, tokenizer, prompt_tokens=min(64, seq_len // 2), new_tokens=16, runs=speed_runs)
+    ppl = protocol_perplexity(model, tokenizer)
     active = sum(len(h) for h in active_heads(model).values())
     return ModelFigures(active, heads.num_layers * heads.num_heads, parameter_count(model), weight_bytes(model),
-                        ppl.perplexity, ppl.tokens_evaluated, speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
+                        ppl.perplexity, ppl.tokens_evaluated)
 
 
-def before_after_table(before: ModelFigures, after: ModelFigures) -> pd.DataFrame:
-    """Rows: active heads, parameters, perplexity, prefill and decode tokens/s; columns: before, after, change."""
+def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedComparison | None = None) -> pd.DataFrame:
+    """Rows: active heads (count and share), parameters and weight bytes (exact), perplexity (protocol), and the
+    predicted and measured speed; columns: before, after, change."""
+    pruned = before.active_heads - after.active_heads
     rows = [
-        ("Active heads", f"{before.active_heads} / {before.total_heads}", f"{after.active_heads} / {after.total_heads}",
-         signed_percent(before.active_heads, after.active_heads)),
-        ("Parameters", human_count(before.parameters), human_count(after.parameters),
-         signed_percent(before.parameters, after.parameters)),
-        (f"Perplexity ({after.perplexity_tokens:,} tokens)", f"{before.perplexity:.2f}", f"{after.perplexity:.2f}",
-         signed_percent(before.perplexity, after.perplexity)),
-        ("Prefill tokens/s", f"{before.prefill_tokens_per_s:,.0f}", f"{after.prefill_tokens_per_s:,.0f}",
-         signed_percent(before.prefill_tokens_per_s, after.prefill_tokens_per_s)),
-        ("Generation tokens/s", f"{before.decode_tokens_per_s:,.0f}", f"{after.decode_tokens_per_s:,.0f}",
-         signed_percent(before.decode_tokens_per_s, after.decode_tokens_per_s)),
+        ("Active heads", f"{before.active_heads} of {before.total_heads}", f"{after.active_heads} of {after.total_heads}",
+         f"{pruned} of {before.total_heads} heads pruned = {share(pruned, before.total_heads)}" if pruned else "none"),
+        ("Parameters", f"{before.parameters:,}", f"{after.parameters:,}",
+         f"{after.parameters - before.parameters:+,} ({signed_percent(before.parameters, after.parameters) or '0%'})"),
+        ("Weight bytes", human_bytes(before.weight_bytes), human_bytes(after.weight_bytes),
+         f"{after.weight_bytes - before.weight_bytes:+,} bytes"),
+        ("Perplexity", f"{before.perplexity:.2f}", f"{after.perplexity:.2f}",
+         signed_percent(before.perplexity, after.perplexity) or "0%"),
     ]
+    if speed is not None:
+        predicted = (f"{speed.predicted_speedup:.2f}× (from the removed FLOPs)" if speed.removed_heads else
+                     "none: masked heads still compute")
+        rows.append(("Speed-up predicted", "1.00×", predicted, ""))
+        for name, ratio in (("Prefill speed measured", speed.prefill), ("Generation speed measured", speed.decode)):
+            rows.append((name, "1.00×", ratio.describe() if ratio else "not measured (nothing removed)", ""))
     return pd.DataFrame(rows, columns=["", "Before", "After", "Change"]).set_index("")
+
+
+def share(count: int, total: int) -> str:
+    """'29%' for 14 of 48 (rounded to a whole percent; the exact count is always shown next to it)."""
+    return f"{count / total:.0%}" if total else "0%"
+
+
+def heads_share(count: int, total: int) -> str:
+    """'14 of 48 heads = 29%': a pruning level as the exact count and its share."""
+    return f"{count} of {total} heads = {share(count, total)}"

@@ -9,7 +9,9 @@ opened on the job's URL can rebuild the same pruned model next to the fine-tuned
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import math
+import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,11 @@ from torch import nn
 
 from sentinel.errors import JobError
 from sentinel.files import prepare_run_folder
-from sentinel.jobs import JobManager, ProgressEvent
+from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
-from sentinel.ui.history import curves_frame
+from sentinel.ui.history import curves_frame, run_name
+from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.session import PruneStep, WorkingModel
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
@@ -30,6 +33,8 @@ if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds):
 logger = logging.getLogger(__name__)
 
 DASHBOARD_RUNS = "dashboard"
+DASHBOARD_FINETUNE = "dashboard-finetune"      # the job kind: "finetune" that also keeps each checkpoint
+CHECKPOINTS = "checkpoints"
 ENDED_STATES = (*FINISHED_STATES, "interrupted")
 
 
@@ -48,9 +53,12 @@ class FineTuneRequest:
         from sentinel.training.config import FineTuneConfig
 
         every = max(1, self.steps // 5)
+        # validation on the protocol's first tokens of the bundled validation text: in blocks of 128 (the
+        # default) the curve's numbers are exactly the protocol's
         config = FineTuneConfig(max_steps=self.steps, learning_rate=self.learning_rate, distill=self.distill,
                                 batch_size=self.batch_size, block_size=self.block_size, eval_every=every,
-                                eval_max_tokens=max(4096, self.block_size), checkpoint_every=every, device=device)
+                                eval_max_tokens=max(EVAL_PROTOCOL.tokens, self.block_size), checkpoint_every=every,
+                                device=device)
         config.validate()
         return config
 
@@ -79,9 +87,10 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
 
     config = request.config(device)
     base_source = working.base.source
+    summary = pruning_summary(working)
     experiment = store.create_experiment(
-        f"Dashboard fine-tune of {Path(base_source).name}",
-        {**pruning_summary(working), "steps": request.steps, "learning_rate": request.learning_rate,
+        run_name(summary["dashboard_steps"], request.steps, request.distill),
+        {**summary, "steps": request.steps, "learning_rate": request.learning_rate,
          "distill": request.distill, "batch_size": request.batch_size, "block_size": request.block_size,
          "base_model": base_source},
         kind="finetune", model=base_source,
@@ -92,9 +101,15 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
         store.record_pruned_heads(experiment, step.heads, step.mode, stage=f"dashboard step {number}")
     job = FineTuneJob(out=str(out), config=config, model=str(start),
                       teacher=str(base_source) if request.distill else None)
-    job_id = jobs.submit("finetune", job.to_dict(), device=device, experiment_id=experiment)
+    job_id = jobs.submit(DASHBOARD_FINETUNE, job.to_dict(), device=device, experiment_id=experiment)
     logger.info("Queued fine-tune job %s (experiment %s) for %s", job_id, experiment, base_source)
     return job_id
+
+
+@dataclass(frozen=True)
+class _Point:
+    step: int
+    value: float
 
 
 @dataclass
@@ -121,6 +136,13 @@ class JobView:
         values = self.curves[name].dropna()
         return float(values.iloc[-1]) if len(values) else None
 
+    def curve_points(self, name: str) -> list[Any]:
+        """The (step, value) points of one curve, as MetricPoint-like records."""
+        if name not in self.curves.columns:
+            return []
+        return [_Point(int(row.step), float(getattr(row, name))) for row in self.curves.itertuples()
+                if not math.isnan(getattr(row, name))]
+
     @property
     def model_path(self) -> str | None:
         """The fine-tuned model folder (succeeded jobs only)."""
@@ -133,6 +155,38 @@ def job_view(store: Store, job_id: str) -> JobView:
     curves = store.get_curves(job.experiment_id) if job.experiment_id else {}
     progress = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
     return JobView(job, progress, curves_frame(curves))
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a queued job stands: its place (1 = next to start), and the running job's time left if known."""
+
+    place: int
+    ahead_running: int
+    start_in_s: float | None
+
+    def describe(self) -> str:
+        """'you are #2 in the queue; estimated start in about 40 s' (no estimate when it cannot be made)."""
+        text = f"#{self.place} in the queue"
+        if self.start_in_s is not None:
+            text += f"; estimated start in about {self.start_in_s:.0f} s"
+        elif self.ahead_running or self.place > 1:
+            text += "; no start estimate yet (the job ahead has not reported its pace)"
+        return text
+
+
+def queue_place(store: Store, job: JobRecord) -> QueuePlace:
+    """The queued `job`'s place among jobs on the same device: those running and those queued before it.
+
+    The estimate is the running jobs' own time left, given only when no other queued job is ahead (their
+    durations are not known before they start).
+    """
+    same = [j for j in store.list_jobs(("queued", "running")) if j.device == job.device and j.id != job.id]
+    running = [j for j in same if j.state == "running"]
+    ahead = [j for j in same if j.state == "queued" and (j.created, j.id) < (job.created, job.id)]
+    etas = [ProgressEvent.from_dict(j.progress).eta_seconds if j.progress else None for j in running]
+    start = max(etas) if etas and all(e is not None for e in etas) and not ahead else None
+    return QueuePlace(len(ahead) + 1, len(running), start)
 
 
 def dashboard_steps(store: Store, job: JobRecord) -> list[PruneStep]:
@@ -151,8 +205,87 @@ def base_source_of(store: Store, job: JobRecord) -> str | None:
     return None if source is None or Path(source) == BUNDLED_MODEL_DIR else source
 
 
-def load_tuned(view: JobView, device: str = "auto") -> nn.Module:
-    """The fine-tuned model of a succeeded job, loaded from the folder the job saved."""
+def load_tuned(view: JobView, device: str = "auto", path: str | None = None) -> nn.Module:
+    """The fine-tuned model of a succeeded job (or one of its kept checkpoints, `path`), loaded from disk."""
     if view.model_path is None:
         raise JobError(f"Job {view.job.id} is {view.job.state}; only a finished job has a fine-tuned model.")
-    return load_model(view.model_path, device=device).model
+    return load_model(path or view.model_path, device=device).model
+
+
+def run_dashboard_finetune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job kind "dashboard-finetune": the "finetune" job, keeping a copy of every checkpoint under
+    <out>/checkpoints/step-N so the page can offer the best one; after the run only the best is kept."""
+    from sentinel.training.job import run_finetune_job
+
+    out = Path(params["out"]).expanduser()
+    kept = out / CHECKPOINTS
+
+    class KeepingContext(JobContext):
+        def checkpoint(self, path: str | Path, step: int) -> None:
+            super().checkpoint(path, step)
+            target = kept / f"step-{step}"
+            partial = kept / f".step-{step}.partial"
+            shutil.rmtree(partial, ignore_errors=True)       # a copy we started and never finished
+            shutil.copytree(path, partial)
+            shutil.rmtree(target, ignore_errors=True)        # our own earlier copy of this step (a resumed run)
+            partial.rename(target)
+
+    keeping = KeepingContext(**{f.name: getattr(ctx, f.name) for f in fields(ctx)})
+    summary = run_finetune_job(params, keeping)
+    if ctx.experiment_id is not None and kept.is_dir():
+        best = best_step(ctx.store.get_curves(ctx.experiment_id, ["val_perplexity"]).get("val_perplexity", []),
+                         summary.get("perplexity_before"))
+        for folder in kept.iterdir():
+            if folder.name != f"step-{best[0]}":
+                shutil.rmtree(folder)
+    return summary
+
+
+def best_step(points: list[Any], before: float | None) -> tuple[int, float]:
+    """(step, validation perplexity) of the lowest point of a run, step 0 being the model it started from."""
+    candidates = [(0, float(before))] if before is not None and math.isfinite(before) else []
+    candidates += [(p.step, p.value) for p in points if p.value is not None and math.isfinite(p.value)]
+    if not candidates:
+        raise JobError("The run recorded no validation perplexity, so there is no best checkpoint to offer.")
+    return min(candidates, key=lambda item: (item[1], -item[0]))
+
+
+@dataclass(frozen=True)
+class FineTuneVerdict:
+    """A finished fine-tune judged under the app's protocol: before and after, and the best point of the run."""
+
+    steps: int
+    before: float
+    after: float
+    tokens: int
+    best_step: int
+    best_value: float
+    last_value: float              # the validation curve's last point (the run's own windows)
+    best_path: str | None          # the kept checkpoint of the best step (None: step 0 or the last step)
+
+    @property
+    def improved(self) -> bool:
+        return self.after < self.before
+
+    @property
+    def last_is_best(self) -> bool:
+        return self.best_step == self.steps or self.best_value >= self.last_value
+
+    def headline(self) -> str:
+        """One sentence with the numbers, e.g. 'perplexity got worse: 120.89 → 1,811.01 after 6 steps'."""
+        change = "improved" if self.improved else "got worse"
+        return (f"Fine-tuning for {self.steps} steps: perplexity {change}, {self.before:,.2f} → {self.after:,.2f} "
+                f"({EVAL_PROTOCOL.describe(self.tokens)}).")
+
+
+def judge_finetune(view: JobView, before: float, after: float, tokens: int) -> FineTuneVerdict:
+    """Compare the protocol perplexity before and after and find the run's best point (validation curve)."""
+    points = view.curve_points("val_perplexity")
+    step, value = best_step(points, before)
+    path = None
+    if 0 < step < view.progress.step:
+        folder = Path(view.job.params.get("out", "")) / CHECKPOINTS / f"step-{step}"
+        path = str(folder) if (folder / "config.json").is_file() else None
+    steps = int((view.job.result or {}).get("steps") or view.progress.step)
+    last = points[-1].value if points else after
+    return FineTuneVerdict(steps, before, after, tokens, step, value, last, path)

@@ -12,7 +12,22 @@ import pandas as pd
 from sentinel.store import ExperimentRecord, MetricPoint
 
 # Summary keys, in order of preference, that hold a run's final perplexity (after fine-tuning when it had any).
-PERPLEXITY_KEYS = ("perplexity_after", "final_perplexity", "val_perplexity", "perplexity", "perplexity_before")
+PERPLEXITY_KEYS = ("protocol_perplexity_after", "perplexity_after", "final_perplexity", "val_perplexity", "perplexity", "perplexity_before")
+
+
+def run_name(steps: list[Mapping[str, Any]], train_steps: int | None = None, distill: bool = False) -> str:
+    """A run named by what it did, e.g. 'entropy 30% mask (14 heads) + 40 steps' or 'unpruned + 40 steps distilled'."""
+    parts = []
+    for step in steps:
+        count = sum(len(h) for h in step.get("heads", {}).values())
+        how = step.get("strategy") or "selection"
+        ratio = step.get("ratio")
+        level = f" {ratio:.0%}" if isinstance(ratio, (int, float)) and step.get("strategy") else ""
+        parts.append(f"{how}{level} {step.get('mode', 'mask')} ({count} head{'s' if count != 1 else ''})")
+    name = " then ".join(parts) or "unpruned"
+    if train_steps:
+        name += f" + {train_steps} steps" + (" distilled" if distill else "")
+    return name
 
 
 def final_perplexity(summary: Mapping[str, Any]) -> float | None:
@@ -28,12 +43,13 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
     """One row per experiment: when, what, its main settings and final perplexity."""
     rows = []
     for r in records:
+        ppl = final_perplexity(r.summary)
         rows.append({
             "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "model": r.model,
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
-            "distill": r.config.get("distill"), "perplexity": final_perplexity(r.summary),
+            "distill": r.config.get("distill"), "perplexity": round(ppl, 2) if ppl is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -52,7 +68,7 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
             continue
         trained = "distilled" if r.config.get("distill") else "fine-tuned"
         for key, stage in (("perplexity_before", "pruned"), ("perplexity_after", trained)):
-            value = r.summary.get(key)
+            value = r.summary.get(f"protocol_{key}", r.summary.get(key))
             if isinstance(value, (int, float)) and math.isfinite(value):
                 rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
                              "stage": stage, "perplexity": float(value), "run": r.id})
@@ -70,3 +86,51 @@ def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:
     frame = pd.DataFrame(series)
     frame.index.name = "step"
     return frame.reset_index()
+
+
+def readable(value: Any) -> str:
+    """A setting or result as people read it: 4 significant digits, thousands separators, short lists."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "–"}[value]
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:,.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {readable(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return f"{len(value)} items" if len(value) > 6 else ", ".join(readable(v) for v in value)
+    return str(value)
+
+
+def readable_table(values: Mapping[str, Any]) -> pd.DataFrame:
+    """A settings or results dict as a two-column table of rounded, plain values (nested steps summarised)."""
+    rows = []
+    for key, value in values.items():
+        if key == "dashboard_steps" and isinstance(value, list):
+            value = run_name(value) if value else "none"
+        rows.append({"setting": key.replace("_", " "), "value": readable(value)})
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def config_diff(first: ExperimentRecord, second: ExperimentRecord) -> pd.DataFrame:
+    """The settings on which two runs differ, side by side (a key one run lacks shows '–')."""
+    keys = list(dict.fromkeys([*first.config, *second.config]))
+    rows = []
+    for key in keys:
+        a, b = first.config.get(key), second.config.get(key)
+        if key == "dashboard_steps":
+            a, b = run_name(a or []), run_name(b or [])
+        if a != b:
+            rows.append({"setting": key.replace("_", " "), first.name: readable(a), second.name: readable(b)})
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["setting", first.name, second.name])
+
+
+def overlay_frame(curves_by_run: Mapping[str, Mapping[str, list[MetricPoint]]], metric: str) -> pd.DataFrame:
+    """(run, step, value) of one metric for several runs, for one chart with a colour per run."""
+    rows = [{"run": run, "step": p.step, "value": p.value}
+            for run, curves in curves_by_run.items() for p in curves.get(metric, [])
+            if p.value is not None and math.isfinite(p.value)]
+    return pd.DataFrame(rows, columns=["run", "step", "value"])

@@ -6,12 +6,37 @@ Both paths check `min_heads` with the strategies' own rule before anything is pr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics.scores import HeadScores
 from sentinel.pruning.plan import HeadPlan
 from sentinel.pruning.strategies import check_min_heads, get_strategy, strategy_class
 from sentinel.ui.session import WorkingModel
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """The Prune page's strategy settings (its defaults until the user changes them), shared with Head maps'
+    preview so both pages outline the same heads."""
+
+    strategy: str = "entropy"
+    ratio: float = 0.3
+    min_heads: int = 1
+    scope: str = "global"
+    seed: int = 0
+    mode: str = "mask"
+
+    def describe(self) -> str:
+        where = "whole model" if self.scope == "global" else "each layer"
+        return f"{self.strategy} {self.ratio:.0%} ({where}, min_heads={self.min_heads}, {self.mode})"
+
+
+def preview_plan(working: WorkingModel, scores: Mapping[str, HeadScores], settings: PruneSettings,
+                 kv_group_size: int = 1) -> tuple[HeadPlan, str]:
+    """The plan Prune would apply now with `settings` (the same call the Prune button makes)."""
+    return choose_by_strategy(working, scores, settings.strategy, settings.ratio, settings.min_heads, settings.scope,
+                              settings.seed, whole_kv_groups=(settings.mode == "remove" and kv_group_size > 1))
 
 
 def metrics_for(strategy: str) -> tuple[str, ...]:

@@ -1,41 +1,36 @@
-"""Streamlit glue the pages share: the per-process base model and job manager, and each session's state.
+"""Each dashboard session's state as plain data: the chosen model, its working copy, selection, caches.
 
-The base model is cached per process (`st.cache_resource`) and never modified; a session only ever
-touches its own `WorkingModel` copy. Everything a session has done lives in one `DashboardState`
-object in `st.session_state`, so an error on any page leaves it as it was.
+No Streamlit here (the library never imports it): the Streamlit glue that keeps a `DashboardState` in
+`st.session_state` and caches the shared model lives next to the pages, in app_support/state.py.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import streamlit as st
 import torch
 from torch import nn
 
 from sentinel.errors import DataError, SentinelError
-from sentinel.generation import generate_text
-from sentinel.jobs import JobManager
-from sentinel.metrics.scores import HeadScores
-from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
-from sentinel.store import Store
-from sentinel.ui.analysis import (ON_REQUEST, HeadMaps, ModelFigures, SampleText, block_size_for, compute_maps,
-                                  measure_figures)
-from sentinel.ui.finetune import JobView, base_source_of, dashboard_steps, load_tuned
-from sentinel.ui.format import EXPECTED_ERRORS, plain_error
-from sentinel.ui.pruning import metrics_for
+from sentinel.models import BUNDLED_MODEL_DIR
+from sentinel.ui.analysis import SampleText
+from sentinel.ui.pruning import PruneSettings
 from sentinel.ui.selection import HeadSelection
-from sentinel.ui.session import WorkingModel
+from sentinel.ui.session import PruneStep, WorkingModel
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "sentinel_dashboard"
+URL_KEY = "s"                      # the query parameter that carries a session's snapshot
+THREADS_ENV = "SENTINEL_TORCH_THREADS"
 
 
 @dataclass(frozen=True)
@@ -75,6 +70,9 @@ class DashboardState:
     tuned: TunedModel | None = None
     job_id: str | None = None
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
+    prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
+    compare_job_id: str | None = None                         # the session's latest strategy comparison
+    prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
 
     def forget_model(self) -> None:
         """Drop everything computed on the previous model (a new model was loaded)."""
@@ -84,45 +82,8 @@ class DashboardState:
         self.tuned = None
 
 
-def dashboard() -> DashboardState:
-    """This browser session's state (created on first use)."""
-    if STATE_KEY not in st.session_state:
-        st.session_state[STATE_KEY] = DashboardState()
-    return st.session_state[STATE_KEY]
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process; every session copies it and nobody modifies it."""
-    return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
-
-
 def bundled_model_available() -> bool:
     return (BUNDLED_MODEL_DIR / "config.json").is_file()
-
-
-def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
-    """Load (or reuse the cached) base model and give the session its own copy."""
-    base = shared_base_model(choice.source, choice.device, choice.dtype)
-    working = WorkingModel(base)
-    state.forget_model()
-    state.choice = choice
-    state.working = working
-    return working
-
-
-def require_model(state: DashboardState) -> WorkingModel:
-    """The session's model; loads the bundled model on first use, or stops the page with a pointer to Model."""
-    if state.working is not None:
-        return state.working
-    if bundled_model_available():
-        with st.spinner("Loading the bundled demo model…"), report_errors("loading the bundled model") as failed:
-            return open_model(state, ModelChoice())
-        if failed:
-            st.stop()
-    st.info("No model is loaded yet. Choose one on the Model page.")
-    st.page_link("app_pages/model.py", label="Go to the Model page", icon=":material/memory:")
-    st.stop()
 
 
 @dataclass
@@ -135,163 +96,12 @@ class Failure:
         return bool(self.message)
 
 
-@contextmanager
-def report_errors(doing: str) -> Iterator[Failure]:
-    """Show an expected failure (bad input, missing model, out of memory, unwritable folder) as a plain
-    `st.error` and carry on; anything else is a bug and propagates to Streamlit's error display."""
-    failure = Failure()
-    try:
-        yield failure
-    except EXPECTED_ERRORS as error:
-        failure.message = plain_error(error, doing)
-        logger.warning("%s: %s", doing, error)
-        st.error(failure.message, icon=":material/error:")
-
-
 def maps_key(state: DashboardState, working: WorkingModel) -> tuple:
-    """What a head map depends on: the model version, the text and the sampling settings."""
+    """What a head map depends on: the model copy, its version, the text and the sampling settings."""
     return (id(working), working.version, state.text.digest, state.map_samples, state.map_seq_len)
 
 
-def cached_maps(state: DashboardState, working: WorkingModel) -> HeadMaps | None:
-    """The scores computed so far on the model as it is now and the current text (None if none yet)."""
-    cached = state.caches.get("maps")
-    return cached[1] if cached is not None and cached[0] == maps_key(state, working) else None
-
-
-def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable[str],
-                 progress: Callable[[int, int], None] | None = None) -> HeadMaps | None:
-    """Scores of the session's model as it is now for `metrics` (each computed once per model version and text).
-
-    Returns None when the computation failed (the error is already on the page).
-    """
-    key = maps_key(state, working)
-    maps = cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)
-    missing = maps.missing(metrics)
-    if missing:
-        seq_len = block_size_for(working.model, state.map_seq_len)
-        with st.spinner("Measuring every head on the sample text…"), report_errors("computing the head maps") as failed:
-            blocks = state.text.blocks(working.tokenizer, seq_len, state.map_samples * seq_len)
-            maps.merge(compute_maps(working.model, working.tokenizer, blocks, missing, working.version, progress))
-            maps.text, maps.tokens = blocks.source, blocks.num_tokens
-        if failed:
-            return None
-        state.caches["maps"] = (key, maps)
-    return maps
-
-
-def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str) -> dict[str, HeadScores]:
-    """The scores `strategy` ranks by, measured on the model as it is now (loss impact only if computed)."""
-    needed = metrics_for(strategy)
-    if not needed:
-        return {}
-    on_request = [m for m in needed if m in ON_REQUEST]
-    have = (cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)).scores
-    if any(m not in have for m in on_request):
-        raise DataError(f"The {strategy} strategy needs {', '.join(on_request)} scores of the model as it is now; "
-                        "compute them on the Head maps page first (they take one pass over the text per head).")
-    maps = current_maps(state, working, needed)
-    if maps is None:
-        raise DataError("The head scores could not be computed on the sample text; see the message above.")
-    return dict(maps.scores)
-
-
-def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
-    """Before-column figures of the model as loaded (computed once per text)."""
-    key = ("figures-base", id(working.base), state.text.digest)
-    if key not in state.caches:
-        with st.spinner("Measuring the model as loaded…"), report_errors("measuring the base model") as failed:
-            state.caches[key] = measure_figures(working.base.model, working.tokenizer, state.text)
-        if failed:
-            return None
-    return state.caches[key]
-
-
-def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
-    """After-column figures of the session's model now (the base figures while nothing is pruned)."""
-    if not working.steps:
-        return base_figures(state, working)
-    key = ("figures", id(working), working.version, state.text.digest)
-    if state.caches.get("figures-now", (None,))[0] != key:
-        with st.spinner("Measuring your pruned model…"), report_errors("measuring the pruned model") as failed:
-            state.caches["figures-now"] = (key, measure_figures(working.model, working.tokenizer, state.text))
-        if failed:
-            return None
-    return state.caches["figures-now"][1]
-
-
-def tuned_figures(state: DashboardState) -> ModelFigures | None:
-    """Figures of the fine-tuned model (computed once per job and text)."""
-    if state.tuned is None:
-        return None
-    key = ("figures-tuned", state.tuned.job_id, state.text.digest)
-    if key not in state.caches:
-        with st.spinner("Measuring the fine-tuned model…"), report_errors("measuring the fine-tuned model") as failed:
-            tokenizer = state.working.tokenizer if state.working else None
-            state.caches[key] = measure_figures(state.tuned.model, tokenizer, state.text)
-        if failed:
-            return None
-    return state.caches[key]
-
-
-@st.cache_resource(show_spinner=False)
-def shared_store() -> Store:
-    """The experiment store under $SENTINEL_HOME (one handle per process; it is thread-safe)."""
-    return Store()
-
-
-@st.cache_resource(show_spinner=False)
-def shared_jobs() -> JobManager:
-    """The process's job manager: fine-tunes run on its worker threads while sessions keep working."""
-    return JobManager(shared_store())
-
-
-def adopt_finished_job(state: DashboardState, working: WorkingModel, view: JobView) -> None:
-    """Make a succeeded job's model the session's fine-tuned model (once), with a toast.
-
-    A session opened on the job's URL has an unpruned copy: it replays the job's pruning steps first, so
-    the Compare page's 'pruned' column is the model the job started from.
-    """
-    if state.tuned is not None and state.tuned.job_id == view.job.id:
-        return
-    store = shared_store()
-    source = base_source_of(store, view.job)
-    if Path(working.base.source).resolve() != Path(source or BUNDLED_MODEL_DIR).resolve():
-        choice = state.choice or ModelChoice()
-        working = open_model(state, ModelChoice(source, choice.device, choice.dtype))
-    steps = dashboard_steps(store, view.job)
-    if steps and not working.steps:
-        working.replay(steps)
-    model = load_tuned(view, str(working.base.device))
-    state.tuned = TunedModel(model, view.job.id, view.model_path or "", [s.to_dict() for s in steps])
-    st.toast(f"Fine-tuning finished: job {view.job.id}'s model is now your fine-tuned model.",
-             icon=":material/check_circle:")
-
-
-def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tuned: bool) -> str:
-    """30 greedy tokens after `prompt` from the base model (tuned=False) or the session's model now (cached)."""
-    model = working.model if tuned else working.base.model
-    key = ("sample", id(working) if tuned else id(working.base), working.version if tuned else 0, prompt)
-    if key not in state.caches:
-        state.caches[key] = generate_text(model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
-    return state.caches[key]
-
-
-def notify(state: DashboardState, message: str) -> None:
-    """Queue a toast for the next run (an action that reruns the page would lose a toast shown now)."""
-    state.notices.append(message)
-
-
-def show_notices(state: DashboardState) -> None:
-    """Show and forget the queued toasts."""
-    while state.notices:
-        st.toast(state.notices.pop(0), icon=":material/info:")
-
-
-THREADS_ENV = "SENTINEL_TORCH_THREADS"
-
-
-@st.cache_resource(show_spinner=False)
+@functools.cache
 def configure_torch_threads() -> int:
     """Set torch's CPU threads once per process: $SENTINEL_TORCH_THREADS, else half the cores (at least one).
 
@@ -308,3 +118,65 @@ def configure_torch_threads() -> int:
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU threads in this app process", threads)
     return threads
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """What a URL carries so F5 or a bookmark restores a session: the model choice, the pruning steps
+    (replayed on a fresh copy), the selected heads and which fine-tuned model was adopted."""
+
+    choice: ModelChoice
+    steps: tuple[dict[str, Any], ...] = ()
+    selection: tuple[tuple[int, int], ...] = ()
+    adopted: str | None = None        # "<job id>/final" or "<job id>/step-N": the adopted fine-tuned model
+    finetune_job: str | None = None   # the session's latest fine-tune job
+    compare_job: str | None = None    # the session's latest strategy comparison
+
+    def encode(self) -> str:
+        """Compact URL-safe text (base64 of JSON, no padding)."""
+        data = {"m": self.choice.source, "d": self.choice.device, "t": self.choice.dtype,
+                "p": [[s["mode"], s["heads"], s["how"], s.get("strategy"), s.get("ratio")] for s in self.steps],
+                "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
+                "c": self.compare_job}
+        text = json.dumps(data, separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> SessionSnapshot:
+        """Inverse of `encode`; a damaged or hand-edited value is a DataError saying what to do."""
+        try:
+            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+            choice = ModelChoice(data["m"], str(data["d"]), str(data["t"]))
+            steps = tuple(PruneStep.from_dict({"mode": m, "heads": h, "how": how, "strategy": st, "ratio": r}).to_dict()
+                          for m, h, how, st, r in data["p"])
+            selection = tuple((int(layer), int(head)) for layer, head in data["h"])
+            adopted = data.get("a")
+            jobs = [data.get("j"), data.get("c")]
+        except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DataError("The page address carries a session that cannot be read (it may have been cut or "
+                            "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
+        finetune, compare = (j if isinstance(j, str) else None for j in jobs)
+        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare)
+
+
+def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
+    """The session as a snapshot (None before a model is open)."""
+    if state.working is None:
+        return None
+    adopted = None
+    if state.tuned is not None:
+        folder = Path(state.tuned.checkpoint).name
+        adopted = f"{state.tuned.job_id}/{'final' if folder == 'model' else folder}"
+    return SessionSnapshot(state.choice or ModelChoice(), tuple(state.working.history()), state.selection.heads,
+                           adopted, state.job_id, state.compare_job_id)
+
+
+def restorable_source(source: str | None, home: Path) -> bool:
+    """Whether a URL may name this model: the bundled one, or a folder Sentinel saved under its data folder.
+
+    A page address is not trusted to make the server read any other folder; those are opened on the Model page.
+    """
+    if source is None:
+        return True
+    path = Path(source).expanduser().resolve()
+    return path.is_relative_to(home.resolve())

@@ -28,7 +28,7 @@ def app_home(tmp_path_factory) -> Iterator[Path]:
     os.environ.setdefault("SENTINEL_TORCH_THREADS", str(torch.get_num_threads()))
     st.cache_resource.clear()          # the store and job manager are created under this folder
     yield home
-    from sentinel.ui.state import shared_jobs
+    from app_support.state import shared_jobs
 
     shared_jobs().shutdown(cancel=True, wait=True, timeout=60)
     st.cache_resource.clear()
@@ -67,6 +67,11 @@ def wait_for(at: AppTest, done: Callable[[AppTest], bool], timeout: float = 240.
         at.run()
         assert_clean(at)
     return at
+
+
+def url_of(at: AppTest) -> dict[str, str]:
+    """The query parameters the session's page address carries now (what a reload or a bookmark reopens)."""
+    return {key: value if isinstance(value, str) else value[-1] for key, value in at.query_params.items()}
 
 
 def errors(at: AppTest) -> list[str]:

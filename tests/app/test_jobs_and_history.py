@@ -11,8 +11,8 @@ import torch
 
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
-from sentinel.ui.state import shared_store
-from tests.app.conftest import assert_clean, dashboard, errors, open_app, wait_for
+from app_support.state import shared_store
+from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 STEPS = 4
 
@@ -29,7 +29,10 @@ def finished():
     at.button(key="FormSubmitter:finetune_settings-Start fine-tuning").click().run()
     assert_clean(at)
     job_id = at.query_params["job"]
-    wait_for(at, lambda a: dashboard(a).tuned is not None)
+    wait_for(at, lambda a: ("verdict", job_id) in dashboard(a).caches)
+    assert dashboard(at).tuned is None                  # nothing is adopted without the user's click
+    at.button(key="finetune_adopt").click().run()
+    assert_clean(at)
     return at, job_id
 
 
@@ -37,10 +40,14 @@ def test_a_short_finetune_runs_to_completion(finished):
     at, job_id = finished
     job = shared_store().get_job(job_id)
     assert job.state == "succeeded" and job.result["steps"] == STEPS and job.result["stopped"] == "completed"
-    success = [s.value for s in at.success]
-    before, after = job.result["perplexity_before"], job.result["perplexity_after"]
-    assert success == [f"Fine-tuned for {STEPS} steps: validation perplexity {before:.2f} → {after:.2f}. The "
-                       "fine-tuned model is now this session's 'after' model on the Compare page."]
+    verdict = dashboard(at).caches[("verdict", job_id)]
+    # judged under the app's protocol: "before" is the pruned model's perplexity on the Prune page
+    before = dashboard(at).caches["figures-now"][1]
+    assert verdict.before == before.perplexity and verdict.tokens == before.perplexity_tokens
+    shown = [s.value for s in (at.success if verdict.improved else at.warning)]
+    assert shown[0].startswith(verdict.headline())
+    assert f"{verdict.before:,.2f} → {verdict.after:,.2f}" in shown[0]
+    assert shared_store().get_experiment(job.experiment_id).summary["protocol_perplexity_after"] == verdict.after
     curves = shared_store().get_curves(job.experiment_id)
     assert [p.step for p in curves["loss"]] == list(range(1, STEPS + 1))
     assert len(at.get("vega_lite_chart")) == 2                # loss and perplexity curves
@@ -50,16 +57,49 @@ def test_a_short_finetune_runs_to_completion(finished):
     assert active_heads(tuned.model) == active_heads(dashboard(at).working.model)
 
 
+def test_a_worse_finetune_is_a_warning_and_is_not_adopted():
+    at = open_app("prune")
+    at.button(key="prune_go").click().run()
+    at.switch_page("app_pages/finetune.py").run()
+    at.number_input(key="finetune_steps").set_value(3)
+    at.number_input(key="finetune_lr").set_value(1e-2)
+    at.number_input(key="finetune_batch").set_value(2)
+    at.select_slider(key="finetune_block").set_value(64)
+    at.button(key="FormSubmitter:finetune_settings-Start fine-tuning").click().run()
+    job_id = at.query_params["job"]
+    wait_for(at, lambda a: ("verdict", job_id) in dashboard(a).caches)
+    verdict = dashboard(at).caches[("verdict", job_id)]
+    assert verdict.after > verdict.before                     # a learning rate of 1e-2 damages the model
+    assert not at.success and at.warning[0].value.startswith(verdict.headline())
+    assert "perplexity got worse" in at.warning[0].value
+    assert dashboard(at).tuned is None                       # not silently the session's "after" model
+    assert at.button(key="finetune_adopt").proto.type == "secondary"
+    if verdict.best_path is not None:                          # a kept checkpoint beat the last step
+        at.button(key="finetune_adopt_best").click().run()
+        assert dashboard(at).tuned.checkpoint == verdict.best_path
+    else:
+        assert verdict.best_step == 0 or verdict.last_is_best
+
+
 def test_the_job_url_shows_the_same_job_after_a_reload(finished):
     first, job_id = finished
-    at = open_app("finetune", query={"job": job_id})
+    at = open_app("finetune", query=url_of(first))          # F5: the same address in a new session
     assert_clean(at)
     state = dashboard(at)
     assert state.job_id == job_id and state.tuned is not None and state.tuned.job_id == job_id
+    assert state.tuned.checkpoint == dashboard(first).tuned.checkpoint
     # the new session rebuilt the pruned model the job started from
     assert state.working.status() == dashboard(first).working.status()
     assert at.progress[0].value == 100
     assert f"step {STEPS} of {STEPS}" in at.progress[0].proto.text
+
+
+def test_the_bare_job_link_rebuilds_the_start_model_but_adopts_nothing(finished):
+    first, job_id = finished
+    at = open_app("finetune", query={"job": job_id})
+    state = dashboard(at)
+    assert state.working.status() == dashboard(first).working.status() and state.tuned is None
+    assert at.button(key="finetune_adopt")
 
 
 def test_compare_renders_three_models_with_the_same_seed(finished):
@@ -90,11 +130,20 @@ def test_the_experiment_is_listed(finished):
     row = table[table["id"] == job.experiment_id].iloc[0]
     assert row["kind"] == "finetune" and row["status"] == "completed" and row["strategy"] == "entropy"
     assert row["pruning_ratio"] == pytest.approx(14 / 48, abs=1e-4)
-    assert row["perplexity"] == pytest.approx(job.result["perplexity_after"])
+    assert row["perplexity"] == round(dashboard(finished[0]).caches[("verdict", job_id)].after, 2)
+    assert row["name"] == f"entropy 30% mask (14 heads) + {STEPS} steps"
     at.selectbox(key="experiments_pick").set_value(job.experiment_id).run()
     assert_clean(at)
-    pruned = at.dataframe[1].value
+    settings = at.dataframe[1].value.set_index("setting")["value"]
+    assert settings["learning rate"] == "1.00e-04" and settings["dashboard steps"] == "entropy 30% mask (14 heads)"
+    results = at.dataframe[2].value.set_index("setting")["value"]
+    assert results["protocol perplexity after"] == f"{job_result_after(job):,.4g}"
+    pruned = at.dataframe[3].value
     assert len(pruned) == 14 and set(pruned["mode"]) == {"mask"}
+
+
+def job_result_after(job) -> float:
+    return shared_store().get_experiment(job.experiment_id).summary["protocol_perplexity_after"]
 
 
 def test_save_a_pruned_model_and_load_it_again(app_home):
@@ -131,7 +180,7 @@ def test_loss_impact_on_request_with_progress():
     assert_clean(at)
     scores = dashboard(at).caches["maps"][1].scores["loss_impact"].values
     assert scores.shape == (6, 8) and bool(torch.isfinite(scores).all())
-    assert len(at.get("vega_lite_chart")) == 1
+    assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]   # the map, then inside a head
 
 
 def test_an_interrupted_job_is_shown_with_resume():
@@ -142,6 +191,23 @@ def test_an_interrupted_job_is_shown_with_resume():
     store.update_job_progress(job_id, {"step": 3, "total_steps": 10})
     store.set_job_state(job_id, "interrupted", error="The process running this job stopped before it finished.")
     at = open_app("finetune", query={"job": job_id})
-    assert [w.value for w in at.warning] == ["The job was interrupted at step 3; its last checkpoint is kept."]
+    assert [w.value for w in at.warning] == ["The job was interrupted at step 3; no checkpoint was written yet, so "
+                                             "resuming starts again from step 0."]
     assert at.button(key="finetune_resume").label == "Resume"
     assert at.progress[0].value == 30
+
+
+def test_a_queued_job_shows_its_place_and_estimated_start():
+    store = shared_store()
+    experiment = store.create_experiment("queued run", {"base_model": None}, kind="finetune")
+    running = store.create_job("dashboard-finetune", {"config": {"max_steps": 10}}, "cpu", experiment)
+    store.set_job_state(running, "running")
+    store.update_job_progress(running, {"step": 4, "total_steps": 10, "eta_seconds": 30.0})
+    queued = store.create_job("dashboard-finetune", {"config": {"max_steps": 10}}, "cpu", experiment)
+    try:
+        at = open_app("finetune", query={"job": queued})
+        assert at.progress[0].proto.text == (f"Job {queued}: waiting to start — #1 in the queue; estimated start in "
+                                             "about 30 s — step 0 of 10")
+    finally:                     # records made by hand: nothing runs them, so close them for the other tests
+        for job_id in (running, queued):
+            store.set_job_state(job_id, "interrupted", error="test record")

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from sentinel.models import load_model
-from sentinel.pruning.strategies import heads_for_ratio
 from tests.e2e.harness import ROOT, app_page, click_cell, open_page, wait_heatmap, wait_idle, wait_pruned_marks
 
 
@@ -21,7 +20,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
-    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps for the Fine-tune screenshot")
+    parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps for the Fine-tune screenshot")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,16 +38,22 @@ def main() -> None:
         click_cell(page, 4, 1, layers, heads, shift=True)
         expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L4 H1")
         wait_idle(page)
+        page.set_viewport_size({"width": 1440, "height": 1900})   # the map, the list and "look inside a head"
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(out / "dashboard-head-maps.png"))
+        page.set_viewport_size({"width": 1440, "height": 1050})
 
-        open_page(page, "Prune")
+        page.get_by_role("button", name="Prune the 2 selected heads").click()
+        page.wait_for_selector("h1:has-text('Prune')", timeout=60_000)
         wait_heatmap(page, layers * heads)
         wait_idle(page)
         page.get_by_role("button", name="Prune", exact=True).click()
         total = layers * heads
-        pruned = heads_for_ratio(0.3, total)
-        wait_pruned_marks(page, pruned)
-        expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
+        wait_pruned_marks(page, 2)
+        expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
+        wait_idle(page)
+        page.get_by_text("By strategy and ratio", exact=True).first.click()   # the preview of the next step
+        expect(page.get_by_text("Preview (dashed orange on the map)")).to_be_visible()
         wait_idle(page)
         page.wait_for_timeout(4000)          # let the toast fade
         page.set_viewport_size({"width": 1440, "height": 1750})   # Streamlit scrolls inside its own pane
@@ -61,7 +66,10 @@ def main() -> None:
         steps.fill(str(args.steps))
         steps.press("Tab")
         page.get_by_role("button", name="Start fine-tuning").click()
-        expect(page.get_by_text(re.compile(r"Fine-tuned for \d+ steps"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"Fine-tuning for \d+ steps: perplexity"))).to_be_visible()
+        wait_idle(page)
+        page.get_by_role("button", name="Use the fine-tuned model").click()
+        expect(page.get_by_text("The fine-tuned model is this session's 'after' model")).to_be_visible()
         wait_idle(page)
         page.get_by_test_id("stProgress").scroll_into_view_if_needed()
         page.wait_for_timeout(500)

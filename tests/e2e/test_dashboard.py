@@ -1,4 +1,5 @@
-"""The dashboard in a real browser: load, see the map, click heads, prune, compare text, fine-tune, reload."""
+"""The dashboard in a real browser: load, see the map, select two heads, follow the link, prune exactly those
+two, reload and still see them pruned, compare text, fine-tune, reload."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 
 from sentinel.generation import generate_text
 from sentinel.models import load_model
-from sentinel.pruning.strategies import heads_for_ratio
 from tests.e2e.harness import (click_cell, launch_browser, open_page, pruned_marks, wait_heatmap, wait_idle,
                                wait_pruned_marks)
 
@@ -22,13 +22,14 @@ def test_dashboard_end_to_end(app_server, artifacts):
     loaded = load_model(None)                        # the bundled model the app opens with
     LAYERS, HEADS = loaded.layout.num_layers, loaded.layout.num_heads
     total = LAYERS * HEADS
-    pruned = heads_for_ratio(0.3, total)             # the Prune page's default: entropy strategy, 30%
 
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         expect.set_options(timeout=120_000)
+        chart_warnings: list[str] = []            # Vega-Lite logs its warnings as "WARN ..." on the console
+        page.on("console", lambda m: chart_warnings.append(m.text) if m.text.startswith("WARN") else None)
 
         def shot(name: str) -> None:
             page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
@@ -53,16 +54,28 @@ def test_dashboard_end_to_end(app_server, artifacts):
             wait_idle(page)
             shot("02-head-maps")
 
-            open_page(page, "Prune")
+            # the link opens Prune in "By my selection" mode with those two heads; Prune prunes exactly them
+            page.get_by_role("button", name="Prune the 2 selected heads").click()
+            page.wait_for_selector("h1:has-text('Prune')", timeout=60_000)
             wait_heatmap(page, LAYERS * HEADS)
             wait_idle(page)
             assert pruned_marks(page) == 0
-            page.get_by_role("button", name="Prune", exact=True).click()       # entropy, 30%, mask
-            wait_pruned_marks(page, pruned)
-            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - pruned} / {total}")
+            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L0 H3")
+            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L1 H2")
+            page.get_by_role("button", name="Prune", exact=True).click()
+            wait_pruned_marks(page, 2)
+            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
             wait_idle(page)
-            assert pruned_marks(page) == pruned
             shot("03-prune")
+            assert "s=" in page.url                     # the session's steps are in the address
+
+            page.reload()                               # F5: the address brings the same pruned model back
+            wait_heatmap(page, LAYERS * HEADS)
+            wait_pruned_marks(page, 2)
+            expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
+            wait_idle(page)
+            assert pruned_marks(page) == 2
+            shot("03b-prune-after-reload")
 
             open_page(page, "Compare")
             wait_idle(page)
@@ -84,7 +97,7 @@ def test_dashboard_end_to_end(app_server, artifacts):
             page.get_by_role("button", name="Start fine-tuning").click()
             expect(page.get_by_test_id("stProgress")).to_be_visible()
             shot("05-finetune-running")
-            done = page.get_by_text(re.compile(r"Fine-tuned for 4 steps: validation perplexity"))
+            done = page.get_by_text(re.compile(r"Fine-tuning for 4 steps: perplexity (improved|got worse)"))
             expect(done).to_be_visible(timeout=300_000)
             assert "job=" in page.url
             wait_idle(page)
@@ -93,6 +106,7 @@ def test_dashboard_end_to_end(app_server, artifacts):
             page.reload()                       # the job id in the URL brings the same job back from the store
             expect(done).to_be_visible()
             wait_idle(page)
+            assert chart_warnings == []
         except Exception:
             shot("failure")
             raise

@@ -55,7 +55,7 @@ def test_heatmap_spec_carries_the_click_selection_and_marks():
     assert pick["select"] == {"type": "point", "fields": ["layer", "head"], "on": "click", "toggle": "event.shiftKey"}
     assert pick["value"] == [{"layer": 1, "head": 1}]
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
-    assert marks == ["rect", "rect", "text", "text"]   # cells, selection outline, ✕ on pruned, values
+    assert marks == ["rect", "rect", "rect", "text", "text"]   # cells, preview, selection outline, ✕, values
     data = next(iter(spec["datasets"].values()))
     removed = next(row for row in data if row["label"] == "L0 H1")
     assert removed["shown"] == "removed" and removed["shade"] == 0.5   # grey in the chart, no NaN in the scale
@@ -67,3 +67,19 @@ def test_level_chart_lines_per_strategy():
     spec = level_chart(results).to_dict()
     assert spec["encoding"]["color"]["field"] == "strategy"
     assert spec["encoding"]["x"]["field"] == "level"
+
+
+def test_signed_metrics_get_a_diverging_scale_centred_on_zero_and_legends_say_what_goes_first():
+    from sentinel.ui.charts import METRICS, head_frame, head_heatmap, pruned_first
+
+    frame = head_frame([[-0.2, 0.5], [0.1, 0.0]], {}, preview=[(0, 1)])
+    assert frame["preview"].tolist() == [False, True, False, False]
+    spec = head_heatmap(frame, METRICS["loss_impact"]).to_dict()
+    scale = spec["layer"][0]["encoding"]["color"]["condition"]["scale"]
+    assert scale["domainMid"] == 0 and scale["domain"] == [-0.5, 0.5] and scale["scheme"] == "blueorange"
+    spec = head_heatmap(frame, METRICS["entropy"]).to_dict()
+    assert spec["layer"][0]["encoding"]["color"]["condition"]["scale"] == {"scheme": "viridis"}
+    assert pruned_first("entropy") == "The entropy strategy prunes the highest values (yellow) first."
+    assert pruned_first("entropy_normalized").startswith("No strategy ranks by this metric alone")
+    assert pruned_first("magnitude") == "The magnitude strategy prunes the lowest values (dark purple) first."
+    assert pruned_first("loss_impact") == "The loss_impact strategy prunes the lowest values (blue) first."

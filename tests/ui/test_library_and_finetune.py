@@ -79,12 +79,12 @@ def test_torch_threads_for_the_app(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("SENTINEL_TORCH_THREADS", "1")
-        configure_torch_threads.clear()
+        configure_torch_threads.cache_clear()
         assert configure_torch_threads() == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("SENTINEL_TORCH_THREADS", "two")
-        configure_torch_threads.clear()
+        configure_torch_threads.cache_clear()
         with pytest.raises(SentinelError, match="not a whole number"):
             configure_torch_threads()
     finally:
-        configure_torch_threads.clear()
+        configure_torch_threads.cache_clear()
         torch.set_num_threads(before)

@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 def preload() -> None:
     """Import what every page needs and load the bundled model into the shared cache."""
     from sentinel.errors import SentinelError
-    from sentinel.ui import widgets  # noqa: F401  (Altair, pandas, the metrics: what the first page imports)
-    from sentinel.ui.state import bundled_model_available, configure_torch_threads, shared_base_model
+    from app_support import widgets  # noqa: F401  (Altair, pandas, the metrics: what the first page imports)
+    from app_support.state import bundled_model_available, configure_torch_threads, shared_base_model
 
     configure_torch_threads()
     if not bundled_model_available():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import streamlit as st
 
 from sentinel.metrics.scores import HeadScores
-from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap
-from sentinel.ui.selection import apply_chart_event, forget_seen, head_label, parse_head_label, set_heads
+from app_support.state import keep_url
+from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
+from sentinel.ui.selection import HeadKey, apply_chart_event, forget_seen, head_label, parse_head_label, set_heads
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
 
@@ -29,15 +32,19 @@ def read_chart_clicks(state: DashboardState, working: WorkingModel, chart_key: s
 
 
 def head_map(state: DashboardState, working: WorkingModel, scores: HeadScores, metric: str, chart_key: str,
-             title: str = "") -> None:
-    """The layer × head heat map of `scores`, pruned heads marked; click picks a head, shift-click adds one."""
+             title: str = "", preview: Iterable[HeadKey] = ()) -> None:
+    """The layer × head heat map of `scores`, pruned heads marked, `preview` heads outlined in dashed orange;
+    click picks a head, shift-click adds one."""
     read_chart_clicks(state, working, chart_key)
+    keep_url(state)                       # the click may have changed the selection the address carries
     info = METRICS[metric]
-    frame = head_frame(scores.values.tolist(), working.status(), state.selection.heads)
+    frame = head_frame(scores.values.tolist(), working.status(), state.selection.heads, preview)
     st.altair_chart(head_heatmap(frame, info, title), key=chart_key, on_select="rerun",
                     selection_mode=[SELECTION_NAME], width="stretch")
-    st.caption(f"**{info.label}.** {info.legend} Grey cells marked ✕ are pruned heads (no score). "
-               "Click a cell to select that head; shift-click to add or drop more.")
+    outlines = "Red outline: selected heads. " + ("Dashed orange outline: the heads pressing Prune would prune. "
+                                                  if frame["preview"].any() else "")
+    st.caption(f"**{info.label}.** {info.legend} {pruned_first(metric)} Grey cells marked ✕ are pruned heads "
+               f"(no score). {outlines}Click a cell to select that head; shift-click to add or drop more.")
 
 
 def selection_list(state: DashboardState, working: WorkingModel) -> None:

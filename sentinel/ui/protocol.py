@@ -1,0 +1,56 @@
+"""The dashboard's one evaluation protocol: every perplexity on every page is measured by `protocol_perplexity`.
+
+Same text (the bundled corpus's validation split, which any tokenizer can read), same token count and
+same window, so a model has one perplexity whichever page shows it. The dashboard's fine-tune jobs score
+their validation split on the same first tokens (`EVAL_PROTOCOL.tokens`), in blocks of their own length.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from sentinel.data import join_documents, load_texts
+from sentinel.errors import DataError
+from sentinel.evaluation.perplexity import PerplexityResult, perplexity
+from sentinel.models.heads import model_heads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Which text, how many of its first tokens and which window every dashboard perplexity uses."""
+
+    source: str = "bundled:validation"
+    text_name: str = "the bundled validation text"
+    tokens: int = 4096
+    window: int = 128
+
+    def window_for(self, model: nn.Module) -> int:
+        """The window, capped by the model's positions."""
+        config = getattr(model, "config", None)
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        return min(self.window, int(limit)) if limit else self.window
+
+    def describe(self, scored: int | None = None) -> str:
+        """The sentence shown beside each perplexity, e.g. 'perplexity on 4,064 scored tokens of …'."""
+        count = f"{scored:,} scored tokens" if scored is not None else f"the first {self.tokens:,} tokens"
+        return f"perplexity on {count} of {self.text_name} (windows of {self.window} tokens; lower is better)"
+
+
+EVAL_PROTOCOL = EvalProtocol()
+
+
+def protocol_perplexity(model: nn.Module, tokenizer: Any, protocol: EvalProtocol = EVAL_PROTOCOL) -> PerplexityResult:
+    """Perplexity of `model` under `protocol`: the first `tokens` tokens of its text, non-overlapping windows."""
+    if not model_heads(model).adapter.is_causal(model.config):
+        raise DataError("Perplexity needs a causal language model; this is a masked-LM model, so the dashboard "
+                        "shows no perplexity for it. Use a GPT-2, Llama, OPT or GPT-NeoX model.")
+    ids = join_documents(tokenizer, load_texts(protocol.source))[:protocol.tokens]
+    result = perplexity(model, tokenizer, ids, seq_len=protocol.window_for(model), batch_size=8)
+    logger.info("Protocol perplexity %.3f over %d tokens", result.perplexity, result.tokens_evaluated)
+    return result

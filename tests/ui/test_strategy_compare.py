@@ -1,0 +1,41 @@
+"""Compare strategies: every strategy masks the same share, each measured by the protocol, ranked by it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentinel.pruning import active_heads
+from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.protocol import EvalProtocol
+from sentinel.ui.strategies import CompareRequest, Comparison, StrategyResult, compare_strategies
+
+
+def test_every_strategy_is_measured_and_ranked_by_perplexity(tiny_lm, monkeypatch):
+    import sentinel.ui.strategies as strategies
+    from sentinel.ui.protocol import protocol_perplexity
+
+    model, tokenizer = tiny_lm
+    small = EvalProtocol(tokens=256, window=32)
+    monkeypatch.setattr(strategies, "protocol_perplexity", lambda m, t: protocol_perplexity(m, t, small))
+    comparison = compare_strategies(model, tokenizer, CompareRequest(ratio=0.25, random_seeds=2, score_tokens=128,
+                                                                      score_block=32))
+    labels = [r.label for r in comparison.results]
+    assert {"entropy", "magnitude", "gradient", "random (seed 0)", "random (seed 1)"} <= set(labels)
+    total = sum(len(h) for h in active_heads(model).values())
+    for result in comparison.results:                             # the same share for every strategy
+        assert result.pruned == heads_for_ratio(0.25, total) and result.total == total
+    table = comparison.table()
+    assert table["perplexity"].tolist() == sorted(table["perplexity"].tolist())
+    assert table["rank"].tolist() == list(range(1, len(labels) + 1))
+    assert comparison.baseline == pytest.approx(protocol_perplexity(model, tokenizer, small).perplexity)
+
+
+def test_the_recommendation_says_when_entropy_loses_to_random():
+    results = [StrategyResult("entropy", None, 14, 48, 180.0, 4064), StrategyResult("magnitude", None, 14, 48, 150.0, 4064),
+               StrategyResult("random", 0, 14, 48, 160.0, 4064), StrategyResult("random", 1, 14, 48, 170.0, 4064),
+               StrategyResult("random", 2, 14, 48, 175.0, 4064)]
+    text = Comparison(0.3, 120.0, results).recommendation()
+    assert text.startswith("On this model, masking 14 of 48 heads with **magnitude** hurts least: perplexity 150.00")
+    assert "The entropy rule (the default) does worse than picking heads at random: 180.00 against random's " \
+           "median 170.00." in text
+    assert Comparison.from_dict(Comparison(0.3, 120.0, results).to_dict()).results == results
