@@ -229,7 +229,7 @@ def test_a_failed_job(monkeypatch):
 
 def test_a_corrupt_store_is_a_plain_message(monkeypatch, tmp_path):
     from sentinel.store import Store
-    from sentinel.ui import state as ui_state
+    from app_support import state as ui_state
 
     garbage = tmp_path / "sentinel.db"
     garbage.write_bytes(b"not a database " * 100)

@@ -178,7 +178,11 @@ def test_bad_settings_and_registry():
     assert get_strategy("hybrid", pruning_ratio=0.2, entropy_weight=0.7).to_dict()["entropy_weight"] == 0.7
 
 
-def test_register_a_custom_strategy(gpt2):
+def test_register_a_custom_strategy(gpt2, monkeypatch):
+    import sentinel.pruning.strategies as strategies
+
+    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))   # the registration ends with the test
+
     class LastHeads(BasePruningStrategy):
         name = "last_heads"
 
