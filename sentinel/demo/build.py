@@ -1,4 +1,5 @@
-"""Build the bundled demo model: a byte-level BPE tokenizer and a small GPT-2 trained on stdlib docstrings.
+"""Build a bundled demo model: a byte-level BPE tokenizer and a small GPT-2, trained on stdlib docstrings
+(`stdlib-gpt2`) or on seeded simple stories (`stories-gpt2`); `--recipe` picks which one.
 
 This is the asset build script (a compact, seeded AdamW loop), not the product fine-tuner.
 """
@@ -64,6 +65,9 @@ class DemoBuildConfig:
     device: str = "auto"
     num_threads: int = 1  # one thread: bit-stable sums and no oversubscription on a shared CPU
     write_card: bool = True
+    corpus: str = "stdlib"  # "stdlib" (docstrings of the installed standard library) or "stories" (sentinel.demo.stories)
+    stories_train: int = 20000
+    stories_validation: int = 400
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for build_info.json."""
@@ -101,6 +105,30 @@ class DemoBuildResult:
     def from_dict(cls, data: dict[str, Any]) -> DemoBuildResult:
         """Inverse of `to_dict`."""
         return cls(**data)
+
+
+RECIPES: dict[str, DemoBuildConfig] = {
+    "stdlib-gpt2": DemoBuildConfig(),
+    "stories-gpt2": DemoBuildConfig(
+        out_dir="assets/models/stories-gpt2", corpus="stories", vocab_size=2048, n_positions=256,
+        batch_size=8, max_steps=1100, learning_rate=2e-3, warmup_steps=60, eval_every=275, log_every=25,
+        stories_train=16000, stories_validation=120,
+    ),
+}
+DEFAULT_RECIPE = "stdlib-gpt2"
+
+
+def load_splits(config: DemoBuildConfig) -> CorpusSplits:
+    """The train/validation documents the config asks for (stdlib docstrings or seeded stories)."""
+    if config.corpus == "stdlib":
+        return build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
+    if config.corpus == "stories":
+        from sentinel.demo.stories import build_story_corpus
+
+        stories = build_story_corpus(config.stories_train, config.stories_validation, config.seed)
+        return CorpusSplits(train=stories.train, validation=stories.validation, stories=stories.info | {
+            "sha256": stories.sha256})
+    raise DataError(f"Unknown demo corpus {config.corpus!r}; use 'stdlib' or 'stories'.")
 
 
 def describe_machine(device: torch.device) -> str:
@@ -201,7 +229,7 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    splits = build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
+    splits = load_splits(config)
     tokenizer = train_tokenizer(splits.train, config.vocab_size, config.n_positions)
     train_ids = join_documents(tokenizer, splits.train)
     validation_ids = join_documents(tokenizer, splits.validation)
@@ -279,30 +307,41 @@ def build_demo_model(config: DemoBuildConfig) -> DemoBuildResult:
     return result
 
 
+_INT_OPTIONS = ("vocab_size", "n_layer", "n_head", "n_embd", "n_positions", "batch_size", "max_steps",
+                "warmup_steps", "eval_every", "log_every", "seed", "num_threads", "stories_train",
+                "stories_validation")
+_FLOAT_OPTIONS = ("dropout", "learning_rate", "weight_decay", "grad_clip", "validation_fraction")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `python -m sentinel.demo build` / `sentinel build-demo-model`."""
-    defaults = DemoBuildConfig()
-    parser.add_argument("--out", default=defaults.out_dir, help="output folder (default: %(default)s)")
-    for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_positions", "batch_size", "max_steps",
-                 "warmup_steps", "eval_every", "log_every", "seed", "num_threads"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("dropout", "learning_rate", "weight_decay", "grad_clip", "validation_fraction"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    """Options of `python -m sentinel.demo build` / `sentinel build-demo-model`; unset ones come from --recipe."""
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help="which bundled model to rebuild; sets every default below (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="output folder (default: the recipe's, under assets/models)")
+    for name in _INT_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    for name in _FLOAT_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--max-files", type=int, default=None, help="use only the first N stdlib files (tests)")
     parser.add_argument("--stdlib-dir", default=None, help="standard library folder (default: this Python's)")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--no-card", action="store_true", help="skip the evaluation and model card at the end")
+
+
+def config_from_args(args: argparse.Namespace) -> DemoBuildConfig:
+    """The recipe's config with every option given on the command line replacing its value."""
+    values = RECIPES[args.recipe].to_dict()
+    overrides = {name: getattr(args, name) for name in (*_INT_OPTIONS, *_FLOAT_OPTIONS, "max_files", "stdlib_dir",
+                                                         "device")}
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    if args.out is not None:
+        values["out_dir"] = args.out
+    if args.no_card:
+        values["write_card"] = False
+    return DemoBuildConfig.from_dict(values)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the demo model from parsed arguments; returns the exit code."""
-    config = DemoBuildConfig(
-        out_dir=args.out, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        n_positions=args.n_positions, dropout=args.dropout, batch_size=args.batch_size, max_steps=args.max_steps,
-        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip, eval_every=args.eval_every, log_every=args.log_every, seed=args.seed,
-        validation_fraction=args.validation_fraction, max_files=args.max_files, stdlib_dir=args.stdlib_dir,
-        device=args.device, num_threads=args.num_threads, write_card=not args.no_card,
-    )
-    build_demo_model(config)
+    build_demo_model(config_from_args(args))
     return 0
