@@ -171,7 +171,9 @@ def samples_markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="demo model folder (repeatable)")
+    parser.add_argument("--model", action="append", default=[], help="demo model folder (repeatable)")
+    parser.add_argument("--include", action="append", default=[],
+                        help="JSON written by an earlier run of this script: its models join the tables (as measured then)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--finetune-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
@@ -181,15 +183,25 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if not args.model and not args.include:
+        parser.error("give at least one --model (or --include)")
     reports = [evaluate_model(Path(m), args.seed, args.finetune_steps) for m in args.model]
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": describe_machine(torch.device("cpu")) + " (2-core CPU shared with other jobs, no GPU)",
             "command": "python bench/demo_model_quality.py " + " ".join(f"--model {m}" for m in args.model)}
+    earlier = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.include]
+    for run in earlier:
+        for r in run["reports"]:
+            r["measured"] = run["meta"]
+    reports += [r for run in earlier for r in run["reports"]]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "reports": reports}, indent=2) + "\n",
                                         encoding="utf-8")
-    md = [f"Measured {meta['date']} on {meta['machine']}: `{meta['command']}`", "", measures_table(reports)]
+    md = [f"Measured {meta['date']} on {meta['machine']}: `{meta['command']}`"]
+    md += [f"{r['model']}: measured {r['measured']['date']}, `{r['measured']['command']}`" for r in reports
+           if "measured" in r]
+    md += ["", measures_table(reports)]
     for r in reports:
         md += ["", f"Greedy text of {r['model']} ({NEW_TOKENS} new tokens; prompt in bold):", "", samples_markdown(r)]
     out.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
