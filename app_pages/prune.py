@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.ui.analysis import ON_REQUEST, before_after_table
@@ -89,7 +90,7 @@ with left:
                  title=f"{METRICS[metric].label} — your model now")
 
 st.subheader("Quick sample")
-prompt = st.text_input("Prompt", "Return the", key="prune_prompt")
+prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")
 with report_errors("generating the quick sample"):
     base_text = quick_sample(state, working, prompt, tuned=False)
     now_text = quick_sample(state, working, prompt, tuned=True)

@@ -37,3 +37,10 @@ SAMPLE_COUNT = 5
 def prompts_for(model_name: str) -> tuple[str, ...]:
     """The ten prompts of a bundled model by folder name; other models get the stories prompts (plain English)."""
     return PROMPTS.get(model_name, PROMPTS["stories-gpt2"])
+
+
+def default_prompts() -> tuple[str, ...]:
+    """The prompts of the model Sentinel opens on (sentinel.models.BUNDLED_MODEL_DIR): the dashboard's defaults."""
+    from sentinel.models.loading import BUNDLED_MODEL_DIR
+
+    return prompts_for(BUNDLED_MODEL_DIR.name)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.models import load_model
 from sentinel.pruning.strategies import heads_for_ratio
@@ -73,9 +74,11 @@ def test_dashboard_end_to_end(app_server, artifacts):
             pruned_text = page.locator("#compare-pruned").inner_text()
             shot("04-compare")
             # The page's base text is what the library generates with the same settings: nothing made up.
-            expected = generate_text(loaded.model, loaded.tokenizer, "Return the", max_new_tokens=40, greedy=True)
-            assert _words(base_text) == _words("Return the " + expected.text)
-            assert _words(pruned_text)[:2] == ["Return", "the"] and len(_words(pruned_text)) > 2
+            prompt = default_prompts()[0]                    # the page's default prompt
+            expected = generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens=40, greedy=True)
+            assert _words(base_text) == _words(prompt + " " + expected.text)
+            prompt_words = len(_words(prompt))
+            assert _words(pruned_text)[:prompt_words] == _words(prompt) and len(_words(pruned_text)) > prompt_words
 
             open_page(page, "Fine-tune")
             steps = page.get_by_label("Training steps")
