@@ -111,7 +111,7 @@ RECIPES: dict[str, DemoBuildConfig] = {
     "stdlib-gpt2": DemoBuildConfig(),
     "stories-gpt2": DemoBuildConfig(
         out_dir="assets/models/stories-gpt2", corpus="stories", vocab_size=2048, n_positions=256,
-        batch_size=8, max_steps=1100, learning_rate=2e-3, warmup_steps=60, eval_every=275, log_every=25,
+        batch_size=8, max_steps=640, learning_rate=2e-3, warmup_steps=40, eval_every=160, log_every=20,
         stories_train=16000, stories_validation=120,
     ),
 }

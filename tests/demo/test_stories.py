@@ -74,3 +74,15 @@ def test_four_gram_ratio_and_bigram_rate_by_hand():
 def test_every_bundled_model_has_ten_prompts():
     assert all(len(p) == 10 and len(set(p)) == 10 for p in PROMPTS.values())
     assert SAMPLE_COUNT <= 10 and prompts_for("someone-else") == PROMPTS["stories-gpt2"]
+
+
+def test_bundled_stories_corpus_is_what_the_recipe_generates():
+    from pathlib import Path
+
+    recipe = build.RECIPES["stories-gpt2"]
+    folder = Path(__file__).resolve().parents[2] / recipe.out_dir
+    corpus = build_story_corpus(recipe.stories_train, recipe.stories_validation, recipe.seed)
+    assert load_corpus_split(folder, "train") == corpus.train
+    assert load_corpus_split(folder, "validation") == corpus.validation
+    manifest = json.loads((folder / "corpus" / "manifest.json").read_text())
+    assert manifest["stories"]["sha256"] == corpus.sha256
