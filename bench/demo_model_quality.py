@@ -169,14 +169,27 @@ def samples_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def card_section(reports: list[dict[str, Any]], name: str) -> str:
+    """The Markdown the model card shows (sentinel.demo.card reads it from <model>/quality.md)."""
+    model = next((r for r in reports if r["model"] == name), None)
+    if model is None:
+        raise SystemExit(f"--card-section {name}: no report for that model in this run or --include")
+    sources = "; ".join(f"{r['model']}: {r['measured']['date']}, `{r['measured']['command']}`" for r in reports)
+    return (f"Measured on {model['measured']['machine']} ({sources}). Unseen text: {model['unseen_text']}, "
+            f"{model['unseen_tokens']:,} tokens with this tokenizer.\n\n" + measures_table(reports)
+            + f"\n\nGreedy text ({NEW_TOKENS} new tokens, prompt in bold):\n\n" + samples_markdown(model) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=[], help="demo model folder (repeatable)")
     parser.add_argument("--include", action="append", default=[],
-                        help="JSON written by an earlier run of this script: its models join the tables (as measured then)")
+                        help="JSON of an earlier run of this script: its models join the tables (as measured then)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--finetune-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--card-section", default=None, metavar="MODEL",
+                        help="also write assets/models/MODEL/quality.md, the section its card shows")
     parser.add_argument("--out", default="bench/results/demo_model_quality",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args()
@@ -186,13 +199,15 @@ def main() -> None:
     if not args.model and not args.include:
         parser.error("give at least one --model (or --include)")
     reports = [evaluate_model(Path(m), args.seed, args.finetune_steps) for m in args.model]
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta: dict[str, Any] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": describe_machine(torch.device("cpu")) + " (2-core CPU shared with other jobs, no GPU)",
             "command": "python bench/demo_model_quality.py " + " ".join(f"--model {m}" for m in args.model)}
+    for r in reports:
+        r["measured"] = meta
     earlier = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.include]
     for run in earlier:
         for r in run["reports"]:
-            r["measured"] = run["meta"]
+            r.setdefault("measured", run["meta"])
     reports += [r for run in earlier for r in run["reports"]]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,11 +215,14 @@ def main() -> None:
                                         encoding="utf-8")
     md = [f"Measured {meta['date']} on {meta['machine']}: `{meta['command']}`"]
     md += [f"{r['model']}: measured {r['measured']['date']}, `{r['measured']['command']}`" for r in reports
-           if "measured" in r]
+           if r["measured"] is not meta]
     md += ["", measures_table(reports)]
     for r in reports:
         md += ["", f"Greedy text of {r['model']} ({NEW_TOKENS} new tokens; prompt in bold):", "", samples_markdown(r)]
     out.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    if args.card_section:
+        section = REPO / "assets" / "models" / args.card_section / "quality.md"
+        section.write_text(card_section(reports, args.card_section), encoding="utf-8")
     print("\n".join(md))
 
 

@@ -65,7 +65,7 @@ class DemoBuildConfig:
     device: str = "auto"
     num_threads: int = 1  # one thread: bit-stable sums and no oversubscription on a shared CPU
     write_card: bool = True
-    corpus: str = "stdlib"  # "stdlib" (docstrings of the installed standard library) or "stories" (sentinel.demo.stories)
+    corpus: str = "stdlib"  # "stdlib" (installed standard library docstrings) or "stories" (sentinel.demo.stories)
     stories_train: int = 20000
     stories_validation: int = 400
 

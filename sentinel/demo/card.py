@@ -181,6 +181,15 @@ It is a demo, not a useful assistant.
 - The exact text is bundled in `corpus/`: `train.jsonl.gz` and `validation.jsonl`, one JSON object
   `{{"text": story}}` per line. Documents are joined with `<|endoftext|>` after each one.
 
+## What it cannot do
+- It knows only the templates' world of about a thousand words: its perplexity on real English is enormous
+  (unseen-text perplexity below, against a few hundred for stdlib-gpt2), and its validation perplexity is low
+  because validation stories come from the same templates.
+- Every training story starts after `<|endoftext|>`, and prompts are not given one: story openings ("Once upon a
+  time, there was a …", "There was once a … called") work; prompts from the middle of a story often end after a
+  few words.
+- It often does not keep a name written in the prompt (it keeps the names it writes itself).
+
 """
 
 
@@ -209,7 +218,8 @@ def write_model_card(model_dir: str | Path, build_info: dict[str, Any], metrics:
     quality_path = model_dir / QUALITY_FILE
     quality = ""
     if quality_path.is_file():
-        quality = ("\n## Readability and what pruning does to it\n`bench/demo_model_quality.py` (loop-freeness = distinct "
+        quality = ("\n## Readability and what pruning does to it\n"
+                   "`bench/demo_model_quality.py` (loop-freeness = distinct "
                    "word 4-grams / word 4-grams of each greedy 40-token continuation, averaged over 10 prompts; "
                    "corpus-bigram rate = share of the continuations' word bigrams found in the training corpus):\n\n"
                    + quality_path.read_text(encoding="utf-8"))

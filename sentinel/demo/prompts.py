@@ -6,17 +6,17 @@ The first five of each list are the card's and README's sample prompts; all ten 
 from __future__ import annotations
 
 PROMPTS: dict[str, tuple[str, ...]] = {
-    "stories-gpt2": (
-        "Once upon a time, there was a little",
-        "One day, Lily went to the park",
-        "Tom was a brave little boy.",
-        "The wind was strong, and the",
-        "Suddenly, dark clouds came and",
-        "Mia looked everywhere, but",
-        "Ben felt sad and did not know what to do.",
+    "stories-gpt2": (  # story openings: the model starts every story after <|endoftext|>, so mid-story prompts
+        "Once upon a time, there was a little",                  # often end after a few words
         "There was once a friendly dog called",
-        "\"Do not worry,\" said",
-        "After that,",
+        "Once upon a time, in a small house near the forest, there lived a",
+        "There was once a shy cat called",
+        "Once upon a time, there was a brave",
+        "There was once a gentle bear called",
+        "Once upon a time, there was a playful",
+        "There was once a curious girl called",
+        "Once upon a time, in a warm nest near the river, there lived a",
+        "There was once a clever boy called",
     ),
     "stdlib-gpt2": (
         "Return the",
