@@ -22,6 +22,8 @@ import argparse
 import copy
 import json
 import logging
+import shlex
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,7 +203,7 @@ def main() -> None:
     reports = [evaluate_model(Path(m), args.seed, args.finetune_steps) for m in args.model]
     meta: dict[str, Any] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": describe_machine(torch.device("cpu")) + " (2-core CPU shared with other jobs, no GPU)",
-            "command": "python bench/demo_model_quality.py " + " ".join(f"--model {m}" for m in args.model)}
+            "command": " ".join(["python", "bench/demo_model_quality.py", *map(shlex.quote, sys.argv[1:])])}
     for r in reports:
         r["measured"] = meta
     earlier = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.include]
