@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 # name, pronoun, possessive, what they are
 CHARACTERS: tuple[tuple[str, str, str, str], ...] = (
@@ -82,7 +83,7 @@ def _pick_friend(rng: random.Random, hero: tuple[str, str, str, str]) -> tuple[s
             return friend
 
 
-def _problem(rng: random.Random, s: dict[str, str]) -> list[str]:
+def _problem(rng: random.Random, s: dict[str, Any]) -> list[str]:
     """The middle of the story: a problem, an attempt and how it was solved (sentences in order)."""
     kind = s["problem"]
     if kind == 0:  # lost thing
