@@ -4,6 +4,7 @@ import html
 
 import streamlit as st
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.evaluation.size import parameter_count
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.format import human_count, shared_prefix_words, signed_percent, word_diff_html
@@ -17,7 +18,7 @@ st.caption("The same prompt, the same settings and the same random seed for ever
            "the text comes from the models themselves. Words that differ from the base model are highlighted.")
 working = require_model(state)
 
-prompt = st.text_area("Prompt", "Return the", key="compare_prompt", height=80)
+prompt = st.text_area("Prompt", default_prompts()[0], key="compare_prompt", height=80)
 cols = st.columns(5)
 max_new = cols[0].number_input("New tokens", 1, 200, 40, key="compare_tokens")
 greedy = cols[1].toggle("Greedy", True, key="compare_greedy", help="Always take the most likely next token.")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
@@ -116,7 +117,7 @@ with left:
                  preview=plan_to_pairs(preview[0]) if preview else ())
 
 st.subheader("Quick sample")
-prompt = st.text_input("Prompt", "Return the", key="prune_prompt")
+prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")
 with report_errors("generating the quick sample"):
     base_text = quick_sample(state, working, prompt, tuned=False)
     now_text = quick_sample(state, working, prompt, tuned=True)

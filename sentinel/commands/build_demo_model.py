@@ -1,4 +1,4 @@
-"""`sentinel build-demo-model`: rebuild the bundled demo model (corpus, tokenizer, training, card)."""
+"""`sentinel build-demo-model`: rebuild a bundled demo model (corpus, tokenizer, training, card); --recipe picks which."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from sentinel.demo import config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("build-demo-model", help="train the bundled demo model from the stdlib docstrings",
-                              description="Build the bundled demo model: corpus from the standard library's "
-                                          "docstrings, tokenizer, training, evaluation and model card.")
+    p = subparsers.add_parser("build-demo-model",
+                              help="rebuild a bundled demo model (--recipe stories-gpt2 or stdlib-gpt2)",
+                              description="Build a bundled demo model: corpus (standard-library docstrings or "
+                                          "seeded stories), tokenizer, training, evaluation and model card.")
     config.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -20,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.demo import build
     from sentinel.files import check_output_folder
 
-    check_output_folder(args.out, "model")   # new, empty or an earlier Sentinel model: never a user's folder
+    check_output_folder(config.config_from_args(args).out_dir, "model")   # never a user's folder
     return build.run(args)

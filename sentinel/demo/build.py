@@ -1,4 +1,5 @@
-"""Build the bundled demo model: a byte-level BPE tokenizer and a small GPT-2 trained on stdlib docstrings.
+"""Build a bundled demo model: a byte-level BPE tokenizer and a small GPT-2, trained on stdlib docstrings
+(`stdlib-gpt2`) or on seeded simple stories (`stories-gpt2`); `--recipe` picks which one.
 
 This is the asset build script (a compact, seeded AdamW loop), not the product fine-tuner.
 """
@@ -21,7 +22,9 @@ from typing import Any
 import torch
 
 from sentinel.data import cut_blocks, join_documents
-from sentinel.demo.config import DemoBuildConfig, add_arguments  # noqa: F401  (re-exported)
+from sentinel.demo.config import (  # noqa: F401  (re-exported)
+    DEFAULT_RECIPE, RECIPES, DemoBuildConfig, add_arguments, config_from_args,
+)
 from sentinel.demo.corpus import CorpusSplits, build_corpus
 from sentinel.device import pick_device
 from sentinel.errors import DataError
@@ -65,6 +68,21 @@ class DemoBuildResult:
     def from_dict(cls, data: dict[str, Any]) -> DemoBuildResult:
         """Inverse of `to_dict`."""
         return cls(**data)
+
+
+
+
+def load_splits(config: DemoBuildConfig) -> CorpusSplits:
+    """The train/validation documents the config asks for (stdlib docstrings or seeded stories)."""
+    if config.corpus == "stdlib":
+        return build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
+    if config.corpus == "stories":
+        from sentinel.demo.stories import build_story_corpus
+
+        stories = build_story_corpus(config.stories_train, config.stories_validation, config.seed)
+        return CorpusSplits(train=stories.train, validation=stories.validation, stories=stories.info | {
+            "sha256": stories.sha256})
+    raise DataError(f"Unknown demo corpus {config.corpus!r}; use 'stdlib' or 'stories'.")
 
 
 def describe_machine(device: torch.device) -> str:
@@ -166,7 +184,7 @@ def build_demo_model(config: DemoBuildConfig, write_to: str | Path | None = None
     out_dir = Path(write_to if write_to is not None else config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    splits = build_corpus(config.stdlib_dir, config.validation_fraction, config.max_files)
+    splits = load_splits(config)
     tokenizer = train_tokenizer(splits.train, config.vocab_size, config.n_positions)
     train_ids = join_documents(tokenizer, splits.train)
     validation_ids = join_documents(tokenizer, splits.validation)
@@ -248,14 +266,7 @@ def build_demo_model(config: DemoBuildConfig, write_to: str | Path | None = None
 
 def run(args: argparse.Namespace) -> int:
     """Build the demo model from parsed arguments; returns the exit code."""
-    config = DemoBuildConfig(
-        out_dir=args.out, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        n_positions=args.n_positions, dropout=args.dropout, batch_size=args.batch_size, max_steps=args.max_steps,
-        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip, eval_every=args.eval_every, log_every=args.log_every, seed=args.seed,
-        validation_fraction=args.validation_fraction, max_files=args.max_files, stdlib_dir=args.stdlib_dir,
-        device=args.device, num_threads=args.num_threads, write_card=not args.no_card,
-    )
+    config = config_from_args(args)
     # Written aside and swapped in: a crash mid-build (or mid-card) leaves the previous model whole.
     replace_folder_atomically(config.out_dir, lambda staging: build_demo_model(config, write_to=staging))
     return 0

@@ -12,11 +12,13 @@ from typing import Any
 
 from sentinel.demo.build import BUILD_INFO_FILE, SAMPLE_PROMPTS, load_corpus_split
 from sentinel.demo.corpus import DEFAULT_MAX_VALIDATION_CHARS
+from sentinel.demo.prompts import PROMPTS
 from sentinel.errors import DataError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 CARD_METRICS_FILE = "card_metrics.json"
+QUALITY_FILE = "quality.md"   # optional: bench/demo_model_quality.py's Markdown, copied in; shown on the card
 SAMPLE_NEW_TOKENS = 40
 ENTROPY_BATCHES = 8
 
@@ -65,6 +67,21 @@ def unigram_perplexity(train_ids: list[int], targets: list[int], vocab_size: int
     return math.exp(nll)
 
 
+def corpus_kind(model_dir: str | Path) -> str:
+    """'stdlib' or 'stories': which corpus the model in `model_dir` was built from (older builds: stdlib)."""
+    info_path = Path(model_dir) / BUILD_INFO_FILE
+    if not info_path.is_file():
+        return "stdlib"
+    return json.loads(info_path.read_text(encoding="utf-8"))["config"].get("corpus", "stdlib")
+
+
+def card_prompts(model_dir: str | Path) -> tuple[str, ...]:
+    """The card's three greedy-sample prompts, fitting the model's corpus."""
+    if corpus_kind(model_dir) == "stories":
+        return PROMPTS["stories-gpt2"][:len(SAMPLE_PROMPTS)]
+    return SAMPLE_PROMPTS
+
+
 def compute_card_metrics(model_dir: str | Path, with_entropy: bool = True) -> CardMetrics:
     """Validation perplexity, unigram baseline, greedy samples and (when asked) normalised entropy range."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,7 +107,7 @@ def compute_card_metrics(model_dir: str | Path, with_entropy: bool = True) -> Ca
     unigram = unigram_perplexity(train_ids, targets, len(tokenizer))
     samples = []
     new_tokens = min(SAMPLE_NEW_TOKENS, seq_len // 2)  # toy builds in tests have very few positions
-    for prompt in SAMPLE_PROMPTS:
+    for prompt in card_prompts(model_dir):
         generated = generate_text(model, tokenizer, prompt, max_new_tokens=new_tokens, greedy=True)
         samples.append({"prompt": prompt, "continuation": generated.text, "new_tokens": generated.new_tokens})
     metrics = CardMetrics(
@@ -117,26 +134,9 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "not computed" if value is None else f"{value:.{digits}f}"
 
 
-def write_model_card(model_dir: str | Path, build_info: dict[str, Any], metrics: CardMetrics) -> Path:
-    """Write README.md for the demo model from build_info.json and measured metrics; returns its path."""
-    model_dir = Path(model_dir)
-    config = build_info["config"]
-    corpus = build_info["corpus"]
-    params_note = ""
-    weights = model_dir / "model.safetensors"
-    if weights.is_file():
-        params_note = f" ({weights.stat().st_size / 1e6:.1f} MB fp32 safetensors)"
-    entropy_line = (
-        f"- Normalised per-head attention entropy on validation text (H / log(visible keys), "
-        f"{metrics.entropy_tokens:,} tokens, `sentinel.metrics.entropy.attention_entropy`): "
-        f"min {_fmt(metrics.entropy_normalized_min)}, max {_fmt(metrics.entropy_normalized_max)}"
-    )
-    samples = "\n".join(
-        f"{i}. **{s['prompt']}**{s['continuation']}".replace("\n", " ⏎ ") for i, s in enumerate(metrics.samples, 1)
-    )
-    evals = "\n".join(f"| {e['step']} | {e['validation_loss']:.4f} | {e['validation_perplexity']:.2f} |"
-                      for e in build_info.get("eval_log", []))
-    text = f"""# stdlib-gpt2 — Sentinel's bundled demo model
+def _stdlib_head(config: dict[str, Any], corpus: dict[str, Any], build_info: dict[str, Any]) -> str:
+    """Title, purpose and corpus section of the docstring model's card."""
+    return f"""# stdlib-gpt2 — Sentinel's bundled demo model
 
 A small GPT-2 trained from scratch on the docstrings of the Python standard library, so Sentinel can show
 head pruning offline with a model that has learnt something real. It is a demo, not a useful assistant.
@@ -156,7 +156,74 @@ head pruning offline with a model that has learnt something real. It is a demo, 
   `{{"text": docstring}}` per line; `manifest.json` lists the modules of each split. Documents are joined with
   `<|endoftext|>` after each one.
 
-## Tokenizer
+"""
+
+
+def _stories_head(config: dict[str, Any], corpus: dict[str, Any], build_info: dict[str, Any]) -> str:
+    """Title, purpose and corpus section of the story model's card (the corpus is 100% synthetic)."""
+    stories = corpus["stories"]
+    return f"""# stories-gpt2 — Sentinel's bundled demo model (simple stories)
+
+A small GPT-2 trained from scratch on short, simple children's stories, so that what head pruning does to a
+model shows in text anyone can read: the base model writes plain, non-looping sentences, a damaged copy does not.
+It is a demo, not a useful assistant.
+
+## Corpus
+- **100% synthetic**: {stories['train_documents']:,} train and {stories['validation_documents']:,} validation stories
+  produced by `sentinel.demo.stories` (hand-written sentence templates: a character, a place, a wish, one of six
+  problems, a helper and an ending; every choice drawn from a seeded `random.Random`, seed {stories['seed']}).
+  No third-party text is in it, so it carries the project's own licence. The validation stories come from a
+  separate random stream and never repeat a training story verbatim; being built from the same templates,
+  they are far easier than real English (see the unseen-text perplexity below).
+- Train: {corpus['train_chars']:,} characters, {build_info['train_tokens']:,} tokens; validation:
+  {corpus['validation_chars']:,} characters, {build_info['validation_tokens']:,} tokens;
+  SHA-256 of all stories joined by newlines `{stories['sha256'][:16]}…`.
+- The exact text is bundled in `corpus/`: `train.jsonl.gz` and `validation.jsonl`, one JSON object
+  `{{"text": story}}` per line. Documents are joined with `<|endoftext|>` after each one.
+
+## What it cannot do
+- It knows only the templates' world of about a thousand words: its perplexity on real English is enormous
+  (unseen-text perplexity below, against a few hundred for stdlib-gpt2), and its validation perplexity is low
+  because validation stories come from the same templates.
+- Every training story starts after `<|endoftext|>`, and prompts are not given one: story openings ("Once upon a
+  time, there was a …", "There was once a … called") work; prompts from the middle of a story often end after a
+  few words.
+- It often does not keep a name written in the prompt (it keeps the names it writes itself).
+
+"""
+
+
+def write_model_card(model_dir: str | Path, build_info: dict[str, Any], metrics: CardMetrics) -> Path:
+    """Write README.md for the demo model from build_info.json and measured metrics; returns its path."""
+    model_dir = Path(model_dir)
+    config = build_info["config"]
+    corpus = build_info["corpus"]
+    params_note = ""
+    weights = model_dir / "model.safetensors"
+    if weights.is_file():
+        params_note = f" ({weights.stat().st_size / 1e6:.1f} MB fp32 safetensors)"
+    entropy_line = (
+        f"- Normalised per-head attention entropy on validation text (H / log(visible keys), "
+        f"{metrics.entropy_tokens:,} tokens, `sentinel.metrics.entropy.attention_entropy`): "
+        f"min {_fmt(metrics.entropy_normalized_min)}, max {_fmt(metrics.entropy_normalized_max)}"
+    )
+    samples = "\n".join(
+        f"{i}. **{s['prompt']}**{s['continuation']}".replace("\n", " ⏎ ") for i, s in enumerate(metrics.samples, 1)
+    )
+    evals = "\n".join(f"| {e['step']} | {e['validation_loss']:.4f} | {e['validation_perplexity']:.2f} |"
+                      for e in build_info.get("eval_log", []))
+    kind = config.get("corpus", "stdlib")
+    head = _stories_head(config, corpus, build_info) if kind == "stories" else _stdlib_head(config, corpus, build_info)
+    recipe = "stories-gpt2" if kind == "stories" else "stdlib-gpt2"
+    quality_path = model_dir / QUALITY_FILE
+    quality = ""
+    if quality_path.is_file():
+        quality = ("\n## Readability and what pruning does to it\n"
+                   "`bench/demo_model_quality.py` (loop-freeness = distinct "
+                   "word 4-grams / word 4-grams of each greedy 40-token continuation, averaged over 10 prompts; "
+                   "corpus-bigram rate = share of the continuations' word bigrams found in the training corpus):\n\n"
+                   + quality_path.read_text(encoding="utf-8"))
+    text = head + f"""## Tokenizer
 Byte-level BPE (`tokenizers`) trained on the train split, {metrics.vocab_size:,} tokens; `<|endoftext|>` is
 bos and eos, `<|pad|>` (a separate token, never in the training data) is padding, so padding is never scored.
 
@@ -192,10 +259,11 @@ Greedy samples (at most {SAMPLE_NEW_TOKENS} new tokens, prompt in bold, ⏎ = ne
 {samples}
 
 ## Rebuild
-`python -m sentinel.demo build --out {build_info['out_dir']}` (same as `sentinel build-demo-model`); the card is
+`python -m sentinel.demo build --recipe {recipe} --out {build_info['out_dir']}` (same as
+`sentinel build-demo-model --recipe {recipe}`; add `--device cuda` to train on a GPU); the card is
 rewritten by `python -m sentinel.demo card --out {build_info['out_dir']}`. Figures are also in
 `{CARD_METRICS_FILE}` and `{BUILD_INFO_FILE}`.
-"""
+{quality}"""
     path = model_dir / "README.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -28,7 +28,7 @@ _SKIP_DIR_NAMES = frozenset({
 
 @dataclass
 class CorpusSplits:
-    """Docstring documents split by module; `train_modules`/`validation_modules` list the source files used."""
+    """Train/validation documents; for docstrings `train_modules`/`validation_modules` list the source files used."""
 
     train: list[str]
     validation: list[str]
@@ -36,12 +36,15 @@ class CorpusSplits:
     validation_modules: list[str] = field(default_factory=list)
     stdlib_dir: str = ""
     skipped_files: int = 0
+    stories: dict = field(default_factory=dict)  # set instead of the stdlib fields for the generated story corpus
 
     def to_dict(self) -> dict:
         """Summary without the texts (for logs and the model card)."""
         summary = asdict(self)
         summary.pop("train")
         summary.pop("validation")
+        if not self.stories:
+            summary.pop("stories")
         summary["train_documents"] = len(self.train)
         summary["validation_documents"] = len(self.validation)
         summary["train_chars"] = sum(len(t) for t in self.train)

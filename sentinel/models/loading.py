@@ -36,7 +36,7 @@ from sentinel.models.state import model_state
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_MODEL_NAME = "stdlib-gpt2"
+BUNDLED_MODEL_NAME = "stories-gpt2"  # the default model; assets/models/stdlib-gpt2 stays bundled beside it
 BUNDLED_MODEL_DIR = Path(os.environ.get("SENTINEL_BUNDLED_MODEL", REPO_ROOT / "assets" / "models" / BUNDLED_MODEL_NAME))
 RECORD_FILE = "sentinel_pruning.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.errors import DataError, SentinelError
 from sentinel.evaluation.perplexity import perplexity
 from sentinel.evaluation.size import parameter_count
@@ -42,7 +43,7 @@ from sentinel.training.finetune import FineTuneData, describe_result, finetune, 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPTS = ("Return the", "This module provides")
+DEFAULT_PROMPTS = default_prompts()[:2]   # fit the bundled model's corpus
 PRUNE_MODES = ("mask", "remove")
 
 

@@ -42,7 +42,7 @@ class ModelChoice:
     dtype: str = "auto"
 
     def label(self) -> str:
-        return "bundled demo model (stdlib-gpt2)" if self.source is None else self.source
+        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else self.source
 
 
 @dataclass

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
 from app_support.state import shared_store
@@ -110,10 +111,11 @@ def test_compare_renders_three_models_with_the_same_seed(finished):
     bodies = {re.search(r"id='compare-(\w+)'", h.proto.body).group(1): h.proto.body for h in at.get("html")}
     assert set(bodies) == {"base", "pruned", "tuned"}
     state = dashboard(at)
+    prompt = default_prompts()[0]                                   # the page's default prompt
     expected = {
-        "base": generate_text(state.working.base.model, state.working.tokenizer, "Return the", 40, greedy=True).text,
-        "pruned": generate_text(state.working.model, state.working.tokenizer, "Return the", 40, greedy=True).text,
-        "tuned": generate_text(state.tuned.model, state.working.tokenizer, "Return the", 40, greedy=True).text,
+        "base": generate_text(state.working.base.model, state.working.tokenizer, prompt, 40, greedy=True).text,
+        "pruned": generate_text(state.working.model, state.working.tokenizer, prompt, 40, greedy=True).text,
+        "tuned": generate_text(state.tuned.model, state.working.tokenizer, prompt, 40, greedy=True).text,
     }
     for name, text in expected.items():
         shown = html.unescape(re.sub(r"<[^>]+>", "", bodies[name].split("</b>", 1)[1])).strip()

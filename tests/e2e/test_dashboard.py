@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.models import load_model
 from tests.e2e.harness import (click_cell, launch_browser, open_page, pruned_marks, wait_heatmap, wait_idle,
@@ -86,9 +87,11 @@ def test_dashboard_end_to_end(app_server, artifacts):
             pruned_text = page.locator("#compare-pruned").inner_text()
             shot("04-compare")
             # The page's base text is what the library generates with the same settings: nothing made up.
-            expected = generate_text(loaded.model, loaded.tokenizer, "Return the", max_new_tokens=40, greedy=True)
-            assert _words(base_text) == _words("Return the " + expected.text)
-            assert _words(pruned_text)[:2] == ["Return", "the"] and len(_words(pruned_text)) > 2
+            prompt = default_prompts()[0]                    # the page's default prompt
+            expected = generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens=40, greedy=True)
+            assert _words(base_text) == _words(prompt + " " + expected.text)
+            prompt_words = len(_words(prompt))
+            assert _words(pruned_text)[:prompt_words] == _words(prompt) and len(_words(pruned_text)) > prompt_words
 
             open_page(page, "Fine-tune")
             steps = page.get_by_label("Training steps")

@@ -1,0 +1,46 @@
+"""Prompts that fit each bundled demo model's corpus (no heavy imports: the dashboard pages read these).
+
+The first five of each list are the card's and README's sample prompts; all ten feed the loop-freeness measure.
+"""
+
+from __future__ import annotations
+
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "stories-gpt2": (  # story openings: the model starts every story after <|endoftext|>, so mid-story prompts
+        "Once upon a time, there was a little",                  # often end after a few words
+        "There was once a friendly dog called",
+        "Once upon a time, in a small house near the forest, there lived a",
+        "There was once a shy cat called",
+        "Once upon a time, there was a brave",
+        "There was once a gentle bear called",
+        "Once upon a time, there was a playful",
+        "There was once a curious girl called",
+        "Once upon a time, in a warm nest near the river, there lived a",
+        "There was once a clever boy called",
+    ),
+    "stdlib-gpt2": (
+        "Return the",
+        "This module provides",
+        "Create a new",
+        "If the file",
+        "Raise ValueError if",
+        "The default is",
+        "This function is",
+        "Return True if",
+        "Convert a",
+        "Parse the",
+    ),
+}
+SAMPLE_COUNT = 5
+
+
+def prompts_for(model_name: str) -> tuple[str, ...]:
+    """The ten prompts of a bundled model by folder name; other models get the stories prompts (plain English)."""
+    return PROMPTS.get(model_name, PROMPTS["stories-gpt2"])
+
+
+def default_prompts() -> tuple[str, ...]:
+    """The prompts of the model Sentinel opens on (sentinel.models.BUNDLED_MODEL_DIR): the dashboard's defaults."""
+    from sentinel.models.loading import BUNDLED_MODEL_DIR
+
+    return prompts_for(BUNDLED_MODEL_DIR.name)
