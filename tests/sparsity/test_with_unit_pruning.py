@@ -63,3 +63,14 @@ def test_save_model_refuses_live_sparsity_masks_and_writes_nothing(tmp_path):
     back = load_model(saved, device="cpu").model
     with torch.no_grad():
         assert torch.allclose(back(input_ids=IDS).logits, model(input_ids=IDS).logits, atol=1e-6)
+
+
+def test_targets_name_original_layers_after_a_block_was_removed():
+    """Like every other Sentinel view (head maps, plans, active_layers), sparsity reports original layer indices."""
+    model = make_tiny_model("gpt2")                       # 3 layers
+    remove_layers(model, [1])
+    targets = find_targets(model)
+    assert {t.layer for t in targets} == {0, 2}
+    assert {t.name.split(".")[2] for t in targets} == {"0", "1"}      # module paths are the model's own
+    sparsify(model, SparsityConfig(method="l1", sparsity=0.5))
+    assert {m.layer for m in sparsity_stats(model).matrices} == {0, 2}
