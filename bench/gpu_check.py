@@ -9,17 +9,18 @@ and the run goes on to the next, exiting 1 if any step failed:
   2. load              the bundled model through `sentinel.load_model(device=, dtype=)` (also with the
                        dashboard selector's "auto" choices), a GPT-2-small-shaped and a Llama-shaped GQA
                        random model (built from configs, no downloads), in fp32, fp16 and bf16 (where supported)
-  3. masked_vs_removed for every unit kind: masking half the units equals removing them, for a forward pass
-                       and for cached greedy `generate()`, with a tolerance per dtype; unmasking restores the
-                       unpruned output exactly
+  3. masked_vs_removed for every unit kind (50% of heads, 50% of neurons, 25% of blocks): masking them equals
+                       removing them, for a forward pass and for cached greedy `generate()`, with a tolerance
+                       per dtype; unmasking restores the unpruned output exactly
   4. analysis_vs_cpu   entropy (eager attention), magnitude and gradient importance on the device, compared
                        with the same run on the CPU (stated tolerance per metric)
   5. finetune          10 steps with mixed precision (bf16 where supported, else fp16) through the CLI's own
-                       path (`sentinel.training.job.run_finetune` -> the Trainer), masks held: masked weights
+                       path (`sentinel.training.job.run_finetune` -> the Trainer) from a saved model with half
+                       its neurons masked, heads pruned (mask) by the job: masked heads' and neurons' weights
                        unchanged, masked outputs still zero (masked == removed after training)
-  6. timings           the transformer body of both random models at batch 16 x 512, unpruned vs 50% of each
-                       unit kind masked and removed (CUDA events, warm-up, interleaved rounds, medians), decode
-                       tokens/s, and measured vs FLOP-predicted speedup
+  6. timings           the transformer body of both random models at batch 16 x 512, unpruned vs 50% heads,
+                       50% neurons, 50% heads + 50% neurons and 25% blocks, each masked and removed (CUDA events, warm-up,
+                       interleaved rounds, medians), decode tokens/s, and measured vs FLOP-predicted speedup
   7. evaluate_cli      `python -m sentinel evaluate --device cuda` as a subprocess (and on the CPU, to compare
                        perplexities)
 
@@ -27,10 +28,9 @@ Everything goes into one JSON file (--out) and a short table is printed. Without
 steps run on the CPU at tiny sizes (--quick implied), the run says no CUDA device was found, and exits 0
 when every step passed: tests/bench/test_gpu_check.py runs it that way, so the script cannot rot.
 
-Unit kinds: the masked-vs-removed and timing steps loop over UNIT_KINDS (today: heads) and TIMING_VARIANTS.
-Neurons and layers (issue 10) are added with one `UnitKind` entry each (a 50% plan and the mask / unmask /
-remove functions) and a TIMING_VARIANTS entry such as ("heads", "neurons"); nothing else changes (the FLOP
-count reads the model's actual shapes).
+Unit kinds: the masked-vs-removed and timing steps loop over UNIT_KINDS (heads, neurons, blocks: a plan and the
+library's mask / unmask / remove for each) and TIMING_VARIANTS; the predicted speed-up is the ratio of
+`sentinel.pruning.budget.body_flops`, which reads the model's actual shapes (GQA, gated MLPs, removed units).
 """
 
 from __future__ import annotations
@@ -67,9 +67,11 @@ import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 
 import sentinel  # noqa: E402
-from sentinel import load_model, mask_heads, remove_heads, unmask_heads  # noqa: E402
+from sentinel import (load_model, mask_heads, mask_layers, mask_neurons, remove_heads, remove_layers,  # noqa: E402
+                      remove_neurons, unmask_heads, unmask_layers, unmask_neurons)
 from sentinel.evaluation.size import parameter_count  # noqa: E402
 from sentinel.models.heads import model_heads  # noqa: E402
+from sentinel.models.state import model_state  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "gpu_check.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -90,7 +92,14 @@ PERPLEXITY_TOL = 1e-3
 
 @dataclass(frozen=True)
 class Sizes:
-    """Every size the run uses; FULL for a GPU (about 2-3 minutes on an H200), QUICK for the CPU dry run."""
+    """Every size the run uses; FULL for a GPU, QUICK for the CPU dry run.
+
+    FULL is estimated (never yet run on a GPU) at about 4 minutes on one H200, the larger part in the timings step:
+    2 models x 2 dtypes x 9 variants = 36 bodies of ~1.5-1.6 TFLOP each (16 x 512 tokens, `body_flops`), 18 calls
+    each, under 15 s in all even at fp32 without TF32; decode dominates: 36 x 3 generate() runs x 33 cached steps
+    at batch 16, launch-bound at ~25 ms a step, about 90 s. The other steps: ~2 s for each of 27 masked-vs-removed
+    cases (~55 s), ~40 s for the two `sentinel evaluate` subprocesses, ~50 s for loading, analysis and fine-tuning.
+    """
 
     gpt2: dict[str, Any]                 # GPT2Config kwargs of the GPT-2-small-shaped model
     llama: dict[str, Any]                # LlamaConfig kwargs of the Llama-shaped GQA model
@@ -123,7 +132,7 @@ FULL = Sizes(
     analysis_batches=2, analysis_batch=4, analysis_seq=256,
     finetune_batch=16, finetune_block=256, finetune_eval_tokens=4096, finetune_docs=None,
     time_batch=16, time_seq=512, time_warmup=3, time_repeats=15,
-    decode_batch=16, decode_prompt=128, decode_new=32, decode_runs=3,
+    decode_batch=16, decode_prompt=128, decode_new=32, decode_runs=2,
     evaluate_args=("--runs", "3"),
 )
 QUICK = Sizes(
@@ -149,29 +158,43 @@ def half_heads_plan(model: nn.Module) -> dict[int, list[int]]:
     return {layer: list(chosen) for layer in range(heads.num_layers)}
 
 
+def half_neurons_plan(model: nn.Module) -> dict[int, list[int]]:
+    """Half of every layer's MLP neurons: every other one (original indices)."""
+    state = model_state(model)
+    return {layer: list(range(0, state.num_neurons, 2)) for layer in state.present_blocks()}
+
+
+def quarter_blocks_plan(model: nn.Module) -> list[int]:
+    """A quarter of the blocks (layers 1, 5, 9, ...: never the first); at least one, so 1 of 2 in the dry run."""
+    return [layer for layer in range(model_state(model).num_layers) if layer % 4 == 1]
+
+
 @dataclass(frozen=True)
 class UnitKind:
-    """One kind of prunable unit as this check exercises it: a 50% plan and the library's mask / unmask / remove."""
+    """One kind of prunable unit as this check exercises it: a plan (`share` of the kind's units) and the
+    library's mask / unmask / remove for it."""
 
     name: str
-    half_plan: Callable[[nn.Module], Any]
+    share: str
+    plan: Callable[[nn.Module], Any]
     mask: Callable[[nn.Module, Any], Any]
     unmask: Callable[[nn.Module, Any], Any]
     remove: Callable[[nn.Module, Any], Any]
 
 
-# Issue 10 adds ("neurons", half_neurons_plan, mask_neurons, unmask_neurons, remove_neurons) and layers here.
 UNIT_KINDS: tuple[UnitKind, ...] = (
-    UnitKind("heads", half_heads_plan, mask_heads, unmask_heads, remove_heads),
+    UnitKind("heads", "50%", half_heads_plan, mask_heads, unmask_heads, remove_heads),
+    UnitKind("neurons", "50%", half_neurons_plan, mask_neurons, unmask_neurons, remove_neurons),
+    UnitKind("blocks", "25%", quarter_blocks_plan, mask_layers, unmask_layers, remove_layers),
 )
 KINDS = {kind.name: kind for kind in UNIT_KINDS}
-# Each entry is timed masked and removed; issue 10 adds ("heads", "neurons") for heads + neurons together.
-TIMING_VARIANTS: tuple[tuple[str, ...], ...] = (("heads",),)
+# Each entry is timed masked and removed: 50% heads, 50% neurons, both, 25% blocks.
+TIMING_VARIANTS: tuple[tuple[str, ...], ...] = (("heads",), ("neurons",), ("heads", "neurons"), ("blocks",))
 
 
-def apply_half(model: nn.Module, kinds: tuple[str, ...], how: str) -> dict[str, Any]:
-    """Mask or remove 50% of each named unit kind (plans taken before any change); returns the plans."""
-    plans = {name: KINDS[name].half_plan(model) for name in kinds}
+def apply_units(model: nn.Module, kinds: tuple[str, ...], how: str) -> dict[str, Any]:
+    """Mask or remove each named unit kind's plan (plans taken before any change, original indices); returns them."""
+    plans = {name: KINDS[name].plan(model) for name in kinds}
     for name, plan in plans.items():
         getattr(KINDS[name], how)(model, plan)
     return plans
@@ -447,7 +470,7 @@ def step_masked_vs_removed(ctx: Context) -> tuple[str, dict[str, Any]]:
                     with torch.no_grad():
                         ref_logits = model(input_ids=ids, use_cache=False).logits
                         ref_gen = _generate(model, ids, s.gen_new)
-                        plan = kind.half_plan(model)
+                        plan = kind.plan(model)
                         removed = copy.deepcopy(model)
                         kind.remove(removed, plan)
                         kind.mask(model, plan)
@@ -465,7 +488,7 @@ def step_masked_vs_removed(ctx: Context) -> tuple[str, dict[str, Any]]:
                         back = _generate(model, ids, s.gen_new)
                         checks.true(f"{what}: unmask restores generate()", torch.equal(back[0], ref_gen[0]) and
                                     torch.equal(back[1], ref_gen[1]))
-                    cases.append({"model": name, "dtype": dtype, "kind": kind.name, "tolerance": tol,
+                    cases.append({"model": name, "dtype": dtype, "kind": kind.name, "share": kind.share, "tolerance": tol,
                                   "forward_rel_diff": forward, "unmask_rel_diff": unmasked, **gen})
                     del model, removed
                 except Exception as err:   # noqa: BLE001 - recorded as a failed case, the step fails below
@@ -549,9 +572,30 @@ def step_analysis_vs_cpu(ctx: Context) -> tuple[str, dict[str, Any]]:
         "cases": cases, "checks": checks.rows}
 
 
+def _weights_change(before: nn.Module, after: nn.Module, kind: str, plan: dict[int, list[int]]
+                    ) -> tuple[float, float]:
+    """Max |change| of the masked units' weight slices (and biases) of `kind`, and of the active ones."""
+    old_state, new_state = model_state(before), model_state(after)
+    frozen, trained = 0.0, 0.0
+    for layer in old_state.present_blocks():
+        for unit in old_state.present(layer, kind):
+            old, new = old_state.views(layer, kind, unit), new_state.views(layer, kind, unit)
+            change = max(float((new[r].detach().cpu().float() - old[r].detach().float()).abs().max())
+                         for r in old if old[r] is not None)
+            if unit in plan.get(layer, []):
+                frozen = max(frozen, change)
+            else:
+                trained = max(trained, change)
+    return frozen, trained
+
+
 def step_finetune(ctx: Context) -> tuple[str, dict[str, Any]]:
-    """10 steps of mixed-precision fine-tuning through the CLI's job path; masked heads stay exactly as they were."""
+    """10 steps of mixed-precision fine-tuning through the CLI's job path, starting from a saved model with half the
+    neurons masked and pruning heads 0 and 3 of every layer (mask) before training: masked heads and neurons stay
+    exactly as they were."""
+    from sentinel import apply_plan, save_model
     from sentinel.pruning import masked_heads
+    from sentinel.pruning.units import masked_neurons
     from sentinel.training.config import FineTuneConfig
     from sentinel.training.job import FineTuneJob, run_finetune
 
@@ -559,19 +603,25 @@ def step_finetune(ctx: Context) -> tuple[str, dict[str, Any]]:
     checks = Checks()
     bf16 = ctx.device.type == "cpu" or torch.cuda.is_bf16_supported()
     precision = "bf16" if bf16 else "fp16"
-    original = load_model(None, device="cpu").model                   # the weights before training, fp32
+    loaded = load_model(None, device="cpu")
+    original = loaded.model                                           # the weights before training, fp32
     plan = {layer: [0, 3] for layer in range(model_heads(original).num_layers)}
+    neuron_plan = half_neurons_plan(original)
     config = FineTuneConfig(max_steps=10, learning_rate=1e-4, batch_size=s.finetune_batch, block_size=s.finetune_block,
                             warmup_ratio=0.0, eval_every=0, eval_max_tokens=s.finetune_eval_tokens,
                             eval_batch_size=s.finetune_batch, checkpoint_every=0, mixed_precision=precision, seed=0)
     with tempfile.TemporaryDirectory(prefix="gpu-check-finetune-") as tmp:
+        start_model = copy.deepcopy(original)                         # `sentinel finetune --model DIR` of a model
+        mask_neurons(start_model, neuron_plan)                        # saved with masked neurons
+        start_dir = save_model(start_model, loaded.tokenizer, Path(tmp) / "start")
+        del start_model
         text = None                                                   # the bundled corpus, as the CLI's default
         if s.finetune_docs is not None:                               # dry run: a small --text file, faster to tokenize
             from sentinel.data import load_texts
 
             text = str(Path(tmp) / "train.txt")
             Path(text).write_text("\n\n".join(load_texts("bundled:validation")[:s.finetune_docs]), encoding="utf-8")
-        job = FineTuneJob(out=str(Path(tmp) / "run"), config=config, model=None, text=text,
+        job = FineTuneJob(out=str(Path(tmp) / "run"), config=config, model=str(start_dir), text=text,
                           prune_plan={str(k): v for k, v in plan.items()}, prune_mode="mask")
         start = time.perf_counter()
         summary = run_finetune(job, str(ctx.device))
@@ -586,34 +636,29 @@ def step_finetune(ctx: Context) -> tuple[str, dict[str, Any]]:
         math.isfinite(summary[k]) for k in ("perplexity_before", "perplexity_after")))
     checks.true("the saved model still masks the planned heads", masked_heads(tuned) == plan,
                 {str(k): v for k, v in masked_heads(tuned).items()})
-    # Masked heads' slices (Q, K, V rows and biases, O columns) must be bit-for-bit unchanged; active ones trained.
-    before, after = model_heads(original), model_heads(tuned)
-    frozen_diff, trained = 0.0, 0.0
-    for layer in range(before.num_layers):
-        for head in range(before.num_heads):
-            old, new = before.head_weights(layer, head), after.head_weights(layer, head)
-            parts = [p for p in ("q", "k", "v", "o", "q_bias", "k_bias", "v_bias") if getattr(old, p) is not None]
-            change = max(float((getattr(new, p).detach().cpu().float() - getattr(old, p).detach().float()).abs().max())
-                         for p in parts)
-            if head in plan[layer]:
-                frozen_diff = max(frozen_diff, change)
-            else:
-                trained = max(trained, change)
-    checks.within("masked heads' weights unchanged (max |change|)", frozen_diff, 0.0)
-    checks.true("active heads' weights trained", trained > 0, trained)
-    # Masked heads' outputs still zero: the tuned masked model equals a copy with those heads removed.
+    checks.true("the saved model still masks the planned neurons", masked_neurons(tuned) == neuron_plan,
+                {str(k): len(v) for k, v in masked_neurons(tuned).items()})
+    # Masked units' slices (heads: Q, K, V rows and biases, O columns; neurons: input rows and bias, output column)
+    # must be bit-for-bit unchanged; active ones trained.
+    changes = {kind: _weights_change(original, tuned, kind, p) for kind, p in (("head", plan), ("neuron", neuron_plan))}
+    for kind, (frozen, trained) in changes.items():
+        checks.within(f"masked {kind}s' weights unchanged (max |change|)", frozen, 0.0)
+        checks.true(f"active {kind}s' weights trained", trained > 0, trained)
+    # Masked units' outputs still zero: the tuned masked model equals a copy with those heads and neurons removed.
     removed = copy.deepcopy(tuned)
-    remove_heads(removed, plan)
+    apply_plan(removed, {"heads": plan, "neurons": neuron_plan}, "remove")
     ids = random_ids(tuned.config.vocab_size, 2, 32, seed=4, device=ctx.device)
     with torch.no_grad():
         diff = rel_diff(tuned(input_ids=ids).logits, removed(input_ids=ids).logits)
     checks.within("masked outputs still zero (tuned masked vs removed, fp32)", diff, MASKED_VS_REMOVED_TOL["float32"])
     checks.raise_if_failed()
     return (f"{precision} mixed precision, 10 steps in {summary['seconds']:.1f}s train time, loss {losses[0]:.3f} -> "
-            f"{losses[-1]:.3f}, {summary['train_tokens_per_second']:,.0f} tok/s; masked weights unchanged, masked == "
-            f"removed {diff:.1e}"), {
+            f"{losses[-1]:.3f}, {summary['train_tokens_per_second']:,.0f} tok/s; masked heads' and neurons' weights "
+            f"unchanged, masked == removed {diff:.1e}"), {
         "mixed_precision": precision, "seconds_total": seconds, "summary": summary, "losses": curves["losses"],
-        "masked_plan": {str(k): v for k, v in plan.items()}, "trained_max_change": trained,
+        "masked_plan": {str(k): v for k, v in plan.items()},
+        "masked_neurons": {str(k): len(v) for k, v in neuron_plan.items()},
+        "trained_max_change": {f"{kind}s": trained for kind, (_, trained) in changes.items()},
         "tolerances": {"masked_weights_change": 0.0, "masked_vs_removed_fp32": MASKED_VS_REMOVED_TOL["float32"]},
         "checks": checks.rows}
 
@@ -660,7 +705,7 @@ def step_timings(ctx: Context) -> tuple[str, dict[str, Any]]:
                     label = "+".join(kinds)
                     for how, done in (("mask", "masked"), ("remove", "removed")):
                         variant = copy.deepcopy(models["unpruned"])
-                        apply_half(variant, kinds, how)
+                        apply_units(variant, kinds, how)
                         models[f"{label} {done}"] = variant
                 ids = random_ids(models["unpruned"].config.vocab_size, s.time_batch, s.time_seq, seed=5,
                                  device=ctx.device)
@@ -798,9 +843,9 @@ def print_table(results: list[StepResult], timings: list[dict[str, Any]]) -> Non
         peak = f"{r.peak_gpu_mib:,.0f}" if r.peak_gpu_mib is not None else "-"
         print(f"{r.name:20s} {'ok' if r.ok else 'FAIL':6s} {r.seconds:8.1f}  {peak:>12s}")
     if timings:
-        print("\nmodel       dtype     variant          body ms  speedup  FLOP-pred  meas/pred  decode tok/s")
+        print("\nmodel       dtype     variant                body ms  speedup  FLOP-pred  meas/pred  decode tok/s")
         for t in timings:
-            print(f"{t['model']:11s} {t['dtype']:9s} {t['variant']:15s} {t['body_ms_median']:8.2f} "
+            print(f"{t['model']:11s} {t['dtype']:9s} {t['variant']:21s} {t['body_ms_median']:8.2f} "
                   f"{t['speedup_measured']:7.2f}x {t['speedup_predicted']:9.2f}x {t['measured_over_predicted']:10.2f} "
                   f"{t['decode_tokens_per_s']:13,.1f}")
 

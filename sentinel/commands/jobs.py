@@ -60,12 +60,13 @@ def _list(store, args: argparse.Namespace) -> int:
     if not jobs:
         print(f"no jobs in {store.path}")
         return 0
-    print(f"{'id':<12}  {'kind':<10} {'state':<11} {'progress':>11}  {'created':<16}  experiment")
+    width = max(len("kind"), *(len(job.kind) for job in jobs))   # dashboard kinds are longer than the CLI's own
+    print(f"{'id':<12}  {'kind':<{width}} {'state':<11} {'progress':>11}  {'created':<16}  experiment")
     for job in jobs:
         step, total = job.progress.get("step"), job.progress.get("total_steps")
         progress = "" if step is None else (f"{step}/{total}" if total else str(step))
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created))
-        print(f"{job.id:<12}  {job.kind:<10} {job.state:<11} {progress:>11}  {created:<16}  {job.experiment_id or ''}")
+        print(f"{job.id:<12}  {job.kind:<{width}} {job.state:<11} {progress:>11}  {created:<16}  {job.experiment_id or ''}")
     return 0
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sentinel.device import parse_dtype, pick_device
-from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError
+from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError, UnsupportedModelError
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.adapters.base import PART_NAMES
 from sentinel.models.hub import hub_reachable
@@ -321,6 +321,13 @@ def save_model(
     `also_write(staging)` adds further files of Sentinel's own (e.g. a compressed sparse checkpoint) to the same
     atomic write, so they are part of the model folder and its marker.
     """
+
+    masked = [name for name, module in model.named_modules()
+              if hasattr(module, "weight_orig") and hasattr(module, "weight_mask")]
+    if masked:   # the weights would be written as weight_orig / weight_mask, which no loader reads back
+        raise UnsupportedModelError(
+            f"The model still carries weight-level sparsity masks ({len(masked)} modules, e.g. {masked[0]}); "
+            "call sentinel.sparsity.make_permanent(model) before saving (its zeros stay).")
 
     def write(staging: Path) -> None:
         # Config through transformers; weights under the module's own parameter names, one safetensors

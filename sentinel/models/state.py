@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from sentinel.errors import InvalidPruningPlan
+from sentinel.errors import CorruptModelError, InvalidPruningPlan
 from sentinel.models.adapters import FamilyAdapter, find_blocks
 from sentinel.models.adapters.base import (
     PART_NAMES, FamilySpec, insert_units, keep_units, submodule, unit_views,
@@ -580,6 +580,19 @@ def _drop_bias(module: nn.Module) -> None:
         module.register_buffer("bias", torch.zeros_like(bias.detach()), persistent=False)
     else:
         module.bias = None
+
+
+def block_layers(blocks: nn.ModuleList) -> list[int]:
+    """The original layer index of each module of a block stack: 0..n-1, or fewer where blocks were removed
+    (read from the stack's pruning state, if it has one; a stack no Sentinel state was bound to is unpruned)."""
+    state = blocks.__dict__.get(_STATE)
+    if state is None:
+        return list(range(len(blocks)))
+    layers = [layer for layer, s in enumerate(state.layers) if s.block]
+    if len(layers) != len(blocks):
+        raise CorruptModelError(f"The pruning state lists {len(layers)} blocks but the model has {len(blocks)}; "
+                                "the model was changed outside Sentinel. Reload it.")
+    return layers
 
 
 def model_state(model: nn.Module) -> ModelState:

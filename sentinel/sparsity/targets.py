@@ -15,6 +15,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from sentinel.errors import SentinelError
+from sentinel.models.state import block_layers
 
 
 class SparsityError(SentinelError, ValueError):
@@ -27,7 +28,8 @@ class Target:
 
     name: str                 # module path, e.g. "transformer.h.3.attn.c_attn"
     module: nn.Module
-    layer: int | None         # index in the block stack (None for modules outside it, e.g. an included lm_head)
+    layer: int | None         # original layer of its block (None for modules outside the stack, e.g. an included
+                              # lm_head); differs from the module path's index once blocks were removed
     matrix: str               # path inside the block, e.g. "attn.c_attn"
 
     @property
@@ -84,11 +86,12 @@ def find_targets(model: nn.Module, include: tuple[str, ...] = ()) -> list[Target
     it would also prune the embedding.
     """
     stack_name, stack = _block_stack(model)
+    layers = block_layers(stack)
     targets = []
     for index, block in enumerate(stack):
         for sub, module in block.named_modules():
             if _is_matrix(module):
-                targets.append(Target(f"{stack_name}.{index}.{sub}", module, index, sub))
+                targets.append(Target(f"{stack_name}.{index}.{sub}", module, layers[index], sub))
     modules = dict(model.named_modules())
     for name in include:
         module = modules.get(name)

@@ -58,7 +58,8 @@ def test_dry_run_passes_every_step_and_says_there_is_no_cuda(dry_run):
         # every step printed exactly one result line
         assert sum(line.startswith("[ok  ]") and f" {step['name']} " in line for line in done.stdout.splitlines()) == 1
     assert data["all_passed"] is True
-    assert data["unit_kinds"] == ["heads"]
+    assert data["unit_kinds"] == ["heads", "neurons", "blocks"]
+    assert data["timing_variants"] == ["heads", "neurons", "heads+neurons", "blocks"]
 
 
 def test_dry_run_states_its_tolerances_and_meets_them(dry_run):
@@ -69,9 +70,10 @@ def test_dry_run_states_its_tolerances_and_meets_them(dry_run):
     assert tolerances["unmask"] == 0.0
     steps = {s["name"]: s for s in data["steps"]}
     cases = steps["masked_vs_removed"]["details"]["cases"]
-    # three models x three dtypes x one unit kind, each within its dtype's stated tolerance
-    assert {(c["model"], c["dtype"]) for c in cases} == {
-        (m, d) for m in ("bundled", "gpt2-small", "llama-gqa") for d in ("float32", "float16", "bfloat16")}
+    # three models x three dtypes x three unit kinds, each within its dtype's stated tolerance
+    assert len(cases) == 27 and {(c["model"], c["dtype"], c["kind"]) for c in cases} == {
+        (m, d, k) for m in ("bundled", "gpt2-small", "llama-gqa") for d in ("float32", "float16", "bfloat16")
+        for k in ("heads", "neurons", "blocks")}
     for case in cases:
         assert case["forward_rel_diff"] <= tolerances["masked_vs_removed"][case["dtype"]] == case["tolerance"]
         assert case["unmask_rel_diff"] == 0.0
@@ -85,16 +87,25 @@ def test_dry_run_states_its_tolerances_and_meets_them(dry_run):
             assert case[f"{metric}_rel_diff"] <= tol
     finetune = steps["finetune"]["details"]
     assert finetune["summary"]["steps"] == 10 and finetune["summary"]["stopped"] == "completed"
-    assert finetune["trained_max_change"] > 0
+    assert finetune["trained_max_change"]["heads"] > 0 and finetune["trained_max_change"]["neurons"] > 0
+    assert finetune["masked_neurons"] and all(n > 0 for n in finetune["masked_neurons"].values())
+    names = {c["check"] for c in finetune["checks"]}
+    assert {"the saved model still masks the planned neurons", "masked neurons' weights unchanged (max |change|)",
+            "masked heads' weights unchanged (max |change|)"} <= names
     rows = steps["timings"]["details"]["rows"]
-    assert {(r["model"], r["variant"]) for r in rows} == {
-        (m, v) for m in ("gpt2-small", "llama-gqa") for v in ("unpruned", "heads masked", "heads removed")}
+    variants = ["unpruned"] + [f"{v} {how}" for v in ("heads", "neurons", "heads+neurons", "blocks")
+                               for how in ("masked", "removed")]
+    assert {(r["model"], r["variant"]) for r in rows} == {(m, v) for m in ("gpt2-small", "llama-gqa") for v in variants}
+    assert len(rows) == 2 * 2 * len(variants)               # two models x two dtypes
     for row in rows:
         assert row["body_ms_median"] > 0 and row["decode_tokens_per_s"] > 0
-        if row["variant"] == "heads removed":
+        if row["variant"].endswith("removed"):
             assert row["speedup_predicted"] > 1.0
-        else:                                             # masked heads still run: no FLOPs saved
+        else:                                             # masked units still run: no FLOPs saved
             assert row["speedup_predicted"] == pytest.approx(1.0)
+    for model in ("gpt2-small", "llama-gqa"):             # both kinds together save more than either alone
+        predicted = {r["variant"]: r["speedup_predicted"] for r in rows if r["model"] == model}
+        assert predicted["heads+neurons removed"] > max(predicted["heads removed"], predicted["neurons removed"])
     run = steps["evaluate_cli"]["details"]["runs"]["cpu"]
     assert run["result"]["device"] == "cpu" and math.isfinite(run["result"]["perplexity"])
 
@@ -111,6 +122,24 @@ def test_body_flops_is_the_hand_count_for_gpt2(gpu_check):
     assert gpu_check.body_flops(model, batch, seq) == hand(heads)
     remove_heads(model, gpu_check.half_heads_plan(model))
     assert gpu_check.body_flops(model, batch, seq) == hand(heads // 2)
+
+
+def test_neuron_and_block_plans_cut_what_they_say(gpu_check):
+    """The neurons plan halves every MLP, the blocks plan takes layers 1, 5, 9, ...; the FLOP count follows."""
+    model = make_tiny_model("gpt2")                       # 3 layers x 4 heads x 8, hidden 32, MLP 128
+    layers, heads, hidden, dim, mlp, batch, seq = 3, 4, 32, 8, 128, 2, 16
+
+    def hand(n_layers: int, inner: int) -> int:
+        weights = n_layers * (hidden * 3 * heads * dim + heads * dim * hidden + 2 * hidden * inner)
+        return 2 * batch * seq * weights + 4 * batch * n_layers * heads * seq * seq * dim
+
+    neurons = gpu_check.half_neurons_plan(model)
+    assert neurons == {layer: list(range(0, mlp, 2)) for layer in range(layers)}
+    assert gpu_check.quarter_blocks_plan(model) == [1]
+    assert gpu_check.quarter_blocks_plan(make_tiny_model("llama")) == [1]
+    removed = gpu_check.apply_units(model, ("neurons", "blocks"), "remove")
+    assert removed == {"neurons": neurons, "blocks": [1]}
+    assert gpu_check.body_flops(model, batch, seq) == hand(layers - 1, mlp // 2)
 
 
 def test_body_flops_counts_gqa_and_the_gated_mlp(gpu_check):

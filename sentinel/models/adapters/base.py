@@ -14,6 +14,7 @@ maps them to original indices.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -49,50 +50,59 @@ def _set_width(module: nn.Module, axis: str, size: int) -> None:
         setattr(module, "out_features" if axis == "out" else "in_features", size)
 
 
+def _change_weight(module: nn.Module, change: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
+    """Replace the weight by `change(weight, fill)`. Under a torch.nn.utils.prune reparametrization (weight-level
+    sparsity, sentinel.sparsity) weight_orig and weight_mask change alike (new mask channels are 1: not pruned)
+    and the weight is recomputed as prune does, so removing or growing units keeps the sparsity masks in line."""
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        orig = module.weight_orig
+        module.weight_orig = nn.Parameter(change(orig.detach(), 0.0), requires_grad=orig.requires_grad)
+        module.weight_mask = change(module.weight_mask, 1.0)
+        module.weight = module.weight_orig * module.weight_mask
+    else:
+        module.weight = nn.Parameter(change(module.weight.detach(), 0.0), requires_grad=module.weight.requires_grad)
+
+
+def _selected(dim: int, index: torch.Tensor) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    return lambda t, _fill: t.index_select(dim, index.to(t.device)).contiguous()
+
+
+def _expanded(dim: int, size: int, index: torch.Tensor) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    def change(t: torch.Tensor, fill: float) -> torch.Tensor:
+        shape = list(t.shape)
+        shape[dim] = size
+        return t.new_full(shape, fill).index_copy_(dim, index.to(t.device), t)
+    return change
+
+
 def keep_out_features(module: nn.Module, index: torch.Tensor) -> None:
     """Keep only the output channels `index` of a Linear or Conv1D (weight and bias)."""
-    dim = _out_dim(module)
-    index = index.to(module.weight.device)
-    module.weight = nn.Parameter(module.weight.detach().index_select(dim, index).contiguous(),
-                                 requires_grad=module.weight.requires_grad)
+    _change_weight(module, _selected(_out_dim(module), index))
     if module.bias is not None:
-        module.bias = nn.Parameter(module.bias.detach().index_select(0, index).contiguous(),
+        module.bias = nn.Parameter(module.bias.detach().index_select(0, index.to(module.bias.device)).contiguous(),
                                    requires_grad=module.bias.requires_grad)
     _set_width(module, "out", len(index))
 
 
 def keep_in_features(module: nn.Module, index: torch.Tensor) -> None:
     """Keep only the input channels `index` of a Linear or Conv1D (the bias is per output, untouched)."""
-    dim = 1 - _out_dim(module)
-    index = index.to(module.weight.device)
-    module.weight = nn.Parameter(module.weight.detach().index_select(dim, index).contiguous(),
-                                 requires_grad=module.weight.requires_grad)
+    _change_weight(module, _selected(1 - _out_dim(module), index))
     _set_width(module, "in", len(index))
 
 
 def expand_out_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
     """Inverse of keep_out_features: grow to `size` output channels; the current ones land at `index`, new ones are 0."""
-    dim = _out_dim(module)
-    old = module.weight.detach()
-    shape = list(old.shape)
-    shape[dim] = size
-    index = index.to(old.device)
-    module.weight = nn.Parameter(old.new_zeros(shape).index_copy_(dim, index, old),
-                                 requires_grad=module.weight.requires_grad)
+    _change_weight(module, _expanded(_out_dim(module), size, index))
     if module.bias is not None:
-        module.bias = nn.Parameter(module.bias.detach().new_zeros(size).index_copy_(0, index, module.bias.detach()),
+        bias = module.bias.detach()
+        module.bias = nn.Parameter(bias.new_zeros(size).index_copy_(0, index.to(bias.device), bias),
                                    requires_grad=module.bias.requires_grad)
     _set_width(module, "out", size)
 
 
 def expand_in_features(module: nn.Module, size: int, index: torch.Tensor) -> None:
     """Inverse of keep_in_features: grow to `size` input channels; the current ones land at `index`, new ones are 0."""
-    dim = 1 - _out_dim(module)
-    old = module.weight.detach()
-    shape = list(old.shape)
-    shape[dim] = size
-    module.weight = nn.Parameter(old.new_zeros(shape).index_copy_(dim, index.to(old.device), old),
-                                 requires_grad=module.weight.requires_grad)
+    _change_weight(module, _expanded(1 - _out_dim(module), size, index))
     _set_width(module, "in", size)
 
 
