@@ -176,7 +176,7 @@ def _inexpressible(num_heads: int, shapes: list[BlockShape], keys: StockKeys, fa
     """Why the shapes cannot be one stock config: each problem names the blocks concerned and what would fix it."""
     problems = []
     if keys.heads is None:
-        cut = [f"{i} ({s.heads} of {num_heads})" for i, s in enumerate(shapes) if s.heads != num_heads]
+        cut = [f"{s.layer} ({s.heads} of {num_heads})" for s in shapes if s.heads != num_heads]
         if cut:
             problems.append(
                 f"blocks {', '.join(cut)} lost attention heads, and {family} derives head size from "
@@ -184,18 +184,18 @@ def _inexpressible(num_heads: int, shapes: list[BlockShape], keys: StockKeys, fa
                 f"{num_heads} heads in every block (prune MLP neurons or whole layers for this family, or "
                 "keep the Sentinel format)")
     else:
-        empty = [str(i) for i, s in enumerate(shapes) if s.heads == 0]
+        empty = [str(s.layer) for s in shapes if s.heads == 0]
         if empty:
             problems.append(f"blocks {', '.join(empty)} have no heads left, which a stock config cannot express; "
                             "keep at least one K/V group per block (--min-heads)")
         counts = {(s.heads, s.kv_heads) for s in shapes}
         if len(counts) > 1:
-            listed = ", ".join(f"{i}: {s.heads} heads/{s.kv_heads} K/V" for i, s in enumerate(shapes))
+            listed = ", ".join(f"{s.layer}: {s.heads} heads/{s.kv_heads} K/V" for s in shapes)
             problems.append(f"blocks keep different head counts ({listed}); export needs the same count in every "
                             "block: prune with --scope per_layer (whole K/V groups), or a uniform allocation")
     widths = {s.mlp_width for s in shapes}
     if len(widths) > 1:
-        listed = ", ".join(f"{i}: {s.mlp_width}" for i, s in enumerate(shapes))
+        listed = ", ".join(f"{s.layer}: {s.mlp_width}" for s in shapes)
         problems.append(f"blocks keep different MLP widths ({listed}); export needs one width in every block: "
                         "prune neurons with a uniform allocation")
     return problems

@@ -40,11 +40,12 @@ def mlp_output_projection(heads: ModelHeads, block: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class BlockShape:
-    """What one block physically holds now: query heads, key/value heads and MLP width."""
+    """What one block physically holds now: query heads, key/value heads and MLP width; `layer` is its original index."""
 
     heads: int
     kv_heads: int
     mlp_width: int
+    layer: int
 
 
 def block_shapes(model: nn.Module) -> list[BlockShape]:
@@ -52,6 +53,6 @@ def block_shapes(model: nn.Module) -> list[BlockShape]:
     heads = model_heads(model)
     return [
         BlockShape(len(heads.present(layer)), len(heads.present_kv(layer)),
-                   in_features(mlp_output_projection(heads, heads.block(layer))))
+                   in_features(mlp_output_projection(heads, heads.block(layer))), layer)
         for layer in heads.present_blocks()
     ]

@@ -181,3 +181,11 @@ def test_a_per_layer_strategy_on_grouped_query_attention_exports(tmp_path):
     result = export_model(model, None, tmp_path / "out")
     assert (result.heads, result.kv_heads) == (4, 1)
     assert result.verified_max_abs_diff <= 1e-5
+
+
+def test_refusals_name_blocks_by_original_layer_after_a_block_is_removed(tmp_path):
+    model = make_tiny_model("opt")
+    remove_layers(model, [0])
+    remove_neurons(model, {2: list(range(16, 64))})     # original layer 2 is now the second block left
+    with pytest.raises(ExportError, match=r"different MLP widths \(1: 64, 2: 16\)"):
+        export_model(model, None, tmp_path / "out")
