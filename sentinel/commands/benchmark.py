@@ -15,7 +15,7 @@ from sentinel.commands.common import add_model_arguments, print_json
 from sentinel.errors import SentinelError
 
 if TYPE_CHECKING:   # heavy modules are imported inside run, so `sentinel --help` stays fast
-    from sentinel.pruning.benchmark import BenchmarkResult
+    from sentinel.workflows.benchmark import BenchmarkResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +61,7 @@ def _levels(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     from sentinel.commands.jobrun import output_folder, run_in_foreground
-    from sentinel.pruning.benchmark import BenchmarkConfig, BenchmarkResult
+    from sentinel.workflows.benchmark import BenchmarkConfig, BenchmarkResult
     from sentinel.store import Store
 
     config = BenchmarkConfig(
