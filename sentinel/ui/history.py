@@ -44,7 +44,7 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
-            "distill": r.config.get("distill"), "perplexity": round(ppl, 2) if ppl is not None else None,
+            "distill": _distill(r.config), "perplexity": round(ppl, 2) if ppl is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -61,7 +61,7 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
         strategy, level = r.config.get("strategy"), r.config.get("pruning_ratio")
         if not strategy or not isinstance(level, (int, float)):
             continue
-        trained = "distilled" if r.config.get("distill") else "fine-tuned"
+        trained = "distilled" if _distill(r.config) else "fine-tuned"
         summary = RunSummary.from_dict(r.summary)
         for value, stage in ((summary.perplexity_pruned, "pruned"), (summary.perplexity_after, trained)):
             if value is not None:
@@ -71,6 +71,12 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])
     return frame.sort_values(["model", "strategy", "stage", "level"]).reset_index(drop=True)
+
+
+def _distill(config: Mapping[str, Any]) -> Any:
+    """Whether a run distilled: its own setting, or its nested fine-tuning settings' (workflow configs)."""
+    nested = config.get("finetune")
+    return config.get("distill", nested.get("distill") if isinstance(nested, Mapping) else None)
 
 
 def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from sentinel.pruning.masks import active_heads
 from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.strategies import get_strategy, strategy_class
 from sentinel.store import Store
-from sentinel.training.config import FineTuneConfig, known_settings
+from sentinel.training.config import FineTuneConfig, known_settings, nested_finetune, with_steps
 from sentinel.training.finetune import load_finetune_data
 from sentinel.workflows.recorder import RunRecorder
 from sentinel.workflows.steps import analysis_batches, evaluate, measure, prune, select, tune
@@ -52,6 +52,9 @@ RESULT_COLUMNS = [
 ]
 UNIT_KINDS = {"heads": "head", "neurons": "neuron", "layers": "layer"}
 BUDGET_DEFAULT_METRIC = {"head": "magnitude", "neuron": "magnitude", "layer": "block_influence"}
+# Flat setting names (before FineTuneConfig was nested) -> FineTuneConfig fields; from_dict still reads them.
+LEGACY_FINETUNE_KEYS = {"learning_rate": "learning_rate", "batch_size": "batch_size", "block_size": "block_size",
+                        "eval_tokens": "eval_max_tokens", "seed": "seed", "device": "device"}
 
 
 @dataclass
@@ -61,21 +64,17 @@ class BenchmarkConfig:
     out: str
     strategies: list[str] = field(default_factory=lambda: ["entropy", "magnitude", "gradient", "random"])
     levels: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
-    steps: int = 50
-    distill: bool = False
+    steps: int = 50                       # recovery steps per cell and arm; replaces finetune.max_steps
+    distill: bool = False                 # also a distillation arm per cell (sets finetune.distill per arm)
     model: str | None = None
     text: str | None = None
     mode: str = "remove"
-    learning_rate: float = 1e-4
-    batch_size: int = 8
-    block_size: int = 128
-    eval_tokens: int = 8192
+    # learning rate, batch and block size, validation tokens, seed and device: defined once, here
+    finetune: FineTuneConfig = field(default_factory=lambda: FineTuneConfig(eval_every=0, eval_max_tokens=8192))
     analysis_samples: int = 16
     speed_prompt_tokens: int = 64
     speed_new_tokens: int = 16
     speed_runs: int = 3
-    seed: int = 0
-    device: str = "auto"
     dtype: str | None = None
     units: list[str] = field(default_factory=lambda: ["heads"])   # other than heads alone: levels are budgets
     allocation: str = "global"
@@ -112,9 +111,15 @@ class BenchmarkConfig:
         self.finetune_config(False).validate()
 
     def finetune_config(self, distill: bool) -> FineTuneConfig:
-        return FineTuneConfig(max_steps=self.steps, learning_rate=self.learning_rate, batch_size=self.batch_size,
-                              block_size=self.block_size, eval_every=0, eval_max_tokens=self.eval_tokens,
-                              distill=distill, seed=self.seed, device=self.device)
+        return with_steps(self.finetune, self.steps, distill=distill)
+
+    # Read-only views of the nested fine-tuning settings, for the code and callers that read them by name.
+    batch_size = property(lambda self: self.finetune.batch_size)
+    block_size = property(lambda self: self.finetune.block_size)
+    learning_rate = property(lambda self: self.finetune.learning_rate)
+    eval_tokens = property(lambda self: self.finetune.eval_max_tokens)
+    seed = property(lambda self: self.finetune.seed)
+    device = property(lambda self: self.finetune.device)
 
     @property
     def cells(self) -> list[tuple[str, float]]:
@@ -130,7 +135,16 @@ class BenchmarkConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchmarkConfig:
-        return cls(**known_settings(cls, data, "benchmark"))
+        """From to_dict's form; also the flat names older results and the job runner use (batch_size, ...)."""
+        values, tune_config = nested_finetune(data, FineTuneConfig(eval_every=0, eval_max_tokens=8192),
+                                              LEGACY_FINETUNE_KEYS)
+        return cls(**known_settings(cls, values, "benchmark"), finetune=tune_config)
+
+    def comparable(self) -> dict[str, Any]:
+        """The settings that decide the results (everything but the device), to match a resumed run's."""
+        data = self.to_dict()
+        data["finetune"] = {k: v for k, v in data["finetune"].items() if k != "device"}
+        return data
 
 
 @dataclass
@@ -350,8 +364,7 @@ def _previous(out: Path, config: BenchmarkConfig) -> BenchmarkResult | None:
     if not path.is_file():
         return None
     previous = BenchmarkResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    if {k: v for k, v in previous.config.items() if k != "device"} != {
-            k: v for k, v in config.to_dict().items() if k != "device"}:
+    if BenchmarkConfig.from_dict(previous.config).comparable() != config.comparable():
         logger.warning("%s holds results of different settings; starting over.", path)
         return None
     return previous

@@ -1,6 +1,7 @@
 """Experiments: load -> measure -> prune -> evaluate -> fine-tune -> evaluate -> sample, recorded in the store.
 
-    config = ExperimentConfig(strategy="entropy", pruning_ratio=0.3, steps=200, distill=True, output_dir="runs/x")
+    config = ExperimentConfig(strategy="entropy", pruning_ratio=0.3, steps=200, output_dir="runs/x",
+                              finetune=FineTuneConfig(distill=True, eval_every=0, eval_max_tokens=16384))
     model, tokenizer, summary = run_experiment(config)
 
 The summary (a `RunSummary` as a dict; also `<output_dir>/summary.json` and the experiment's summary in the
@@ -34,13 +35,18 @@ from sentinel.pruning.masks import active_heads
 from sentinel.pruning.plan import plan_to_json
 from sentinel.pruning.strategies import get_strategy
 from sentinel.store import Store, sentinel_home
-from sentinel.training.config import FineTuneConfig, known_settings
+from sentinel.training.config import FineTuneConfig, known_settings, nested_finetune, with_steps
 from sentinel.training.finetune import describe_result, load_finetune_data
 from sentinel.workflows.recorder import RunRecorder
 from sentinel.workflows.steps import analysis_batches, evaluate, prune_by_strategy, tune
 from sentinel.workflows.summary import RunSummary
 
 ProgressTracker = RunRecorder   # the experiment's name for the shared run recorder
+
+# Flat setting names (before FineTuneConfig was nested) -> FineTuneConfig fields; from_dict still reads them.
+LEGACY_FINETUNE_KEYS = {"learning_rate": "learning_rate", "batch_size": "batch_size", "block_size": "block_size",
+                        "eval_every": "eval_every", "eval_tokens": "eval_max_tokens", "distill": "distill",
+                        "seed": "seed", "device": "device"}
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +61,13 @@ class ExperimentConfig:
     model: str | None = None              # hub id or folder; None = the bundled model
     strategy: str = "entropy"
     pruning_ratio: float = 0.3
-    steps: int | None = 100               # fine-tuning steps (0: prune and evaluate only)
+    steps: int | None = 100               # fine-tuning steps (0: prune and evaluate only); replaces finetune.max_steps
     epochs: float | None = None           # alternatively passes over the training blocks (steps must be None)
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    distill: bool = False
-    device: str = "auto"
+    # learning rate, batch and block size, evaluation, distillation, seed and device: defined once, here
+    finetune: FineTuneConfig = field(default_factory=lambda: FineTuneConfig(eval_every=0, eval_max_tokens=16384))
     output_dir: str | None = None         # default: $SENTINEL_HOME/experiments/<experiment id>
-    seed: int = 0
     mode: str = "mask"                    # mask (reversible) or remove (smaller, faster)
     text: str | None = None               # training text (sentinel.data.load_texts); None = the bundled corpus
-    block_size: int = 128
-    eval_tokens: int = 16384              # validation tokens per perplexity measurement
-    eval_every: int = 0
     analysis_samples: int = 32            # blocks the strategy's metrics are computed on
     min_heads: int = 1
     prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
@@ -91,17 +91,26 @@ class ExperimentConfig:
         self.finetune_config(1).validate()
 
     def finetune_config(self, steps: int) -> FineTuneConfig:
-        return FineTuneConfig(max_steps=steps, learning_rate=self.learning_rate, batch_size=self.batch_size,
-                              block_size=self.block_size, eval_every=self.eval_every,
-                              eval_max_tokens=self.eval_tokens, distill=self.distill, seed=self.seed,
-                              device=self.device)
+        return with_steps(self.finetune, steps)
+
+    # Read-only views of the nested fine-tuning settings, for the code and callers that read them by name.
+    batch_size = property(lambda self: self.finetune.batch_size)
+    block_size = property(lambda self: self.finetune.block_size)
+    learning_rate = property(lambda self: self.finetune.learning_rate)
+    eval_tokens = property(lambda self: self.finetune.eval_max_tokens)
+    eval_every = property(lambda self: self.finetune.eval_every)
+    distill = property(lambda self: self.finetune.distill)
+    seed = property(lambda self: self.finetune.seed)
+    device = property(lambda self: self.finetune.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
-        return cls(**known_settings(cls, data, "experiment"))
+        """From to_dict's form; also the flat names older records and the job runner use (batch_size, ...)."""
+        values, tune_config = nested_finetune(data, cls().finetune, LEGACY_FINETUNE_KEYS)
+        return cls(**known_settings(cls, values, "experiment"), finetune=tune_config)
 
 
 def run_experiment(

@@ -76,14 +76,14 @@ def test_all_three_workflows_record_through_the_run_recorder(tiny_lm_dir, tiny_t
 
     monkeypatch.setattr(RunRecorder, "write_summary", spy)
     store = Store(tmp_path / "s.db")
+    tiny = FineTuneConfig(batch_size=4, block_size=32, eval_every=0, eval_max_tokens=64, device="cpu")
     run_experiment(ExperimentConfig(model=str(tiny_lm_dir), strategy="magnitude", pruning_ratio=0.25, steps=1,
-                                    batch_size=4, device="cpu", output_dir=str(tmp_path / "exp"),
-                                    text=str(tiny_text_file), block_size=32, eval_tokens=64, analysis_samples=4,
-                                    prompts=["Return the"], sample_tokens=3), store)
+                                    finetune=tiny, output_dir=str(tmp_path / "exp"), text=str(tiny_text_file),
+                                    analysis_samples=4, prompts=["Return the"], sample_tokens=3), store)
     run_benchmark(BenchmarkConfig(out=str(tmp_path / "bench"), strategies=["magnitude"], levels=[0.25], steps=1,
-                                  model=str(tiny_lm_dir), text=str(tiny_text_file), batch_size=4, block_size=32,
-                                  eval_tokens=64, analysis_samples=4, speed_runs=1, speed_prompt_tokens=8,
-                                  speed_new_tokens=2, device="cpu"), store)
+                                  model=str(tiny_lm_dir), text=str(tiny_text_file), finetune=tiny,
+                                  analysis_samples=4, speed_runs=1, speed_prompt_tokens=8, speed_new_tokens=2),
+                  store)
     model, tokenizer = make_tiny_lm()
     blocks = cut_blocks(join_documents(tokenizer, TINY_TEXTS * 3), 32)
     loader = TextBlocks(blocks, 32, "tiny", len(TINY_TEXTS), tokenizer.pad_token_id).dataloader(batch_size=4)
@@ -173,3 +173,40 @@ def test_layering_models_below_pruning_below_workflows():
     for path, names in _imports(PACKAGE / "pruning").items():
         if path not in shims:
             assert not any(n.startswith("sentinel.workflows") for n in names), path
+
+
+def test_fine_tuning_settings_are_defined_once_and_the_cli_flags_match_them():
+    """FineTuneConfig is nested in the three workflow configs; old flat records still load; every fine-tuning
+    CLI flag of finetune/benchmark names a FineTuneConfig field, and benchmark's defaults are BenchmarkConfig's."""
+    import argparse
+    from dataclasses import fields
+
+    from sentinel.commands import benchmark as benchmark_command
+    from sentinel.commands import finetune as finetune_command
+    from sentinel.commands.common import FINETUNE_FLAGS, finetune_settings
+    from sentinel.workflows.benchmark import BenchmarkConfig
+    from sentinel.workflows.experiment import ExperimentConfig
+    from sentinel.workflows.plasticity import PlasticityConfig
+
+    names = {f.name for f in fields(FineTuneConfig)}
+    assert set(FINETUNE_FLAGS.values()) <= names
+    for cls in (ExperimentConfig, BenchmarkConfig, PlasticityConfig):
+        own = {f.name for f in fields(cls)}
+        assert "finetune" in own and not own & (names - {"distill"}) - {"steps"}, cls
+    old = ExperimentConfig.from_dict({"strategy": "random", "batch_size": 3, "eval_tokens": 99, "device": "cpu"})
+    assert (old.finetune.batch_size, old.finetune.eval_max_tokens, old.device) == (3, 99, "cpu")
+    assert ExperimentConfig.from_dict(old.to_dict()) == old
+    bench = BenchmarkConfig(out="x")
+    assert BenchmarkConfig.from_dict(bench.to_dict()) == bench
+
+    for command, expected in ((finetune_command, None), (benchmark_command, bench.finetune)):
+        parser = argparse.ArgumentParser()
+        command.register(parser.add_subparsers())
+        sub = parser._subparsers._group_actions[0].choices
+        args = next(iter(sub.values())).parse_args([a for a in ("--steps", "1", "--out", "o")])
+        settings = finetune_settings(args)
+        assert settings and set(settings) <= names
+        if expected is not None:
+            for field, value in settings.items():
+                if field != "distill":
+                    assert value == getattr(expected, field), field
