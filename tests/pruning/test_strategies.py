@@ -178,7 +178,11 @@ def test_bad_settings_and_registry():
     assert get_strategy("hybrid", pruning_ratio=0.2, entropy_weight=0.7).to_dict()["entropy_weight"] == 0.7
 
 
-def test_register_a_custom_strategy(gpt2):
+def test_register_a_custom_strategy(gpt2, monkeypatch):
+    from sentinel.pruning import strategies
+
+    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))   # later tests see the built-ins only
+
     class LastHeads(BasePruningStrategy):
         name = "last_heads"
 
