@@ -22,7 +22,7 @@ import torch
 from sentinel import apply_plan, load_model
 from sentinel.metrics import compute_scores
 from sentinel.pruning.budget import select_budget
-from sentinel.pruning.experiment_runner import analysis_batches, validation_perplexity
+from sentinel.workflows.steps import analysis_batches, validation_perplexity
 from sentinel.training.config import FineTuneConfig
 from sentinel.training.finetune import finetune, load_finetune_data
 

@@ -187,9 +187,9 @@ def load_bundled_texts(split: str = "validation", model_dir: str | Path | None =
     if split not in BUNDLED_SPLITS:
         raise DataError(f"Unknown bundled split {split!r}; use 'train' or 'validation'.")
     from sentinel.demo.build import load_corpus_split
-    from sentinel.models import BUNDLED_MODEL_DIR
+    from sentinel.models.loading import bundled_model_dir
 
-    return load_corpus_split(model_dir or BUNDLED_MODEL_DIR, split)
+    return load_corpus_split(model_dir or bundled_model_dir(), split)
 
 
 def load_hub_texts(spec: str, text_column: str = "text") -> list[str]:

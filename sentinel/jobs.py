@@ -38,8 +38,9 @@ Listener = Callable[[str, dict[str, Any]], None]
 # Built-in kinds, imported only when a job of that kind runs (so importing this module stays cheap).
 JOB_KINDS: dict[str, str | JobRunner] = {
     "finetune": "sentinel.training.job:run_finetune_job",
-    "experiment": "sentinel.pruning.experiment_runner:run_experiment_job",
-    "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
+    "experiment": "sentinel.workflows.experiment:run_experiment_job",
+    "benchmark": "sentinel.workflows.benchmark:run_benchmark_job",
+    "plasticity": "sentinel.workflows.plasticity:run_plasticity_job",
     "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
     "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
 }

@@ -11,11 +11,11 @@ import json
 
 from typing import TYPE_CHECKING
 
-from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.commands.common import add_model_arguments, finetune_settings, print_json
 from sentinel.errors import SentinelError
 
 if TYPE_CHECKING:   # heavy modules are imported inside run, so `sentinel --help` stays fast
-    from sentinel.pruning.benchmark import BenchmarkResult
+    from sentinel.workflows.benchmark import BenchmarkResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,16 +60,18 @@ def _levels(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sentinel.commands.jobrun import output_folder, run_in_foreground
-    from sentinel.pruning.benchmark import BenchmarkConfig, BenchmarkResult
+    from sentinel.workflows.benchmark import BenchmarkConfig, BenchmarkResult
     from sentinel.store import Store
 
+    tune = {k: v for k, v in finetune_settings(args).items() if k != "distill"}   # --distill adds an arm
     config = BenchmarkConfig(
         out=args.out, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
         levels=_levels(args.levels), steps=args.steps, distill=args.distill, model=args.model, text=args.text,
-        mode=args.mode, learning_rate=args.lr, batch_size=args.batch_size, block_size=args.block_size,
-        eval_tokens=args.eval_tokens, analysis_samples=args.analysis_samples, speed_runs=args.speed_runs,
-        seed=args.seed, device=args.device, dtype=args.dtype,
+        mode=args.mode, finetune=replace(BenchmarkConfig(out=args.out).finetune, **tune),
+        analysis_samples=args.analysis_samples, speed_runs=args.speed_runs, dtype=args.dtype,
         units=[u.strip() for u in args.units.split(",") if u.strip()], allocation=args.allocation,
     )
     config.validate()

@@ -12,6 +12,23 @@ from typing import Any
 from sentinel.errors import SentinelError
 
 
+# argparse dest of a CLI flag -> the FineTuneConfig field it sets, one table for `finetune` and `benchmark`
+# (tests/workflows checks every entry against FineTuneConfig and the benchmark's defaults against BenchmarkConfig).
+FINETUNE_FLAGS = {
+    "lr": "learning_rate", "batch_size": "batch_size", "grad_accum": "gradient_accumulation_steps",
+    "block_size": "block_size", "warmup": "warmup_ratio", "scheduler": "lr_scheduler",
+    "weight_decay": "weight_decay", "eval_every": "eval_every", "eval_tokens": "eval_max_tokens",
+    "early_stopping": "early_stopping_patience", "checkpoint_every": "checkpoint_every", "distill": "distill",
+    "alpha": "distill_alpha", "temperature": "distill_temperature", "mixed_precision": "mixed_precision",
+    "seed": "seed", "device": "device",
+}
+
+
+def finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The FineTuneConfig fields the parsed flags set (only the flags this command has), by FINETUNE_FLAGS."""
+    return {field: getattr(args, dest) for dest, field in FINETUNE_FLAGS.items() if hasattr(args, dest)}
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="hub id or folder (default: the bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")

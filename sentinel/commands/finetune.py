@@ -14,7 +14,7 @@ import sys
 
 from typing import TYPE_CHECKING
 
-from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.commands.common import add_model_arguments, finetune_settings, print_json
 from sentinel.errors import SentinelError
 
 if TYPE_CHECKING:   # heavy modules are imported inside the functions, so `sentinel --help` stays fast
@@ -72,15 +72,9 @@ def build_job(args: argparse.Namespace) -> FineTuneJob:
     if args.steps <= 0:
         raise SentinelError(f"--steps must be at least 1, got {args.steps}.")
     fifth = max(1, args.steps // 5)
-    config = FineTuneConfig(
-        max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, block_size=args.block_size, warmup_ratio=args.warmup,
-        lr_scheduler=args.scheduler, weight_decay=args.weight_decay, eval_every=args.eval_every or fifth,
-        eval_max_tokens=args.eval_tokens, early_stopping_patience=args.early_stopping,
-        checkpoint_every=args.checkpoint_every or fifth, distill=args.distill, distill_alpha=args.alpha,
-        distill_temperature=args.temperature, mixed_precision=args.mixed_precision, seed=args.seed,
-        device=args.device,
-    )
+    settings = finetune_settings(args)   # every fine-tuning flag, by the one table in commands/common.py
+    settings.update(eval_every=args.eval_every or fifth, checkpoint_every=args.checkpoint_every or fifth)
+    config = FineTuneConfig(max_steps=args.steps, **settings)
     config.validate()
     plan = plan_to_json(parse_plan_text(args.heads)) if args.heads else None
     out = output_folder(args.out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from sentinel.errors import SentinelError
@@ -87,6 +87,26 @@ class FineTuneConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FineTuneConfig:
         return cls(**known_settings(cls, data, "fine-tuning"))
+
+
+def nested_finetune(data: Mapping[str, Any], default: FineTuneConfig,
+                    legacy: Mapping[str, str]) -> tuple[dict[str, Any], FineTuneConfig]:
+    """Split a workflow config's dict into (its own settings, its nested FineTuneConfig).
+
+    The FineTuneConfig is `default`, updated by `data["finetune"]`, then by the flat keys `legacy` maps to
+    FineTuneConfig fields (how configs stored before the nesting, and job params overriding the device, say it).
+    """
+    values = dict(data)
+    nested = {**default.to_dict(), **dict(values.pop("finetune", None) or {})}
+    for flat, name in legacy.items():
+        if flat in values:
+            nested[name] = values.pop(flat)
+    return values, FineTuneConfig.from_dict(nested)
+
+
+def with_steps(config: FineTuneConfig, steps: int, **changes: Any) -> FineTuneConfig:
+    """`config` for a run of `steps` optimizer steps (workflows set the step count per run)."""
+    return replace(config, max_steps=steps, **changes)
 
 
 @dataclass

@@ -10,9 +10,7 @@ from typing import Any
 import pandas as pd
 
 from sentinel.store import ExperimentRecord, MetricPoint
-
-# Summary keys, in order of preference, that hold a run's final perplexity (after fine-tuning when it had any).
-PERPLEXITY_KEYS = ("protocol_perplexity_after", "perplexity_after", "final_perplexity", "val_perplexity", "perplexity", "perplexity_before")
+from sentinel.workflows.summary import RunSummary
 
 
 def run_name(steps: list[Mapping[str, Any]], train_steps: int | None = None, distill: bool = False) -> str:
@@ -31,12 +29,9 @@ def run_name(steps: list[Mapping[str, Any]], train_steps: int | None = None, dis
 
 
 def final_perplexity(summary: Mapping[str, Any]) -> float | None:
-    """The run's last measured perplexity from its summary, or None when it recorded none."""
-    for key in PERPLEXITY_KEYS:
-        value = summary.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return None
+    """The run's last measured perplexity from its summary (read as a RunSummary), or None when it recorded none."""
+    value = RunSummary.from_dict(summary).final_perplexity
+    return float(value) if value is not None else None
 
 
 def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
@@ -49,7 +44,7 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
-            "distill": r.config.get("distill"), "perplexity": round(ppl, 2) if ppl is not None else None,
+            "distill": _distill(r.config), "perplexity": round(ppl, 2) if ppl is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -57,8 +52,8 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
 def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
     """(model, strategy, level, stage, perplexity, run) for every run that recorded a strategy and a ratio.
 
-    A run gives one point per measurement it recorded: 'pruned' (perplexity_before, before any training)
-    and 'fine-tuned' or 'distilled' (perplexity_after). Identical points (one pruned model shared by two
+    A run gives one point per measurement its RunSummary holds: 'pruned' (perplexity_pruned, before any
+    training) and 'fine-tuned' or 'distilled' (perplexity_after). Identical points (one pruned model shared by two
     training arms) appear once.
     """
     rows = []
@@ -66,16 +61,22 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
         strategy, level = r.config.get("strategy"), r.config.get("pruning_ratio")
         if not strategy or not isinstance(level, (int, float)):
             continue
-        trained = "distilled" if r.config.get("distill") else "fine-tuned"
-        for key, stage in (("perplexity_before", "pruned"), ("perplexity_after", trained)):
-            value = r.summary.get(f"protocol_{key}", r.summary.get(key))
-            if isinstance(value, (int, float)) and math.isfinite(value):
+        trained = "distilled" if _distill(r.config) else "fine-tuned"
+        summary = RunSummary.from_dict(r.summary)
+        for value, stage in ((summary.perplexity_pruned, "pruned"), (summary.perplexity_after, trained)):
+            if value is not None:
                 rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
                              "stage": stage, "perplexity": float(value), "run": r.id})
     columns = ["model", "strategy", "level", "stage", "perplexity", "run"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])
     return frame.sort_values(["model", "strategy", "stage", "level"]).reset_index(drop=True)
+
+
+def _distill(config: Mapping[str, Any]) -> Any:
+    """Whether a run distilled: its own setting, or its nested fine-tuning settings' (workflow configs)."""
+    nested = config.get("finetune")
+    return config.get("distill", nested.get("distill") if isinstance(nested, Mapping) else None)
 
 
 def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ def tiny_config(model_dir, text, out, **overrides) -> ExperimentConfig:
                   learning_rate=5e-3, device="cpu", output_dir=str(out), text=str(text), block_size=32,
                   eval_tokens=64, analysis_samples=4, prompts=["Return the"], sample_tokens=5)
     values.update(overrides)
-    return ExperimentConfig(**values)
+    return ExperimentConfig.from_dict(values)     # the flat fine-tuning names go into the nested FineTuneConfig
 
 
 def test_run_experiment_prunes_tunes_and_records_everything(tiny_lm_dir, tiny_text_file, tmp_path):
@@ -32,7 +32,8 @@ def test_run_experiment_prunes_tunes_and_records_everything(tiny_lm_dir, tiny_te
         assert summary[key] > 1
     assert summary["params_before"] == summary["params_after"]                 # masks keep the weights
     [record] = store.list_experiments()
-    assert record.status == "done" and record.config["strategy"] == "entropy" and record.config["distill"]
+    assert record.status == "done" and record.config["strategy"] == "entropy" \
+        and ExperimentConfig.from_dict(record.config).distill                # stored nested: config["finetune"]
     assert record.summary["perplexity_after"] == summary["perplexity_after"]
     curves = store.get_curves(record.id)
     assert [p.step for p in curves["loss"]] == [1, 2]
@@ -55,12 +56,14 @@ def test_removal_experiment_without_fine_tuning(tiny_lm_dir, tiny_text_file, tmp
 
 
 def test_experiment_config_round_trips_and_is_checked(tmp_path):
-    config = ExperimentConfig(strategy="random", pruning_ratio=0.5, steps=None, epochs=1.5, distill=True)
+    config = ExperimentConfig.from_dict(dict(strategy="random", pruning_ratio=0.5, steps=None, epochs=1.5,
+                                             distill=True))
+    assert config.finetune.distill and config.distill
     assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     for bad in (dict(strategy="nope"), dict(pruning_ratio=1.0), dict(steps=-1), dict(steps=3, epochs=1.0),
                 dict(mode="cut"), dict(batch_size=0)):
         with pytest.raises(SentinelError):
-            ExperimentConfig(**bad).validate()
+            ExperimentConfig.from_dict(bad).validate()
     with pytest.raises(SentinelError, match="Unknown experiment settings"):
         ExperimentConfig.from_dict({"ratio": 0.3})
 

@@ -179,9 +179,9 @@ def test_bad_settings_and_registry():
 
 
 def test_register_a_custom_strategy(gpt2, monkeypatch):
-    import sentinel.pruning.strategies as strategies
+    from sentinel.pruning import strategies
 
-    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))   # the registration ends with the test
+    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))   # later tests see the built-ins only
 
     class LastHeads(BasePruningStrategy):
         name = "last_heads"
