@@ -18,7 +18,8 @@ from sentinel.ui.finetune import queue_place
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
-from sentinel.ui.library import model_folder_for, models_dir, zip_folder
+from sentinel.ui.export import export_session, load_lines
+from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify, quick_sample,
@@ -256,3 +257,26 @@ if not bad_name:
 
     cols[1].download_button("Download as zip", zipped, file_name=f"{target.name}.zip", mime="application/zip",
                             key="save_zip", icon=":material/download:", on_click="ignore")
+
+st.subheader("Export for plain transformers")
+st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
+           "family's config (for GPT-2, OPT and GPT-NeoX: a uniform MLP width and whole layers, not removed heads); "
+           f"saved under {exports_dir()} and checked by reloading it with plain transformers.")
+export_name = st.text_input("Export name", f"{Path(working.base.source).name}-stock", key="export_name")
+with report_errors("checking the export name") as bad_export_name:
+    export_target = export_folder_for(export_name)
+export_key = ("export", id(working), working.version, export_name)
+if not bad_export_name and export_target.exists():
+    st.caption(f"An export named {export_target.name!r} exists; exporting again replaces it.")
+if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:"):
+    with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
+        state.caches[export_key] = export_session(working, export_name)
+exported = state.caches.get(export_key)
+if exported is not None:
+    st.success(f"Exported to {exported.path}; plain transformers reloads it with logits within "
+               f"{exported.verified_max_abs_diff:.1e} of your model's.", icon=":material/check_circle:")
+    st.markdown("Load it (after unzipping) with:")
+    st.code(load_lines(exported), language="python")
+    st.download_button("Download the export as zip", lambda: zip_folder(Path(exported.path)),
+                       file_name=f"{Path(exported.path).name}.zip", mime="application/zip", key="export_zip",
+                       icon=":material/download:", on_click="ignore")
