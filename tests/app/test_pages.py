@@ -83,7 +83,7 @@ def test_prune_30_percent_by_strategy(bundled):
     table = at.table[0].value
     assert table.loc["Active heads"].tolist() == ["48 of 48", "34 of 48", "14 of 48 heads pruned = 29%"]
     assert float(table.loc["Perplexity", "After"]) > 0          # a measured perplexity, not a placeholder
-    assert table.loc["Speed-up predicted", "After"] == "none: masked heads still compute"
+    assert table.loc["Speed-up predicted", "After"] == "none: masked units still compute"
     assert active_heads(bundled.model) == {layer: list(range(HEADS)) for layer in range(LAYERS)}
     at.button(key="prune_undo").click().run()
     assert dashboard(at).working.steps == [] and dashboard(at).working.status() == {}
