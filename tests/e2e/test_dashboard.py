@@ -41,7 +41,7 @@ def test_dashboard_end_to_end(app_server, artifacts):
             wait_idle(page)
             shot("01-model")
 
-            open_page(page, "Head maps")
+            open_page(page, "Maps")
             wait_heatmap(page, LAYERS * HEADS)
             wait_idle(page)
             click_cell(page, 1, 2, LAYERS, HEADS)
