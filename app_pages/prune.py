@@ -61,7 +61,7 @@ with right:
                                 help="entropy: the most diffuse heads first; magnitude: the smallest weights; "
                                      "gradient: those the loss reacts to least; hybrid: a mix of entropy and "
                                      "magnitude ranks; loss_impact: those whose loss rises least when switched off "
-                                     "alone (compute it on Head maps first); random: a seeded draw.")
+                                     "alone (compute it on Maps first); random: a seeded draw.")
         ratio = st.slider("Share of the active heads to prune", 0.0, 0.9, 0.3, 0.05, key="prune_ratio",
                           format="%.2f")
         cols = st.columns(2)

@@ -176,7 +176,7 @@ def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str)
     have = (cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)).scores
     if any(m not in have for m in on_request):
         raise DataError(f"The {strategy} strategy needs {', '.join(on_request)} scores of the model as it is now; "
-                        "compute them on the Head maps page first (they take one pass over the text per head).")
+                        "compute them on the Maps page first (they take one pass over the text per head).")
     maps = current_maps(state, working, needed)
     if maps is None:
         raise DataError("The head scores could not be computed on the sample text; see the message above.")
