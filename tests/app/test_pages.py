@@ -229,11 +229,11 @@ def test_a_failed_job(monkeypatch):
 
 def test_a_corrupt_store_is_a_plain_message(monkeypatch, tmp_path):
     from sentinel.store import Store
-    from sentinel.ui import state as ui_state
+    from app_support import state as app_state
 
     garbage = tmp_path / "sentinel.db"
     garbage.write_bytes(b"not a database " * 100)
-    monkeypatch.setattr(ui_state, "shared_store", lambda: Store(garbage))
+    monkeypatch.setattr(app_state, "shared_store", lambda: Store(garbage))
     at = open_app("experiments")
     assert_clean(at)
     [message] = errors(at)
