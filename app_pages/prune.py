@@ -22,8 +22,8 @@ from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
-from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify, quick_sample,
-                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify,
+                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.widgets import head_map, selection_list
 
@@ -44,7 +44,8 @@ with right:
     how = st.radio("Choose what to prune", ["strategy", "selection", "target"], horizontal=True, key="prune_how",
                    format_func={"strategy": "Heads by strategy and ratio", "selection": "Heads by my selection",
                                 "target": "By a size or FLOPs target"}.get)
-    mode = "remove" if how == "target" else st.radio("How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
+    mode = "remove" if how == "target" else st.radio(
+                    "How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
                     format_func={"mask": "Mask (reversible)", "remove": "Remove (smaller, faster)"}.get,
                     help="Masking multiplies a head's output by 0. Removal deletes its weights"
                          + (f"; this model shares K/V heads in groups of {layout.kv_group_size}, so removal "
@@ -105,7 +106,8 @@ with right:
                 st.caption(f"Layers are scored on {state.text.name}.")
             predicted = budget_prediction(state, working, budget)
         if predicted is not None:
-            st.markdown(f"**Pressing Prune would remove** {', '.join(f'{n} {k}' for k, n in predicted.counts.items() if n) or 'nothing'}:")
+            going = ", ".join(f"{n} {k}" for k, n in predicted.counts.items() if n) or "nothing"
+            st.markdown(f"**Pressing Prune would remove** {going}:")
             st.table(prediction_table(predicted))
             if predicted.reason:
                 st.caption(f"Not exact: {predicted.reason}.")

@@ -1,4 +1,5 @@
-"""Weights page: weight-level sparsity on a copy of the session's model; per-layer sparsity, sizes, perplexity, speed."""
+"""Weights page: weight-level sparsity on a copy of the session's model; per-layer sparsity, sizes, perplexity and
+speed."""
 
 import json
 
@@ -50,10 +51,11 @@ frame = layer_sparsity_frame(sparse.result)
 st.bar_chart(frame, x="layer", y="sparsity", color="matrix", stack=False,
              x_label="Layer", y_label="Share of zero weights")
 with report_errors("measuring sizes and perplexity"):
-    for cache_key, model in ((("size", id(working), working.version), working.model), (("size-sparse", key), sparse.model)):
+    sizes = {("size", id(working), working.version): working.model, ("size-sparse", key): sparse.model}
+    for cache_key, model in sizes.items():
         if cache_key not in state.caches:
             state.caches[cache_key] = size_report(model)
-    dense_size, sparse_size = state.caches[("size", id(working), working.version)], state.caches[("size-sparse", key)]
+    dense_size, sparse_size = (state.caches[k] for k in sizes)
     st.table(size_table(dense_size, sparse_size))
     now = current_figures(state, working)
     if ("ppl-sparse", key) not in state.caches:

@@ -69,8 +69,8 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
                                        neuron_extremes, neuron_percentiles, percentile_heatmap)
 
     metrics = NEURON_METRICS if kind == "neuron" else LAYER_METRICS
-    metric = st.segmented_control("Metric", list(metrics), format_func=lambda m: metrics[m][0], default=list(metrics)[0],
-                                  key=f"{kind}_map_metric", required=True)
+    metric = st.segmented_control("Metric", list(metrics), format_func=lambda m: metrics[m][0],
+                                  default=list(metrics)[0], key=f"{kind}_map_metric", required=True)
     label, legend = metrics[metric]
     key = ("unit-map", kind, metric, id(working), working.version, state.text.digest, state.map_samples,
            state.map_seq_len)

@@ -19,7 +19,8 @@ from sentinel.models import LoadedModel
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
 from sentinel.pruning.apply import apply_plan
-from sentinel.pruning.plan import HeadPlan, LayerPlan, MixedPlanLike, NeuronPlan, PruningPlan, as_pruning_plan, plan_to_json
+from sentinel.pruning.plan import (HeadPlan, LayerPlan, MixedPlanLike, NeuronPlan, PruningPlan, as_pruning_plan,
+                                   plan_to_json)
 from sentinel.pruning.recovery import RECOVERY_METHODS, CalibrationConfig, RecoveryResult, prune_and_recover
 
 logger = logging.getLogger(__name__)

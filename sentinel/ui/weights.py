@@ -54,7 +54,8 @@ def size_table(dense: SizeReport, sparse: SizeReport) -> pd.DataFrame:
     rows = [
         ("Non-zero parameters", f"{dense.nonzero_parameters:,}", f"{sparse.nonzero_parameters:,}"),
         ("Dense file (safetensors)", human_bytes(dense.dense_bytes), human_bytes(sparse.dense_bytes)),
-        ("Compressed file (bitmask + values)", human_bytes(dense.compressed_bytes), human_bytes(sparse.compressed_bytes)),
+        ("Compressed file (bitmask + values)", human_bytes(dense.compressed_bytes),
+         human_bytes(sparse.compressed_bytes)),
     ]
     return pd.DataFrame(rows, columns=["", "Your model", "Sparse"]).set_index("")
 
@@ -62,11 +63,11 @@ def size_table(dense: SizeReport, sparse: SizeReport) -> pd.DataFrame:
 def speed_sentence(speed: SpeedComparison, pattern: str | None) -> str:
     """The measured verdict of the sparse row, with the plain statement when unstructured zeros bought nothing."""
     row = speed.rows[-1]
-    spread = (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} tokens/s), "
-              f"decode {row.decode_ratio:.2f}× over {speed.repeats} interleaved runs")
+    spread = (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} "
+              f"tokens/s), decode {row.decode_ratio:.2f}× over {speed.repeats} interleaved runs")
     if parse_pattern(pattern) is None and "faster" not in row.verdict:
-        return f"Measured: {row.verdict} — {NO_SPEEDUP} ({spread}). Dense kernels still multiply every zero; what sparsity saves here is " \
-               "the compressed file's size."
+        return (f"Measured: {row.verdict} — {NO_SPEEDUP} ({spread}). Dense kernels still multiply every zero; "
+                "what sparsity saves here is the compressed file's size.")
     return f"Measured: {row.verdict} ({spread})."
 
 

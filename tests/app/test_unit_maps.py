@@ -9,7 +9,7 @@ import pyarrow as pa
 from sentinel.metrics import compute_scores
 from sentinel.models import load_model
 from sentinel.ui.unit_maps import layer_frame, neuron_extremes, neuron_percentiles
-from tests.app.conftest import assert_clean, dashboard, open_app
+from tests.app.conftest import assert_clean, open_app
 
 
 def chart_rows(at, index: int = 0):
