@@ -28,10 +28,14 @@ def main() -> None:
         st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True,
                 help="Choose the model to explore: the bundled demo model, a local folder, a saved pruned model "
                      "or a hub id."),
-        st.Page("app_pages/head_maps.py", title="Head maps", icon=":material/grid_on:",
-                help="See how each attention head behaves on a sample text and pick heads by clicking them."),
+        st.Page("app_pages/head_maps.py", title="Maps", icon=":material/grid_on:",
+                help="See how each attention head, MLP neuron and layer behaves on a sample text; pick heads by "
+                     "clicking them."),
         st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:",
-                help="Switch heads off by strategy and ratio or by your selection; compare before and after; save."),
+                help="Switch heads off by strategy and ratio or by your selection, or remove heads, neurons and layers "
+                     "to meet a size target; compare before and after; save or export."),
+        st.Page("app_pages/weights.py", title="Weights", icon=":material/blur_on:",
+                help="Zero individual weights (magnitude, Wanda, SNIP, 2:4) on a copy; sizes, perplexity, speed."),
         st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:",
                 help="Train the pruned model in the background to win back quality; watch it live."),
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:",

@@ -1,9 +1,10 @@
-"""Head maps page: per-head scores as layer × head heat maps on a sample text; click heads to select them."""
+"""Maps page: per-head scores as layer × head heat maps on a sample text (click heads to select them), and the
+neuron and layer maps (`app_support.widgets.unit_maps_view`)."""
 
 import streamlit as st
 
 from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model, strategy_scores
-from app_support.widgets import head_map, selection_list
+from app_support.widgets import head_map, selection_list, unit_maps_view
 from sentinel.errors import DataError, InvalidPruningPlan
 from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps,
@@ -14,9 +15,9 @@ from sentinel.ui.pruning import preview_plan
 from sentinel.ui.selection import head_label
 
 state = dashboard()
-st.title(":material/grid_on: Head maps")
-st.caption("Each cell is one attention head (row = layer, column = head). Colours show how the head behaves "
-           "on the sample text; the numbers come from running the model you loaded.")
+st.title(":material/grid_on: Maps")
+st.caption("How each unit of the model — attention head, MLP neuron or whole layer — behaves on the sample text; "
+           "the numbers come from running the model you loaded.")
 working = require_model(state)
 
 TEXT_KINDS = {"bundled": "Bundled validation text", "pasted": "Paste text", "uploaded": "Upload a file"}
@@ -47,6 +48,14 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
                 candidate.blocks(working.tokenizer, size, samples * size)   # reject empty/binary text now
                 state.text, state.map_samples, state.map_seq_len = candidate, samples, seq_len
                 st.rerun()
+
+UNIT_LABELS = {"head": "Attention heads", "neuron": "MLP neurons", "layer": "Layers"}
+unit_kind = st.segmented_control("Units", list(UNIT_LABELS), format_func=UNIT_LABELS.get, default="head",
+                                 key="maps_kind", required=True)
+if unit_kind != "head":
+    unit_maps_view(state, working, unit_kind)
+    st.stop()
+st.caption("Each cell is one attention head (row = layer, column = head).")
 
 labels = {key: METRICS[key].label for key in ("entropy_normalized", "entropy", "magnitude", "gradient",
                                                 "loss_impact")}

@@ -1,4 +1,5 @@
-"""Prune page: switch heads off by strategy + ratio or by the selected heads, see the effect, undo, save."""
+"""Prune page: switch heads off by strategy + ratio or by the selected heads, or remove heads, neurons and layers to
+meet a size or FLOPs target (with recovery); see the prediction first and the measured effect after; undo, save."""
 
 import tempfile
 from pathlib import Path
@@ -9,18 +10,21 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
+from sentinel.ui.budget import (RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, apply_budget, needs_text,
+                                per_layer_counts, prediction_table)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.jobs import ProgressEvent
-from sentinel.ui.charts import METRICS, strategy_chart
+from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.finetune import queue_place
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
-from sentinel.ui.library import model_folder_for, models_dir, zip_folder
+from sentinel.ui.export import export_session, load_lines
+from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
-from app_support.state import (base_figures, current_figures, current_maps, dashboard, notify, quick_sample,
-                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify,
+                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.widgets import head_map, selection_list
 
@@ -38,13 +42,18 @@ if state.prune_selection_next:            # arrived from "Prune the N selected h
 
 left, right = st.columns([3, 2], gap="large")
 with right:
-    how = st.radio("Choose heads", ["strategy", "selection"], horizontal=True, key="prune_how",
-                   format_func={"strategy": "By strategy and ratio", "selection": "By my selection"}.get)
-    mode = st.radio("How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
+    how = st.radio("Choose what to prune", ["strategy", "selection", "target"], horizontal=True, key="prune_how",
+                   format_func={"strategy": "Heads by strategy and ratio", "selection": "Heads by my selection",
+                                "target": "By a size or FLOPs target"}.get)
+    mode = "remove" if how == "target" else st.radio(
+                    "How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
                     format_func={"mask": "Mask (reversible)", "remove": "Remove (smaller, faster)"}.get,
                     help="Masking multiplies a head's output by 0. Removal deletes its weights"
                          + (f"; this model shares K/V heads in groups of {layout.kv_group_size}, so removal "
                             "takes whole groups." if layout.kv_group_size > 1 else "."))
+    if how == "target":
+        st.caption("A target removes units from the weights (heads, MLP neurons or whole layers), ranked by weight "
+                   "magnitude (layers by block influence on the sample text), so the model gets smaller.")
     min_heads = st.number_input("Keep at least this many heads per layer (min_heads)", 0, layout.num_heads, 1,
                                 key="prune_min_heads")
     if how == "strategy":
@@ -54,13 +63,30 @@ with right:
                                 help="entropy: the most diffuse heads first; magnitude: the smallest weights; "
                                      "gradient: those the loss reacts to least; hybrid: a mix of entropy and "
                                      "magnitude ranks; loss_impact: those whose loss rises least when switched off "
-                                     "alone (compute it on Head maps first); random: a seeded draw.")
+                                     "alone (compute it on Maps first); random: a seeded draw.")
         ratio = st.slider("Share of the active heads to prune", 0.0, 0.9, 0.3, 0.05, key="prune_ratio",
                           format="%.2f")
         cols = st.columns(2)
         scope = cols[0].radio("Ranking", ["global", "per_layer"], key="prune_scope",
                               format_func={"global": "Whole model", "per_layer": "Within each layer"}.get)
         seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, key="prune_seed")
+    elif how == "target":
+        units = st.multiselect("Unit kinds", list(UNIT_KINDS), ["heads", "neurons"], key="budget_units",
+                               help="heads: attention heads; neurons: MLP hidden units; layers: whole blocks.")
+        cols = st.columns(2)
+        measure = cols[0].radio("Target", ["params", "flops"], key="budget_measure",
+                                format_func={"params": "Share of prunable parameters",
+                                             "flops": "Share of the body's FLOPs"}.get)
+        share_wanted = cols[1].slider("Share to remove", 0.05, 0.9, 0.3, 0.05, key="budget_share", format="%.2f")
+        cols = st.columns(2)
+        allocation = cols[0].radio("Allocation", ["global", "uniform"], key="budget_allocation",
+                                   format_func={"global": "Global ranking", "uniform": "Same count per layer"}.get)
+        recovery = cols[1].radio("Recovery", list(RECOVERY_CHOICES), key="budget_recovery",
+                                 format_func={"none": "None", "bias": "Bias correction",
+                                              "lstsq": "Least squares"}.get,
+                                 help="After removal, re-fit each changed output projection on 32 blocks of the "
+                                      "bundled training text so it reproduces the unpruned layer's output.")
+        budget = BudgetSettings(tuple(units), measure, float(share_wanted), allocation, recovery, int(min_heads))
     else:
         selection_list(state, working)
     preview: tuple[dict, str] | None = None       # (plan, label) pressing Prune would apply now
@@ -74,8 +100,24 @@ with right:
             count = sum(len(h) for h in preview[0].values())
             st.caption(f"Preview (dashed orange on the map): {heads_share(count, total)} of the model, "
                        f"{count} of the {len(working.active())} active heads.")
+    predicted = None
+    if how == "target":
+        with report_errors("predicting what the target removes"):
+            if needs_text(budget.units) and state.text.kind != "bundled":
+                st.caption(f"Layers are scored on {state.text.name}.")
+            predicted = budget_prediction(state, working, budget)
+        if predicted is not None:
+            going = ", ".join(f"{n} {k}" for k, n in predicted.counts.items() if n) or "nothing"
+            st.markdown(f"**Pressing Prune would remove** {going}:")
+            st.table(prediction_table(predicted))
+            if predicted.reason:
+                st.caption(f"Not exact: {predicted.reason}.")
+            counts = per_layer_counts(predicted.plan, layout.num_layers)
+            if not counts.empty:
+                st.altair_chart(layer_counts_chart(counts), width="stretch", key="budget_counts_chart")
+            preview = (predicted.plan.heads, budget.label())
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
-        how == "strategy" and preview is None))
+        how in ("strategy", "target") and preview is None))
     cols = st.columns(2)
     undo = cols[0].button("Undo", key="prune_undo", icon=":material/undo:", disabled=not working.steps,
                           help="Take back the last pruning step.", width="stretch")
@@ -84,19 +126,23 @@ with right:
 
 if go:
     with report_errors("pruning"):
-        if how == "strategy":
+        if how == "target":
+            with st.spinner("Removing the units" + ("" if budget.recovery == "none" else
+                                                    f" and re-fitting with {budget.recovery}") + "…"):
+                step = apply_budget(working, predicted, budget)       # exactly the predicted plan
+        elif how == "strategy":
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
         else:
             plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
             step = working.apply(plan, mode, label)
         state.selection = HeadSelection((), state.selection.seen)
-        notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.count} heads ({label})")
+        notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.describe()} ({step.how})")
         st.rerun()
 if undo:
     with report_errors("undoing the last step"):
         step = working.undo()
-        notify(state, f"Undid: {step.mode} {step.count} heads ({step.how})")
+        notify(state, f"Undid: {step.mode} {step.describe()} ({step.how})")
         st.rerun()
 if reset:
     working.reset()
@@ -105,7 +151,7 @@ if reset:
 
 with left:
     # the map shows what the chosen strategy ranks by, so the preview's outlines match the colours
-    ranked_by = metrics_for(strategy) if how == "strategy" else ()
+    ranked_by = metrics_for(strategy) if how == "strategy" else ("magnitude",) if how == "target" else ()
     if len(ranked_by) == 1 and ranked_by[0] in METRICS and (ranked_by[0] not in ON_REQUEST or preview is not None):
         metric = ranked_by[0]
     else:
@@ -183,8 +229,10 @@ if state.compare_job_id is not None:
                        icon=":material/warning:")
 
 if working.steps:
-    st.dataframe([{"step": i + 1, **s.to_dict(), "heads": ", ".join(f"L{l}:{h}" for l, h in
-                  sorted(s.heads.items()))} for i, s in enumerate(working.steps)], hide_index=True)
+    st.dataframe([{"step": i + 1, "mode": s.mode, "how": s.how, "units": s.describe(),
+                   "recovery": s.recovery or "none",
+                   "heads": ", ".join(f"L{l}:{h}" for l, h in sorted(s.heads.items()))}
+                  for i, s in enumerate(working.steps)], hide_index=True)
 
 st.subheader("Save")
 name = st.text_input("Name", f"{Path(working.base.source).name}-pruned", key="save_name",
@@ -212,3 +260,26 @@ if not bad_name:
 
     cols[1].download_button("Download as zip", zipped, file_name=f"{target.name}.zip", mime="application/zip",
                             key="save_zip", icon=":material/download:", on_click="ignore")
+
+st.subheader("Export for plain transformers")
+st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
+           "family's config (for GPT-2, OPT and GPT-NeoX: a uniform MLP width and whole layers, not removed heads); "
+           f"saved under {exports_dir()} and checked by reloading it with plain transformers.")
+export_name = st.text_input("Export name", f"{Path(working.base.source).name}-stock", key="export_name")
+with report_errors("checking the export name") as bad_export_name:
+    export_target = export_folder_for(export_name)
+export_key = ("export", id(working), working.version, export_name)
+if not bad_export_name and export_target.exists():
+    st.caption(f"An export named {export_target.name!r} exists; exporting again replaces it.")
+if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:"):
+    with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
+        state.caches[export_key] = export_session(working, export_name)
+exported = state.caches.get(export_key)
+if exported is not None:
+    st.success(f"Exported to {exported.path}; plain transformers reloads it with logits within "
+               f"{exported.verified_max_abs_diff:.1e} of your model's.", icon=":material/check_circle:")
+    st.markdown("Load it (after unzipping) with:")
+    st.code(load_lines(exported), language="python")
+    st.download_button("Download the export as zip", lambda: zip_folder(Path(exported.path)),
+                       file_name=f"{Path(exported.path).name}.zip", mime="application/zip", key="export_zip",
+                       icon=":material/download:", on_click="ignore")

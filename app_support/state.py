@@ -27,6 +27,8 @@ from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_so
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
 from sentinel.ui.library import models_dir
+from sentinel.pruning.budget import BudgetResult
+from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, maps_fingerprint, save_cached_maps
 from sentinel.ui.selection import HeadSelection, set_heads
 from sentinel.ui.session import PruneStep, WorkingModel
@@ -174,11 +176,25 @@ def strategy_scores(state: DashboardState, working: WorkingModel, strategy: str)
     have = (cached_maps(state, working) or HeadMaps({}, working.version, "", 0, 0.0)).scores
     if any(m not in have for m in on_request):
         raise DataError(f"The {strategy} strategy needs {', '.join(on_request)} scores of the model as it is now; "
-                        "compute them on the Head maps page first (they take one pass over the text per head).")
+                        "compute them on the Maps page first (they take one pass over the text per head).")
     maps = current_maps(state, working, needed)
     if maps is None:
         raise DataError("The head scores could not be computed on the sample text; see the message above.")
     return dict(maps.scores)
+
+
+def budget_prediction(state: DashboardState, working: WorkingModel, settings: BudgetSettings) -> BudgetResult:
+    """What the target would remove from the session's model now; the scores are cached per model version."""
+    key = ("budget-scores", id(working), working.version, settings.units,
+           state.text.digest if needs_text(settings.units) else None)
+    if key not in state.caches:
+        data = None
+        if needs_text(settings.units):
+            size = block_size_for(working.model, state.map_seq_len)
+            data = state.text.blocks(working.tokenizer, size, state.map_samples * size).dataloader(batch_size=4)
+        with st.spinner("Scoring the units…"):
+            state.caches[key] = budget_scores(working.model, settings.units, data)
+    return predict_budget(working, settings, state.caches[key])
 
 
 def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:

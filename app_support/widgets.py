@@ -59,3 +59,48 @@ def selection_list(state: DashboardState, working: WorkingModel) -> None:
     st.multiselect("Selected heads", [head_label(k) for k in active], key=LIST_KEY, on_change=edited,
                    placeholder="Click cells in the map, or pick heads here",
                    help="Layer L, head H, in the model's original numbering.")
+
+
+def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> None:
+    """The Maps page for neurons (percentile grid + lowest/highest table) or layers (bars per part)."""
+    from app_support.state import report_errors
+    from sentinel.ui.analysis import block_size_for
+    from sentinel.ui.unit_maps import (LAYER_METRICS, NEURON_METRICS, compute_unit_map, layer_bars, layer_frame,
+                                       neuron_extremes, neuron_percentiles, percentile_heatmap)
+
+    metrics = NEURON_METRICS if kind == "neuron" else LAYER_METRICS
+    metric = st.segmented_control("Metric", list(metrics), format_func=lambda m: metrics[m][0],
+                                  default=list(metrics)[0], key=f"{kind}_map_metric", required=True)
+    label, legend = metrics[metric]
+    key = ("unit-map", kind, metric, id(working), working.version, state.text.digest, state.map_samples,
+           state.map_seq_len)
+    if key not in state.caches:
+        if metric == "loss_impact" and not st.button("Compute loss impact", key="layer_loss_impact_run",
+                                                     type="primary", icon=":material/play_arrow:"):
+            st.info("Loss impact switches each layer and each of its parts off alone and measures the loss again: "
+                    "one pass over the text each.")
+            return
+        with report_errors(f"computing the {kind} map"), st.spinner(f"Computing {label.lower()}…"):
+            size = block_size_for(working.model, state.map_seq_len)
+            blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
+            state.caches[key] = compute_unit_map(working.model, working.tokenizer, kind, metric, blocks)
+    found = state.caches.get(key)
+    if found is None:
+        return
+    if kind == "neuron":
+        st.altair_chart(percentile_heatmap(neuron_percentiles(found.scores), label), width="stretch",
+                        key="neuron_map_chart")
+        st.caption(f"{legend} Each row is a layer; each cell is the score below which that share of the layer's "
+                   "active neurons fall, so a row's colours show how the layer's neurons spread. Weight magnitude "
+                   "is what Prune's target ranks neurons by: the lowest go first.")
+        st.markdown("**Lowest- and highest-scoring neurons**")
+        st.dataframe(neuron_extremes(found.scores), hide_index=True, key="neuron_extremes")
+    else:
+        st.altair_chart(layer_bars(layer_frame(found.scores), label), width="stretch", key="layer_map_chart")
+        st.caption(f"{legend} Left to right: the whole block, its attention part, its MLP part. Block influence "
+                   "is what Prune's target ranks layers by: the lowest go first.")
+    where = f" over {found.tokens:,} tokens of {state.text.name}" if found.tokens else " from the weights alone"
+    st.caption(f"Computed on your model ({len(working.steps)} pruning steps){where} in {found.seconds:.2f} s.")
+    st.download_button("Download these scores (CSV)", found.scores.to_frame().to_csv(index=False).encode("utf-8"),
+                       file_name=f"{kind}_{metric}_scores.csv", mime="text/csv", icon=":material/download:",
+                       key=f"{kind}_scores_csv")

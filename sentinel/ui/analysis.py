@@ -199,8 +199,8 @@ def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedCo
          signed_percent(before.perplexity, after.perplexity) or "0%"),
     ]
     if speed is not None:
-        predicted = (f"{speed.predicted_speedup:.2f}× (from the removed FLOPs)" if speed.removed_heads else
-                     "none: masked heads still compute")
+        predicted = (f"{speed.predicted_speedup:.2f}× (from the removed FLOPs)"
+                     if speed.pruned_params < speed.base_params else "none: masked units still compute")
         rows.append(("Speed-up predicted", "1.00×", predicted, ""))
         for name, ratio in (("Prefill speed measured", speed.prefill), ("Generation speed measured", speed.decode)):
             rows.append((name, "1.00×", ratio.describe() if ratio else "not measured (nothing removed)", ""))

@@ -244,3 +244,13 @@ def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
         tooltip=[alt.Tooltip("query_token:N", title="Query"), alt.Tooltip("key_token:N", title="Key"),
                  alt.Tooltip("weight:Q", title="Attention", format=".3f")],
     ).properties(title=alt.TitleParams(title, anchor="start"), height=side, width=side)
+
+
+def layer_counts_chart(counts: pd.DataFrame) -> alt.Chart:
+    """Bars of what a plan removes per layer (columns layer, kind, count), one panel per unit kind, since a layer
+    loses a few heads but hundreds of neurons."""
+    return alt.Chart(counts).mark_bar().encode(
+        x=alt.X("layer:O", title="Layer"), y=alt.Y("count:Q", title="Units removed"),
+        color=alt.Color("kind:N", title="Unit kind", legend=None),
+        tooltip=["layer", "kind", "count"],
+    ).properties(height=140, width=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent")

@@ -12,6 +12,7 @@ from sentinel.models.loading import RECORD_FILE
 from sentinel.store import sentinel_home
 
 MODELS_FOLDER = "models"
+EXPORTS_FOLDER = "exports"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -39,6 +40,16 @@ def model_folder_for(name: str) -> Path:
         raise SentinelError(f"{name!r} is not a usable name: use letters, digits, '.', '_' or '-' "
                             "(up to 64 characters, starting with a letter or digit).")
     return models_dir() / name
+
+
+def exports_dir() -> Path:
+    """$SENTINEL_HOME/exports: the folder stock (plain transformers) checkpoints are exported to."""
+    return sentinel_home() / EXPORTS_FOLDER
+
+
+def export_folder_for(name: str) -> Path:
+    """The folder a stock checkpoint named `name` is exported to (same naming rules as saved models)."""
+    return exports_dir() / model_folder_for(name).name
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -17,38 +17,66 @@ from torch import nn
 from sentinel.errors import InvalidPruningPlan
 from sentinel.models import LoadedModel
 from sentinel.models.heads import model_heads
-from sentinel.pruning import active_heads, mask_heads, remove_heads
-from sentinel.pruning.plan import HeadPlan, PlanLike, plan_to_json
+from sentinel.pruning import active_heads
+from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.plan import (HeadPlan, LayerPlan, MixedPlanLike, NeuronPlan, PruningPlan, as_pruning_plan,
+                                   plan_to_json)
+from sentinel.pruning.recovery import RECOVERY_METHODS, CalibrationConfig, RecoveryResult, prune_and_recover
 
 logger = logging.getLogger(__name__)
 
 PruneMode = Literal["mask", "remove"]
+# Calibration for recovery in the dashboard: 32 blocks of 128 tokens of the bundled train split, so a replay
+# after a reload or an undo re-fits the same weights quickly (least squares is deterministic on the same text).
+DASHBOARD_CALIBRATION = CalibrationConfig(samples=32, seq_len=128)
 
 
 @dataclass
 class PruneStep:
-    """One pruning action as applied: how the heads were chosen, masked or removed, and which (original indices)."""
+    """One pruning action as applied: how the units were chosen, masked or removed, and which (original indices);
+    `recovery` names the re-fit ("lstsq" or "bias") run right after a removal, replayed the same way."""
 
     mode: PruneMode
     heads: HeadPlan
     how: str
     strategy: str | None = None       # the strategy that chose the heads (None: picked by hand)
     ratio: float | None = None        # the ratio it was asked for
+    neurons: NeuronPlan = field(default_factory=dict)
+    layers: LayerPlan = field(default_factory=dict)
+    recovery: str | None = None
+
+    @property
+    def plan(self) -> PruningPlan:
+        return PruningPlan(self.heads, self.neurons, self.layers)
 
     @property
     def count(self) -> int:
-        return sum(len(h) for h in self.heads.values())
+        return sum(self.plan.counts().values())
+
+    def describe(self) -> str:
+        """'12 heads, 300 neurons' — the units this step pruned."""
+        return ", ".join(f"{n} {k}" for k, n in self.plan.counts().items() if n) or "nothing"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the saved model's note, the experiment store)."""
-        return {"mode": self.mode, "heads": plan_to_json(self.heads), "how": self.how, "strategy": self.strategy,
+        data = {"mode": self.mode, "heads": plan_to_json(self.heads), "how": self.how, "strategy": self.strategy,
                 "ratio": self.ratio}
+        if self.neurons or self.layers or self.recovery:
+            data.update(neurons=plan_to_json(self.neurons), layers={str(k): list(v) for k, v in self.layers.items()},
+                        recovery=self.recovery)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneStep:
         """Inverse of `to_dict`."""
+        recovery = data.get("recovery")
+        if recovery is not None and recovery not in RECOVERY_METHODS:
+            raise InvalidPruningPlan(f"Unknown recovery {recovery!r} in a pruning step; use one of "
+                                     f"{', '.join(RECOVERY_METHODS)}.")
         return cls(data["mode"], {int(k): list(v) for k, v in data["heads"].items()}, data["how"],
-                   data.get("strategy"), data.get("ratio"))
+                   data.get("strategy"), data.get("ratio"),
+                   {int(k): list(v) for k, v in (data.get("neurons") or {}).items()},
+                   {int(k): list(v) for k, v in (data.get("layers") or {}).items()}, recovery)
 
 
 @dataclass
@@ -59,6 +87,7 @@ class WorkingModel:
     model: nn.Module = field(init=False)
     steps: list[PruneStep] = field(default_factory=list)
     version: int = 0
+    last_recovery: RecoveryResult | None = None     # what the latest step's recovery did (None: no recovery)
 
     def __post_init__(self) -> None:
         self.model = self._fresh()
@@ -71,18 +100,18 @@ class WorkingModel:
     def tokenizer(self) -> Any:
         return self.base.tokenizer
 
-    def apply(self, plan: PlanLike, mode: PruneMode, how: str, strategy: str | None = None,
-              ratio: float | None = None) -> PruneStep:
-        """Mask or remove the plan's heads (original indices); a plan that changes nothing is an error."""
-        if mode not in ("mask", "remove"):
-            raise InvalidPruningPlan(f"Unknown pruning mode {mode!r}; use 'mask' or 'remove'.")
-        done = mask_heads(self.model, plan) if mode == "mask" else remove_heads(self.model, plan, note={"how": how})
-        if not done:
-            raise InvalidPruningPlan("Every head in that plan is already pruned; pick heads that are still active.")
-        step = PruneStep(mode, done, how, strategy, ratio)
+    def apply(self, plan: MixedPlanLike, mode: PruneMode, how: str, strategy: str | None = None,
+              ratio: float | None = None, recovery: str | None = None) -> PruneStep:
+        """Mask or remove the plan's heads, neurons and layers (original indices), then re-fit with `recovery`
+        (removal only); a plan that changes nothing is an error."""
+        done, result = _apply(self.model, self.tokenizer, as_pruning_plan(plan), mode, how, recovery)
+        if done.is_empty():
+            raise InvalidPruningPlan("Every unit in that plan is already pruned; pick units that are still active.")
+        step = PruneStep(mode, done.heads, how, strategy, ratio, done.neurons, done.layers, recovery)
         self.steps.append(step)
         self.version += 1
-        logger.info("Session model: %sed %d heads (%s)", mode, step.count, how)
+        self.last_recovery = result
+        logger.info("Session model: %sed %s (%s)", mode, step.describe(), how)
         return step
 
     def undo(self) -> PruneStep:
@@ -92,7 +121,7 @@ class WorkingModel:
         last = self.steps.pop()
         model = self._fresh()
         for step in self.steps:
-            (mask_heads if step.mode == "mask" else remove_heads)(model, step.heads)
+            _apply(model, self.tokenizer, step.plan, step.mode, step.how, step.recovery)
         self.model = model
         self.version += 1
         return last
@@ -132,7 +161,7 @@ class WorkingModel:
         if self.steps:
             raise InvalidPruningPlan("This session has already pruned its model; reset it before replaying steps.")
         for step in steps:
-            self.apply(step.heads, step.mode, step.how, step.strategy, step.ratio)
+            self.apply(step.plan, step.mode, step.how, step.strategy, step.ratio, step.recovery)
 
     def pruned_fraction(self) -> float:
         """Share of the original heads that are no longer active."""
@@ -142,3 +171,16 @@ class WorkingModel:
     def history(self) -> list[dict[str, Any]]:
         """The steps as plain dicts (for the saved model's note and the experiment store)."""
         return [step.to_dict() for step in self.steps]
+
+
+def _apply(model: nn.Module, tokenizer: Any, plan: PruningPlan, mode: str, how: str,
+           recovery: str | None) -> tuple[PruningPlan, RecoveryResult | None]:
+    """Apply one step to `model`: `apply_plan`, with `recovery` run by `prune_and_recover` after a removal."""
+    if mode not in ("mask", "remove"):
+        raise InvalidPruningPlan(f"Unknown pruning mode {mode!r}; use 'mask' or 'remove'.")
+    if recovery is None:
+        return apply_plan(model, plan, mode, note={"how": how} if mode == "remove" else None), None
+    if mode != "remove":
+        raise InvalidPruningPlan("Recovery re-fits weights after units are removed; choose removal to use it.")
+    return prune_and_recover(model, tokenizer, lambda m: apply_plan(m, plan, "remove", note={"how": how}),
+                             recovery, DASHBOARD_CALIBRATION)

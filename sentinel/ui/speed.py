@@ -94,7 +94,8 @@ def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: i
     removed = removed_head_count(pruned)
     predicted = matmul_flops_per_token(base) / matmul_flops_per_token(pruned)
     prefill = decode = None
-    if measure if measure is not None else removed > 0:
+    smaller = parameter_count(pruned) < parameter_count(base)         # heads, neurons or layers removed
+    if measure if measure is not None else smaller:
         for model in (base, pruned):                       # one untimed warm-up each
             measure_speed(model, tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
         prefill_ratios, decode_ratios = [], []

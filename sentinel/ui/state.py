@@ -135,7 +135,7 @@ class SessionSnapshot:
     def encode(self) -> str:
         """Compact URL-safe text (base64 of JSON, no padding)."""
         data = {"m": self.choice.source, "d": self.choice.device, "t": self.choice.dtype,
-                "p": [[s["mode"], s["heads"], s["how"], s.get("strategy"), s.get("ratio")] for s in self.steps],
+                "p": [_encode_step(s) for s in self.steps],
                 "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
                 "c": self.compare_job}
         text = json.dumps(data, separators=(",", ":"))
@@ -147,8 +147,7 @@ class SessionSnapshot:
         try:
             data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
             choice = ModelChoice(data["m"], str(data["d"]), str(data["t"]))
-            steps = tuple(PruneStep.from_dict({"mode": m, "heads": h, "how": how, "strategy": st, "ratio": r}).to_dict()
-                          for m, h, how, st, r in data["p"])
+            steps = tuple(_decode_step(entry) for entry in data["p"])
             selection = tuple((int(layer), int(head)) for layer, head in data["h"])
             adopted = data.get("a")
             jobs = [data.get("j"), data.get("c")]
@@ -157,6 +156,25 @@ class SessionSnapshot:
                             "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
         finetune, compare = (j if isinstance(j, str) else None for j in jobs)
         return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare)
+
+
+def _encode_step(step: dict[str, Any]) -> list[Any]:
+    """[mode, heads, how, strategy, ratio] plus, for steps beyond heads, {"n": neurons, "l": layers, "r": recovery}."""
+    entry = [step["mode"], step["heads"], step["how"], step.get("strategy"), step.get("ratio")]
+    if step.get("neurons") or step.get("layers") or step.get("recovery"):
+        entry.append({"n": step.get("neurons") or {}, "l": step.get("layers") or {}, "r": step.get("recovery")})
+    return entry
+
+
+def _decode_step(entry: list[Any]) -> dict[str, Any]:
+    """Inverse of `_encode_step` (addresses written before neurons and layers carry five items)."""
+    mode, heads, how, strategy, ratio = entry[:5]
+    extra = entry[5] if len(entry) > 5 else {}
+    if len(entry) > 6 or not isinstance(extra, dict):
+        raise ValueError("unexpected pruning step entry")
+    return PruneStep.from_dict({"mode": mode, "heads": heads, "how": how, "strategy": strategy, "ratio": ratio,
+                                "neurons": extra.get("n"), "layers": extra.get("l"),
+                                "recovery": extra.get("r")}).to_dict()
 
 
 def snapshot_of(state: DashboardState) -> SessionSnapshot | None:

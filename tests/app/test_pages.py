@@ -83,7 +83,7 @@ def test_prune_30_percent_by_strategy(bundled):
     table = at.table[0].value
     assert table.loc["Active heads"].tolist() == ["48 of 48", "34 of 48", "14 of 48 heads pruned = 29%"]
     assert float(table.loc["Perplexity", "After"]) > 0          # a measured perplexity, not a placeholder
-    assert table.loc["Speed-up predicted", "After"] == "none: masked heads still compute"
+    assert table.loc["Speed-up predicted", "After"] == "none: masked units still compute"
     assert active_heads(bundled.model) == {layer: list(range(HEADS)) for layer in range(LAYERS)}
     at.button(key="prune_undo").click().run()
     assert dashboard(at).working.steps == [] and dashboard(at).working.status() == {}
@@ -229,11 +229,11 @@ def test_a_failed_job(monkeypatch):
 
 def test_a_corrupt_store_is_a_plain_message(monkeypatch, tmp_path):
     from sentinel.store import Store
-    from app_support import state as ui_state
+    from app_support import state as app_state
 
     garbage = tmp_path / "sentinel.db"
     garbage.write_bytes(b"not a database " * 100)
-    monkeypatch.setattr(ui_state, "shared_store", lambda: Store(garbage))
+    monkeypatch.setattr(app_state, "shared_store", lambda: Store(garbage))
     at = open_app("experiments")
     assert_clean(at)
     [message] = errors(at)

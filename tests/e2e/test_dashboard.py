@@ -42,7 +42,7 @@ def test_dashboard_end_to_end(app_server, artifacts):
             wait_idle(page)
             shot("01-model")
 
-            open_page(page, "Head maps")
+            open_page(page, "Maps")
             wait_heatmap(page, LAYERS * HEADS)
             wait_idle(page)
             click_cell(page, 1, 2, LAYERS, HEADS)
@@ -112,6 +112,63 @@ def test_dashboard_end_to_end(app_server, artifacts):
             assert chart_warnings == []
         except Exception:
             shot("failure")
+            raise
+        finally:
+            browser.close()
+
+
+def test_prune_by_target_then_export_and_compare(app_server, artifacts):
+    """A 50% parameter target over heads and neurons with least-squares recovery: the prediction, Prune, the
+    measured figures, Export (GPT-2 cannot express removed heads: the reason is shown), Compare."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)
+
+        def shot(name: str) -> None:
+            page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+        try:
+            page.goto(app_server.url)
+            page.get_by_role("button", name="Load model").click()
+            wait_idle(page)
+            open_page(page, "Prune")
+            wait_idle(page)
+            page.get_by_text("By a size or FLOPs target").click()
+            wait_idle(page)
+            slider = page.get_by_test_id("stSlider").filter(has_text="Share to remove").get_by_role("slider")
+            slider.focus()
+            for _ in range(4):                          # 0.30 -> 0.50 in steps of 0.05
+                slider.press("ArrowRight")
+            wait_idle(page)
+            page.get_by_text("Least squares").click()
+            wait_idle(page)
+            prediction = page.get_by_test_id("stTable").first
+            expect(prediction).to_contain_text("-50.0%")
+            expect(page.get_by_text(re.compile(r"Pressing Prune would remove \d+ heads, \d+ neurons"))).to_be_visible()
+            shot("07-prune-target-preview")
+            predicted = prediction.locator("tr", has_text="Parameters").first.inner_text().split()
+            page.get_by_role("button", name="Prune", exact=True).click()
+            expect(page.get_by_text("Prefill speed measured")).to_be_visible(timeout=300_000)
+            wait_idle(page)
+            measured = page.get_by_test_id("stTable").filter(has_text="Prefill speed measured")
+            expect(measured).to_contain_text(predicted[2])            # the predicted count, now measured
+            shot("08-prune-target-done")
+            page.get_by_role("button", name="Export", exact=True).click()
+            expect(page.get_by_text(re.compile("Cannot export as a stock gpt2 checkpoint"))).to_be_visible()
+            wait_idle(page)
+            shot("09-export-refused")
+            open_page(page, "Compare")
+            wait_idle(page)
+            page.get_by_role("button", name="Generate").click()
+            expect(page.locator("#compare-pruned")).to_be_visible()
+            wait_idle(page)
+            shot("10-compare-after-target")
+        except Exception:
+            shot("failure-target")
             raise
         finally:
             browser.close()

@@ -72,7 +72,7 @@ def test_before_after_table_values():
                                                                   "5 interleaved pairs)")
     masked = SpeedComparison(None, None, 1.0, 1_000_000, 1_000_000, 4_000_000, 4_000_000, 0)
     table = before_after_table(before, after, masked)
-    assert table.loc["Speed-up predicted"].tolist()[1] == "none: masked heads still compute"
+    assert table.loc["Speed-up predicted"].tolist()[1] == "none: masked units still compute"
     assert table.loc["Prefill speed measured"].tolist()[1] == "not measured (nothing removed)"
     assert heads_share(14, 48) == "14 of 48 heads = 29%"
 

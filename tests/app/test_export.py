@@ -1,0 +1,66 @@
+"""Export on the Prune page: an exportable plan's zip loads with plain transformers in a process that never
+imports sentinel; a plan the family's config cannot express shows why and what would make it possible."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from sentinel.ui.library import zip_folder
+from tests.app.conftest import assert_clean, dashboard, errors, open_app
+
+LOAD_AND_CHECK = """
+import sys
+{lines}
+import torch
+ids = tokenizer("Return the", return_tensors="pt").input_ids
+assert model(ids).logits.shape[-1] == model.config.vocab_size
+assert model.config.n_inner == {width}, model.config.n_inner
+assert not any(name == "sentinel" or name.startswith("sentinel.") for name in sys.modules), "sentinel was imported"
+print("loaded", sum(p.numel() for p in model.parameters()))
+"""
+
+
+def prune_by_target(at, units: list[str], allocation: str) -> None:
+    at.radio(key="prune_how").set_value("target").run()
+    at.multiselect(key="budget_units").set_value(units).run()
+    at.radio(key="budget_allocation").set_value(allocation).run()
+    at.button(key="prune_go").click().run()
+    assert_clean(at)
+
+
+def test_an_exportable_plan_zips_a_checkpoint_that_plain_transformers_loads(tmp_path):
+    at = open_app("prune")
+    prune_by_target(at, ["neurons"], "uniform")                 # the same width in every block: exportable
+    at.text_input(key="export_name").set_value("tiny-stock").run()
+    at.button(key="export_go").click().run()
+    assert_clean(at)
+    assert not errors(at)
+    code = next(c.value for c in at.code)
+    assert code.startswith("from transformers import AutoTokenizer, GPT2LMHeadModel\n")
+    state = dashboard(at)
+    exported = next(v for k, v in state.caches.items() if isinstance(k, tuple) and k[0] == "export")
+    assert Path(exported.path).parent.name == "exports"
+    archive = zip_folder(Path(exported.path))                  # what the download button serves
+    zipfile.ZipFile(io.BytesIO(archive)).extractall(tmp_path)
+    kept = {len(layer.mlp.c_fc.bias) for layer in state.working.model.transformer.h}
+    assert len(kept) == 1
+    script = LOAD_AND_CHECK.format(lines=code, width=kept.pop())
+    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("loaded ")
+
+
+def test_a_plan_that_removes_heads_from_gpt2_shows_why_it_cannot_be_exported():
+    at = open_app("prune")
+    prune_by_target(at, ["heads", "neurons"], "global")
+    at.button(key="export_go").click().run()
+    assert_clean(at)
+    message = errors(at)[-1]
+    assert message.startswith("Could not finish exporting the model: Cannot export as a stock gpt2 checkpoint: ")
+    assert "lost attention heads" in message and "prune MLP neurons or whole layers" in message
+    assert not at.code
