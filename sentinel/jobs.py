@@ -40,6 +40,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "finetune": "sentinel.training.job:run_finetune_job",
     "experiment": "sentinel.pruning.experiment_runner:run_experiment_job",
     "benchmark": "sentinel.pruning.benchmark:run_benchmark_job",
+    "compress": "sentinel.workflows.compress:run_compress_job",
     "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
     "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
 }
