@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--target", required=True, help="params=0.5 (share of prunable parameters to remove), flops=0.5 "
                                                    "(share of body FLOPs) or speed=1.8 (measured prefill speed-up)")
-    p.add_argument("--units", default="heads,neurons", help="unit kinds: heads, neurons, layers (default heads,neurons)")
+    p.add_argument("--units", default="heads,neurons",
+                   help="unit kinds: heads, neurons, layers (default heads,neurons)")
     p.add_argument("--allocation", choices=["global", "uniform"], default="global",
                    help="rank units across layers (global, default) or remove the same count per layer (uniform; "
                         "needed for --export of neurons)")
@@ -106,4 +107,5 @@ def _describe(s: dict) -> str:
     return (f"{s['target']} with {s['metric']} scores: parameters {s['params_before']:,} -> {s['params_after']:,}, "
             f"body FLOPs {s['body_flops_before']:,} -> {s['body_flops_after']:,}{speed}; perplexity {stages}; "
             f"{s['wall_seconds']:.1f}s; saved to {s['model']}"
-            + (f"; note: {s['budget']['reason']}" if s["budget"].get("reason") else "") + (f" and {s['export']['path']}" if s.get("export") else ""))
+            + (f" and {s['export']['path']}" if s.get("export") else "")
+            + (f"; note: {s['budget']['reason']}" if s["budget"].get("reason") else ""))
