@@ -295,6 +295,9 @@ def run_compress(config: CompressConfig, device: str = "auto",
         stages.done(f"exported to {out / 'export'}")
 
     summary = {
+        # the store's canonical names (one per number, as every run summary uses), then compress's own detail
+        "status": "completed", "baseline_perplexity": perplexities["original"],
+        "perplexity_pruned": perplexities["pruned"], "perplexity_after": list(perplexities.values())[-1],
         "target": target.describe(), "units": config.units, "allocation": config.allocation,
         "metric": best["metric"], "metric_comparison": comparison,
         "budget": {k: v for k, v in budget.to_dict().items() if k != "plan"}, "plan": budget.plan.to_dict(),

@@ -68,6 +68,8 @@ def test_cli_compress_recovers_finetunes_exports_and_records(tiny_lm_dir, tiny_t
     assert code == 0, captured.err
     summary = json.loads(captured.out)
     assert list(summary["perplexity"]) == ["original", "pruned", "recovered", "finetuned"]
+    assert summary["baseline_perplexity"] == summary["perplexity"]["original"]
+    assert summary["perplexity_after"] == summary["perplexity"]["finetuned"]
     assert summary["recovery"]["method"] == "lstsq" and summary["finetune"]["steps"] == 2
     # the export loads with plain transformers and computes what the Sentinel model computes
     stock = transformers.AutoModelForCausalLM.from_pretrained(out / "export").eval()
