@@ -134,3 +134,16 @@ def test_unreachable_speed_target_says_what_was_measured(tiny_lm_dir, tiny_text_
     # 1 - 1/1000 is above the 95% cap, so the first try is already the last
     assert "interleaved pairs" in str(err.value) and "after 1 try up to 95%" in str(err.value)
     assert not (tmp_path / "v" / "model").exists()
+
+
+def test_compress_help_does_not_import_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    check = ("import sys\nfrom sentinel.cli import build_parser\ntry:\n    build_parser().parse_args(['compress', "
+             "'--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--target" in done.stdout and done.stdout.strip().splitlines()[-1] == "False False"
