@@ -101,7 +101,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path
     assert not (tmp_path / "never").exists()
 
 
-def test_cancel_through_the_store_stops_the_job_and_saves_nothing(tiny_lm_dir, tiny_text_file, tmp_path):
+def test_cancel_stops_the_job_at_the_next_stage_and_saves_nothing(tiny_lm_dir, tiny_text_file, tmp_path):
     store = Store()
     manager = JobManager(store)
     seen = []
@@ -109,7 +109,9 @@ def test_cancel_through_the_store_stops_the_job_and_saves_nothing(tiny_lm_dir, t
     def cancel_on_first_progress(job_id, event):
         if event.get("type") == "progress" and not seen:
             seen.append(event["step"])
-            store.request_cancel(job_id)          # as `sentinel jobs cancel ID` from another process does
+            # the manager's cancel: sets the job's event now and records the request in the store (another
+            # process's `sentinel jobs cancel ID` does only the latter, seen within CANCEL_POLL_SECONDS)
+            manager.cancel(job_id)
 
     manager.subscribe(cancel_on_first_progress)
     try:
@@ -118,7 +120,7 @@ def test_cancel_through_the_store_stops_the_job_and_saves_nothing(tiny_lm_dir, t
         record = manager.wait(job_id, timeout=120)
     finally:
         manager.shutdown()
-    assert seen == [1] and record.state == "cancelled"
+    assert seen == [1] and record.state == "cancelled" and store.cancel_requested(job_id)
     assert not (tmp_path / "c" / "model").exists()
 
 
