@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "sentinel.commands.benchmark",
     "sentinel.commands.build_demo_model",
     "sentinel.commands.export",
+    "sentinel.commands.compress",
     "sentinel.commands.jobs",
     "sentinel.commands.sparsify",
     "sentinel.commands.sensitivity",

@@ -41,6 +41,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "experiment": "sentinel.workflows.experiment:run_experiment_job",
     "benchmark": "sentinel.workflows.benchmark:run_benchmark_job",
     "plasticity": "sentinel.workflows.plasticity:run_plasticity_job",
+    "compress": "sentinel.workflows.compress:run_compress_job",
     "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
     "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
 }

@@ -30,7 +30,7 @@ from transformers.pytorch_utils import Conv1D
 
 from sentinel.errors import SentinelError
 from sentinel.metrics.batches import Batch, prepare_batches
-from sentinel.models.blocks import in_features, mlp_output_projection, model_blocks
+from sentinel.models.blocks import in_features, mlp_output_projection
 from sentinel.models.heads import ModelHeads, model_heads
 
 logger = logging.getLogger(__name__)
@@ -154,12 +154,16 @@ def _changed_projections(model: nn.Module, reference: nn.Module) -> list[tuple[i
     if heads.adapter.family != ref_heads.adapter.family:
         raise RecoveryError("The reference is not the same model family as the pruned model; pass the unpruned "
                             "model the pruned one was made from.")
-    blocks, ref_blocks = model_blocks(model, heads), model_blocks(reference, ref_heads)
-    if len(blocks) != len(ref_blocks):
-        raise RecoveryError(f"The pruned model has {len(blocks)} blocks and the reference {len(ref_blocks)}; "
-                            "recovery after removing whole blocks is not supported yet.")
+    # Blocks are paired by their original layer number, so whole blocks may be gone from the pruned model
+    # (its later blocks are still fitted towards the reference's output of the same original block).
+    missing = [layer for layer in heads.present_blocks() if not ref_heads.block_present(layer)]
+    if heads.num_layers != ref_heads.num_layers or missing:
+        raise RecoveryError("The reference lacks blocks the pruned model has"
+                            + (f" ({', '.join(map(str, missing))})" if missing else "")
+                            + "; pass the unpruned model the pruned one was made from.")
     pairs = []
-    for layer, (block, ref_block) in enumerate(zip(blocks, ref_blocks)):
+    for layer in heads.present_blocks():
+        block, ref_block = heads.block(layer), ref_heads.block(layer)
         for part, proj, ref_proj in (
             ("attention", heads.adapter.output_projection(heads.modules[layer]),
              ref_heads.adapter.output_projection(ref_heads.modules[layer])),
@@ -289,8 +293,9 @@ def _add_bias(model: nn.Module, layer: int, part: str) -> str:
     flag, paths = switch
     if not getattr(model.config, flag, False):
         setattr(model.config, flag, True)
-        for index, block in enumerate(model_blocks(model, heads)):
-            owner = heads.modules[index] if part == "attention" else block
+        for layer in heads.present_blocks():     # original layer numbers: removed blocks are skipped
+            block = heads.block(layer)
+            owner = heads.modules[layer] if part == "attention" else block
             for path in paths:
                 module = owner.get_submodule(path)
                 if module.bias is None:

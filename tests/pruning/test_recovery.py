@@ -127,3 +127,58 @@ def test_nothing_removed_means_nothing_refit_and_bad_method_is_an_error():
     assert recover(model, reference, _batches(1), method="lstsq").fits == []
     with pytest.raises(RecoveryError, match="Unknown recovery method"):
         recover(model, reference, _batches(1), method="magic")
+
+
+def test_blocks_removed_are_paired_by_original_layer_number():
+    from sentinel import remove_layers
+
+    model = make_tiny_model("gpt2")
+    reference = copy.deepcopy(model)
+    remove_layers(model, [1])
+    remove_neurons(model, {0: list(range(0, 64, 2))})
+    remove_heads(model, {2: [0, 3]})
+    gap_before = (_logits(model) - _logits(reference)).pow(2).mean()
+    result = recover(model, reference, _batches(), method="lstsq")
+    assert [(f.layer, f.part) for f in result.fits] == [(0, "mlp"), (2, "attention")]
+    assert all(f.error_after < f.error_before for f in result.fits)
+    assert (_logits(model) - _logits(reference)).pow(2).mean() < gap_before
+
+
+def test_lstsq_is_exact_before_a_removed_block_when_the_removed_head_had_a_twin():
+    from sentinel import remove_layers
+
+    model = make_tiny_model("gpt2")
+    _duplicate_heads(model, 0, [(1, 3)])
+    reference = copy.deepcopy(model)
+    remove_layers(model, [2])
+    remove_heads(model, {0: [3]})
+    result = recover(model, reference, _batches(), method="lstsq", ridge=0.0)
+    assert [(f.layer, f.part) for f in result.fits] == [(0, "attention")]
+    assert result.fits[0].error_after < 1e-9
+    without_block = copy.deepcopy(reference)
+    remove_layers(without_block, [2])
+    assert torch.allclose(_logits(model), _logits(without_block), atol=1e-4)
+
+
+def test_bias_after_block_removal_creates_biases_on_the_remaining_llama_blocks():
+    from sentinel import remove_layers
+
+    model = make_tiny_model("llama")
+    reference = copy.deepcopy(model)
+    remove_layers(model, [0])
+    remove_neurons(model, {2: list(range(0, 64, 2))})
+    result = recover(model, reference, _batches(), method="bias")
+    assert [(f.layer, f.part) for f in result.fits] == [(2, "mlp")]
+    assert all(model_heads(model).block(layer).mlp.down_proj.bias is not None for layer in (1, 2))
+    assert result.fits[0].error_after < result.fits[0].error_before
+
+
+def test_reference_missing_a_block_is_refused():
+    from sentinel import remove_layers
+
+    model = make_tiny_model("gpt2")
+    reference = copy.deepcopy(model)
+    remove_layers(reference, [1])
+    remove_heads(model, {0: [1]})
+    with pytest.raises(RecoveryError, match=r"reference lacks blocks the pruned model has \(1\)"):
+        recover(model, reference, _batches())
