@@ -9,6 +9,14 @@ from typing import Any
 
 from sentinel.errors import InvalidPruningPlan
 
+
+HeadKey = tuple[int, int]   # (layer, head), original indices
+
+
+def head_label(key: HeadKey) -> str:
+    """'L{layer} H{head}', the name a head has everywhere (dashboard, charts)."""
+    return f"L{key[0]} H{key[1]}"
+
 HeadPlan = dict[int, list[int]]
 PlanLike = Mapping[int | str, Iterable[int]] | Iterable[tuple[int, int]]
 

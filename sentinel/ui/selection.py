@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sentinel.errors import InvalidPruningPlan
-from sentinel.pruning.plan import HeadPlan, normalize_plan, plan_to_pairs
+from sentinel.pruning.plan import HeadKey, HeadPlan, head_label, normalize_plan, plan_to_pairs
 
-HeadKey = tuple[int, int]
 SELECTION_FIELDS = ("layer", "head")
 
 
@@ -36,11 +35,6 @@ class HeadSelection:
     def labels(self) -> list[str]:
         """Human labels such as 'L2 H5', in selection order."""
         return [head_label(key) for key in self.heads]
-
-
-def head_label(key: HeadKey) -> str:
-    """'L{layer} H{head}', the name a head has everywhere in the dashboard."""
-    return f"L{key[0]} H{key[1]}"
 
 
 def parse_head_label(label: str) -> HeadKey:

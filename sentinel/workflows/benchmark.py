@@ -382,7 +382,7 @@ def _write(out: Path, result: BenchmarkResult, charts: bool) -> None:
 
 def write_charts(out: Path, result: BenchmarkResult) -> list[Path]:
     """perplexity.{html,png} (before/after fine-tuning, per strategy) and speed.{html,png}; HTML works offline."""
-    from sentinel.ui.charts import level_chart_with_baseline, stage_panels
+    from sentinel.charts import level_chart_with_baseline, stage_panels
 
     frame = result.frame()
     stages = {"perplexity_pruned": "pruned", "perplexity_finetuned": "fine-tuned",

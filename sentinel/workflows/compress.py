@@ -350,7 +350,7 @@ def _meet_speed(model: nn.Module, tokenizer: Any, config: CompressConfig, goal: 
                 scores: dict[str, Any], stages: _Stages) -> tuple[Any, dict[str, Any]]:
     """Step the params share up until a removed copy's median prefill speed ratio (interleaved pairs) meets `goal`."""
     from sentinel.pruning import apply_plan
-    from sentinel.ui.speed import compare_speed
+    from sentinel.evaluation.paired import compare_speed
 
     limit = getattr(model.config, "max_position_embeddings", None) or config.prompt_tokens + config.new_tokens
     prompt = max(1, min(config.prompt_tokens, limit - config.new_tokens))

@@ -31,6 +31,21 @@ def test_models_package_imports_nothing_from_pruning():
     assert offenders == []
 
 
+def test_only_the_dashboard_helpers_import_sentinel_ui():
+    """Imports point down: the library's lower layers (workflows included) never import the dashboard's
+    sentinel.ui; charts and the paired speed comparison live in sentinel.charts / sentinel.evaluation."""
+    library = MODELS_DIR.parent
+    offenders = []
+    for path in library.rglob("*.py"):
+        if "ui" in path.relative_to(library).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(library)}: {n}" for n in names if n.startswith("sentinel.ui")]
+    assert offenders == []
+
+
 def test_nothing_outside_the_state_sets_sentinel_attributes_on_modules():
     model = make_tiny_model("gpt2")
     mask_heads(model, {0: [1]})
