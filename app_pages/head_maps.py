@@ -5,6 +5,7 @@ import streamlit as st
 
 from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model, strategy_scores
 from app_support.widgets import head_map, selection_list, unit_maps_view
+from sentinel.demo.prompts import default_prompts
 from sentinel.errors import DataError, InvalidPruningPlan
 from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps,
@@ -115,7 +116,7 @@ with st.expander("Look inside a head", expanded=bool(state.selection.heads), ico
         state.caches["inside-follows"] = first
     looked = st.selectbox("Head", every, format_func=head_label, key="inside_head",
                           help="Defaults to the first selected head; click a cell in the map to select one.")
-    sample = st.text_input("Short text", "Return the number of items in the list, or zero if the list is empty.",
+    sample = st.text_input("Short text", default_prompts()[0],   # fits the bundled model's corpus
                            key="inside_text", help=f"The first {MAX_TOKENS} tokens are shown.")
     shown = bool(state.selection.heads) or st.toggle("Show this head's attention", key="inside_show",
                                                       help="Shown by itself once you select a head in the map.")
