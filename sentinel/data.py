@@ -144,17 +144,7 @@ def parse_texts(text: str, name: str, text_column: str = "text") -> list[str]:
     """Documents of a decoded file: a .txt is one document, a .jsonl/.csv has one per row in `text_column`."""
     suffix = Path(name).suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"Line {number} of {name} is not valid JSON ({err.msg}); one object per line.") from None
-            if not isinstance(row, dict):
-                raise DataError(f"Line {number} of {name} is a JSON {type(row).__name__}, not an object.")
-            rows.append(row)
+        rows = [row for _, row in _jsonl_rows(text.splitlines(), name)]
         texts = _column_values(rows, text_column, name)
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
@@ -340,7 +330,7 @@ def _stream_pieces(raw: io.BufferedIOBase, name: str, suffix: str, text_column: 
         raise DataError(f"Unsupported file type {suffix!r} for {name}; use .txt, .jsonl or .csv.")
     found = False
     if suffix in (".jsonl", ".csv"):
-        rows = _jsonl_rows(raw, name) if suffix == ".jsonl" else _csv_rows(raw, name, text_column)
+        rows = _jsonl_rows(_text_lines(raw, name), name) if suffix == ".jsonl" else _csv_rows(raw, name, text_column)
         for number, row in rows:
             value = _cell(row, text_column, name, number)
             if value and value.strip():
@@ -388,8 +378,9 @@ def _text_lines(raw: io.BufferedIOBase, name: str) -> Iterator[str]:
         yield tail
 
 
-def _jsonl_rows(raw: io.BufferedIOBase, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(_text_lines(raw, name), start=1):
+def _jsonl_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines text; one clear DataError for a bad line."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
