@@ -120,3 +120,26 @@ def test_a_broken_saved_model_is_named_and_the_page_keeps_working(library):
     assert_clean(at)
     assert list(bodies(at)) == ["base"]
     assert [m.label for m in at.metric][:1] == ["Perplexity"]
+
+
+def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1").run()
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    sparse = dashboard(at).caches["sparse-latest"][1]
+    weights_ppl = dashboard(at).caches[("ppl-sparse", dashboard(at).caches["sparse-latest"][0])].perplexity
+    at.switch_page("app_pages/compare.py").run()
+    assert "Sparse copy (Weights page)" in at.multiselect(key="compare_models").options
+    at.multiselect(key="compare_models").set_value(["base", "sparse"]).run()
+    at.button(key="compare_go").click().run()
+    assert_clean(at)
+    assert list(bodies(at)) == ["base", "sparse"]
+    assert [m.value for m in at.metric if m.label == "Perplexity"][1] == f"{weights_ppl:.2f}"
+    nonzero = [m.value for m in at.metric if m.label == "Non-zero parameters"]
+    stats = sparse.result.stats
+    assert nonzero[1] == f"{human_count(stats.nonzero_parameters)} " \
+                         f"({stats.nonzero_parameters / stats.total_parameters:.0%})"
+    assert nonzero[0].endswith("(100%)")
+    stored = [m.value for m in at.metric if m.label == "Weights as stored"]
+    assert stored == ["not saved (in this session)"] * 2
