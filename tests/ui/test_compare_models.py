@@ -39,6 +39,7 @@ def test_the_library_offers_saved_exported_and_finetuned_folders_with_html_safe_
     keys = [c.key for c in found]
     assert len(set(keys)) == len(keys) and all(k.replace("_", "").isalnum() for k in keys)
     assert labels["stock (exported)"].path == str(exports_dir() / "stock")
+    assert labels[f"Fine-tune {job[:8]}: best checkpoint (step 4)"].path == str(best)
     skipped = library_candidates(store, skip=[str(final)])               # the session's own fine-tuned model
     assert f"Fine-tune {job[:8]}: final model" not in {c.label for c in skipped}
 
@@ -80,4 +81,5 @@ def test_the_speed_table_states_each_model_against_the_first():
     assert table.loc["Base model", "Prefill vs. first"] == "reference"
     assert table.loc["Pruned", "Prefill tokens/s"] == "150 (140–160)"
     assert table.loc["Pruned", "Prefill vs. first"] == "1.50× faster (1.40–1.60×, 3 interleaved pairs)"
-    assert table.loc["Pruned", "Generation vs. first"] == "no measurable difference (0.90–1.10×, 3 interleaved pairs)"
+    assert (table.loc["Pruned", "Generation vs. first"]
+            == "no measurable difference (0.90–1.10×, 3 interleaved pairs)")
