@@ -1,22 +1,32 @@
-"""Compare page: one prompt, identical settings and seed, base / pruned / pruned + fine-tuned side by side."""
+"""Compare page: up to four models — the session's or saved ones — side by side on one prompt with identical
+settings and seed: text, protocol perplexity, size, and (on request) speed timed in interleaved rounds."""
 
 import html
 
 import streamlit as st
 
+from app_support.compare import Column, candidates, choose, column, perplexity, size
+from app_support.state import dashboard, report_errors, require_model
 from sentinel.demo.prompts import default_prompts
-from sentinel.evaluation.size import parameter_count
+from sentinel.evaluation.paired import SPEED_REPEATS, interleaved_speed
 from sentinel.generation import GenerationSettings, compare_generations
-from sentinel.ui.format import human_count, shared_prefix_words, signed_percent, word_diff_html
-from app_support.state import base_figures, current_figures, dashboard, report_errors, require_model, tuned_figures
-
-IDS = {"Base model": "base", "Pruned": "pruned", "Pruned + fine-tuned": "tuned"}
+from sentinel.ui.compare import check_choice, speed_table
+from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
+from sentinel.ui.protocol import EVAL_PROTOCOL
 
 state = dashboard()
 st.title(":material/compare_arrows: Compare")
-st.caption("The same prompt, the same settings and the same random seed for every model, so any difference in "
-           "the text comes from the models themselves. Words that differ from the base model are highlighted.")
+st.caption("Up to four models on the same prompt, with the same settings and the same random seed, so any "
+           "difference in the text comes from the models themselves. Words that differ from the first model's "
+           "text are highlighted; every other figure is compared with the first model too.")
 working = require_model(state)
+
+available = candidates(state)
+chosen = choose(state, available)
+with report_errors("choosing the models") as bad_choice:
+    check_choice(chosen)
+if bad_choice:
+    st.stop()
 
 prompt = st.text_area("Prompt", default_prompts()[0], key="compare_prompt", height=80)
 cols = st.columns(5)
@@ -29,61 +39,78 @@ seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="compare_seed")
 settings = GenerationSettings(max_new_tokens=int(max_new), greedy=greedy, temperature=float(temperature),
                               top_k=50, top_p=float(top_p), seed=int(seed))
 
+loaded = [column(state, working, available[key]) for key in chosen]
+columns: list[Column] = [c for c in loaded if c is not None]
+if not columns:
+    st.info("None of the chosen models could be opened; choose another one above.")
+    st.stop()
+compared = tuple((c.candidate.key, c.identity) for c in columns)     # what a result was made with
 
+if "pruned" in chosen and not working.steps:
+    st.info("Nothing is pruned yet, so the pruned model is the base model. Prune on the Prune page first.")
+if len(available) <= 2:
+    st.caption("Fine-tune on the Fine-tune page (and use its model) to add the fine-tuned model; sparsify a copy "
+               "on the Weights page to add it here; saved and exported models appear in the list by themselves.")
 
-def compared_state() -> tuple:
-    """Which models a generation was made with: the session copy, its version and the fine-tune job."""
-    return id(working), working.version, state.tuned.job_id if state.tuned else None
-
-
-models = {"Base model": working.base.model, "Pruned": working.model}
-if state.tuned is not None:
-    models["Pruned + fine-tuned"] = state.tuned.model
-if st.button("Generate", type="primary", key="compare_go", icon=":material/play_arrow:"):
+buttons = st.columns([1, 1, 4])
+if buttons[0].button("Generate", type="primary", key="compare_go", icon=":material/play_arrow:"):
     with st.spinner("Generating…"), report_errors("generating text"):
-        results = compare_generations(models, working.tokenizer, prompt, settings)
-        state.caches["compare"] = (compared_state(), results)
+        results = compare_generations({c.candidate.key: c.model for c in columns}, working.tokenizer, prompt,
+                                      settings, tokenizers={c.candidate.key: c.tokenizer for c in columns})
+        state.caches["compare"] = (compared, results)
+if buttons[1].button("Measure speed", key="compare_speed", icon=":material/speed:",
+                     help=f"Times every chosen model in {SPEED_REPEATS} interleaved rounds (the order rotating each "
+                          "round) and compares each with the first model round by round."):
+    with st.spinner(f"Timing {len(columns)} models in turns…"), report_errors("timing the models"):
+        state.caches["compare-speed"] = (compared, interleaved_speed(
+            {c.candidate.key: c.model for c in columns}, tokenizers={c.candidate.key: c.tokenizer for c in columns},
+            repeats=SPEED_REPEATS, prompt_tokens=64, new_tokens=16))
 
-if not working.steps:
-    st.info("Nothing is pruned yet, so the pruned column is the base model. Prune on the Prune page first.")
-if state.tuned is None:
-    st.caption("Fine-tune on the Fine-tune page to add a third column.")
-
+labels = {c.candidate.key: c.candidate.label for c in columns}
 shown = state.caches.get("compare")
-if shown is not None and shown[0] != compared_state():
+if shown is not None and shown[0] != compared:
     st.info("The models changed since the last generation; press Generate to compare them again.")
 elif shown is not None:
     results = shown[1]
-    figures = {"Base model": base_figures(state, working), "Pruned": current_figures(state, working)}
-    if state.tuned is not None:
-        figures["Pruned + fine-tuned"] = tuned_figures(state)
+    first = columns[0]
     reference = results[0].text
-    shown_fig = figures["Base model"]
-    if shown_fig is not None:
-        st.caption(f"Perplexity below: {shown_fig.perplexity_note} — the same measurement as on every page. "
-                   "Tokens/s is this one generation's speed, a single timing (see Prune for paired timings).")
-    columns = st.columns(len(results))
-    for column, result in zip(columns, results):
-        with column:
-            st.subheader(result.label)
-            st.html(f"<div class='sample' id='compare-{IDS[result.label]}' style='white-space: pre-wrap'>"
+    st.caption(f"Perplexity below: {EVAL_PROTOCOL.describe()} — the same measurement as on every page.")
+    first_ppl = perplexity(state, working, first)
+    first_size = size(state, first)
+    for col, result, place in zip(columns, results, st.columns(len(results))):
+        is_first = col is first
+        with place:
+            st.subheader(col.candidate.label)
+            st.html(f"<div class='sample' id='compare-{col.candidate.key}' style='white-space: pre-wrap'>"
                     f"<b>{html.escape(result.prompt)}</b> {word_diff_html(reference, result.text)}</div>")
-            same = shared_prefix_words(reference, result.text)
-            if result is not results[0]:
+            if not is_first:
+                same = shared_prefix_words(reference, result.text)
                 if result.text == reference:
-                    st.caption("Identical to the base model's text.")
+                    st.caption(f"Identical to {first.candidate.label}'s text.")
                 elif same == 0:
-                    st.caption("Differs from the base model's text from the first word on.")
+                    st.caption(f"Differs from {first.candidate.label}'s text from the first word on.")
                 else:
-                    st.caption(f"Same as the base model's text for the first {same} words.")
-            fig = figures.get(result.label)
-            base_fig = figures["Base model"]
-            is_base = result is results[0]
-            if fig is not None and base_fig is not None:
-                change = None if is_base else signed_percent(base_fig.perplexity, fig.perplexity) or None
-                st.metric("Perplexity", f"{fig.perplexity:.2f}", change, delta_color="inverse",
-                          help=f"The app's one protocol: {fig.perplexity_note}.")
-            params = parameter_count(models[result.label])
-            change = None if is_base else signed_percent(parameter_count(working.base.model), params) or None
-            st.metric("Parameters", human_count(params), change, delta_color="off")
-            st.metric("Tokens/s (this generation)", f"{result.tokens_per_s:,.0f}")
+                    st.caption(f"Same as {first.candidate.label}'s text for the first {same} words.")
+            ppl = perplexity(state, working, col)
+            if ppl is not None:
+                change = None if is_first or first_ppl is None else signed_percent(first_ppl.value, ppl.value) or None
+                st.metric("Perplexity", f"{ppl.value:.2f}", change, delta_color="inverse",
+                          help=f"The app's one protocol: {EVAL_PROTOCOL.describe(ppl.tokens)}.")
+            figures = size(state, col)
+            for label, value in figures.rows().items():
+                change = None
+                if label == "Parameters" and not is_first:
+                    change = signed_percent(first_size.parameters, figures.parameters) or None
+                st.metric(label, value, change, delta_color="off")
+
+speed = state.caches.get("compare-speed")
+if speed is not None and speed[0] == compared:
+    timed = speed[1]
+    st.subheader("Measured speed")
+    st.table(speed_table(timed, labels))
+    st.caption(f"Tokens per second: the median of {timed.repeats} interleaved rounds (lowest–highest in brackets), "
+               f"{timed.prompt_tokens} prompt tokens then {timed.new_tokens} generated, {timed.threads} CPU threads. "
+               "Each ratio to the first model is taken round by round; when its spread covers 1.0 there is no "
+               "measurable difference.")
+elif speed is not None:
+    st.caption("The models changed since the last timing; press Measure speed to time them again.")

@@ -136,13 +136,16 @@ def compare_generations(
     tokenizer: Any,
     prompt: str,
     settings: GenerationSettings | None = None,
+    tokenizers: dict[str, Any] | None = None,
 ) -> list[GenerationResult]:
-    """Generate from each named model with identical settings and seed, so differences come from the models."""
+    """Generate from each named model with identical settings and seed, so differences come from the models.
+    `tokenizers` (per name) overrides `tokenizer` for models that come with their own (e.g. a saved model)."""
     settings = settings or GenerationSettings()
     if not models:
         raise DataError("compare_generations needs at least one model.")
     return [
-        generate_text(model, tokenizer, prompt, settings.max_new_tokens, settings.greedy, settings.temperature,
-                      settings.top_k, settings.top_p, settings.seed, label=name)
+        generate_text(model, (tokenizers or {}).get(name, tokenizer), prompt, settings.max_new_tokens,
+                      settings.greedy, settings.temperature, settings.top_k, settings.top_p, settings.seed,
+                      label=name)
         for name, model in models.items()
     ]

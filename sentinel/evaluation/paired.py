@@ -1,17 +1,20 @@
-"""Honest speed (the dashboard, `sentinel compress`): base and pruned model timed in turns, shown as a ratio with its spread,
-next to the speed-up the removed matrix-multiply FLOPs predict and the exact parameter and byte change.
+"""Honest speed (the dashboard, `sentinel compress`, the sparsity reports): models timed in turns, shown as ratios
+with their spread, next to the speed-up the removed matrix-multiply FLOPs predict and the exact size change.
 
-One timing of each model is noise on a shared machine, so `compare_speed` alternates the two models
-(`sentinel.evaluation.speed.measure_speed`, one run each, `repeats` times) and reports the median of the
-per-pair ratios with their range. When the range covers 1.0 the verdict is "no measurable difference".
+One timing of each model is noise on a shared machine, so `interleaved_speed` times N models in rounds
+(`sentinel.evaluation.speed.measure_speed`, one run each per round, the order rotating every round) and
+each model's ratio to the first is the median of its per-round ratios with their range. When the range
+covers 1.0 the verdict is "no measurable difference". `compare_speed` is the two-model case the Prune page
+and `sentinel compress` use; `sentinel.sparsity.report.compare_speed` builds its table from the same rounds.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -86,6 +89,87 @@ def removed_head_count(model: nn.Module) -> int:
     return sum(heads.num_heads - len(heads.present(layer)) for layer in range(heads.num_layers))
 
 
+Phase = Literal["prefill", "decode"]
+
+
+@dataclass(frozen=True)
+class ModelTimings:
+    """One model's throughput in every round, in the order taken (tokens/s)."""
+
+    name: str
+    prefill: tuple[float, ...]
+    decode: tuple[float, ...]
+
+    def runs(self, phase: Phase) -> tuple[float, ...]:
+        return self.prefill if phase == "prefill" else self.decode
+
+    def median(self, phase: Phase) -> float:
+        return statistics.median(self.runs(phase))
+
+    def spread(self, phase: Phase) -> tuple[float, float]:
+        """Lowest and highest tokens/s over the rounds."""
+        return min(self.runs(phase)), max(self.runs(phase))
+
+
+@dataclass(frozen=True)
+class InterleavedSpeed:
+    """N models timed in the same rounds; the first is the reference every ratio is taken against."""
+
+    timings: tuple[ModelTimings, ...]
+    repeats: int
+    prompt_tokens: int
+    new_tokens: int
+    threads: int
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.timings]
+
+    def of(self, name: str) -> ModelTimings:
+        for timing in self.timings:
+            if timing.name == name:
+                return timing
+        raise DataError(f"No model named {name!r} was timed; the timed models are {', '.join(self.names)}.")
+
+    def ratio(self, name: str, phase: Phase) -> SpeedRatio:
+        """`name` ÷ reference throughput, round by round (each pair timed back to back), as median and range."""
+        reference, model = self.timings[0].runs(phase), self.of(name).runs(phase)
+        return _ratio([m / r for m, r in zip(model, reference)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = SPEED_REPEATS,
+                      prompt_tokens: int = 64, new_tokens: int = 16,
+                      tokenizers: Mapping[str, Any] | None = None) -> InterleavedSpeed:
+    """Time every model once per round for `repeats` rounds, the order rotating each round (A B C, B C A,
+    C A B, ...) so neither a drift in machine load nor the position favours one model; one untimed warm-up
+    each first. `tokenizers` (per name) overrides `tokenizer` where models do not share one. A spread needs
+    at least 2 rounds; one round is allowed for a quick look (`sentinel quantize --runs 1`)."""
+    import torch
+
+    names = list(models)
+    if not names:
+        raise DataError("interleaved_speed needs at least one model to time.")
+    if repeats < 1:
+        raise DataError(f"Timing needs at least 1 round, got {repeats}.")
+    tokenizer_of = {name: (tokenizers or {}).get(name, tokenizer) for name in names}
+    for name in names:                                  # one untimed warm-up each
+        measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
+    prefill: dict[str, list[float]] = {name: [] for name in names}
+    decode: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            timed = measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
+            prefill[name].append(timed.prefill_tokens_per_s)
+            decode[name].append(timed.decode_tokens_per_s)
+    timings = tuple(ModelTimings(name, tuple(prefill[name]), tuple(decode[name])) for name in names)
+    logger.info("Timed %d models in %d interleaved rounds", len(names), repeats)
+    return InterleavedSpeed(timings, repeats, prompt_tokens, new_tokens, torch.get_num_threads())
+
+
 def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: int = SPEED_REPEATS,
                   prompt_tokens: int = 64, new_tokens: int = 16, measure: bool | None = None) -> SpeedComparison:
     """Size change, FLOP prediction, and (when heads were removed, or `measure` is True) interleaved timings."""
@@ -96,17 +180,8 @@ def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: i
     prefill = decode = None
     smaller = parameter_count(pruned) < parameter_count(base)         # heads, neurons or layers removed
     if measure if measure is not None else smaller:
-        for model in (base, pruned):                       # one untimed warm-up each
-            measure_speed(model, tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
-        prefill_ratios, decode_ratios = [], []
-        for index in range(repeats):
-            # alternate which model goes first, so a drift in machine load hits both alike
-            order = (base, pruned) if index % 2 == 0 else (pruned, base)
-            timed = {id(m): measure_speed(m, tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0) for m in order}
-            before, after = timed[id(base)], timed[id(pruned)]
-            prefill_ratios.append(after.prefill_tokens_per_s / before.prefill_tokens_per_s)
-            decode_ratios.append(after.decode_tokens_per_s / before.decode_tokens_per_s)
-        prefill, decode = _ratio(prefill_ratios), _ratio(decode_ratios)
+        timed = interleaved_speed({"base": base, "pruned": pruned}, tokenizer, repeats, prompt_tokens, new_tokens)
+        prefill, decode = timed.ratio("pruned", "prefill"), timed.ratio("pruned", "decode")
         logger.info("Speed ratio: prefill %s, decode %s", prefill.describe(), decode.describe())
     return SpeedComparison(prefill, decode, predicted, parameter_count(base), parameter_count(pruned),
                            weight_bytes(base), weight_bytes(pruned), removed)

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from sentinel.evaluation.speed import measure_speed
+from sentinel.evaluation.paired import interleaved_speed
 
 logger = logging.getLogger(__name__)
 
@@ -77,28 +77,17 @@ def _apart(a: list[float], b: list[float]) -> bool:
 
 def compare_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = 5, prompt_tokens: int = 128,
                   new_tokens: int = 32) -> SpeedComparison:
-    """Time every model `repeats` times, interleaved with the order rotating each round (A B C, B C A, C A B ...)
-    so neither load drifts nor position favour one model; one warm-up each; the first model is the reference."""
-    import torch
-
-    names = list(models)
-    for name in names:                                  # warm-up
-        measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
-    prefill: dict[str, list[float]] = {n: [] for n in names}
-    decode: dict[str, list[float]] = {n: [] for n in names}
-    for round_ in range(repeats):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            r = measure_speed(models[name], tokenizer, prompt_tokens, new_tokens, runs=1, warmup=0)
-            prefill[name].append(r.prefill_tokens_per_s)
-            decode[name].append(r.decode_tokens_per_s)
-    ref_p, ref_d = statistics.median(prefill[names[0]]), statistics.median(decode[names[0]])
+    """Time every model `repeats` times in interleaved rounds (`sentinel.evaluation.paired.interleaved_speed`:
+    the order rotates each round, one warm-up each) and state each against the first (reference) model."""
+    timed = interleaved_speed(models, tokenizer, repeats, prompt_tokens, new_tokens)
+    reference = timed.timings[0]
+    ref_p, ref_d = reference.median("prefill"), reference.median("decode")
     rows = []
-    for name in names:
-        p, d = statistics.median(prefill[name]), statistics.median(decode[name])
-        rows.append(SpeedRow(name, p, d, (min(prefill[name]), max(prefill[name])),
-                             (min(decode[name]), max(decode[name])), p / ref_p, d / ref_d,
-                             "reference" if name == names[0] else
-                             verdict(p / ref_p, d / ref_d, _apart(prefill[name], prefill[names[0]]),
-                                     _apart(decode[name], decode[names[0]])),
-                             prefill[name], decode[name]))
-    return SpeedComparison(rows, repeats, prompt_tokens, new_tokens, torch.get_num_threads())
+    for t in timed.timings:
+        p, d = t.median("prefill"), t.median("decode")
+        rows.append(SpeedRow(t.name, p, d, t.spread("prefill"), t.spread("decode"), p / ref_p, d / ref_d,
+                             "reference" if t is reference else
+                             verdict(p / ref_p, d / ref_d, _apart(list(t.prefill), list(reference.prefill)),
+                                     _apart(list(t.decode), list(reference.decode))),
+                             list(t.prefill), list(t.decode)))
+    return SpeedComparison(rows, repeats, prompt_tokens, new_tokens, timed.threads)

@@ -21,9 +21,10 @@ def models_dir() -> Path:
     return sentinel_home() / MODELS_FOLDER
 
 
-def saved_models() -> list[Path]:
-    """Model folders saved under the data folder (those holding a config.json), newest first."""
-    root = models_dir()
+def saved_models(root: Path | None = None) -> list[Path]:
+    """Model folders saved under the data folder (those holding a config.json), newest first; `root` lists
+    another folder of the library instead (e.g. `exports_dir()`)."""
+    root = models_dir() if root is None else root
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]

@@ -121,7 +121,7 @@ def test_compare_renders_three_models_with_the_same_seed(finished):
         shown = html.unescape(re.sub(r"<[^>]+>", "", bodies[name].split("</b>", 1)[1])).strip()
         assert shown == text.strip()
     labels = [m.label for m in at.metric]
-    assert labels.count("Perplexity") == 3 and labels.count("Tokens/s (this generation)") == 3
+    assert labels.count("Perplexity") == 3 and labels.count("Parameters") == 3
 
 
 def test_the_experiment_is_listed(finished):

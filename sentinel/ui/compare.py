@@ -1,0 +1,161 @@
+"""The Compare page's plain parts: which models can be compared (the session's and the library's), their sizes,
+and the speed table — no Streamlit here, so tests call them directly.
+
+A session model is held in memory (base, pruned, fine-tuned, the Weights page's sparse copy); a library model is
+a folder under the data folder (saved models, stock exports, fine-tune job results) loaded with `load_model`,
+which reads safetensors only and never runs a model's own code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from torch import nn
+
+from sentinel.errors import DataError
+from sentinel.evaluation.paired import InterleavedSpeed
+from sentinel.evaluation.size import weight_bytes
+from sentinel.sparsity.masks import sparsity_stats
+from sentinel.store import Store
+from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
+from sentinel.ui.format import human_bytes, human_count
+from sentinel.ui.library import exports_dir, saved_models
+
+logger = logging.getLogger(__name__)
+
+MAX_MODELS = 4
+Kind = Literal["session", "saved", "export", "finetune"]
+SESSION_LABELS = {"base": "Base model", "pruned": "Pruned", "tuned": "Pruned + fine-tuned",
+                  "sparse": "Sparse copy (Weights page)"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model the page can show: `key` is stable across reruns and safe in an HTML id (letters, digits, _)."""
+
+    key: str
+    label: str
+    kind: Kind
+    path: str | None = None          # the folder of a library model (None: held in this session)
+
+
+def session_candidates(has_tuned: bool, has_sparse: bool) -> list[Candidate]:
+    """The session's models: base and pruned always, the fine-tuned model and the sparse copy when held."""
+    keys = ["base", "pruned"] + (["tuned"] if has_tuned else []) + (["sparse"] if has_sparse else [])
+    return [Candidate(key, SESSION_LABELS[key], "session") for key in keys]
+
+
+def library_candidates(store: Store | None = None, skip: Sequence[str] = ()) -> list[Candidate]:
+    """Folders under the data folder: saved models, stock exports, and each succeeded dashboard fine-tune's
+    model and kept best checkpoint (when `store` is given). Folders in `skip` are left out (the session's own
+    fine-tuned model is already a column)."""
+    found: list[tuple[str, str, Kind, Path]] = []
+    found += [("saved", f"{p.name} (saved)", "saved", p) for p in saved_models()]
+    found += [("export", f"{p.name} (exported)", "export", p) for p in saved_models(exports_dir())]
+    if store is not None:
+        found += [(f"job_{job}", label, "finetune", p) for job, label, p in finetune_folders(store)]
+    skipped = {str(Path(s).resolve()) for s in skip}
+    taken: set[str] = set()
+    result = []
+    for prefix, label, kind, path in found:
+        if str(path.resolve()) in skipped:
+            continue
+        key = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', path.name)}"
+        while key in taken:                    # 'a-b' and 'a_b' would share a key
+            key += "_"
+        taken.add(key)
+        result.append(Candidate(key, label, kind, str(path)))
+    return result
+
+
+def finetune_folders(store: Store) -> list[tuple[str, str, Path]]:
+    """(job id, label, folder) of each succeeded dashboard fine-tune's model and of its kept best checkpoint."""
+    folders = []
+    for job in store.list_jobs(("succeeded",)):
+        if job.kind != DASHBOARD_FINETUNE:
+            continue
+        short = job.id[:8]
+        model = (job.result or {}).get("model")
+        if model and (Path(model) / "config.json").is_file():
+            folders.append((job.id, f"Fine-tune {short}: final model", Path(model)))
+        kept = Path(job.params.get("out", "")) / CHECKPOINTS
+        if job.params.get("out") and kept.is_dir():
+            for folder in sorted(kept.iterdir()):
+                if folder.name.startswith("step-") and (folder / "config.json").is_file():
+                    step = folder.name.removeprefix("step-")
+                    folders.append((job.id, f"Fine-tune {short}: best checkpoint (step {step})", folder))
+    return folders
+
+
+def default_choice(candidates: Sequence[Candidate]) -> list[str]:
+    """What the page shows before anyone chooses: base, pruned and the fine-tuned model when there is one."""
+    return [c.key for c in candidates if c.key in ("base", "pruned", "tuned")]
+
+
+def check_choice(keys: Sequence[str]) -> None:
+    """At least one model and at most `MAX_MODELS`, side by side."""
+    if not keys:
+        raise DataError("Choose at least one model to compare.")
+    if len(keys) > MAX_MODELS:
+        raise DataError(f"Compare shows at most {MAX_MODELS} models side by side; {len(keys)} are chosen. "
+                        "Remove one from the list.")
+
+
+def folder_identity(path: str | Path) -> tuple:
+    """What a saved model's cached copy depends on: its folder and the size and time of its config and weights,
+    so a model saved again under the same name is loaded again."""
+    folder = Path(path)
+    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    return (str(folder.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    """One model's size: parameters, those not zero, dense weight bytes, and the bytes of its saved weight files."""
+
+    parameters: int
+    nonzero: int
+    dense_bytes: int
+    stored_bytes: int | None         # None: the model is held in this session only
+
+    def rows(self) -> dict[str, str]:
+        """Label → shown value, for the page's metrics."""
+        return {"Parameters": human_count(self.parameters),
+                "Non-zero parameters": f"{human_count(self.nonzero)} ({self.nonzero / self.parameters:.0%})"
+                if self.parameters else "0",
+                "Weights, dense": human_bytes(self.dense_bytes),
+                "Weights as stored": human_bytes(self.stored_bytes) if self.stored_bytes is not None
+                else "not saved (in this session)"}
+
+
+def size_figures(model: nn.Module, folder: str | Path | None = None) -> SizeFigures:
+    """Parameters and non-zero parameters (`sparsity_stats`, tied weights once), dense bytes (`weight_bytes`)
+    and, for a saved model, the bytes of its weight files on disk (safetensors, including compressed forms)."""
+    stats = sparsity_stats(model)
+    stored = None
+    if folder is not None:
+        stored = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors") if f.is_file())
+    return SizeFigures(stats.total_parameters, stats.nonzero_parameters, weight_bytes(model), stored)
+
+
+def speed_table(speed: InterleavedSpeed, labels: dict[str, str]) -> pd.DataFrame:
+    """One row per model: prefill and generation tokens/s (median, lowest–highest round) and each model's ratio
+    to the first column, per round, in the Prune page's words ('no measurable difference' when the spread
+    covers 1.0)."""
+    rows = []
+    first = speed.timings[0]
+    for timing in speed.timings:
+        row = {"Model": labels.get(timing.name, timing.name)}
+        for phase, title in (("prefill", "Prefill"), ("decode", "Generation")):
+            low, high = timing.spread(phase)
+            row[f"{title} tokens/s"] = f"{timing.median(phase):,.0f} ({low:,.0f}–{high:,.0f})"
+            row[f"{title} vs. first"] = ("reference" if timing is first
+                                         else speed.ratio(timing.name, phase).describe())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("Model")

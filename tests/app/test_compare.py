@@ -1,0 +1,145 @@
+"""Compare: any session or saved model, up to four side by side — text, the one protocol's perplexity, size and
+interleaved speed; a broken saved model is named and the page keeps working."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+
+import pytest
+
+from sentinel.demo.prompts import default_prompts
+from sentinel.evaluation.size import parameter_count
+from sentinel.generation import generate_text
+from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
+from sentinel.pruning import remove_heads
+from sentinel.ui.format import human_count
+from sentinel.ui.library import models_dir
+from sentinel.ui.protocol import protocol_perplexity
+from tests.app.conftest import assert_clean, dashboard, errors, open_app
+
+SAVED, BROKEN, OTHER = "cmp-saved", "cmp-broken", "cmp-other"
+
+
+@pytest.fixture(scope="module")
+def library(app_home):
+    """A head-removed bundled model saved in the library, a second copy, and a folder with a config but no
+    weights; returns the saved model as loaded from disk."""
+    loaded = load_model(None)
+    remove_heads(loaded.model, {0: [0, 1], 3: [2]})
+    save_model(loaded.model, loaded.tokenizer, models_dir() / SAVED)
+    save_model(loaded.model, loaded.tokenizer, models_dir() / OTHER)
+    (models_dir() / BROKEN).mkdir(parents=True)
+    shutil.copy(BUNDLED_MODEL_DIR / "config.json", models_dir() / BROKEN / "config.json")
+    yield load_model(str(models_dir() / SAVED))
+    for name in (SAVED, OTHER, BROKEN):
+        shutil.rmtree(models_dir() / name)
+
+
+def bodies(at) -> dict[str, str]:
+    """Column key → its generated text as shown (the prompt in bold stripped)."""
+    found = {}
+    for element in at.get("html"):
+        match = re.search(r"id='compare-(\w+)'", element.proto.body)
+        if match:
+            text = element.proto.body.split("</b>", 1)[1]
+            found[match.group(1)] = html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+    return found
+
+
+def test_base_pruned_and_a_saved_model_side_by_side(library, monkeypatch):
+    import app_support.compare as glue
+
+    loads: list[str] = []
+    real_load = glue.load_model
+
+    def counting_load(path, **kwargs):
+        loads.append(path)
+        return real_load(path, **kwargs)
+
+    glue.library_model.clear()
+    monkeypatch.setattr(glue, "load_model", counting_load)
+    at = open_app("prune")
+    at.button(key="prune_go").click().run()                  # entropy 30%: heads masked
+    table = at.table[0].value
+    before, after = table.loc["Perplexity", "Before"], table.loc["Perplexity", "After"]
+    at.switch_page("app_pages/compare.py").run()
+    assert_clean(at)
+    picker = at.multiselect(key="compare_models")
+    assert picker.value == ["base", "pruned"]                  # today's columns by default
+    assert {"Base model", "Pruned", f"{SAVED} (saved)", f"{BROKEN} (saved)"} <= set(picker.options)
+    saved_key = f"saved_{SAVED.replace('-', '_')}"
+    picker.set_value(["base", "pruned", saved_key]).run()
+    at.button(key="compare_go").click().run()
+    assert_clean(at)
+    assert not errors(at)
+    shown = bodies(at)
+    assert list(shown) == ["base", "pruned", saved_key]
+    state = dashboard(at)
+    prompt = default_prompts()[0]
+    assert shown[saved_key] == generate_text(library.model, library.tokenizer, prompt, 40, greedy=True).text.strip()
+    assert shown["pruned"] == generate_text(state.working.model, state.working.tokenizer, prompt, 40,
+                                            greedy=True).text.strip()
+    ppl = [m.value for m in at.metric if m.label == "Perplexity"]
+    expected_saved = protocol_perplexity(library.model, library.tokenizer).perplexity
+    assert ppl == [before, after, f"{expected_saved:.2f}"]       # the Prune page's numbers for the same models
+    params = [m.value for m in at.metric if m.label == "Parameters"]
+    assert params == [human_count(parameter_count(state.working.base.model)),
+                      human_count(parameter_count(state.working.model)), human_count(parameter_count(library.model))]
+    assert sum(m.label == "Weights as stored" for m in at.metric) == 3
+
+    at.button(key="compare_speed").click().run()
+    assert_clean(at)
+    speed = at.table[0].value
+    assert list(speed.index) == ["Base model", "Pruned", f"{SAVED} (saved)"]
+    assert speed.loc["Base model", "Prefill vs. first"] == "reference"
+    assert all(re.search(r"(no measurable difference|faster|slower) \(.*5 interleaved pairs\)", value)
+               for value in speed.iloc[1:][["Prefill vs. first", "Generation vs. first"]].values.ravel())
+    at.run()
+    assert_clean(at)
+    assert loads == [str(models_dir() / SAVED)]                 # loaded once, then cached across reruns
+
+
+def test_a_fifth_model_is_refused(library):
+    at = open_app("compare")
+    keys = ["base", "pruned"] + [f"saved_{name.replace('-', '_')}" for name in (SAVED, OTHER, BROKEN)]
+    at.multiselect(key="compare_models").set_value(keys).run()
+    assert_clean(at)
+    assert any("at most 4 models side by side; 5 were chosen" in w.value for w in at.warning)
+    assert at.multiselect(key="compare_models").value == keys[:4]
+
+
+def test_a_broken_saved_model_is_named_and_the_page_keeps_working(library):
+    at = open_app("compare")
+    broken = f"saved_{BROKEN.replace('-', '_')}"
+    at.multiselect(key="compare_models").set_value(["base", broken]).run()
+    assert_clean(at)
+    assert any(f"loading the model '{BROKEN} (saved)'" in e and "no weights file" in e for e in errors(at))
+    at.button(key="compare_go").click().run()
+    assert_clean(at)
+    assert list(bodies(at)) == ["base"]
+    assert [m.label for m in at.metric][:1] == ["Perplexity"]
+
+
+def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1").run()
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    sparse = dashboard(at).caches["sparse-latest"][1]
+    weights_ppl = dashboard(at).caches[("ppl-sparse", dashboard(at).caches["sparse-latest"][0])].perplexity
+    at.switch_page("app_pages/compare.py").run()
+    assert "Sparse copy (Weights page)" in at.multiselect(key="compare_models").options
+    at.multiselect(key="compare_models").set_value(["base", "sparse"]).run()
+    at.button(key="compare_go").click().run()
+    assert_clean(at)
+    assert list(bodies(at)) == ["base", "sparse"]
+    assert [m.value for m in at.metric if m.label == "Perplexity"][1] == f"{weights_ppl:.2f}"
+    nonzero = [m.value for m in at.metric if m.label == "Non-zero parameters"]
+    stats = sparse.result.stats
+    assert nonzero[1] == f"{human_count(stats.nonzero_parameters)} " \
+                         f"({stats.nonzero_parameters / stats.total_parameters:.0%})"
+    assert nonzero[0].endswith("(100%)")
+    stored = [m.value for m in at.metric if m.label == "Weights as stored"]
+    assert stored == ["not saved (in this session)"] * 2

@@ -1,0 +1,89 @@
+"""The one N-model interleaved timing (`sentinel.evaluation.paired.interleaved_speed`) and both callers built on it.
+
+Tiny models and no assertions on the timings themselves: only on the rounds, their order and the arithmetic.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import sentinel.evaluation.paired as paired
+from sentinel.errors import DataError
+from sentinel.evaluation.paired import SpeedRatio, compare_speed, interleaved_speed
+from sentinel.pruning import remove_heads
+from sentinel.sparsity import report
+
+
+def _three(tiny_lm):
+    model, tokenizer = tiny_lm
+    smaller = copy.deepcopy(model)
+    remove_heads(smaller, {0: [0]})
+    return {"a": model, "b": smaller, "c": copy.deepcopy(model)}, tokenizer
+
+
+def test_every_model_is_timed_once_per_round_and_the_order_rotates(tiny_lm, monkeypatch):
+    models, tokenizer = _three(tiny_lm)
+    order: list[str] = []
+    real = paired.measure_speed
+    name_of = {id(m): n for n, m in models.items()}
+
+    def spy(model, *args, **kwargs):
+        order.append(name_of[id(model)])
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(paired, "measure_speed", spy)
+    timed = interleaved_speed(models, tokenizer, repeats=4, prompt_tokens=8, new_tokens=2)
+    assert order[:3] == ["a", "b", "c"]                                  # one untimed warm-up each
+    assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert timed.names == ["a", "b", "c"] and timed.repeats == 4
+    assert all(len(t.prefill) == 4 and len(t.decode) == 4 for t in timed.timings)
+
+
+def test_ratios_are_per_round_against_the_first_model(tiny_lm):
+    models, tokenizer = _three(tiny_lm)
+    timed = interleaved_speed(models, tokenizer, repeats=3, prompt_tokens=8, new_tokens=2)
+    reference = timed.of("a")
+    for name in ("a", "b", "c"):
+        for phase in ("prefill", "decode"):
+            rounds = [m / r for m, r in zip(timed.of(name).runs(phase), reference.runs(phase))]
+            ratio = timed.ratio(name, phase)
+            assert ratio == SpeedRatio(sorted(rounds)[1], min(rounds), max(rounds), 3)
+            low, high = timed.of(name).spread(phase)
+            assert low <= timed.of(name).median(phase) <= high
+    assert timed.ratio("a", "prefill").median == 1.0 and not timed.ratio("a", "decode").measurable
+    with pytest.raises(DataError, match="No model named 'z' was timed"):
+        timed.of("z")
+
+
+def test_both_public_comparisons_are_built_on_the_same_rounds(tiny_lm, monkeypatch):
+    models, tokenizer = _three(tiny_lm)
+    calls: list[list[str]] = []
+    real = paired.interleaved_speed
+
+    def spy(named, *args, **kwargs):
+        calls.append(list(named))
+        return real(named, *args, **kwargs)
+
+    monkeypatch.setattr(paired, "interleaved_speed", spy)
+    monkeypatch.setattr(report, "interleaved_speed", spy)
+    pair = compare_speed(models["a"], models["b"], tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
+    table = report.compare_speed(models, tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
+    assert calls == [["base", "pruned"], ["a", "b", "c"]]
+    assert pair.prefill.pairs == 2 and pair.decode.low <= pair.decode.median <= pair.decode.high
+    assert [row.name for row in table.rows] == ["a", "b", "c"] and table.rows[0].verdict == "reference"
+    assert all(len(row.prefill_runs) == 2 for row in table.rows)
+    assert table.rows[1].prefill_ratio == pytest.approx(table.rows[1].prefill_tokens_per_s
+                                                        / table.rows[0].prefill_tokens_per_s)
+
+
+def test_per_model_tokenizers_and_refusals(tiny_lm):
+    models, tokenizer = _three(tiny_lm)
+    timed = interleaved_speed({"a": models["a"]}, tokenizers={"a": tokenizer}, repeats=1, prompt_tokens=8,
+                              new_tokens=2)
+    assert timed.names == ["a"] and len(timed.of("a").prefill) == 1
+    with pytest.raises(DataError, match="at least one model"):
+        interleaved_speed({}, tokenizer)
+    with pytest.raises(DataError, match="at least 1 round"):
+        interleaved_speed(models, tokenizer, repeats=0)

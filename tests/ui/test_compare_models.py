@@ -1,0 +1,85 @@
+"""The Compare page's plain parts: the models it offers, the choice limit, sizes and the speed table."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentinel.errors import DataError
+from sentinel.evaluation.paired import InterleavedSpeed, ModelTimings
+from sentinel.evaluation.size import parameter_count, weight_bytes
+from sentinel.store import Store
+from sentinel.ui.compare import (MAX_MODELS, check_choice, default_choice, library_candidates, session_candidates,
+                                 size_figures, speed_table)
+from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
+from sentinel.ui.library import exports_dir, models_dir
+
+
+def _folder(path):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_the_library_offers_saved_exported_and_finetuned_folders_with_html_safe_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTINEL_HOME", str(tmp_path))
+    _folder(models_dir() / "a-b")
+    _folder(models_dir() / "a_b")
+    (models_dir() / "no-config").mkdir()
+    _folder(exports_dir() / "stock")
+    store = Store()
+    out = tmp_path / "dashboard" / "run1"
+    final, best = _folder(out / "model"), _folder(out / CHECKPOINTS / "step-4")
+    job = store.create_job(DASHBOARD_FINETUNE, {"out": str(out)}, "cpu")
+    store.set_job_state(job, "succeeded", result={"model": str(final)})
+    store.set_job_state(store.create_job(DASHBOARD_FINETUNE, {"out": str(tmp_path / "x")}, "cpu"), "failed")
+    found = library_candidates(store)
+    labels = {c.label: c for c in found}
+    assert set(labels) == {"a-b (saved)", "a_b (saved)", "stock (exported)", f"Fine-tune {job[:8]}: final model",
+                           f"Fine-tune {job[:8]}: best checkpoint (step 4)"}
+    keys = [c.key for c in found]
+    assert len(set(keys)) == len(keys) and all(k.replace("_", "").isalnum() for k in keys)
+    assert labels["stock (exported)"].path == str(exports_dir() / "stock")
+    assert labels[f"Fine-tune {job[:8]}: best checkpoint (step 4)"].path == str(best)
+    skipped = library_candidates(store, skip=[str(final)])               # the session's own fine-tuned model
+    assert f"Fine-tune {job[:8]}: final model" not in {c.label for c in skipped}
+
+
+def test_session_models_default_to_base_pruned_and_tuned_and_at_most_four_are_compared():
+    held = session_candidates(has_tuned=True, has_sparse=True)
+    assert [c.key for c in held] == ["base", "pruned", "tuned", "sparse"]
+    assert default_choice(held) == ["base", "pruned", "tuned"]
+    assert default_choice(session_candidates(False, False)) == ["base", "pruned"]
+    check_choice(["a"] * MAX_MODELS)
+    with pytest.raises(DataError, match="at most 4 models side by side; 5 are chosen"):
+        check_choice(["a"] * 5)
+    with pytest.raises(DataError, match="at least one model"):
+        check_choice([])
+
+
+def test_sizes_count_zeros_and_the_saved_files(tiny_lm, tmp_path):
+    import torch
+
+    model, _ = tiny_lm
+    dense = size_figures(model)
+    assert (dense.parameters, dense.dense_bytes, dense.stored_bytes) == (parameter_count(model), weight_bytes(model),
+                                                                        None)
+    body = next(p for name, p in model.named_parameters() if p.dim() == 2 and ".h." in f".{name}")
+    with torch.no_grad():
+        body.zero_()                                                    # one body matrix all zeros
+    zeroed = size_figures(model, tmp_path)
+    assert zeroed.nonzero == dense.nonzero - body.numel() and zeroed.stored_bytes == 0
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    assert size_figures(model, tmp_path).stored_bytes == 10
+    assert size_figures(model, tmp_path).rows()["Weights as stored"] == "0.00 MiB"
+
+
+def test_the_speed_table_states_each_model_against_the_first():
+    speed = InterleavedSpeed((ModelTimings("a", (100.0, 100.0, 100.0), (10.0, 10.0, 10.0)),
+                              ModelTimings("b", (150.0, 160.0, 140.0), (9.0, 11.0, 10.0))), 3, 64, 16, 1)
+    table = speed_table(speed, {"a": "Base model", "b": "Pruned"})
+    assert list(table.index) == ["Base model", "Pruned"]
+    assert table.loc["Base model", "Prefill vs. first"] == "reference"
+    assert table.loc["Pruned", "Prefill tokens/s"] == "150 (140–160)"
+    assert table.loc["Pruned", "Prefill vs. first"] == "1.50× faster (1.40–1.60×, 3 interleaved pairs)"
+    assert (table.loc["Pruned", "Generation vs. first"]
+            == "no measurable difference (0.90–1.10×, 3 interleaved pairs)")
