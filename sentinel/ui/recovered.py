@@ -105,12 +105,19 @@ def read_fingerprint(path: Path) -> tuple[str, list[str]]:
     return meta["fingerprint"], json.loads(meta.get("bias_parts", "[]"))
 
 
-def load_recovered(model: nn.Module, path: Path, fingerprint: str) -> None:
-    """Load saved recovered weights into `model` (its units already removed) after checking the fingerprint."""
+def check_saved(path: Path, fingerprint: str) -> list[str]:
+    """Raise RecoveredWeightsError unless `path` holds the weights of the step with this fingerprint; returns the
+    parts whose biases that step's recovery switched on."""
     found, parts = read_fingerprint(path)
     if found != fingerprint:
         raise RecoveredWeightsError(f"The saved weights {path} belong to another pruning step (fingerprint {found}, "
                                     f"this step's is {fingerprint}).")
+    return parts
+
+
+def load_recovered(model: nn.Module, path: Path, fingerprint: str) -> None:
+    """Load saved recovered weights into `model` (its units already removed) after checking the fingerprint."""
+    parts = check_saved(path, fingerprint)
     for part in parts:
         if part not in bias_parts_enabled(model):
             enable_output_biases(model, part)

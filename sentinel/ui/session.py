@@ -24,7 +24,7 @@ from sentinel.pruning.plan import (HeadPlan, LayerPlan, MixedPlanLike, NeuronPla
                                    plan_to_json)
 from sentinel.pruning.recovery import (RECOVERY_METHODS, CalibrationConfig, ProjectionFit, RecoveryResult,
                                        prune_and_recover)
-from sentinel.ui.recovered import (RecoveredWeightsError, base_identity, load_recovered, read_fingerprint,
+from sentinel.ui.recovered import (RecoveredWeightsError, base_identity, check_saved, load_recovered,
                                    step_fingerprint, weights_path)
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class WorkingModel:
             raise RecoveredWeightsError("The recovered weights were fitted on your model as it was when you pressed "
                                         "Prune; it has changed since (a step was added or undone), so they do not fit. "
                                         "Press Prune again to fit them on the model as it is now.")
-        read_fingerprint(weights_path(step.job))      # present and ours, before the model is touched
+        check_saved(weights_path(step.job), step.fingerprint)      # present and ours, before the model is touched
         _load_saved(self.model, step)
         self._add(step, recovery)
         logger.info("Session model: adopted %s recovered by job %s", step.describe(), step.job)
@@ -189,7 +189,7 @@ class WorkingModel:
                 if expected != step.fingerprint:
                     raise RecoveredWeightsError(f"the step's recorded fingerprint {step.fingerprint} is not the one "
                                                 f"its settings give ({expected})")
-                read_fingerprint(weights_path(step.job))   # present and ours, before the model is touched
+                check_saved(weights_path(step.job), step.fingerprint)   # present and ours, before the model is touched
             except RecoveredWeightsError as err:
                 note = (f"Step {index + 1} ({step.describe()}): its saved {step.recovery} weights could not be used "
                         f"— {str(err).rstrip('.')}. Its recovery was computed again instead, which took longer.")
