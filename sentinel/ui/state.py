@@ -81,6 +81,7 @@ class DashboardState:
         self.selection = HeadSelection()
         self.caches.clear()
         self.tuned = None
+        self.recover_job_id = None      # its result was fitted on the previous model
 
 
 def bundled_model_available() -> bool:

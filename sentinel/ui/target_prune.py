@@ -75,8 +75,9 @@ def record_target_prune(store: Store, working: WorkingModel, settings: BudgetSet
                         before: float, after: float) -> str:
     """Record a target prune applied on the page (no recovery: removed = after) as a finished experiment."""
     step = working.steps[-1]
-    experiment = store.create_experiment(run_name(settings), experiment_config(working, settings, working.history()[:-1]),
-                                         kind=EXPERIMENT_KIND, model=working.base.source, status="running")
+    config = experiment_config(working, settings, working.history()[:-1])
+    experiment = store.create_experiment(run_name(settings), config, kind=EXPERIMENT_KIND, model=working.base.source,
+                                         status="running")
     summary = run_summary(working.model, settings, predicted.to_dict(), before, after, after, working.last_recovery,
                           step)
     store.update_experiment(experiment, status="completed", summary=summary)
