@@ -78,14 +78,24 @@ def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
             step = working.adopt(PruneStep.from_dict(job.result["step"]), recovery_result(job.result["recovery"]))
         if failed:
             st.caption(f"Job {job.id} ({name}) is kept in the experiment store; nothing changed in your model.")
+            _dismiss(state)
             return
         state.recover_job_id = None
         notify(state, f"Removed {step.describe()} ({step.how}); recovery fitted in the background by job {job.id}")
         st.rerun()
-    elif job.state == "cancelled":
-        st.info(f"The target prune ({name}) was cancelled: nothing was kept, your model is as it was before you "
-                "pressed Prune.", icon=":material/cancel:")
     else:
-        st.error(f"The target prune ({name}) {job.state}: {job.error or 'no result'}. Nothing was kept; your model "
-                 "is as it was before you pressed Prune.", icon=":material/error:")
+        if job.state == "cancelled":
+            st.info(f"The target prune ({name}) was cancelled: nothing was kept, your model is as it was before you "
+                    "pressed Prune.", icon=":material/cancel:")
+        else:
+            st.error(f"The target prune ({name}) {job.state}: {job.error or 'no result'}. Nothing was kept; your "
+                     "model is as it was before you pressed Prune.", icon=":material/error:")
+        _dismiss(state)
+
+
+def _dismiss(state: DashboardState) -> None:
+    """A button that clears the message about a job whose result was not adopted."""
+    if st.button("Dismiss", key="target_prune_dismiss", icon=":material/close:"):
+        state.recover_job_id = None
+        st.rerun()
 

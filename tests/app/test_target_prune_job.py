@@ -113,3 +113,5 @@ def test_cancelling_a_target_prune_keeps_nothing(monkeypatch):
     assert not dashboard(at).working.steps and not weights_path(job_id).exists()
     assert any("cancelled: nothing was kept" in i.value for i in at.info)
     assert shared_store().get_experiment(shared_store().get_job(job_id).experiment_id).status == "cancelled"
+    at.button(key="target_prune_dismiss").click().run()
+    assert dashboard(at).recover_job_id is None and not any("nothing was kept" in i.value for i in at.info)
