@@ -6,7 +6,9 @@ import streamlit as st
 
 from app_support.state import report_errors, shared_store
 from sentinel.store import sentinel_home
+from sentinel.charts import compress_chart
 from sentinel.ui.charts import level_chart, overlay_chart
+from sentinel.ui.compress_runs import compress_points, compress_runs_frame
 from sentinel.ui.history import config_diff, experiments_frame, level_frame, overlay_frame, readable_table
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -91,3 +93,19 @@ if len(records) > 1:
         st.info("The two runs have the same settings.")
     else:
         st.dataframe(diff, hide_index=True, width="stretch")
+
+# -- compress runs (`sentinel compress` and Prune's target prunes): predicted vs measured, perplexity per stage --
+compress_runs = compress_runs_frame(records)
+if not compress_runs.empty:
+    st.subheader("Compress runs")
+    st.dataframe(compress_runs, hide_index=True, key="compress_runs_table", width="stretch", column_config={
+        "run": st.column_config.TextColumn("Run", width="medium"),
+        **{c: st.column_config.NumberColumn(c, format="localized") for c in
+           ("params before", "params predicted", "params after", "FLOPs predicted", "FLOPs after")},
+    })
+    points = compress_points(compress_runs)
+    if not points.empty:
+        st.altair_chart(compress_chart(points, log=log), width="stretch", key="compress_runs_chart")
+    st.caption("Each run removed units to meet a target (share of parameters or FLOPs), predicted before removal and "
+               "measured after; perplexity before, right after removal and after recovery (or fine-tuning), on "
+               f"the app's protocol for dashboard runs ({EVAL_PROTOCOL.describe()}), the CLI's own for compress.")

@@ -10,8 +10,8 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.budget import (RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, apply_budget, needs_text,
-                                per_layer_counts, prediction_table)
+from sentinel.ui.budget import (RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, needs_text, per_layer_counts,
+                                prediction_table)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.jobs import ProgressEvent
 from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
@@ -26,6 +26,7 @@ from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify,
                                quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
+from app_support.target_prune import prune_to_target, recovery_panel, recovery_pending
 from app_support.widgets import head_map, selection_list
 
 state = dashboard()
@@ -85,7 +86,8 @@ with right:
                                  format_func={"none": "None", "bias": "Bias correction",
                                               "lstsq": "Least squares"}.get,
                                  help="After removal, re-fit each changed output projection on 32 blocks of the "
-                                      "bundled training text so it reproduces the unpruned layer's output.")
+                                      "bundled training text so it reproduces the unpruned layer's output. Runs in "
+                                      "the background (progress and cancel below the Prune button).")
         budget = BudgetSettings(tuple(units), measure, float(share_wanted), allocation, recovery, int(min_heads))
     else:
         selection_list(state, working)
@@ -116,8 +118,10 @@ with right:
             if not counts.empty:
                 st.altair_chart(layer_counts_chart(counts), width="stretch", key="budget_counts_chart")
             preview = (predicted.plan.heads, budget.label())
+    waiting = how == "target" and recovery_pending(state)   # one target prune with recovery at a time
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
-        how in ("strategy", "target") and preview is None))
+        how in ("strategy", "target") and preview is None) or waiting,
+                   help="Wait for the target prune running below, or cancel it." if waiting else None)
     cols = st.columns(2)
     undo = cols[0].button("Undo", key="prune_undo", icon=":material/undo:", disabled=not working.steps,
                           help="Take back the last pruning step.", width="stretch")
@@ -127,9 +131,9 @@ with right:
 if go:
     with report_errors("pruning"):
         if how == "target":
-            with st.spinner("Removing the units" + ("" if budget.recovery == "none" else
-                                                    f" and re-fitting with {budget.recovery}") + "…"):
-                step = apply_budget(working, predicted, budget)       # exactly the predicted plan
+            step = prune_to_target(state, working, budget, predicted)   # None: recovery runs as a job
+            if step is None:
+                st.rerun()
         elif how == "strategy":
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
@@ -148,6 +152,8 @@ if reset:
     working.reset()
     notify(state, "Back to the base model")
     st.rerun()
+with right:
+    recovery_panel(state, working)      # the target prune's background job: progress, cancel, adoption
 
 with left:
     # the map shows what the chosen strategy ranks by, so the preview's outlines match the colours

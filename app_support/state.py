@@ -74,6 +74,7 @@ def restore_session(state: DashboardState, token: str) -> None:
             state.selection = set_heads(HeadSelection(), snapshot.selection, selectable=working.active())
             state.job_id = snapshot.finetune_job
             state.compare_job_id = snapshot.compare_job
+            state.recover_job_id = snapshot.recover_job
             if snapshot.adopted:
                 job_id, which = snapshot.adopted.split("/", 1)
                 view = job_view(shared_store(), job_id)

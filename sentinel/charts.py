@@ -181,6 +181,22 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
         **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320)
 
 
+def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
+    """Compress runs: perplexity against the measured share of parameters removed, a colour per unit kinds and
+    recovery, a shape per stage (right after removal, after recovery)."""
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    return alt.Chart(points).mark_point(filled=True, size=80).encode(
+        x=alt.X("removed:Q", title="Share of parameters removed (measured)", axis=alt.Axis(format=".0%")),
+        y=alt.Y("perplexity:Q", title="Perplexity" + (" (log scale)" if log else ""), scale=scale,
+                axis=alt.Axis(format=",.4~g")),
+        color=alt.Color("series:N", title="Units, recovery"), shape=alt.Shape("stage:N", title="Stage"),
+        tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("stage:N", title="Stage"),
+                 alt.Tooltip("removed:Q", title="Removed", format=".1%"),
+                 alt.Tooltip("perplexity:Q", title="Perplexity", format=",.4~g")],
+    ).properties(title=alt.TitleParams("Compress runs: perplexity vs. parameters removed", anchor="start"),
+                 height=300)
+
+
 def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Chart:
     """Several runs' curves of one metric on one chart (`run`, `step`, `value`), a colour per run."""
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)

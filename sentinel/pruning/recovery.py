@@ -282,6 +282,18 @@ def _write(proj: nn.Module, weight: torch.Tensor) -> None:
 
 def _add_bias(model: nn.Module, layer: int, part: str) -> str:
     """Give a bias-free output projection a (zero) bias where the family config can express it, else explain."""
+    return enable_output_biases(model, part)
+
+
+def bias_parts_enabled(model: nn.Module) -> list[str]:
+    """The parts ("attention", "mlp") whose biases `recover(method="bias")` switched on through the config."""
+    switches = BIAS_SWITCHES.get(getattr(model.config, "model_type", "?"), {})
+    return [part for part, (flag, _) in switches.items() if getattr(model.config, flag, False)]
+
+
+def enable_output_biases(model: nn.Module, part: str) -> str:
+    """Switch on the family's config flag for `part` and give its projections zero biases (as bias recovery does),
+    so a state dict saved after bias recovery loads into a freshly pruned copy; returns a note saying what changed."""
     heads: ModelHeads = model_heads(model)
     model_type = getattr(model.config, "model_type", "?")
     switch = BIAS_SWITCHES.get(model_type, {}).get(part)
@@ -316,10 +328,12 @@ def prune_and_recover(
     method: str | None = "lstsq",
     calibration: CalibrationConfig | None = None,
     ridge: float = 1e-3,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, RecoveryResult | None]:
     """Run `prune(model)` (e.g. `lambda m: remove_heads(m, plan)`), then recover with `method` (None: don't).
 
     The unpruned reference is a copy taken just before pruning, so memory holds the model twice meanwhile.
+    `progress(done, total)` is called after each re-fitted projection (a caller may raise from it to stop).
     Returns what `prune` returned and the RecoveryResult.
     """
     if method is None:
@@ -329,4 +343,4 @@ def prune_and_recover(
     batches = calibration_batches(model, tokenizer, calibration)
     reference = copy.deepcopy(model)
     done = prune(model)
-    return done, recover(model, reference, batches, method=method, ridge=ridge)
+    return done, recover(model, reference, batches, method=method, ridge=ridge, progress=progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +22,10 @@ from sentinel.pruning import active_heads
 from sentinel.pruning.apply import apply_plan
 from sentinel.pruning.plan import (HeadPlan, LayerPlan, MixedPlanLike, NeuronPlan, PruningPlan, as_pruning_plan,
                                    plan_to_json)
-from sentinel.pruning.recovery import RECOVERY_METHODS, CalibrationConfig, RecoveryResult, prune_and_recover
+from sentinel.pruning.recovery import (RECOVERY_METHODS, CalibrationConfig, ProjectionFit, RecoveryResult,
+                                       prune_and_recover)
+from sentinel.ui.recovered import (RecoveredWeightsError, base_identity, check_saved, load_recovered,
+                                   step_fingerprint, weights_path)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ DASHBOARD_CALIBRATION = CalibrationConfig(samples=32, seq_len=128)
 @dataclass
 class PruneStep:
     """One pruning action as applied: how the units were chosen, masked or removed, and which (original indices);
-    `recovery` names the re-fit ("lstsq" or "bias") run right after a removal, replayed the same way."""
+    `recovery` names the re-fit ("lstsq" or "bias") run right after a removal. A step fitted by a background job
+    names the `job` and the `fingerprint` of its saved weights, which a replay loads instead of re-fitting."""
 
     mode: PruneMode
     heads: HeadPlan
@@ -44,6 +49,13 @@ class PruneStep:
     neurons: NeuronPlan = field(default_factory=dict)
     layers: LayerPlan = field(default_factory=dict)
     recovery: str | None = None
+    job: str | None = None            # the background job that fitted this step's recovery
+    fingerprint: str | None = None    # what its saved weights are (see sentinel.ui.recovered)
+
+    @property
+    def saved(self) -> bool:
+        """Whether a replay may load this step's weights from its job's file instead of re-fitting them."""
+        return bool(self.recovery and self.job and self.fingerprint)
 
     @property
     def plan(self) -> PruningPlan:
@@ -64,6 +76,8 @@ class PruneStep:
         if self.neurons or self.layers or self.recovery:
             data.update(neurons=plan_to_json(self.neurons), layers={str(k): list(v) for k, v in self.layers.items()},
                         recovery=self.recovery)
+        if self.job or self.fingerprint:
+            data.update(job=self.job, fingerprint=self.fingerprint)
         return data
 
     @classmethod
@@ -76,7 +90,14 @@ class PruneStep:
         return cls(data["mode"], {int(k): list(v) for k, v in data["heads"].items()}, data["how"],
                    data.get("strategy"), data.get("ratio"),
                    {int(k): list(v) for k, v in (data.get("neurons") or {}).items()},
-                   {int(k): list(v) for k, v in (data.get("layers") or {}).items()}, recovery)
+                   {int(k): list(v) for k, v in (data.get("layers") or {}).items()}, recovery,
+                   _text_or_none(data.get("job")), _text_or_none(data.get("fingerprint")))
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidPruningPlan(f"A pruning step's job and fingerprint are text, got {value!r}.")
+    return value
 
 
 @dataclass
@@ -88,6 +109,7 @@ class WorkingModel:
     steps: list[PruneStep] = field(default_factory=list)
     version: int = 0
     last_recovery: RecoveryResult | None = None     # what the latest step's recovery did (None: no recovery)
+    notes: list[str] = field(default_factory=list)  # why a replay re-fitted instead of loading saved weights
 
     def __post_init__(self) -> None:
         self.model = self._fresh()
@@ -101,17 +123,48 @@ class WorkingModel:
         return self.base.tokenizer
 
     def apply(self, plan: MixedPlanLike, mode: PruneMode, how: str, strategy: str | None = None,
-              ratio: float | None = None, recovery: str | None = None) -> PruneStep:
+              ratio: float | None = None, recovery: str | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              after_removal: Callable[[nn.Module], None] | None = None) -> PruneStep:
         """Mask or remove the plan's heads, neurons and layers (original indices), then re-fit with `recovery`
-        (removal only); a plan that changes nothing is an error."""
-        done, result = _apply(self.model, self.tokenizer, as_pruning_plan(plan), mode, how, recovery)
+        (removal only); a plan that changes nothing is an error. `progress(done, total)` follows the re-fit;
+        `after_removal(model)` sees the model between removal and recovery."""
+        done, result = _apply(self.model, self.tokenizer, as_pruning_plan(plan), mode, how, recovery, progress,
+                              after_removal)
         if done.is_empty():
             raise InvalidPruningPlan("Every unit in that plan is already pruned; pick units that are still active.")
         step = PruneStep(mode, done.heads, how, strategy, ratio, done.neurons, done.layers, recovery)
+        self._add(step, result)
+        logger.info("Session model: %sed %s (%s)", mode, step.describe(), how)
+        return step
+
+    def _add(self, step: PruneStep, result: RecoveryResult | None) -> None:
         self.steps.append(step)
         self.version += 1
         self.last_recovery = result
-        logger.info("Session model: %sed %s (%s)", mode, step.describe(), how)
+        self.notes.clear()
+
+    def fingerprint(self, step: PruneStep, prior: list[PruneStep] | None = None) -> str:
+        """The fingerprint of the weights `step` gives after `prior` (default: this session's steps)."""
+        prior = self.steps if prior is None else prior
+        return step_fingerprint(base_identity(self.base.source, self.base.model), [s.to_dict() for s in prior],
+                                step.to_dict(), DASHBOARD_CALIBRATION.to_dict())
+
+    def adopt(self, step: PruneStep, recovery: RecoveryResult | None = None) -> PruneStep:
+        """Add a step whose recovery a background job fitted: remove its units, then load the job's saved weights.
+
+        The step must follow this session's steps exactly (its fingerprint says so); otherwise nothing changes.
+        """
+        if not step.saved:
+            raise InvalidPruningPlan("Only a recovered step with a job and a fingerprint can be adopted.")
+        if self.fingerprint(step) != step.fingerprint:
+            raise RecoveredWeightsError("The recovered weights were fitted on your model as it was when you pressed "
+                                        "Prune; it has changed since (a step was added or undone), so they do not fit. "
+                                        "Press Prune again to fit them on the model as it is now.")
+        check_saved(weights_path(step.job), step.fingerprint)      # present and ours, before the model is touched
+        _load_saved(self.model, step)
+        self._add(step, recovery)
+        logger.info("Session model: adopted %s recovered by job %s", step.describe(), step.job)
         return step
 
     def undo(self) -> PruneStep:
@@ -120,15 +173,37 @@ class WorkingModel:
             raise InvalidPruningPlan("Nothing to undo: no heads have been pruned in this session.")
         last = self.steps.pop()
         model = self._fresh()
-        for step in self.steps:
-            _apply(model, self.tokenizer, step.plan, step.mode, step.how, step.recovery)
+        self.notes.clear()
+        for index, step in enumerate(self.steps):
+            self._replay_step(model, index, step)
         self.model = model
         self.version += 1
         return last
 
+    def _replay_step(self, model: nn.Module, index: int, step: PruneStep) -> None:
+        """Apply steps[index] again on `model`: from its saved weights when it has verified ones, else re-fit it
+        (and say why in `notes`)."""
+        if step.saved:
+            try:
+                expected = self.fingerprint(step, self.steps[:index])
+                if expected != step.fingerprint:
+                    raise RecoveredWeightsError(f"the step's recorded fingerprint {step.fingerprint} is not the one "
+                                                f"its settings give ({expected})")
+                check_saved(weights_path(step.job), step.fingerprint)   # present and ours, before the model is touched
+            except RecoveredWeightsError as err:
+                note = (f"Step {index + 1} ({step.describe()}): its saved {step.recovery} weights could not be used "
+                        f"— {str(err).rstrip('.')}. Its recovery was computed again instead, which took longer.")
+                logger.warning(note)
+                self.notes.append(note)
+            else:
+                _load_saved(model, step)
+                return
+        _apply(model, self.tokenizer, step.plan, step.mode, step.how, step.recovery)
+
     def reset(self) -> None:
         """Back to an untouched copy of the base model."""
         self.steps.clear()
+        self.notes.clear()
         self.model = self._fresh()
         self.version += 1
 
@@ -160,8 +235,15 @@ class WorkingModel:
         """Apply recorded steps (e.g. those a fine-tune job started from) to an untouched copy."""
         if self.steps:
             raise InvalidPruningPlan("This session has already pruned its model; reset it before replaying steps.")
+        notes = []
         for step in steps:
-            self.apply(step.plan, step.mode, step.how, step.strategy, step.ratio, step.recovery)
+            if step.saved:
+                self._replay_step(self.model, len(self.steps), step)
+                notes += self.notes
+                self._add(step, None)
+            else:
+                self.apply(step.plan, step.mode, step.how, step.strategy, step.ratio, step.recovery)
+        self.notes[:] = notes
 
     def pruned_fraction(self) -> float:
         """Share of the original heads that are no longer active."""
@@ -173,8 +255,22 @@ class WorkingModel:
         return [step.to_dict() for step in self.steps]
 
 
-def _apply(model: nn.Module, tokenizer: Any, plan: PruningPlan, mode: str, how: str,
-           recovery: str | None) -> tuple[PruningPlan, RecoveryResult | None]:
+def recovery_result(data: dict[str, Any] | None) -> RecoveryResult | None:
+    """A RecoveryResult from its `to_dict` form (a job's result), or None."""
+    if data is None:
+        return None
+    return RecoveryResult(**{**data, "fits": [ProjectionFit(**fit) for fit in data.get("fits", [])]})
+
+
+def _load_saved(model: nn.Module, step: PruneStep) -> None:
+    """Remove the step's units (no re-fit), then load the weights its job saved (fingerprint checked again)."""
+    apply_plan(model, step.plan, "remove", note={"how": step.how})
+    load_recovered(model, weights_path(step.job), step.fingerprint)
+
+
+def _apply(model: nn.Module, tokenizer: Any, plan: PruningPlan, mode: str, how: str, recovery: str | None,
+           progress: Callable[[int, int], None] | None = None,
+           after_removal: Callable[[nn.Module], None] | None = None) -> tuple[PruningPlan, RecoveryResult | None]:
     """Apply one step to `model`: `apply_plan`, with `recovery` run by `prune_and_recover` after a removal."""
     if mode not in ("mask", "remove"):
         raise InvalidPruningPlan(f"Unknown pruning mode {mode!r}; use 'mask' or 'remove'.")
@@ -182,5 +278,10 @@ def _apply(model: nn.Module, tokenizer: Any, plan: PruningPlan, mode: str, how: 
         return apply_plan(model, plan, mode, note={"how": how} if mode == "remove" else None), None
     if mode != "remove":
         raise InvalidPruningPlan("Recovery re-fits weights after units are removed; choose removal to use it.")
-    return prune_and_recover(model, tokenizer, lambda m: apply_plan(m, plan, "remove", note={"how": how}),
-                             recovery, DASHBOARD_CALIBRATION)
+    def remove(m: nn.Module) -> PruningPlan:
+        done = apply_plan(m, plan, "remove", note={"how": how})
+        if after_removal is not None:
+            after_removal(m)
+        return done
+
+    return prune_and_recover(model, tokenizer, remove, recovery, DASHBOARD_CALIBRATION, progress=progress)

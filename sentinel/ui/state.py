@@ -72,6 +72,7 @@ class DashboardState:
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
     prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
     compare_job_id: str | None = None                         # the session's latest strategy comparison
+    recover_job_id: str | None = None                         # a target prune's recovery running in the background
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
 
     def forget_model(self) -> None:
@@ -80,6 +81,7 @@ class DashboardState:
         self.selection = HeadSelection()
         self.caches.clear()
         self.tuned = None
+        self.recover_job_id = None      # its result was fitted on the previous model
 
 
 def bundled_model_available() -> bool:
@@ -131,6 +133,7 @@ class SessionSnapshot:
     adopted: str | None = None        # "<job id>/final" or "<job id>/step-N": the adopted fine-tuned model
     finetune_job: str | None = None   # the session's latest fine-tune job
     compare_job: str | None = None    # the session's latest strategy comparison
+    recover_job: str | None = None    # a target prune's recovery job not yet adopted
 
     def encode(self) -> str:
         """Compact URL-safe text (base64 of JSON, no padding)."""
@@ -138,6 +141,8 @@ class SessionSnapshot:
                 "p": [_encode_step(s) for s in self.steps],
                 "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
                 "c": self.compare_job}
+        if self.recover_job:
+            data["r"] = self.recover_job
         text = json.dumps(data, separators=(",", ":"))
         return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
@@ -150,31 +155,59 @@ class SessionSnapshot:
             steps = tuple(_decode_step(entry) for entry in data["p"])
             selection = tuple((int(layer), int(head)) for layer, head in data["h"])
             adopted = data.get("a")
-            jobs = [data.get("j"), data.get("c")]
+            jobs = [data.get("j"), data.get("c"), data.get("r")]
         except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError("The page address carries a session that cannot be read (it may have been cut or "
                             "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
-        finetune, compare = (j if isinstance(j, str) else None for j in jobs)
-        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare)
+        finetune, compare, recover = (j if isinstance(j, str) else None for j in jobs)
+        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare, recover)
 
 
 def _encode_step(step: dict[str, Any]) -> list[Any]:
-    """[mode, heads, how, strategy, ratio] plus, for steps beyond heads, {"n": neurons, "l": layers, "r": recovery}."""
+    """[mode, heads, how, strategy, ratio] plus, for steps beyond heads, {"nb": neurons as per-layer bitmasks,
+    "l": layers, "r": recovery} and, for a recovered step fitted by a job, {"j": job, "f": fingerprint}."""
     entry = [step["mode"], step["heads"], step["how"], step.get("strategy"), step.get("ratio")]
     if step.get("neurons") or step.get("layers") or step.get("recovery"):
-        entry.append({"n": step.get("neurons") or {}, "l": step.get("layers") or {}, "r": step.get("recovery")})
+        extra = {"nb": {layer: encode_indices(units) for layer, units in (step.get("neurons") or {}).items()},
+                 "l": step.get("layers") or {}, "r": step.get("recovery")}
+        if step.get("job") or step.get("fingerprint"):
+            extra.update(j=step.get("job"), f=step.get("fingerprint"))
+        entry.append(extra)
     return entry
 
 
 def _decode_step(entry: list[Any]) -> dict[str, Any]:
-    """Inverse of `_encode_step` (addresses written before neurons and layers carry five items)."""
+    """Inverse of `_encode_step`; also reads addresses written before neurons and layers (five items) and those
+    that listed neuron indices in full ("n")."""
     mode, heads, how, strategy, ratio = entry[:5]
     extra = entry[5] if len(entry) > 5 else {}
     if len(entry) > 6 or not isinstance(extra, dict):
         raise ValueError("unexpected pruning step entry")
+    neurons = extra.get("n")
+    if "nb" in extra:
+        neurons = {layer: decode_indices(text) for layer, text in extra["nb"].items()}
     return PruneStep.from_dict({"mode": mode, "heads": heads, "how": how, "strategy": strategy, "ratio": ratio,
-                                "neurons": extra.get("n"), "layers": extra.get("l"),
-                                "recovery": extra.get("r")}).to_dict()
+                                "neurons": neurons, "layers": extra.get("l"), "recovery": extra.get("r"),
+                                "job": extra.get("j"), "fingerprint": extra.get("f")}).to_dict()
+
+
+def encode_indices(indices: list[int]) -> str:
+    """Unit indices as a bitmask (bit i of byte i // 8, least significant first) in unpadded base64url: a layer's
+    1,536 neurons take 256 characters whatever share is pruned, instead of up to ~7,000 as a JSON list."""
+    if any(not isinstance(i, int) or i < 0 for i in indices):
+        raise ValueError("unit indices must be whole numbers from 0")
+    mask = bytearray((max(indices) // 8 + 1) if indices else 0)
+    for i in indices:
+        mask[i // 8] |= 1 << (i % 8)
+    return base64.urlsafe_b64encode(bytes(mask)).decode("ascii").rstrip("=")
+
+
+def decode_indices(text: str) -> list[int]:
+    """Inverse of `encode_indices`: the sorted indices whose bits are set."""
+    if not isinstance(text, str):
+        raise ValueError("a unit bitmask is text")
+    mask = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return [byte * 8 + bit for byte, value in enumerate(mask) for bit in range(8) if value >> bit & 1]
 
 
 def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
@@ -186,7 +219,7 @@ def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
         folder = Path(state.tuned.checkpoint).name
         adopted = f"{state.tuned.job_id}/{'final' if folder == 'model' else folder}"
     return SessionSnapshot(state.choice or ModelChoice(), tuple(state.working.history()), state.selection.heads,
-                           adopted, state.job_id, state.compare_job_id)
+                           adopted, state.job_id, state.compare_job_id, state.recover_job_id)
 
 
 def restorable_source(source: str | None, home: Path) -> bool:
