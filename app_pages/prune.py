@@ -1,5 +1,5 @@
 """Prune page: switch heads off by strategy + ratio or by the selected heads, or remove heads, neurons and layers to
-meet a size or FLOPs target (with recovery); see the prediction first and the measured effect after; undo, save."""
+meet a size, FLOPs or speed-up target (with recovery); see the prediction first and the measured effect after; undo, save."""
 
 import tempfile
 from pathlib import Path
@@ -10,8 +10,8 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.budget import (RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, apply_budget, needs_text,
-                                per_layer_counts, prediction_table)
+from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, apply_budget,
+                                falls_short, needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.jobs import ProgressEvent
 from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
@@ -23,10 +23,13 @@ from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
-from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify,
-                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
-                               speed_comparison, strategy_scores)
-from app_support.widgets import head_map, selection_list
+from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard,
+                               forget_budget_preview, last_budget_preview, notify, quick_sample, report_errors,
+                               require_model, shared_jobs, shared_store, show_notices, speed_comparison,
+                               strategy_scores)
+from app_support.widgets import head_map, layer_map, neuron_map, selection_list
+
+APPLIED_TARGET = "budget-applied"     # state.caches: (working id, version after, BudgetSettings, BudgetResult)
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
@@ -74,10 +77,16 @@ with right:
         units = st.multiselect("Unit kinds", list(UNIT_KINDS), ["heads", "neurons"], key="budget_units",
                                help="heads: attention heads; neurons: MLP hidden units; layers: whole blocks.")
         cols = st.columns(2)
-        measure = cols[0].radio("Target", ["params", "flops"], key="budget_measure",
+        measure = cols[0].radio("Target", ["params", "flops", "speedup"], key="budget_measure",
                                 format_func={"params": "Share of prunable parameters",
-                                             "flops": "Share of the body's FLOPs"}.get)
-        share_wanted = cols[1].slider("Share to remove", 0.05, 0.9, 0.3, 0.05, key="budget_share", format="%.2f")
+                                             "flops": "Share of the body's FLOPs",
+                                             "speedup": "Speed-up (predicted from FLOPs)"}.get)
+        if measure == "speedup":
+            share_wanted = cols[1].slider("Speed-up wanted", 1.1, 4.0, 1.5, 0.1, key="budget_speedup", format="%.1f×",
+                                          help="Predicted from the body's FLOPs: removes 1 − 1/X of them. The speed "
+                                               "measured after pruning is shown beside it.")
+        else:
+            share_wanted = cols[1].slider("Share to remove", 0.05, 0.9, 0.3, 0.05, key="budget_share", format="%.2f")
         cols = st.columns(2)
         allocation = cols[0].radio("Allocation", ["global", "uniform"], key="budget_allocation",
                                    format_func={"global": "Global ranking", "uniform": "Same count per layer"}.get)
@@ -112,10 +121,16 @@ with right:
             st.table(prediction_table(predicted))
             if predicted.reason:
                 st.caption(f"Not exact: {predicted.reason}.")
+            if budget.measure == "speedup":
+                st.caption(f"A {budget.share:g}× speed-up is predicted from the body's FLOPs: it removes "
+                           f"1 − 1/{budget.share:g} = {1 - 1 / budget.share:.1%} of them. That is not a timing; "
+                           "after Prune the page times both models and shows the measured speed-up beside it.")
             counts = per_layer_counts(predicted.plan, layout.num_layers)
             if not counts.empty:
                 st.altair_chart(layer_counts_chart(counts), width="stretch", key="budget_counts_chart")
             preview = (predicted.plan.heads, budget.label())
+    else:
+        forget_budget_preview(state)              # the maps stop outlining a target this mode does not use
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
         how in ("strategy", "target") and preview is None))
     cols = st.columns(2)
@@ -130,6 +145,7 @@ if go:
             with st.spinner("Removing the units" + ("" if budget.recovery == "none" else
                                                     f" and re-fitting with {budget.recovery}") + "…"):
                 step = apply_budget(working, predicted, budget)       # exactly the predicted plan
+                state.caches[APPLIED_TARGET] = (id(working), working.version, budget, predicted)
         elif how == "strategy":
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
@@ -161,6 +177,13 @@ with left:
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
                  title=f"{METRICS[metric].label} — your model now",
                  preview=plan_to_pairs(preview[0]) if preview else ())
+    target_preview = last_budget_preview(state, working) if predicted is not None else None
+    if target_preview is not None:      # the target's neurons and layers, on the scores it ranked them by
+        for kind, draw in (("neuron", neuron_map), ("layer", layer_map)):
+            if kind in target_preview.scores:
+                st.markdown(f"**{'MLP neurons' if kind == 'neuron' else 'Layers'}** — what the target ranks by")
+                draw(target_preview.scores[kind], BUDGET_METRICS[kind], predicted.plan, budget.label(),
+                     key_prefix=f"prune_{kind}_map")
 
 st.subheader("Quick sample")
 prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")
@@ -179,6 +202,18 @@ before, after = base_figures(state, working), current_figures(state, working)
 speed = speed_comparison(state, working) if working.steps else None
 if before is not None and after is not None:
     st.table(before_after_table(before, after, speed))
+    applied = state.caches.get(APPLIED_TARGET)
+    if speed is not None and applied is not None and applied[:2] == (id(working), working.version) \
+            and applied[2].measure == "speedup":
+        wanted = applied[2].share
+        st.markdown(f"**Speed-up target {wanted:g}×: predicted and measured**")
+        st.table(speed_against_target(wanted, applied[3], speed))
+        short = falls_short(wanted, speed)
+        if short:
+            st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target. The target "
+                       "was predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
+                       "overheads do not shrink with them. Raise the target (or remove whole layers) to get closer.",
+                       icon=":material/speed:")
     st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
                f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
                "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
