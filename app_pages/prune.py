@@ -208,9 +208,13 @@ if before is not None and after is not None:
         wanted = applied[2].share
         st.markdown(f"**Speed-up target {wanted:g}×: predicted and measured**")
         st.table(speed_against_target(wanted, applied[3], speed))
+        if len(working.steps) > 1:
+            st.caption(f"The target and its prediction are against the model before this step; the measured speed is "
+                       f"against the model as loaded ({len(working.steps) - 1} earlier steps included).")
         short = falls_short(wanted, speed)
         if short:
-            st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target. The target "
+            st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target (see the "
+                       "table: below it, or not measurably faster than the base model). The target "
                        "was predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
                        "overheads do not shrink with them. Raise the target (or remove whole layers) to get closer.",
                        icon=":material/speed:")
