@@ -17,6 +17,7 @@ from sentinel.jobs import ProgressEvent
 from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.finetune import queue_place
 from sentinel.ui.protocol import EVAL_PROTOCOL
+from sentinel.ui.speed import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.export import export_session, load_lines
@@ -26,6 +27,7 @@ from sentinel.ui.selection import HeadSelection
 from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard,
                                forget_budget_preview, last_budget_preview, notify, quick_sample, report_errors,
                                require_model, shared_jobs, shared_store, show_notices, speed_comparison,
+                               cached_speed,
                                strategy_scores)
 from app_support.widgets import head_map, layer_map, neuron_map, selection_list
 
@@ -199,30 +201,47 @@ with report_errors("generating the quick sample"):
 
 st.subheader("Before and after")
 before, after = base_figures(state, working), current_figures(state, working)
-speed = speed_comparison(state, working) if working.steps else None
-if before is not None and after is not None:
-    st.table(before_after_table(before, after, speed))
-    applied = state.caches.get(APPLIED_TARGET)
-    if speed is not None and applied is not None and applied[:2] == (id(working), working.version) \
-            and applied[2].measure == "speedup":
-        wanted = applied[2].share
-        st.markdown(f"**Speed-up target {wanted:g}×: predicted and measured**")
-        st.table(speed_against_target(wanted, applied[3], speed))
-        if len(working.steps) > 1:
-            st.caption(f"The target and its prediction are against the model before this step; the measured speed is "
-                       f"against the model as loaded ({len(working.steps) - 1} earlier steps included).")
-        short = falls_short(wanted, speed)
-        if short:
-            st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target (see the "
-                       "table: below it, or not measurably faster than the base model). The target "
-                       "was predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
-                       "overheads do not shrink with them. Raise the target (or remove whole layers) to get closer.",
-                       icon=":material/speed:")
-    st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
-               f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
-               "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
-               "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
-               "still computes it, so only removal can make the model faster.")
+figures_slot = st.empty()       # drawn now; the measured speed fills in at the end of the page's run
+
+
+def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
+    """The before/after table (speed rows marked 'timing' until the paired timing has run) and, after a speed-up
+    target, that target beside its predictions and the measured speed."""
+    table = before_after_table(before, after, speed)
+    if timing:
+        for row in ("Prefill speed measured", "Generation speed measured"):
+            table.loc[row] = ["1.00×", f"timing the two models in turns ({SPEED_REPEATS} pairs)…", ""]
+    with figures_slot.container():
+        st.table(table)
+        applied = state.caches.get(APPLIED_TARGET)
+        if speed is not None and applied is not None and applied[:2] == (id(working), working.version) \
+                and applied[2].measure == "speedup":
+            wanted = applied[2].share
+            st.markdown(f"**Speed-up target {wanted:g}×: predicted and measured**")
+            st.table(speed_against_target(wanted, applied[3], speed))
+            if len(working.steps) > 1:
+                st.caption(f"The target and its prediction are against the model before this step; the measured "
+                           f"speed is against the model as loaded ({len(working.steps) - 1} earlier steps included).")
+            short = falls_short(wanted, speed)
+            if short:
+                st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target (see "
+                           "the table: below it, or not measurably faster than the base model). The target was "
+                           "predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
+                           "overheads do not shrink with them. Raise the target (or remove whole layers) to get "
+                           "closer.", icon=":material/speed:")
+        st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
+                   f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
+                   "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+                   "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
+                   "still computes it, so only removal can make the model faster. After each step the timing runs "
+                   "last, once the rest of the page is drawn, and its rows fill in when it is done.")
+
+
+figures_shown = before is not None and after is not None
+speed_now = cached_speed(state, working) if working.steps else None
+timing_pending = bool(working.steps) and speed_now is None
+if figures_shown:
+    draw_figures(speed_now, timing_pending)
 
 
 st.subheader("Which strategy hurts least on this model?")
@@ -322,3 +341,7 @@ if exported is not None:
     st.download_button("Download the export as zip", lambda: zip_folder(Path(exported.path)),
                        file_name=f"{Path(exported.path).name}.zip", mime="application/zip", key="export_zip",
                        icon=":material/download:", on_click="ignore")
+
+
+if timing_pending and figures_shown:        # last, so the maps, sample and figures above are already on screen
+    draw_figures(speed_comparison(state, working), False)

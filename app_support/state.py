@@ -261,6 +261,12 @@ def tuned_figures(state: DashboardState) -> ModelFigures | None:
     return state.caches[key]
 
 
+def cached_speed(state: DashboardState, working: WorkingModel) -> SpeedComparison | None:
+    """The paired timing of the session's model as it is now, if it has run already (None: not yet)."""
+    found = state.caches.get("speed-now")
+    return found[1] if found is not None and found[0] == ("speed", id(working), working.version) else None
+
+
 def speed_comparison(state: DashboardState, working: WorkingModel) -> SpeedComparison | None:
     """Base vs. the session's model now: size change, FLOP prediction, interleaved timings (once per version)."""
     key = ("speed", id(working), working.version)
