@@ -1,5 +1,6 @@
 """Prune page: switch heads off by strategy + ratio or by the selected heads, or remove heads, neurons and layers to
-meet a size, FLOPs or speed-up target (with recovery); see the prediction first and the measured effect after; undo, save."""
+meet a size, FLOPs or speed-up target (with recovery); see the prediction first and the measured effect
+after; undo, save."""
 
 import tempfile
 from pathlib import Path
@@ -238,8 +239,10 @@ def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
 
 
 figures_shown = before is not None and after is not None
-speed_now = cached_speed(state, working) if working.steps else None
-timing_pending = bool(working.steps) and speed_now is None
+removed_any = any(step.mode == "remove" for step in working.steps)      # masks alone are not timed (instant)
+speed_now = cached_speed(state, working) if removed_any else speed_comparison(state, working) if working.steps \
+    else None
+timing_pending = removed_any and speed_now is None
 if figures_shown:
     draw_figures(speed_now, timing_pending)
 
