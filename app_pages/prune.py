@@ -182,11 +182,14 @@ with left:
                  preview=plan_to_pairs(preview[0]) if preview else ())
     target_preview = last_budget_preview(state, working) if predicted is not None else None
     if target_preview is not None:      # the target's neurons and layers, on the scores it ranked them by
-        for kind, draw in (("neuron", neuron_map), ("layer", layer_map)):
-            if kind in target_preview.scores:
-                st.markdown(f"**{'MLP neurons' if kind == 'neuron' else 'Layers'}** — what the target ranks by")
-                draw(target_preview.scores[kind], BUDGET_METRICS[kind], predicted.plan, budget.label(),
-                     key_prefix=f"prune_{kind}_map")
+        if "neuron" in target_preview.scores:
+            st.markdown("**MLP neurons** — what the target ranks them by")
+            neuron_map(target_preview.scores["neuron"], BUDGET_METRICS["neuron"], predicted.plan, budget.label(),
+                       key_prefix="prune_neuron_map", columns=2)
+        if "layer" in target_preview.scores:
+            st.markdown("**Layers** — what the target ranks them by")
+            layer_map(target_preview.scores["layer"], BUDGET_METRICS["layer"], predicted.plan, budget.label(),
+                      key_prefix="prune_layer_map")
 
 st.subheader("Quick sample")
 prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")

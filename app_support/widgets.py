@@ -108,7 +108,8 @@ NO_TARGET = ("Set a target on the Prune page ('By a size or FLOPs target') to se
              "what it would remove.")
 
 
-def neuron_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target: str | None, key_prefix: str) -> None:
+def neuron_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target: str | None, key_prefix: str,
+               columns: int = 3) -> None:
     """Neurons: the layer × percentile grid and a histogram per layer; `plan`'s neurons outlined / stacked in orange.
 
     The legend says which end goes first: the target ranks neurons by `BUDGET_METRICS['neuron']`, lowest first.
@@ -128,7 +129,8 @@ def neuron_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target
     st.caption(f"{legend} Each row is a layer; each cell is the score below which that share of the layer's "
                f"active neurons fall, so a row's colours show how the layer's neurons spread. {order}")
     histograms = neuron_histograms(scores, plan, cut=metric == ranked)
-    st.altair_chart(neuron_histogram_chart(histograms, label), width="content", key=f"{key_prefix}_histograms")
+    st.altair_chart(neuron_histogram_chart(histograms, label, columns), width="content",
+                    key=f"{key_prefix}_histograms")
     if plan is None:
         st.caption(f"Histograms: how each layer's active neurons spread over the scores (the same bins in every "
                    f"layer). {NO_TARGET}")
@@ -159,6 +161,6 @@ def layer_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target:
         st.caption(NO_TARGET)
         return
     gone = sorted(plan.layers)
-    st.caption(f"Dashed orange, faded: the layers Prune's target ({target}) would remove — "
+    st.caption(f"Dashed orange, faded, marked ▼: the layers Prune's target ({target}) would remove — "
                + (", ".join(f"layer {layer} ({'+'.join(plan.layers[layer])})" for layer in gone) if gone
                   else "none; it removes heads or neurons only") + ".")

@@ -179,26 +179,28 @@ def percentile_heatmap(frame: pd.DataFrame, label: str) -> alt.LayerChart:
 def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) -> alt.FacetChart:
     """Small multiples: one histogram per layer (shared bins), removed neurons stacked in orange over the kept
     ones, and a dashed rule at the cut when the frame has one."""
+    fates = [STAYS, GOES] if (frame["fate"] == GOES).any() else [STAYS]      # no orange legend without a target
     bars = alt.Chart().transform_filter("datum.row == 'bin'").mark_bar(binSpacing=0).encode(
         x=alt.X("start:Q", title=label, bin="binned"), x2="end:Q",
         y=alt.Y("count:Q", title="Neurons", stack=True),
-        color=alt.Color("fate:N", title=None, scale=alt.Scale(domain=[STAYS, GOES], range=[KEPT_COLOUR, GOING_COLOUR]),
-                        legend=alt.Legend(orient="top")),
+        color=alt.Color("fate:N", title=None, legend=alt.Legend(orient="top"),
+                        scale=alt.Scale(domain=fates, range=[KEPT_COLOUR, GOING_COLOUR][:len(fates)])),
         tooltip=["layer", alt.Tooltip("start:Q", format=".4g", title="from"),
                  alt.Tooltip("end:Q", format=".4g", title="to"), "fate", "count"],
     )
     cut = alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
         color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
         x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
-    return alt.layer(bars, cut, data=frame).properties(height=110, width=180).facet(
+    return alt.layer(bars, cut, data=frame).properties(height=110, width=150).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
 def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     """One bar per layer for the block, its attention part and its MLP part, side by side; the parts Prune's target
-    would remove (`going`) outlined in dashed orange."""
-    return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("layer:O", title="Layer"), y=alt.Y("value:Q", title=label),
+    would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible)."""
+    base = alt.Chart().encode(x=alt.X("layer:O", title="Layer"))
+    bars = base.mark_bar().encode(
+        y=alt.Y("value:Q", title=label),
         color=alt.Color("part:N", sort=list(LAYER_COLUMNS), legend=None),
         stroke=alt.condition("datum.going", alt.value(GOING_COLOUR), alt.value(None)),
         strokeWidth=alt.condition("datum.going", alt.value(3), alt.value(0)),
@@ -206,4 +208,8 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
         opacity=alt.condition("datum.going", alt.value(0.55), alt.value(1.0)),
         tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g"),
                  alt.Tooltip("going:N", title="the target removes it")],
-    ).properties(height=200, width=220).facet(column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
+    )
+    marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(
+        y="value:Q")
+    return alt.layer(bars, marks, data=frame).properties(height=200, width=220).facet(
+        column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
