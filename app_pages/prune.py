@@ -1,5 +1,6 @@
 """Prune page: switch heads off by strategy + ratio or by the selected heads, or remove heads, neurons and layers to
-meet a size or FLOPs target (with recovery); see the prediction first and the measured effect after; undo, save."""
+meet a size, FLOPs or speed-up target (with recovery); see the prediction first and the measured effect
+after; undo, save."""
 
 import tempfile
 from pathlib import Path
@@ -10,24 +11,26 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.budget import (RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, needs_text, per_layer_counts,
-                                prediction_table)
+from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, falls_short,
+                                needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.jobs import ProgressEvent
 from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.finetune import queue_place
 from sentinel.ui.protocol import EVAL_PROTOCOL
+from sentinel.ui.speed import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
-from app_support.state import (base_figures, budget_prediction, current_figures, current_maps, dashboard, notify,
-                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
+from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
+                               dashboard, forget_budget_preview, last_budget_preview, notify, quick_sample,
+                               report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
-from app_support.target_prune import prune_to_target, recovery_panel, recovery_pending
-from app_support.widgets import head_map, selection_list
+from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
+from app_support.widgets import head_map, layer_map, neuron_map, selection_list
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
@@ -75,10 +78,16 @@ with right:
         units = st.multiselect("Unit kinds", list(UNIT_KINDS), ["heads", "neurons"], key="budget_units",
                                help="heads: attention heads; neurons: MLP hidden units; layers: whole blocks.")
         cols = st.columns(2)
-        measure = cols[0].radio("Target", ["params", "flops"], key="budget_measure",
+        measure = cols[0].radio("Target", ["params", "flops", "speedup"], key="budget_measure",
                                 format_func={"params": "Share of prunable parameters",
-                                             "flops": "Share of the body's FLOPs"}.get)
-        share_wanted = cols[1].slider("Share to remove", 0.05, 0.9, 0.3, 0.05, key="budget_share", format="%.2f")
+                                             "flops": "Share of the body's FLOPs",
+                                             "speedup": "Speed-up (predicted from FLOPs)"}.get)
+        if measure == "speedup":
+            share_wanted = cols[1].slider("Speed-up wanted", 1.1, 4.0, 1.5, 0.1, key="budget_speedup", format="%.1f×",
+                                          help="Predicted from the body's FLOPs: removes 1 − 1/X of them. The speed "
+                                               "measured after pruning is shown beside it.")
+        else:
+            share_wanted = cols[1].slider("Share to remove", 0.05, 0.9, 0.3, 0.05, key="budget_share", format="%.2f")
         cols = st.columns(2)
         allocation = cols[0].radio("Allocation", ["global", "uniform"], key="budget_allocation",
                                    format_func={"global": "Global ranking", "uniform": "Same count per layer"}.get)
@@ -114,10 +123,16 @@ with right:
             st.table(prediction_table(predicted))
             if predicted.reason:
                 st.caption(f"Not exact: {predicted.reason}.")
+            if budget.measure == "speedup":
+                st.caption(f"A {budget.share:g}× speed-up is predicted from the body's FLOPs: it removes "
+                           f"1 − 1/{budget.share:g} = {1 - 1 / budget.share:.1%} of them. That is not a timing; "
+                           "after Prune the page times both models and shows the measured speed-up beside it.")
             counts = per_layer_counts(predicted.plan, layout.num_layers)
             if not counts.empty:
                 st.altair_chart(layer_counts_chart(counts), width="stretch", key="budget_counts_chart")
             preview = (predicted.plan.heads, budget.label())
+    else:
+        forget_budget_preview(state)              # the maps stop outlining a target this mode does not use
     waiting = how == "target" and recovery_pending(state)   # one target prune with recovery at a time
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
         how in ("strategy", "target") and preview is None) or waiting,
@@ -134,6 +149,7 @@ if go:
             step = prune_to_target(state, working, budget, predicted)   # None: recovery runs as a job
             if step is None:
                 st.rerun()
+            state.caches[APPLIED_TARGET] = (id(working), working.version, budget, predicted)
         elif how == "strategy":
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
@@ -167,6 +183,16 @@ with left:
         head_map(state, working, maps.scores[metric], metric, chart_key="prune_map_chart",
                  title=f"{METRICS[metric].label} — your model now",
                  preview=plan_to_pairs(preview[0]) if preview else ())
+    target_preview = last_budget_preview(state, working) if predicted is not None else None
+    if target_preview is not None:      # the target's neurons and layers, on the scores it ranked them by
+        if "neuron" in target_preview.scores:
+            st.markdown("**MLP neurons** — what the target ranks them by")
+            neuron_map(target_preview.scores["neuron"], BUDGET_METRICS["neuron"], predicted.plan, budget.label(),
+                       key_prefix="prune_neuron_map", columns=2)
+        if "layer" in target_preview.scores:
+            st.markdown("**Layers** — what the target ranks them by")
+            layer_map(target_preview.scores["layer"], BUDGET_METRICS["layer"], predicted.plan, budget.label(),
+                      key_prefix="prune_layer_map")
 
 st.subheader("Quick sample")
 prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")
@@ -182,14 +208,49 @@ with report_errors("generating the quick sample"):
 
 st.subheader("Before and after")
 before, after = base_figures(state, working), current_figures(state, working)
-speed = speed_comparison(state, working) if working.steps else None
-if before is not None and after is not None:
-    st.table(before_after_table(before, after, speed))
-    st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
-               f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
-               "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
-               "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
-               "still computes it, so only removal can make the model faster.")
+figures_slot = st.empty()       # drawn now; the measured speed fills in at the end of the page's run
+
+
+def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
+    """The before/after table (speed rows marked 'timing' until the paired timing has run) and, after a speed-up
+    target, that target beside its predictions and the measured speed."""
+    table = before_after_table(before, after, speed)
+    if timing:
+        for row in ("Prefill speed measured", "Generation speed measured"):
+            table.loc[row] = ["1.00×", f"timing the two models in turns ({SPEED_REPEATS} pairs)…", ""]
+    with figures_slot.container():
+        st.table(table)
+        applied = state.caches.get(APPLIED_TARGET)
+        if speed is not None and applied is not None and applied[:2] == (id(working), working.version) \
+                and applied[2].measure == "speedup":
+            wanted = applied[2].share
+            st.markdown(f"**Speed-up target {wanted:g}×: predicted and measured**")
+            st.table(speed_against_target(wanted, applied[3], speed))
+            if len(working.steps) > 1:
+                st.caption(f"The target and its prediction are against the model before this step; the measured "
+                           f"speed is against the model as loaded ({len(working.steps) - 1} earlier steps included).")
+            short = falls_short(wanted, speed)
+            if short:
+                st.warning(f"The measured {' and '.join(short)} speed-up falls short of the {wanted:g}× target (see "
+                           "the table: below it, or not measurably faster than the base model). The target was "
+                           "predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
+                           "overheads do not shrink with them. Raise the target (or remove whole layers) to get "
+                           "closer.", icon=":material/speed:")
+        st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
+                   f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
+                   "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+                   "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
+                   "still computes it, so only removal can make the model faster. After each step the timing runs "
+                   "last, once the rest of the page is drawn, and its rows fill in when it is done.")
+
+
+figures_shown = before is not None and after is not None
+removed_any = any(step.mode == "remove" for step in working.steps)      # masks alone are not timed (instant)
+speed_now = cached_speed(state, working) if removed_any else speed_comparison(state, working) if working.steps \
+    else None
+timing_pending = removed_any and speed_now is None
+if figures_shown:
+    draw_figures(speed_now, timing_pending)
 
 
 st.subheader("Which strategy hurts least on this model?")
@@ -289,3 +350,7 @@ if exported is not None:
     st.download_button("Download the export as zip", lambda: zip_folder(Path(exported.path)),
                        file_name=f"{Path(exported.path).name}.zip", mime="application/zip", key="export_zip",
                        icon=":material/download:", on_click="ignore")
+
+
+if timing_pending and figures_shown:        # last, so the maps, sample and figures above are already on screen
+    draw_figures(speed_comparison(state, working), False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -18,7 +19,7 @@ import streamlit as st
 from sentinel.errors import DataError
 from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
-from sentinel.metrics.scores import HeadScores
+from sentinel.metrics.scores import HeadScores, UnitScores
 from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import ON_REQUEST, HeadMaps, ModelFigures, block_size_for, compute_maps, measure_figures
@@ -38,6 +39,7 @@ from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, Mode
                                maps_key, restorable_source, snapshot_of)
 
 logger = logging.getLogger(__name__)
+LAST_BUDGET = "budget-last"          # state.caches key of the last `BudgetPreview`
 
 
 def dashboard() -> DashboardState:
@@ -195,7 +197,31 @@ def budget_prediction(state: DashboardState, working: WorkingModel, settings: Bu
             data = state.text.blocks(working.tokenizer, size, state.map_samples * size).dataloader(batch_size=4)
         with st.spinner("Scoring the units…"):
             state.caches[key] = budget_scores(working.model, settings.units, data)
-    return predict_budget(working, settings, state.caches[key])
+    result = predict_budget(working, settings, state.caches[key])
+    state.caches[LAST_BUDGET] = BudgetPreview(id(working), working.version, settings, state.caches[key], result)
+    return result
+
+
+def last_budget_preview(state: DashboardState, working: WorkingModel) -> BudgetPreview | None:
+    """The prediction Prune's target mode showed last, if it was made on the model as it is now (for the maps)."""
+    found = state.caches.get(LAST_BUDGET)
+    return found if found is not None and (found.working, found.version) == (id(working), working.version) else None
+
+
+def forget_budget_preview(state: DashboardState) -> None:
+    """Prune left its target mode: the maps stop outlining that target's units."""
+    state.caches.pop(LAST_BUDGET, None)
+
+
+@dataclass(frozen=True)
+class BudgetPreview:
+    """Prune's last target prediction with the scores it ranked by, tied to the model version it was made on."""
+
+    working: int                    # id() of the WorkingModel
+    version: int
+    settings: BudgetSettings
+    scores: dict[str, UnitScores]   # {kind: scores the target ranked by}
+    result: BudgetResult
 
 
 def base_figures(state: DashboardState, working: WorkingModel) -> ModelFigures | None:
@@ -234,6 +260,12 @@ def tuned_figures(state: DashboardState) -> ModelFigures | None:
         if failed:
             return None
     return state.caches[key]
+
+
+def cached_speed(state: DashboardState, working: WorkingModel) -> SpeedComparison | None:
+    """The paired timing of the session's model as it is now, if it has run already (None: not yet)."""
+    found = state.caches.get("speed-now")
+    return found[1] if found is not None and found[0] == ("speed", id(working), working.version) else None
 
 
 def speed_comparison(state: DashboardState, working: WorkingModel) -> SpeedComparison | None:

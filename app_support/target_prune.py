@@ -22,6 +22,9 @@ def recovery_pending(state: DashboardState) -> bool:
     return shared_store().get_job(state.recover_job_id).state in ("queued", "running")
 
 
+APPLIED_TARGET = "budget-applied"     # state.caches: (working id, version after, BudgetSettings, BudgetResult)
+PENDING_TARGET = "budget-pending"     # state.caches: (job id, BudgetSettings, BudgetResult) of the queued job
+
 def prune_to_target(state: DashboardState, working: WorkingModel, budget: BudgetSettings,
                     predicted: BudgetResult) -> PruneStep | None:
     """Without recovery: remove the predicted plan now and record the run. With recovery: queue the job (the page
@@ -30,6 +33,7 @@ def prune_to_target(state: DashboardState, working: WorkingModel, budget: Budget
     if budget.recovery != "none":
         state.recover_job_id = start_target_prune(shared_jobs(), shared_store(), working, budget, predicted,
                                                   choice.source, choice.device, choice.dtype)
+        state.caches[PENDING_TARGET] = (state.recover_job_id, budget, predicted)
         notify(state, f"Removing and re-fitting in the background ({budget.recovery}); the page stays usable and "
                       "your model changes when the job ends.")
         return None
@@ -80,6 +84,9 @@ def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
             st.caption(f"Job {job.id} ({name}) is kept in the experiment store; nothing changed in your model.")
             _dismiss(state)
             return
+        pending = state.caches.pop(PENDING_TARGET, None)
+        if pending is not None and pending[0] == job.id:      # lost on a reload: then no target-vs-speed table
+            state.caches[APPLIED_TARGET] = (id(working), working.version, pending[1], pending[2])
         state.recover_job_id = None
         notify(state, f"Removed {step.describe()} ({step.how}); recovery fitted in the background by job {job.id}")
         st.rerun()

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import streamlit as st
 
-from sentinel.metrics.scores import HeadScores
+from sentinel.metrics.scores import HeadScores, UnitScores
+from sentinel.pruning.plan import PruningPlan
 from app_support.state import keep_url
 from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
 from sentinel.ui.selection import HeadKey, apply_chart_event, forget_seen, head_label, parse_head_label, set_heads
@@ -62,16 +63,16 @@ def selection_list(state: DashboardState, working: WorkingModel) -> None:
 
 
 def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> None:
-    """The Maps page for neurons (percentile grid + lowest/highest table) or layers (bars per part)."""
-    from app_support.state import report_errors
+    """The Maps page for neurons (percentile grid, histograms per layer, lowest/highest table) or layers (bars per
+    part), with what Prune's target would remove outlined when it has a prediction for the model as it is now."""
+    from app_support.state import last_budget_preview, report_errors
     from sentinel.ui.analysis import block_size_for
-    from sentinel.ui.unit_maps import (LAYER_METRICS, NEURON_METRICS, compute_unit_map, layer_bars, layer_frame,
-                                       neuron_extremes, neuron_percentiles, percentile_heatmap)
+    from sentinel.ui.unit_maps import LAYER_METRICS, NEURON_METRICS, compute_unit_map, neuron_extremes
 
     metrics = NEURON_METRICS if kind == "neuron" else LAYER_METRICS
     metric = st.segmented_control("Metric", list(metrics), format_func=lambda m: metrics[m][0],
                                   default=list(metrics)[0], key=f"{kind}_map_metric", required=True)
-    label, legend = metrics[metric]
+    label, _ = metrics[metric]
     key = ("unit-map", kind, metric, id(working), working.version, state.text.digest, state.map_samples,
            state.map_seq_len)
     if key not in state.caches:
@@ -87,20 +88,79 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     found = state.caches.get(key)
     if found is None:
         return
+    preview = last_budget_preview(state, working)
+    target = preview.settings.label() if preview is not None else None
+    plan = preview.result.plan if preview is not None else None
     if kind == "neuron":
-        st.altair_chart(percentile_heatmap(neuron_percentiles(found.scores), label), width="stretch",
-                        key="neuron_map_chart")
-        st.caption(f"{legend} Each row is a layer; each cell is the score below which that share of the layer's "
-                   "active neurons fall, so a row's colours show how the layer's neurons spread. Weight magnitude "
-                   "is what Prune's target ranks neurons by: the lowest go first.")
+        neuron_map(found.scores, metric, plan, target, key_prefix="neuron_map")
         st.markdown("**Lowest- and highest-scoring neurons**")
         st.dataframe(neuron_extremes(found.scores), hide_index=True, key="neuron_extremes")
     else:
-        st.altair_chart(layer_bars(layer_frame(found.scores), label), width="stretch", key="layer_map_chart")
-        st.caption(f"{legend} Left to right: the whole block, its attention part, its MLP part. Block influence "
-                   "is what Prune's target ranks layers by: the lowest go first.")
+        layer_map(found.scores, metric, plan, target, key_prefix="layer_map")
     where = f" over {found.tokens:,} tokens of {state.text.name}" if found.tokens else " from the weights alone"
     st.caption(f"Computed on your model ({len(working.steps)} pruning steps){where} in {found.seconds:.2f} s.")
     st.download_button("Download these scores (CSV)", found.scores.to_frame().to_csv(index=False).encode("utf-8"),
                        file_name=f"{kind}_{metric}_scores.csv", mime="text/csv", icon=":material/download:",
                        key=f"{kind}_scores_csv")
+
+
+NO_TARGET = ("Set a target on the Prune page ('By a size or FLOPs target') to see here, outlined in dashed orange, "
+             "what it would remove.")
+
+
+def neuron_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target: str | None, key_prefix: str,
+               columns: int = 3) -> None:
+    """Neurons: the layer × percentile grid and a histogram per layer; `plan`'s neurons outlined / stacked in orange.
+
+    The legend says which end goes first: the target ranks neurons by `BUDGET_METRICS['neuron']`, lowest first.
+    """
+    from sentinel.ui.budget import BUDGET_METRICS
+    from sentinel.ui.unit_maps import (NEURON_METRICS, going_by_layer, neuron_histogram_chart, neuron_histograms,
+                                       neuron_percentiles, percentile_heatmap)
+
+    label, legend = NEURON_METRICS[metric]
+    ranked = BUDGET_METRICS["neuron"]
+    st.altair_chart(percentile_heatmap(neuron_percentiles(scores, plan=plan), label), width="stretch",
+                    key=f"{key_prefix}_chart")
+    order = (f"Prune's target ranks neurons by {NEURON_METRICS[ranked][0].lower()}: within each layer the lowest "
+             "values (dark purple, the left of each row and of each histogram) go first." if metric == ranked else
+             f"Prune's target ranks neurons by {NEURON_METRICS[ranked][0].lower()}, not by this metric, so the "
+             "neurons it would remove can sit anywhere on this scale; the outlines show where they fall.")
+    st.caption(f"{legend} Each row is a layer; each cell is the score below which that share of the layer's "
+               f"active neurons fall, so a row's colours show how the layer's neurons spread. {order}")
+    histograms = neuron_histograms(scores, plan, cut=metric == ranked)
+    st.altair_chart(neuron_histogram_chart(histograms, label, columns), width="content",
+                    key=f"{key_prefix}_histograms")
+    if plan is None:
+        st.caption(f"Histograms: how each layer's active neurons spread over the scores (the same bins in every "
+                   f"layer). {NO_TARGET}")
+        return
+    going = going_by_layer(plan, scores)
+    bands = "; ".join(f"layer {r.layer}: {r.removed} of {r.active} ({r.share:.0%})"
+                      for r in going.itertuples() if r.removed) or "none"
+    cut = " The dashed line is the cut: the highest score the target removes in that layer." if metric == ranked else ""
+    st.caption(f"Dashed orange: the neurons Prune's target ({target}) would remove — grid cells where most of the "
+               f"layer's neurons at that percentile go, and the orange part of each histogram.{cut} Neurons removed "
+               f"per layer: {bands}.")
+
+
+def layer_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target: str | None, key_prefix: str) -> None:
+    """Layers: bars per layer for the block and its attention and MLP parts; `plan`'s layers outlined in orange."""
+    from sentinel.ui.budget import BUDGET_METRICS
+    from sentinel.ui.unit_maps import LAYER_METRICS, layer_bars, layer_frame
+
+    label, legend = LAYER_METRICS[metric]
+    ranked = BUDGET_METRICS["layer"]
+    frame = layer_frame(scores, plan.layers if plan is not None else None)
+    st.altair_chart(layer_bars(frame, label), width="stretch", key=f"{key_prefix}_chart")
+    order = (f"Prune's target ranks whole blocks by {LAYER_METRICS[ranked][0].lower()} (left panel): the lowest "
+             "bars go first." if metric == ranked else f"Prune's target ranks whole blocks by "
+             f"{LAYER_METRICS[ranked][0].lower()}, not by this metric.")
+    st.caption(f"{legend} Left to right: the whole block, its attention part, its MLP part. {order}")
+    if plan is None:
+        st.caption(NO_TARGET)
+        return
+    gone = sorted(plan.layers)
+    st.caption(f"Dashed orange, faded, marked ▼: the layers Prune's target ({target}) would remove — "
+               + (", ".join(f"layer {layer} ({'+'.join(plan.layers[layer])})" for layer in gone) if gone
+                  else "none; it removes heads or neurons only") + ".")

@@ -3,7 +3,9 @@
 Three ways to say what goes:
 - explicit: --heads "0:1,3;5:0" --neurons "0:5,17;3:2" --layers "4,7:mlp" (any combination);
 - a head strategy: --strategy NAME --ratio R (a fraction of the active heads, as before);
-- a budget: --units heads,neurons --target params=0.5 [--allocation global|uniform] [--strategy NAME].
+- a budget: --units heads,neurons --target params=0.5 [--allocation global|uniform] [--strategy NAME];
+  --target speedup=1.5 is a speed-up predicted from the body's FLOPs (it removes 1 - 1/1.5 of them); time the
+  result with `sentinel benchmark` to see the measured one.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--units", default=None, help="budget: unit kinds to choose from, e.g. heads,neurons "
                                                  "(heads, neurons, layers)")
     p.add_argument("--target", default=None, help="budget: params=0.5 (share of prunable parameters), flops=0.5 "
-                                                  "(share of body FLOPs at --seq-len) or heads=0.3,neurons=0.5")
+                                                  "(share of body FLOPs at --seq-len), speedup=1.5 (predicted "
+                                                  "from the body's FLOPs: removes 1 - 1/1.5 of them, not a "
+                                                  "timing) or heads=0.3,neurons=0.5")
     p.add_argument("--allocation", choices=["global", "uniform"], default="global",
                    help="budget: rank units across layers (global, default) or remove the same count per layer")
     p.add_argument("--scope", choices=["global", "per_layer"], default="global",
@@ -187,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
             f"{recovery['seconds']:.1f}s)")
         verb = "masked" if args.mode == "mask" else "removed"
         print(f"{verb} {counts}; parameters {before:,} -> {after:,}{recovered}; saved to {out}")
+        if how == "budget" and target.speedup is not None:
+            print(f"speed-up predicted from the body's FLOPs: {result.speedup_predicted:.2f}x (target "
+                  f"{target.speedup:g}x); time it with `sentinel benchmark` for the measured one")
     return 0
 
 

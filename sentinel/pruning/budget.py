@@ -5,6 +5,9 @@ Targets (`Target.parse`):
   projections of the transformer body (embeddings, norms and the LM head are not prunable);
 - `flops=0.5`: half of the body's forward FLOPs per token at `seq_len` (2 x weights of every projection,
   plus 4 x head_dim x seq_len per query head for scores and weighted values, the full-context bound);
+- `speedup=1.5`: a speed-up PREDICTED FROM THE BODY'S FLOPS, i.e. the FLOPs share 1 - 1/1.5 = 1/3; the
+  measured speed-up is another matter (embeddings, the LM head, memory traffic and kernel overheads do not
+  shrink with the body), so callers show it beside a timed one;
 - `heads=0.3,neurons=0.5`: a ratio of the active units of each kind.
 
 Allocation `global` ranks every candidate of every kind together; each kind's scores become rank
@@ -38,47 +41,64 @@ logger = logging.getLogger(__name__)
 
 KIND_NAMES = {"heads": "head", "neurons": "neuron", "layers": "layer"}
 ALLOCATIONS = ("global", "uniform")
+SHARE_KEYS = ("params", "flops", "speedup")      # targets on the whole body (one at a time)
 LOWER_IS_IMPORTANT = frozenset({"entropy", "entropy_normalized"})   # diffuse heads go first
 
 
 @dataclass(frozen=True)
 class Target:
-    """What share to remove: of prunable parameters, of body FLOPs, or a ratio of each kind's active units."""
+    """What to remove: a share of prunable parameters, a share of body FLOPs, a speed-up predicted from the body's
+    FLOPs, or a ratio of each kind's active units."""
 
     params: float | None = None
     flops: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)     # {"head": 0.3, "neuron": 0.5}
+    speedup: float | None = None                               # 1.5: the body's FLOPs divided by 1.5
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """'params=0.5', 'flops=0.4' or 'heads=0.3,neurons=0.5'."""
+        """'params=0.5', 'flops=0.4', 'speedup=1.5' or 'heads=0.3,neurons=0.5'."""
         values: dict[str, float] = {}
         for item in (p.strip() for p in text.split(",")):
             if not item:
                 continue
             key, sep, value = item.partition("=")
             key = key.strip()
-            if not sep or key not in ("params", "flops", *KIND_NAMES):
-                raise InvalidPruningPlan(f"Cannot read target {item!r}: write params=0.5, flops=0.5 or "
-                                         "heads=0.3,neurons=0.5.")
+            if not sep or key not in (*SHARE_KEYS, *KIND_NAMES):
+                raise InvalidPruningPlan(f"Cannot read target {item!r}: write params=0.5, flops=0.5, speedup=1.5 "
+                                         "or heads=0.3,neurons=0.5.")
             try:
                 number = float(value)
             except ValueError:
                 raise InvalidPruningPlan(f"Target {key}={value!r} is not a number.") from None
-            if not 0.0 <= number < 1.0:
+            if key == "speedup":
+                if not 1.0 <= number < math.inf:
+                    raise InvalidPruningPlan(f"Target speedup={number} must be 1 or more (1.5 = 1.5x faster, "
+                                             "predicted from the body's FLOPs).")
+            elif not 0.0 <= number < 1.0:
                 raise InvalidPruningPlan(f"Target {key}={number} must be in [0, 1).")
             values[key] = number
-        shares = [k for k in values if k in ("params", "flops")]
+        shares = [k for k in values if k in SHARE_KEYS]
         if not values or len(shares) > 1 or (shares and len(values) > 1):
-            raise InvalidPruningPlan("Give one target: params=S, flops=S, or per-kind ratios like heads=0.3,neurons=0.5.")
+            raise InvalidPruningPlan("Give one target: params=S, flops=S, speedup=X, or per-kind ratios like "
+                                     "heads=0.3,neurons=0.5.")
         ratios = {KIND_NAMES[k]: v for k, v in values.items() if k in KIND_NAMES}
-        return cls(values.get("params"), values.get("flops"), ratios)
+        return cls(values.get("params"), values.get("flops"), ratios, values.get("speedup"))
+
+    @property
+    def flops_share(self) -> float | None:
+        """The share of the body's FLOPs to remove: `flops`, or 1 - 1/speedup for a speed-up (None otherwise)."""
+        if self.speedup is not None:
+            return 1.0 - 1.0 / self.speedup
+        return self.flops
 
     def describe(self) -> str:
         if self.params is not None:
             return f"params={self.params}"
         if self.flops is not None:
             return f"flops={self.flops}"
+        if self.speedup is not None:
+            return f"speedup={self.speedup}"
         return ",".join(f"{k}s={v}" for k, v in self.ratios.items())
 
 
@@ -125,11 +145,16 @@ class BudgetResult:
     def flops_share_removed(self) -> float:
         return 1.0 - self.flops_after / self.flops_before
 
+    @property
+    def speedup_predicted(self) -> float:
+        """The speed-up the body's FLOPs predict (before / after); a prediction, not a timing."""
+        return self.flops_before / self.flops_after
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["plan"] = self.plan.to_dict()
         data.update(prunable_share_removed=self.prunable_share_removed, total_share_removed=self.total_share_removed,
-                    flops_share_removed=self.flops_share_removed)
+                    flops_share_removed=self.flops_share_removed, speedup_predicted=self.speedup_predicted)
         return data
 
 
@@ -273,8 +298,9 @@ def select_budget(model: nn.Module, scores: Mapping[str, UnitScores], target: Ta
         chosen = _by_ratio(pools, target.ratios, allocation, room)
         exact, reason = True, ""
     else:
-        measure = "params" if target.params is not None else "flops"
-        goal = (target.params if measure == "params" else target.flops) * (prunable if measure == "params" else flops)
+        measure = "params" if target.params is not None else "flops"      # a speed-up is a FLOPs share
+        goal = (target.params if measure == "params" else target.flops_share) * (
+            prunable if measure == "params" else flops)
         chosen = (_global if allocation == "global" else _uniform)(pools, measure, goal, room, state.num_layers)
         got = sum(getattr(c, measure) for c in chosen)
         exact = got == round(goal)

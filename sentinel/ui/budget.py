@@ -16,6 +16,7 @@ from sentinel.metrics import UnitScores, compute_scores
 from sentinel.pruning.budget import BudgetResult, select_budget
 from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.recovery import RECOVERY_METHODS
+from sentinel.evaluation.paired import SpeedComparison, SpeedRatio
 from sentinel.ui.session import PruneStep, WorkingModel
 
 logger = logging.getLogger(__name__)
@@ -32,15 +33,15 @@ class BudgetSettings:
     """What the Prune page's target mode asks for: which unit kinds, which share of what, how to spread it."""
 
     units: tuple[str, ...] = ("heads", "neurons")
-    measure: Literal["params", "flops"] = "params"
-    share: float = 0.3
+    measure: Literal["params", "flops", "speedup"] = "params"
+    share: float = 0.3                  # params / flops: the share to remove; speedup: the factor, e.g. 1.5
     allocation: str = "global"
     recovery: str = "none"
     min_heads: int = 1
     min_neurons: int = 1
 
     def target(self) -> str:
-        """The target in `Target.parse` form, e.g. 'params=0.3'."""
+        """The target in `Target.parse` form, e.g. 'params=0.3' or 'speedup=1.5'."""
         return f"{self.measure}={self.share:g}"
 
     def label(self) -> str:
@@ -88,7 +89,7 @@ def apply_budget(working: WorkingModel, result: BudgetResult, settings: BudgetSe
 
 def prediction_table(result: BudgetResult) -> pd.DataFrame:
     """Rows: parameters (all and prunable), body FLOPs per token and the speed-up they predict; now vs predicted."""
-    speedup = result.flops_before / result.flops_after
+    speedup = result.speedup_predicted
     rows = [
         ("Parameters", f"{result.total_params_before:,}", f"{result.total_params_after:,}",
          f"-{result.total_share_removed:.1%}"),
@@ -99,6 +100,38 @@ def prediction_table(result: BudgetResult) -> pd.DataFrame:
         ("Speed-up predicted (from the body's FLOPs)", "1.00×", f"{speedup:.2f}×", ""),
     ]
     return pd.DataFrame(rows, columns=["", "Now", "After Prune (predicted)", "Change"]).set_index("")
+
+
+def speed_verdict(wanted: float, ratio: SpeedRatio) -> str:
+    """A measured speed-up against a target: met (median at or above it), short, or within the timing noise."""
+    if not ratio.measurable:
+        return "not measurably faster (the range includes 1.00×)"
+    return "meets the target" if ratio.median >= wanted else f"short of the {wanted:g}× target"
+
+
+def speed_against_target(wanted: float, result: BudgetResult, speed: SpeedComparison) -> pd.DataFrame:
+    """A speed-up target beside what predicted it and what was timed: target, body-FLOPs prediction, whole-model
+    FLOPs prediction (LM head included), measured prefill and generation (median and range over the pairs)."""
+    def measured(ratio: SpeedRatio | None) -> tuple[str, str]:
+        if ratio is None:
+            return "not measured", ""
+        return f"{ratio.median:.2f}× ({ratio.low:.2f}–{ratio.high:.2f}×, {ratio.pairs} pairs)", \
+            speed_verdict(wanted, ratio)
+
+    rows = [("Target (predicted from the body's FLOPs)", f"{wanted:.2f}×", ""),
+            ("Predicted from the body's FLOPs (this plan)", f"{result.speedup_predicted:.2f}×",
+             "units come in whole sizes" if not result.exact else ""),
+            ("Predicted from the whole model's FLOPs (LM head included)", f"{speed.predicted_speedup:.2f}×", ""),
+            ("Measured: prefill", *measured(speed.prefill)),
+            ("Measured: generation", *measured(speed.decode))]
+    return pd.DataFrame(rows, columns=["Speed-up", "Value", "Against the target"]).set_index("Speed-up")
+
+
+def falls_short(wanted: float, speed: SpeedComparison) -> list[str]:
+    """The measured speeds (prefill, generation) that do not show the target: median below it, or no measurable
+    speed-up at all."""
+    return [name for name, ratio in (("prefill", speed.prefill), ("generation", speed.decode))
+            if ratio is not None and speed_verdict(wanted, ratio) != "meets the target"]
 
 
 def per_layer_counts(plan: PruningPlan, num_layers: int) -> pd.DataFrame:

@@ -2,12 +2,16 @@
 
 A layer has hundreds or thousands of neurons, so neurons are shown as a layer × score-percentile grid (each cell:
 the score below which that share of the layer's active neurons fall) plus the lowest- and highest-scoring neurons;
-layers are a bar per layer for the whole block and for its attention and MLP parts.
+layers are a bar per layer for the whole block and for its attention and MLP parts. When Prune's target has a
+prediction (a `PruningPlan`), the grid outlines the cells whose neurons it would remove, each layer's histogram
+splits kept from removed neurons (with the cut, when the map shows the metric the target ranks by), and the bars
+of the layers it would remove are outlined.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,7 @@ from torch import nn
 from sentinel.metrics import LAYER_COLUMNS, UnitScores, compute_scores, needs_data
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.models.heads import model_heads
+from sentinel.pruning.plan import PruningPlan
 
 # Legends: what a high value means, in one sentence (the same rule as the head metrics' legends).
 NEURON_METRICS: dict[str, tuple[str, str]] = {
@@ -34,6 +39,9 @@ LAYER_METRICS: dict[str, tuple[str, str]] = {
                                    "switched off; one pass over the text per layer and part."),
 }
 PERCENTILES = tuple(range(0, 101, 5))
+HISTOGRAM_BINS = 30
+GOING_COLOUR, KEPT_COLOUR = "#ff8c00", "#5b7fa6"      # dashed orange = what Prune would remove (as on the heads)
+GOES, STAYS = "removed by the target", "kept"
 
 
 @dataclass
@@ -60,15 +68,77 @@ def compute_unit_map(model: nn.Module, tokenizer: Any, kind: str, metric: str, b
     return UnitMap(scores, tokens, time.perf_counter() - start)
 
 
-def neuron_percentiles(scores: UnitScores, percentiles: tuple[int, ...] = PERCENTILES) -> pd.DataFrame:
-    """Long frame (layer, percentile, value, active): each layer's score quantiles over its active neurons."""
+def neurons_going(plan: PruningPlan | None, scores: UnitScores) -> torch.Tensor:
+    """[layers, neurons] bool: the active neurons `plan` removes (those of a removed block or MLP part included)."""
+    going = torch.zeros(scores.values.shape, dtype=torch.bool)
+    if plan is None:
+        return going
+    for layer, units in plan.neurons.items():
+        going[layer, list(units)] = True
+    for layer, parts in plan.layers.items():
+        if "block" in parts or "mlp" in parts:
+            going[layer] = True
+    return going & ~torch.isnan(scores.values)
+
+
+def neuron_percentiles(scores: UnitScores, percentiles: tuple[int, ...] = PERCENTILES,
+                       plan: PruningPlan | None = None) -> pd.DataFrame:
+    """Long frame (layer, percentile, value, active, removed, going): each layer's score quantiles over its active
+    neurons; `removed` is the share of the neurons nearest that percentile (by rank in the layer) that `plan`
+    removes, and `going` marks the cells where most of them go."""
+    going = neurons_going(plan, scores)
+    grid = torch.tensor(percentiles, dtype=torch.float64)
     rows = []
     for layer, values in enumerate(scores.values):
-        live = values[~torch.isnan(values)]
-        for p in percentiles:
+        alive = ~torch.isnan(values)
+        live = values[alive]
+        # each active neuron's rank percentile in its layer, assigned to the nearest grid percentile
+        order = torch.argsort(torch.argsort(live, stable=True))
+        position = order.double() * 100 / max(live.numel() - 1, 1)
+        nearest = torch.argmin((position[:, None] - grid[None, :]).abs(), dim=1)
+        gone = going[layer][alive]
+        for index, p in enumerate(percentiles):
             value = float(torch.quantile(live, p / 100)) if live.numel() else float("nan")
-            rows.append({"layer": layer, "percentile": p, "value": value, "active": int(live.numel())})
+            members = nearest == index
+            removed = float(gone[members].double().mean()) if bool(members.any()) else 0.0
+            rows.append({"layer": layer, "percentile": p, "value": value, "active": int(live.numel()),
+                         "removed": removed, "going": removed >= 0.5})
     return pd.DataFrame(rows)
+
+
+def neuron_histograms(scores: UnitScores, plan: PruningPlan | None = None, bins: int = HISTOGRAM_BINS,
+                      cut: bool = False) -> pd.DataFrame:
+    """Long frame of each layer's score histogram over its active neurons (bins shared by all layers): rows
+    (row="bin", layer, start, end, fate, count) with fate kept / removed by `plan`; with `cut`, one more row
+    (row="cut", layer, start) per layer at the highest score the plan removes there (meaningful when the scores
+    are the ones the plan ranked by)."""
+    going = neurons_going(plan, scores)
+    live = scores.values[~torch.isnan(scores.values)]
+    low, high = (float(live.min()), float(live.max())) if live.numel() else (0.0, 1.0)
+    high = high if high > low else low + 1.0
+    width = (high - low) / bins
+    rows: list[dict[str, Any]] = []
+    for layer, values in enumerate(scores.values):
+        alive = ~torch.isnan(values)
+        index = ((values[alive] - low) / width).floor().clamp(0, bins - 1).long()
+        for fate, mask in ((STAYS, ~going[layer][alive]), (GOES, going[layer][alive])):
+            counts = torch.bincount(index[mask], minlength=bins)
+            rows += [{"row": "bin", "layer": layer, "start": low + b * width, "end": low + (b + 1) * width,
+                      "fate": fate, "count": int(c)} for b, c in enumerate(counts.tolist()) if c]
+        removed = values[going[layer]]
+        if cut and 0 < removed.numel() < int(alive.sum()):          # a layer partly cut (not a removed block)
+            rows.append({"row": "cut", "layer": layer, "start": float(removed.max()), "end": float(removed.max()),
+                         "fate": GOES, "count": 0})
+    return pd.DataFrame(rows, columns=["row", "layer", "start", "end", "fate", "count"])
+
+
+def going_by_layer(plan: PruningPlan | None, scores: UnitScores) -> pd.DataFrame:
+    """Per layer: active neurons, how many the plan removes and their share (the band of the grid it outlines)."""
+    going = neurons_going(plan, scores)
+    active = (~torch.isnan(scores.values)).sum(dim=1)
+    removed = going.sum(dim=1)
+    return pd.DataFrame({"layer": range(scores.num_layers), "active": active.tolist(), "removed": removed.tolist(),
+                         "share": [r / a if a else 0.0 for r, a in zip(removed.tolist(), active.tolist())]})
 
 
 def neuron_extremes(scores: UnitScores, count: int = 10) -> pd.DataFrame:
@@ -80,27 +150,66 @@ def neuron_extremes(scores: UnitScores, count: int = 10) -> pd.DataFrame:
     return pd.concat([low, high])[["end", "layer", "neuron", scores.metric]].reset_index(drop=True)
 
 
-def layer_frame(scores: UnitScores) -> pd.DataFrame:
-    """Long frame (layer, part, value) of a layer metric; pruned parts are left out."""
+def layer_frame(scores: UnitScores, removed: Mapping[int, list[str]] | None = None) -> pd.DataFrame:
+    """Long frame (layer, part, value, going) of a layer metric; pruned parts are left out; `going` marks the
+    parts `removed` ({layer: ["block"] or parts}, a plan's layers) takes — a removed block takes all three bars."""
     frame = scores.to_frame()
     frame = frame[~frame["pruned"]].rename(columns={scores.metric: "value"})
-    return frame[["layer", "part", "value"]].reset_index(drop=True)
+    removed = removed or {}
+    frame["going"] = [part in removed.get(layer, ()) or "block" in removed.get(layer, ())
+                      for layer, part in zip(frame["layer"], frame["part"])]
+    return frame[["layer", "part", "value", "going"]].reset_index(drop=True)
 
 
-def percentile_heatmap(frame: pd.DataFrame, label: str) -> alt.Chart:
-    """Layer × percentile grid, colour = the score at that percentile of the layer's active neurons."""
-    return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("percentile:O", title="Percentile of the layer's neurons"),
-        y=alt.Y("layer:O", title="Layer"),
+def percentile_heatmap(frame: pd.DataFrame, label: str) -> alt.LayerChart:
+    """Layer × percentile grid, colour = the score at that percentile of the layer's active neurons; the cells
+    whose neurons Prune's target would mostly remove (`going`) outlined in dashed orange."""
+    base = alt.Chart(frame).encode(x=alt.X("percentile:O", title="Percentile of the layer's neurons"),
+                                   y=alt.Y("layer:O", title="Layer"))
+    cells = base.mark_rect().encode(
         color=alt.Color("value:Q", title=label, scale=alt.Scale(scheme="viridis")),
-        tooltip=["layer", "percentile", alt.Tooltip("value:Q", format=".4g"), "active"],
-    ).properties(height=alt.Step(24))
+        tooltip=["layer", "percentile", alt.Tooltip("value:Q", format=".4g"), "active",
+                 alt.Tooltip("removed:Q", title="share the target removes", format=".0%")],
+    )
+    going = base.transform_filter("datum.going").mark_rect(fill=None, stroke=GOING_COLOUR, strokeWidth=2.5,
+                                                           strokeDash=[4, 3])
+    return alt.layer(cells, going).properties(height=alt.Step(24))
 
 
-def layer_bars(frame: pd.DataFrame, label: str) -> alt.Chart:
-    """One bar per layer for the block, its attention part and its MLP part, side by side."""
-    return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("layer:O", title="Layer"), y=alt.Y("value:Q", title=label),
+def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) -> alt.FacetChart:
+    """Small multiples: one histogram per layer (shared bins), removed neurons stacked in orange over the kept
+    ones, and a dashed rule at the cut when the frame has one."""
+    fates = [STAYS, GOES] if (frame["fate"] == GOES).any() else [STAYS]      # no orange legend without a target
+    bars = alt.Chart().transform_filter("datum.row == 'bin'").mark_bar(binSpacing=0).encode(
+        x=alt.X("start:Q", title=label, bin="binned"), x2="end:Q",
+        y=alt.Y("count:Q", title="Neurons", stack=True),
+        color=alt.Color("fate:N", title=None, legend=alt.Legend(orient="top"),
+                        scale=alt.Scale(domain=fates, range=[KEPT_COLOUR, GOING_COLOUR][:len(fates)])),
+        tooltip=["layer", alt.Tooltip("start:Q", format=".4g", title="from"),
+                 alt.Tooltip("end:Q", format=".4g", title="to"), "fate", "count"],
+    )
+    cut = alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
+        color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
+        x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
+    return alt.layer(bars, cut, data=frame).properties(height=110, width=150).facet(
+        facet=alt.Facet("layer:O", title="Layer"), columns=columns)
+
+
+def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
+    """One bar per layer for the block, its attention part and its MLP part, side by side; the parts Prune's target
+    would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible)."""
+    base = alt.Chart().encode(x=alt.X("layer:O", title="Layer"))
+    bars = base.mark_bar().encode(
+        y=alt.Y("value:Q", title=label),
         color=alt.Color("part:N", sort=list(LAYER_COLUMNS), legend=None),
-        tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g")],
-    ).properties(height=200, width=220).facet(column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
+        stroke=alt.condition("datum.going", alt.value(GOING_COLOUR), alt.value(None)),
+        strokeWidth=alt.condition("datum.going", alt.value(3), alt.value(0)),
+        strokeDash=alt.condition("datum.going", alt.value([4, 3]), alt.value([1, 0])),
+        opacity=alt.condition("datum.going", alt.value(0.55), alt.value(1.0)),
+        tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g"),
+                 alt.Tooltip("going:N", title="the target removes it")],
+    )
+    marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(
+        y="value:Q")
+    return alt.layer(bars, marks, data=frame).properties(height=200, width=220).facet(
+        column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))

@@ -54,3 +54,40 @@ def test_a_target_setting_matches_the_library_target_syntax():
     settings = BudgetSettings(("heads",), "flops", 0.25, "uniform", "lstsq")
     assert Target.parse(settings.target()).flops == 0.25
     assert settings.label() == "target flops=0.25 of heads (uniform, lstsq recovery)"
+
+
+def test_a_speedup_target_predicts_the_flops_it_implies_and_shows_the_measured_speed_beside_it():
+    from sentinel.pruning.budget import select_budget
+    from sentinel.ui.budget import BUDGET_SEQ_LEN
+
+    at = open_app("prune")
+    at.radio(key="prune_how").set_value("target").run()
+    at.radio(key="budget_measure").set_value("speedup").run()
+    at.slider(key="budget_speedup").set_value(1.5).run()
+    assert_clean(at)
+    state = dashboard(at)
+    preview = state.caches["budget-last"]
+    assert preview.settings.target() == "speedup=1.5"
+    implied = select_budget(state.working.model, preview.scores, Target(flops=1 - 1 / 1.5),
+                            whole_kv_groups=True, seq_len=BUDGET_SEQ_LEN)
+    assert preview.result.plan == implied.plan and preview.result.flops_after == implied.flops_after
+    prediction = at.table[0].value
+    assert prediction.loc[f"Body FLOPs per token (context {BUDGET_SEQ_LEN})", "Change"] == \
+        f"-{implied.flops_share_removed:.1%}"
+    assert prediction.loc["Speed-up predicted (from the body's FLOPs)", "After Prune (predicted)"] == \
+        f"{implied.speedup_predicted:.2f}×"
+    assert any("predicted from the body's FLOPs: it removes 1 − 1/1.5 = 33.3%" in c.value for c in at.caption)
+    at.button(key="prune_go").click().run()
+    assert_clean(at)
+    versus = next(t.value for t in at.table if "Against the target" in t.value.columns)
+    assert versus.loc["Target (predicted from the body's FLOPs)", "Value"] == "1.50×"
+    assert versus.loc["Predicted from the body's FLOPs (this plan)", "Value"] == f"{implied.speedup_predicted:.2f}×"
+    speed = state.caches["speed-now"][1]
+    met = []
+    for name, ratio in (("prefill", speed.prefill), ("generation", speed.decode)):
+        verdict = versus.loc[f"Measured: {name}", "Against the target"]
+        met.append(ratio.measurable and ratio.median >= 1.5)
+        assert verdict == ("meets the target" if met[-1] else "short of the 1.5× target" if ratio.measurable
+                           else "not measurably faster (the range includes 1.00×)")
+    short = [w.value for w in at.warning if "falls short of the 1.5× target" in w.value]
+    assert bool(short) == (not all(met))

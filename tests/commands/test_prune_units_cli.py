@@ -53,6 +53,19 @@ def test_budget_prune_reports_shares(tiny_gpt2_dir, tmp_path, capsys, allocation
     assert sum(map(len, active_neurons(model).values())) == 3 * 128 - result["counts"]["neurons"]
 
 
+def test_a_speedup_target_removes_the_flops_it_implies_and_says_it_is_predicted(tiny_gpt2_dir, tmp_path, capsys):
+    code, result, _ = run(capsys, "prune", "--model", str(tiny_gpt2_dir), "--units", "heads,neurons", "--target",
+                          "speedup=1.5", "--seq-len", "32", "--out", str(tmp_path / "s"), "--json")
+    assert code == 0
+    budget = result["budget"]
+    assert budget["target"] == "speedup=1.5"
+    assert budget["flops_share_removed"] == pytest.approx(1 - 1 / 1.5, abs=0.02)
+    assert budget["speedup_predicted"] == pytest.approx(budget["flops_before"] / budget["flops_after"])
+    assert main(["prune", "--device", "cpu", "--model", str(tiny_gpt2_dir), "--units", "neurons", "--target",
+                 "speedup=1.2", "--seq-len", "32", "--out", str(tmp_path / "t")]) == 0
+    assert "speed-up predicted from the body's FLOPs" in capsys.readouterr().out
+
+
 def test_budget_with_a_random_strategy_is_seeded(tiny_gpt2_dir, tmp_path, capsys):
     plans = [run(capsys, "prune", "--model", str(tiny_gpt2_dir), "--units", "neurons", "--target", "neurons=0.25",
                  "--strategy", "random", "--seed", "4", "--out", str(tmp_path / f"r{i}"), "--json")[1]["plan"]
@@ -68,6 +81,7 @@ def test_budget_with_a_random_strategy_is_seeded(tiny_gpt2_dir, tmp_path, capsys
     (["--units", "heads"], "needs --target"),
     (["--units", "experts", "--target", "params=0.5"], "Unknown unit kind experts"),
     (["--units", "heads", "--target", "params=2"], "[0, 1)"),
+    (["--units", "heads", "--target", "speedup=0.5"], "must be 1 or more"),
     (["--units", "heads", "--target", "params=0.5", "--ratio", "0.2"], "--ratio goes with --strategy"),
     (["--units", "layers", "--target", "params=0.3", "--allocation", "uniform"], "globally"),
 ])

@@ -95,3 +95,22 @@ def test_a_block_ratio_takes_the_least_important_block():
     before = parameter_count(model)
     apply_plan(model, result.plan, "remove")
     assert before - parameter_count(model) == result.total_params_before - result.total_params_after
+
+
+def test_a_speedup_target_is_the_flops_share_it_implies():
+    target = Target.parse("speedup=1.5")
+    assert target.speedup == 1.5 and target.flops is None and target.flops_share == pytest.approx(1 / 3)
+    assert target.describe() == "speedup=1.5" and Target.parse(target.describe()) == target
+    assert Target.parse("speedup=1").flops_share == 0.0
+    for text in ("speedup=0.8", "speedup=inf", "speedup=nan", "speedup=1.5,params=0.2", "speedup=1.5,heads=0.2"):
+        with pytest.raises(InvalidPruningPlan):
+            Target.parse(text)
+    model = make_tiny_model("gpt2")
+    scores = scores_for(model)
+    by_speed = select_budget(model, scores, "speedup=2", seq_len=32)
+    by_flops = select_budget(model, scores, Target(flops=0.5), seq_len=32)
+    assert by_speed.plan == by_flops.plan and by_speed.flops_after == by_flops.flops_after
+    assert by_speed.target == "speedup=2.0"
+    assert by_speed.speedup_predicted == pytest.approx(by_speed.flops_before / by_speed.flops_after)
+    assert by_speed.speedup_predicted == pytest.approx(2.0, rel=0.02)
+    assert by_speed.to_dict()["speedup_predicted"] == by_speed.speedup_predicted
