@@ -2,6 +2,7 @@
 sizes, perplexity, int8, speed, saving the copy, and the layer-sensitivity scan in the background."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -92,9 +93,7 @@ else:
         dense_size = state.caches[("size", id(working), working.version)]
         sparse_size = state.caches[("size-sparse", key)]
         if quantized is not None:
-            sparse_size = size_report(sparse.model, quantized.file_bytes) if sparse_size.int8_bytes is None \
-                else sparse_size
-            state.caches[("size-sparse", key)] = sparse_size
+            sparse_size = replace(sparse_size, int8_bytes=quantized.file_bytes)
         st.table(size_table(dense_size, sparse_size))
         now = current_figures(state, working)
         if ("ppl-sparse", key) not in state.caches:

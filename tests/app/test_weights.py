@@ -9,6 +9,7 @@ from sentinel.models import load_model
 from sentinel.models.int8 import is_int8
 from sentinel.sparsity.report import SpeedComparison, SpeedRow
 from sentinel.sparsity.storage import COMPRESSED_FILE
+from sentinel.ui.format import human_bytes
 from sentinel.ui.library import model_folder_for, saved_models
 from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, sensitivity_of, speed_sentence
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
@@ -82,11 +83,18 @@ def test_prune_then_quantize_then_save_and_load_back():
     state = dashboard(at)
     key = state.caches["sparse-latest"][0]
     sizes = state.caches[("size-sparse", key)]
-    assert sizes.int8_bytes < sizes.compressed_bytes < sizes.dense_bytes
+    int8_bytes = state.caches[("int8", key)].file_bytes
+    assert int8_bytes < sizes.compressed_bytes < sizes.dense_bytes
+    assert table.loc["int8 file (int8 weights + scales)", "Sparse"] == human_bytes(int8_bytes)
     int8_ppl = state.caches[("ppl-int8", key)].perplexity
     assert any(f"sparse int8 copy **{int8_ppl:.2f}**" in m.value for m in at.markdown)
-    names = {r.name: r for r in shared_store().list_experiments(kind=SPARSIFY_KIND)}
+    runs = shared_store().list_experiments(kind=SPARSIFY_KIND)
+    names = {r.name: r for r in runs}
     assert names["magnitude 50% unstructured sparsify + int8"].summary["perplexity_after"] == int8_ppl
+    at.toggle(key="weights_int8").set_value(False).run()
+    assert "int8 file (int8 weights + scales)" not in at.table[0].value.index
+    at.toggle(key="weights_int8").set_value(True).run()
+    assert len(shared_store().list_experiments(kind=SPARSIFY_KIND)) == len(runs)      # recorded once, not per rerun
     at.button(key="weights_speed").click().run()
     assert_clean(at)
     assert any(m.value.startswith("Measured int8 (dynamic quantization, CPU): ") for m in at.markdown)
