@@ -76,6 +76,30 @@ def is_int8(model: nn.Module) -> bool:
     return bool(getattr(model, "sentinel_int8_modules", None))
 
 
+def int8_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """(int8 values [out, in] as torch.int8, float bias or None) of every dynamic int8 module, by module name.
+    An int8 model's matrices and their biases are not nn.Parameters, so counts of parameters and zeros add these."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = {}
+        for name, module in int8_modules(model).items():
+            weight, bias = module._packed_params._weight_bias()
+            found[name] = (weight.int_repr(), bias)
+        return found
+
+
+def int8_counts(model: nn.Module) -> tuple[int, int]:
+    """(values, bytes) of an int8 model's int8 modules as stored: one byte per weight, a float32 scale and an int32
+    zero point per output channel (INT8_FILE's layout), and the float biases; (0, 0) for other models."""
+    if not is_int8(model):
+        return 0, 0
+    values = size = 0
+    for weight, bias in int8_weights(model).values():
+        values += weight.numel() + (bias.numel() if bias is not None else 0)
+        size += weight.numel() + 8 * weight.shape[0] + (bias.numel() * bias.element_size() if bias is not None else 0)
+    return values, size
+
+
 def is_int8_folder(folder: str | Path) -> bool:
     return (Path(folder) / INT8_RECORD).is_file()
 
