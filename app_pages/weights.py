@@ -19,9 +19,10 @@ from sentinel.ui.finetune import queue_place
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
-                                 int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
+                                 gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
                                  record_sparsify, save_sparse, schedule_frame, sensitivity_of, sensitivity_table,
-                                 size_table, sparsify_copy, speed_sentence, start_sensitivity)
+                                 size_table, sparsify_copy, speed_sentence, start_gradual_sparsify,
+                                 start_sensitivity)
 
 state = dashboard()
 st.title(":material/blur_on: Weights")
@@ -30,6 +31,18 @@ st.caption("Zero individual weights instead of whole units (the guide's weight-l
            "not changed.")
 working = require_model(state)
 show_notices(state)
+
+gradual_job = None                   # the latest gradual run (a background job: it fine-tunes)
+if state.gradual_job_id is not None:
+    with report_errors("reading the gradual run"):
+        gradual_job = shared_store().get_job(state.gradual_job_id)
+fresh_gradual = (gradual_job is not None and gradual_job.state == "succeeded"
+                 and ("gradual-shown", gradual_job.id) not in state.caches)
+if fresh_gradual:                    # show the run with its own settings (also after a reload)
+    done_config, done_schedule = gradual_settings(gradual_job.params)
+    st.session_state.update(weights_method=done_config.method, weights_pattern="unstructured",
+                            weights_sparsity=done_config.sparsity, weights_scope=done_config.scope,
+                            weights_schedule="gradual", weights_steps=done_schedule.steps)
 
 cols = st.columns(4)
 method = cols[0].selectbox("Method", METHODS, index=METHODS.index("wanda"), key="weights_method",
@@ -52,17 +65,55 @@ schedule_kind = cols[0].radio("Schedule", PAGE_SCHEDULES, key="weights_schedule"
                                    f"(reached at 75% of the steps; masks every steps/10; {', '.join(MASK_ONLY_METHODS)}"
                                    " only). Lottery tickets: `sentinel sparsify --schedule lottery`.")
 steps = cols[1].number_input("Training steps", 2, 500, 20, key="weights_steps", disabled=schedule_kind == "oneshot",
-                             help="Gradual only: fine-tuning steps of 4 sequences × 64 tokens.")
+                             help="Gradual only: fine-tuning steps of 4 sequences × 64 tokens, in the background.")
 config = SparsityConfig(method, float(sparsity), "layer" if pattern == "2:4" else scope,
                         None if pattern == "unstructured" else pattern)
 schedule = ScheduleSettings(schedule_kind, int(steps))
 key = ("sparse", id(working), working.version, json.dumps(config.to_dict(), sort_keys=True),
        json.dumps(schedule.to_dict(), sort_keys=True))
-if st.button("Sparsify a copy", type="primary", key="weights_go", icon=":material/blur_on:"):
-    doing = "Scoring and masking the weights…" if schedule.kind == "oneshot" else \
-        f"Fine-tuning {schedule.steps} steps while the zeros ramp up…"
-    with report_errors("sparsifying"), st.spinner(doing):
-        state.caches["sparse-latest"] = (key, sparsify_copy(working.model, working.tokenizer, config, schedule))
+if st.button("Sparsify a copy", type="primary", key="weights_go", icon=":material/blur_on:",
+             help="One-shot runs here; a gradual run fine-tunes, so it runs in the background (progress, cancel)."):
+    if schedule.kind == "oneshot":
+        with report_errors("sparsifying"), st.spinner("Scoring and masking the weights…"):
+            state.caches["sparse-latest"] = (key, sparsify_copy(working.model, working.tokenizer, config, schedule))
+    else:
+        with report_errors("starting the gradual run"):
+            device = state.choice.device if state.choice else "auto"
+            state.gradual_job_id = start_gradual_sparsify(shared_jobs(), working, config, schedule, device)
+            gradual_job = shared_store().get_job(state.gradual_job_id)
+            keep_url(state)
+
+
+@st.fragment(run_every=1.0)
+def gradual_progress(job_id: str) -> None:
+    """Progress of the running gradual run with a Cancel button; hands over to the whole page when it ends."""
+    job = shared_store().get_job(job_id)
+    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
+    total = event.total_steps or 1
+    words = (f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued"
+             else f"step {event.step} of {event.total_steps}" if event.total_steps else "loading the model")
+    st.progress(min(1.0, event.step / total), text=f"Gradual pruning: {words}")
+    if st.button("Cancel the gradual run", key="weights_gradual_cancel", icon=":material/cancel:"):
+        shared_jobs().cancel(job_id)
+    if job.state not in ("queued", "running"):
+        st.rerun(scope="app")
+
+
+if gradual_job is not None:
+    if gradual_job.state in ("queued", "running"):
+        gradual_progress(gradual_job.id)
+    elif gradual_job.state != "succeeded":
+        st.warning(f"The gradual run {gradual_job.state}: {gradual_job.error or 'no result'}",
+                   icon=":material/warning:")
+    elif fresh_gradual:
+        state.caches[("gradual-shown", gradual_job.id)] = True
+        if gradual_job.params["dashboard_steps"] == working.history():
+            with report_errors("loading the gradual run's model"), st.spinner("Loading the sparse copy…"):
+                device = str(next(working.model.parameters()).device)
+                state.caches["sparse-latest"] = (key, gradual_result(gradual_job.result, config, schedule, device))
+        else:
+            st.info("The gradual run finished on your model as it was before your latest pruning step; sparsify "
+                    "again to see it on the model as it is now.")
 latest = state.caches.get("sparse-latest")
 sparse = latest[1] if latest is not None and latest[0] == key else None
 if sparse is None:

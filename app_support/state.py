@@ -76,6 +76,7 @@ def restore_session(state: DashboardState, token: str) -> None:
             state.job_id = snapshot.finetune_job
             state.compare_job_id = snapshot.compare_job
             state.sensitivity_job_id = snapshot.sensitivity_job
+            state.gradual_job_id = snapshot.gradual_job
             if snapshot.adopted:
                 job_id, which = snapshot.adopted.split("/", 1)
                 view = job_view(shared_store(), job_id)

@@ -10,7 +10,7 @@ import copy
 import logging
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError
-from sentinel.jobs import JobContext, JobManager, ProgressEvent
+from sentinel.jobs import JobCancelled, JobContext, JobManager, ProgressEvent
 from sentinel.models import get_layout, load_model, save_model
 from sentinel.sparsity.masks import (SparsifyResult, SparsityConfig, make_permanent, parse_pattern, sparsify,
                                      sparsity_stats)
@@ -30,7 +30,7 @@ from sentinel.sparsity.scores import DATA_METHODS
 from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, layer_sensitivity, suggest_sparsity
 from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compressed
 from sentinel.sparsity.text import calibration_blocks
-from sentinel.store import Store, sentinel_home
+from sentinel.store import Store, new_id, sentinel_home
 from sentinel.ui.format import human_bytes
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
@@ -93,10 +93,13 @@ class SparseModel:
 
 
 def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
-                  schedule: ScheduleSettings | None = None, calibration_count: int = 16) -> SparseModel:
+                  schedule: ScheduleSettings | None = None, calibration_count: int = 16,
+                  on_event: Callable[[ProgressEvent], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> SparseModel:
     """Sparsify a deep copy of `model` (the session's model is untouched), one-shot or gradually; data methods
     calibrate on the bundled train split. The masks are made permanent, so the copy is an ordinary model
-    holding zeros: what is saved, sized, quantized and timed."""
+    holding zeros: what is saved, sized, quantized and timed. A gradual run reports each training step to
+    `on_event` and stops early when `should_stop()` turns true (its result then says 'cancelled')."""
     schedule = schedule or ScheduleSettings()
     config.validate()
     schedule.validate(config)
@@ -119,7 +122,8 @@ def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
     data = load_finetune_data(tokenizer, None, block, max_validation_tokens=ft.eval_max_tokens)
     callback = start_gradual(work, gradual_over(schedule.steps, config.sparsity, config.method, config.scope,
                                                 config.seed))
-    trained = finetune_sparse(work, tokenizer, data, ft, callback=callback)
+    trained = finetune_sparse(work, tokenizer, data, ft, callback=callback, on_event=on_event,
+                              should_stop=should_stop)
     make_permanent(work)
     result = SparsifyResult(config, sparsity_stats(work), time.perf_counter() - start)
     return SparseModel(work, result, schedule, list(callback.history), describe_result(trained))
@@ -208,6 +212,57 @@ def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, qu
                             "formats. Load the model on the CPU to time int8, or untick int8.")
         models["sparse int8"] = quantized
     return compare_speed(models, tokenizer, repeats=repeats, prompt_tokens=64, new_tokens=16)
+
+
+# -- gradual sparsify: a background job (it fine-tunes) ---------------------------------------------------------------
+
+GRADUAL_KIND = "weights-gradual"
+GRADUAL_RUNS = "weights-gradual"             # $SENTINEL_HOME/<this>/<job>/{start,sparse}: the model before and after
+
+
+def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: SparsityConfig,
+                           schedule: ScheduleSettings, device: str = "auto") -> str:
+    """Save the session's model and queue the gradual run (kind "weights-gradual"); returns the job id.
+    The page records the run in the experiment store when it shows the result, as for one-shot."""
+    config.validate()
+    schedule.validate(config)
+    folder = sentinel_home() / GRADUAL_RUNS / new_id()
+    start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
+    return jobs.submit(GRADUAL_KIND, {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
+                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history()},
+                       device=device)
+
+
+def run_gradual_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "weights-gradual": gradual sparsify with progress per training step and
+    cancel between steps; the sparse model is saved (masks made permanent) for the page to load."""
+    loaded = load_model(params["model"], device=ctx.device)
+    config = SparsityConfig(**{**params["config"], "include": tuple(params["config"].get("include", ()))})
+    schedule = ScheduleSettings(**params["schedule"])
+    sparse = sparsify_copy(loaded.model, loaded.tokenizer, config, schedule,
+                           on_event=lambda event: ctx.report(event, record_metrics=False),
+                           should_stop=lambda: ctx.cancelled)
+    if ctx.cancelled:
+        raise JobCancelled(ctx.job_id)
+    out = save_model(sparse.model, loaded.tokenizer, params["out"], note={"dashboard_steps": params["dashboard_steps"]})
+    return {"model": str(out), "seconds": sparse.result.seconds, "history": [list(h) for h in sparse.history],
+            "finetune": sparse.finetune}
+
+
+def gradual_result(job_result: Mapping[str, Any], config: SparsityConfig, schedule: ScheduleSettings,
+                   device: str) -> SparseModel:
+    """The SparseModel a finished gradual job saved (loaded from its folder, zeros counted again)."""
+    loaded = load_model(job_result["model"], device=device)
+    stats = sparsity_stats(loaded.model)
+    return SparseModel(loaded.model, SparsifyResult(config, stats, float(job_result["seconds"])), schedule,
+                       [tuple(h) for h in job_result["history"]], job_result.get("finetune"))
+
+
+def gradual_settings(job_params: Mapping[str, Any]) -> tuple[SparsityConfig, ScheduleSettings]:
+    """The settings a gradual job ran with (to match it with the page's current settings)."""
+    data = job_params["config"]
+    return (SparsityConfig(**{**data, "include": tuple(data.get("include", ()))}),
+            ScheduleSettings(**job_params["schedule"]))
 
 
 # -- saving to the data folder ---------------------------------------------------------------------------------------

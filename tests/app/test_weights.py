@@ -51,13 +51,17 @@ def test_the_speed_sentence_says_when_unstructured_zeros_bought_nothing():
                                                         "speed-up"), "2:4")
 
 
-def test_a_gradual_schedule_ramps_the_zeros_while_training():
+def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
     at = open_app("weights")
     at.selectbox(key="weights_method").set_value("l1")
     at.radio(key="weights_schedule").set_value("gradual").run()
     at.number_input(key="weights_steps").set_value(4).run()
     at.button(key="weights_go").click().run()
     assert_clean(at)
+    job_id = dashboard(at).gradual_job_id
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running")
+             and "sparse-latest" in dashboard(a).caches)
+    assert shared_store().get_job(job_id).state == "succeeded"
     sparse = dashboard(at).caches["sparse-latest"][1]
     scheduled = [target for _, target, _ in sparse.history]
     assert scheduled == sorted(scheduled) and scheduled[0] == 0.0 and scheduled[-1] == 0.5   # the cubic ramp
@@ -67,9 +71,27 @@ def test_a_gradual_schedule_ramps_the_zeros_while_training():
     store_runs = [r for r in shared_store().list_experiments(kind=SPARSIFY_KIND)
                   if r.name == "magnitude 50% unstructured gradual 4 steps sparsify"]
     assert store_runs and store_runs[0].summary["schedule_history"]
-    at.radio(key="weights_pattern").set_value("2:4").run()               # gradual ramps unstructured zeros only
+    reloaded = open_app("weights", query=url_of(at))                     # F5: the run and its settings come back
+    assert reloaded.radio(key="weights_schedule").value == "gradual"
+    assert reloaded.selectbox(key="weights_method").value == "l1"
+    assert any("of gradual pruning and training" in m.value for m in reloaded.markdown)
+    assert not reloaded.warning
+    reloaded.radio(key="weights_pattern").set_value("2:4").run()         # gradual ramps unstructured zeros only
+    reloaded.button(key="weights_go").click().run()
+    assert any("choose one-shot for 2:4" in e for e in errors(reloaded))
+
+
+def test_a_gradual_run_can_be_cancelled():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1")
+    at.radio(key="weights_schedule").set_value("gradual").run()
+    at.number_input(key="weights_steps").set_value(500).run()
     at.button(key="weights_go").click().run()
-    assert any("choose one-shot for 2:4" in e for e in errors(at))
+    job_id = dashboard(at).gradual_job_id
+    at.button(key="weights_gradual_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("The gradual run cancelled" in w.value for w in at.warning)
 
 
 def test_prune_then_quantize_then_save_and_load_back():
