@@ -19,7 +19,7 @@ from sentinel.ui.finetune import queue_place
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
-                                 gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
+                                 gradual_ran_on, gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
                                  record_sparsify, save_sparse, schedule_frame, sensitivity_of, sensitivity_table,
                                  size_table, sparsify_copy, speed_sentence, start_gradual_sparsify,
                                  start_sensitivity)
@@ -107,13 +107,13 @@ if gradual_job is not None:
                    icon=":material/warning:")
     elif fresh_gradual:
         state.caches[("gradual-shown", gradual_job.id)] = True
-        if gradual_job.params["dashboard_steps"] == working.history():
+        if gradual_ran_on(gradual_job.params, working):
             with report_errors("loading the gradual run's model"), st.spinner("Loading the sparse copy…"):
                 device = str(next(working.model.parameters()).device)
                 state.caches["sparse-latest"] = (key, gradual_result(gradual_job.result, config, schedule, device))
         else:
-            st.info("The gradual run finished on your model as it was before your latest pruning step; sparsify "
-                    "again to see it on the model as it is now.")
+            st.info("The gradual run finished on your model as it was before your latest change (another model "
+                    "or pruning step); sparsify again to see it on the model as it is now.")
 latest = state.caches.get("sparse-latest")
 sparse = latest[1] if latest is not None and latest[0] == key else None
 if sparse is None:

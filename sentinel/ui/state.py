@@ -82,6 +82,8 @@ class DashboardState:
         self.selection = HeadSelection()
         self.caches.clear()
         self.tuned = None
+        self.sensitivity_job_id = None      # both were run on the previous model
+        self.gradual_job_id = None
 
 
 def bundled_model_available() -> bool:
@@ -141,8 +143,10 @@ class SessionSnapshot:
         data = {"m": self.choice.source, "d": self.choice.device, "t": self.choice.dtype,
                 "p": [_encode_step(s) for s in self.steps],
                 "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
-                "c": self.compare_job, "w": self.sensitivity_job,
-                "g": self.gradual_job}
+                "c": self.compare_job}
+        for name, job in (("w", self.sensitivity_job), ("g", self.gradual_job)):   # only when there is one
+            if job:
+                data[name] = job
         text = json.dumps(data, separators=(",", ":"))
         return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 

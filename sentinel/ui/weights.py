@@ -229,7 +229,8 @@ def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: Spar
     folder = sentinel_home() / GRADUAL_RUNS / new_id()
     start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
     return jobs.submit(GRADUAL_KIND, {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
-                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history()},
+                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history(),
+                                      "base_model": working.base.source},
                        device=device)
 
 
@@ -256,6 +257,11 @@ def gradual_result(job_result: Mapping[str, Any], config: SparsityConfig, schedu
     stats = sparsity_stats(loaded.model)
     return SparseModel(loaded.model, SparsifyResult(config, stats, float(job_result["seconds"])), schedule,
                        [tuple(h) for h in job_result["history"]], job_result.get("finetune"))
+
+
+def gradual_ran_on(job_params: Mapping[str, Any], working: WorkingModel) -> bool:
+    """Whether a gradual job started from the session's model as it is now (same base model, same steps)."""
+    return job_params.get("base_model") == working.base.source and job_params["dashboard_steps"] == working.history()
 
 
 def gradual_settings(job_params: Mapping[str, Any]) -> tuple[SparsityConfig, ScheduleSettings]:
