@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_support.state import report_errors, shared_store
+from app_support.weights_runs import weights_run_charts
 from sentinel.store import sentinel_home
 from sentinel.charts import compress_chart
 from sentinel.ui.charts import level_chart, overlay_chart
@@ -73,6 +74,8 @@ with cols[0]:
 with cols[1]:
     st.markdown("**Results**")
     st.dataframe(readable_table(record.summary), hide_index=True, width="stretch")
+
+weights_run_charts(record)          # sparsify / sensitivity runs: their own charts (app_support.weights_runs)
 
 pruned = store.get_pruned_heads(record.id)
 if pruned:

@@ -21,6 +21,7 @@ from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores, UnitScores
 from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
+from sentinel.models.int8 import is_int8
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import ON_REQUEST, HeadMaps, ModelFigures, block_size_for, compute_maps, measure_figures
 from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_source_of, dashboard_steps, job_view,
@@ -77,6 +78,8 @@ def restore_session(state: DashboardState, token: str) -> None:
             state.job_id = snapshot.finetune_job
             state.compare_job_id = snapshot.compare_job
             state.recover_job_id = snapshot.recover_job
+            state.sensitivity_job_id = snapshot.sensitivity_job
+            state.gradual_job_id = snapshot.gradual_job
             if snapshot.adopted:
                 job_id, which = snapshot.adopted.split("/", 1)
                 view = job_view(shared_store(), job_id)
@@ -97,6 +100,10 @@ def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedMode
 def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
     """Load (or reuse the cached) base model and give the session its own copy."""
     base = shared_base_model(choice.source, choice.device, choice.dtype)
+    if is_int8(base.model):
+        raise DataError(f"{choice.label()} holds int8 weights: it can be compared (Compare page) but not pruned "
+                        "or measured head by head. Load its fp32 sparse copy (the same name without '-int8') "
+                        "to work on it.")
     working = WorkingModel(base)
     state.forget_model()
     state.choice = choice

@@ -45,6 +45,8 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
     "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
     "target-prune": "sentinel.ui.target_prune:run_target_prune_job",
+    "weights-sensitivity": "sentinel.ui.weights:run_sensitivity_job",
+    "weights-gradual": "sentinel.ui.weights:run_gradual_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 CANCEL_POLL_SECONDS = 0.2   # how often a running job reads the store for a cancel request from another process

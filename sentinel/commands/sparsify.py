@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.models import load_model, save_model
     from sentinel.sparsity import make_permanent, sparsify, sparsity_stats
     from sentinel.sparsity.schedule import (
-        GradualSchedule, LotteryConfig, finetune_sparse, lottery_ticket, start_gradual,
+        LotteryConfig, finetune_sparse, gradual_over, lottery_ticket, start_gradual,
     )
     from sentinel.sparsity.scores import DATA_METHODS
     from sentinel.sparsity.storage import COMPRESSED_FILE, save_compressed
@@ -143,9 +143,8 @@ def run(args: argparse.Namespace) -> int:
             trained = finetune_sparse(model, tokenizer, data, ft, teacher=dense)
             result["finetune"] = describe_result(trained)
     elif args.schedule == "gradual":
-        schedule = GradualSchedule(initial=args.initial_sparsity, final=config.sparsity, start=0,
-                                   end=max(1, round(0.75 * args.steps)), every=args.every or max(1, args.steps // 10),
-                                   method=config.method, scope=config.scope, seed=config.seed)
+        schedule = gradual_over(args.steps, config.sparsity, config.method, config.scope, config.seed,
+                                initial=args.initial_sparsity, every=args.every)
         callback = start_gradual(model, schedule)
         trained = finetune_sparse(model, tokenizer, data, ft, teacher=dense, callback=callback)
         result["finetune"] = describe_result(trained)

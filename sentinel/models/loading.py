@@ -30,6 +30,7 @@ from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError,
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.adapters.base import PART_NAMES
 from sentinel.models.hub import hub_reachable
+from sentinel.models.int8 import is_int8, is_int8_folder, load_int8_weights, read_int8_record
 from sentinel.models.layout import HeadLayout
 from sentinel.models.state import model_state
 
@@ -111,7 +112,10 @@ def load_model(
         logger.info("The Hugging Face hub cannot be reached; loading %s from the local cache only", source)
     record_path = local / RECORD_FILE
     record: dict[str, Any] = {}
-    if local.is_dir() and record_path.is_file():
+    if local.is_dir() and is_int8_folder(local):
+        target = _int8_device(source, device, target, torch_dtype)
+        model, layout, record = _load_int8(local, attn_implementation)
+    elif local.is_dir() and record_path.is_file():
         record = _read_record(record_path)
         model = _load_pruned(local, record, torch_dtype, attn_implementation)
     else:
@@ -119,7 +123,8 @@ def load_model(
     model.to(target)
     model.eval()
     tokenizer = _load_tokenizer(source, offline)
-    layout = model_state(model).layout()
+    if not is_int8(model):          # an int8 model's layout was read from its fp32 skeleton (_load_int8)
+        layout = model_state(model).layout()
     seconds = time.perf_counter() - start
     logger.info("Loaded %s (%s, %d layers x %d heads) on %s in %.2fs", source, layout.family,
                 layout.num_layers, layout.num_heads, target, seconds)
@@ -168,8 +173,8 @@ def _from_pretrained(source: str, dtype: torch.dtype | None, attn_implementation
                                 "corrupt or does not match config.json. Re-download or re-save it.") from None
 
 
-def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
-    """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
+def _build_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
+    """The model built from its config and cut to the record's shapes (weights not loaded yet)."""
     config = _config(folder, attn_implementation)
     for key, value in record.get("original_config", {}).items():  # an exported folder: back to original shapes
         setattr(config, key, value)
@@ -178,9 +183,44 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     model = cls.from_config(config, dtype=dtype) if cls.__name__.startswith("AutoModel") else cls._from_config(
         config, dtype=dtype
     )
+    if record:
+        state = model_state(model)
+        _rebuild_shapes(state, record)
+        state.state.history[:] = list(record.get("history", []))
+    return model
+
+
+def _int8_device(source: str, asked: str | torch.device | None, target: torch.device,
+                 dtype: torch.dtype | None) -> torch.device:
+    """int8 dynamic modules run on the CPU only: 'auto' means the CPU here; another explicit device is an error."""
+    if dtype not in (None, torch.float32):
+        raise ModelLoadError(f"{source} holds int8 weights with float32 activations; load it without a dtype "
+                             "(or with float32).")
+    if target.type != "cpu" and asked not in (None, "auto"):
+        raise ModelLoadError(f"{source} holds int8 dynamic-quantized weights, which run on the CPU only; load it "
+                             "with device 'cpu' (or 'auto'), or load the fp32 sparse copy on the GPU.")
+    return torch.device("cpu")
+
+
+def _load_int8(folder: Path, attn_implementation: str | None) -> tuple[nn.Module, HeadLayout, dict[str, Any]]:
+    """An int8 folder (sentinel.models.int8): fp32 skeleton cut to the saved shapes, its layout, then int8 weights."""
+    int8 = read_int8_record(folder)
+    record = dict(int8.get("pruning") or {})
+    if record and (record.get("format") not in READABLE_FORMATS or "kept" not in record):
+        raise ModelLoadError(f"{folder}: its int8 record carries a pruning record this version cannot read.")
+    skeleton = _build_pruned(folder, record, torch.float32, attn_implementation)
+    state = model_state(skeleton)
+    if record:
+        _apply_masks(state, record)
+    layout = state.layout()
+    model = load_int8_weights(skeleton, folder, int8)
+    return model, layout, {**record, "int8": {k: v for k, v in int8.items() if k != "pruning"}}
+
+
+def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_implementation: str | None) -> nn.Module:
+    """Build the model from its config, cut it to the saved shapes, then load the saved weights."""
+    model = _build_pruned(folder, record, dtype, attn_implementation)
     state = model_state(model)
-    _rebuild_shapes(state, record)
-    state.state.history[:] = list(record.get("history", []))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from sentinel.models.int8 import int8_weights, is_int8
 from sentinel.sparsity.scores import DATA_METHODS, METHODS, compute_scores
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
@@ -222,7 +223,10 @@ class SparsityStats:
 
 
 def sparsity_stats(model: nn.Module, targets: Sequence[Target] | None = None) -> SparsityStats:
-    """Count exact zeros of the effective body weights and the non-zero parameters of the whole model."""
+    """Count exact zeros of the effective body weights and the non-zero parameters of the whole model
+    (of an int8 model: its int8 matrices, whose zeros are the sparse model's zeros)."""
+    if targets is None and is_int8(model):
+        return _int8_stats(model)
     targets = find_targets(model) if targets is None else targets
     with torch.no_grad():
         matrices = []
@@ -235,6 +239,23 @@ def sparsity_stats(model: nn.Module, targets: Sequence[Target] | None = None) ->
             value = effective.get(id(p), p)
             total += p.numel()
             nonzero += int((value != 0).sum())
+    return SparsityStats(matrices, total, nonzero)
+
+
+def _int8_stats(model: nn.Module) -> SparsityStats:
+    """sparsity_stats of an int8 model: its int8 matrices, named like Targets (layer, path inside the block)."""
+    tensors = int8_weights(model)
+    matrices = []
+    for name, (weight, _) in tensors.items():
+        numbers = [part for part in name.split(".") if part.isdigit()]
+        layer = int(numbers[0]) if numbers else None
+        matrix = name.split(f".{layer}.", 1)[-1] if layer is not None else name
+        matrices.append(MatrixSparsity(name, layer, matrix, int((weight == 0).sum()), weight.numel()))
+    with torch.no_grad():
+        values = [*{id(p): p for p in model.parameters()}.values()]
+        values += [t for weight, bias in tensors.values() for t in (weight, bias) if t is not None]
+        total = sum(t.numel() for t in values)
+        nonzero = sum(int((t != 0).sum()) for t in values)
     return SparsityStats(matrices, total, nonzero)
 
 

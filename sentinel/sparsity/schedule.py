@@ -82,6 +82,16 @@ class GradualSchedule:
         return cubic_sparsity(step, self.initial, self.final, self.start, self.end)
 
 
+def gradual_over(steps: int, final: float, method: str = "l1", scope: str = "layer", seed: int = 0,
+                 initial: float = 0.0, every: int | None = None) -> GradualSchedule:
+    """The gradual schedule for a run of `steps` training steps, as `sentinel sparsify` and the dashboard use it:
+    the cubic ramp ends at 75% of the steps (the rest trains at the final sparsity), masks every steps/10."""
+    if steps < 1:
+        raise SparsityError(f"Gradual pruning needs at least 1 training step, got {steps}.")
+    return GradualSchedule(initial=initial, final=final, start=0, end=max(1, round(0.75 * steps)),
+                           every=every or max(1, steps // 10), method=method, scope=scope, seed=seed)
+
+
 class SparsityCallback(TrainerCallback):
     """Keeps pruned weights exactly zero after every optimizer step; runs a GradualSchedule when given one."""
 

@@ -136,3 +136,23 @@ def sensitivity_chart(result: SensitivityResult, level: float | None = None) -> 
         tooltip=["name", "layer", "matrix", alt.Tooltip("perplexity:Q", format=".3f"),
                  alt.Tooltip("delta:Q", format="+.3f")],
     )
+
+
+def sensitivity_lines(result: SensitivityResult) -> Any:
+    """Altair lines: perplexity per layer with one matrix pruned alone, a colour per matrix, one panel per level,
+    the unpruned perplexity as a dashed rule (the chart the dashboard and Experiments show)."""
+    import altair as alt
+
+    frame = sensitivity_frame(result)
+    frame["level"] = [f"{s:.0%} sparsity" for s in frame["sparsity"]]
+    frame["baseline"] = result.baseline
+    lines = alt.Chart().mark_line(point=True).encode(
+        x=alt.X("layer:O", title="layer"),
+        y=alt.Y("perplexity:Q", title="perplexity", scale=alt.Scale(zero=False)),
+        color=alt.Color("matrix:N", title="matrix pruned"),
+        tooltip=["name", "matrix", alt.Tooltip("sparsity:Q", format=".0%"), alt.Tooltip("perplexity:Q", format=".3f"),
+                 alt.Tooltip("delta:Q", format="+.3f", title="Δ perplexity")],
+    )
+    baseline = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.Y("mean(baseline):Q"))
+    return alt.layer(lines, baseline, data=frame).facet(column=alt.Column("level:N", title=None)).properties(
+        title=f"Perplexity with one matrix pruned alone (unpruned: {result.baseline:.2f})")

@@ -17,6 +17,7 @@ from sentinel.data import join_documents, load_texts
 from sentinel.errors import DataError
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.heads import model_heads
+from sentinel.models.int8 import is_int8
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ EVAL_PROTOCOL = EvalProtocol()
 
 def protocol_perplexity(model: nn.Module, tokenizer: Any, protocol: EvalProtocol = EVAL_PROTOCOL) -> PerplexityResult:
     """Perplexity of `model` under `protocol`: the first `tokens` tokens of its text, non-overlapping windows."""
-    if not model_heads(model).adapter.is_causal(model.config):
+    # an int8 model's Linear modules are no adapter's layout; only causal LMs (can_generate) are quantized
+    causal = model.can_generate() if is_int8(model) else model_heads(model).adapter.is_causal(model.config)
+    if not causal:
         raise DataError("Perplexity needs a causal language model; this is a masked-LM model, so the dashboard "
                         "shows no perplexity for it. Use a GPT-2, Llama, OPT or GPT-NeoX model.")
     ids = join_documents(tokenizer, load_texts(protocol.source))[:protocol.tokens]

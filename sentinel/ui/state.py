@@ -73,6 +73,8 @@ class DashboardState:
     prune_selection_next: bool = False                        # open Prune in "By my selection" mode once
     compare_job_id: str | None = None                         # the session's latest strategy comparison
     recover_job_id: str | None = None                         # a target prune's recovery running in the background
+    sensitivity_job_id: str | None = None                     # the session's latest layer-sensitivity scan (Weights)
+    gradual_job_id: str | None = None                         # the session's latest gradual sparsify (Weights)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
 
     def forget_model(self) -> None:
@@ -82,6 +84,8 @@ class DashboardState:
         self.caches.clear()
         self.tuned = None
         self.recover_job_id = None      # its result was fitted on the previous model
+        self.sensitivity_job_id = None      # both were run on the previous model
+        self.gradual_job_id = None
 
 
 def bundled_model_available() -> bool:
@@ -134,6 +138,8 @@ class SessionSnapshot:
     finetune_job: str | None = None   # the session's latest fine-tune job
     compare_job: str | None = None    # the session's latest strategy comparison
     recover_job: str | None = None    # a target prune's recovery job not yet adopted
+    sensitivity_job: str | None = None  # the session's latest layer-sensitivity scan (Weights page)
+    gradual_job: str | None = None      # the session's latest gradual sparsify (Weights page)
 
     def encode(self) -> str:
         """Compact URL-safe text (base64 of JSON, no padding)."""
@@ -141,8 +147,9 @@ class SessionSnapshot:
                 "p": [_encode_step(s) for s in self.steps],
                 "h": [list(k) for k in self.selection], "a": self.adopted, "j": self.finetune_job,
                 "c": self.compare_job}
-        if self.recover_job:
-            data["r"] = self.recover_job
+        for name, job in (("r", self.recover_job), ("w", self.sensitivity_job), ("g", self.gradual_job)):
+            if job:                                                     # only when there is one
+                data[name] = job
         text = json.dumps(data, separators=(",", ":"))
         return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
@@ -155,12 +162,13 @@ class SessionSnapshot:
             steps = tuple(_decode_step(entry) for entry in data["p"])
             selection = tuple((int(layer), int(head)) for layer, head in data["h"])
             adopted = data.get("a")
-            jobs = [data.get("j"), data.get("c"), data.get("r")]
+            jobs = [data.get("j"), data.get("c"), data.get("r"), data.get("w"), data.get("g")]
         except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError("The page address carries a session that cannot be read (it may have been cut or "
                             "edited); the dashboard starts afresh. Open the Model page to begin again.") from error
-        finetune, compare, recover = (j if isinstance(j, str) else None for j in jobs)
-        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare, recover)
+        finetune, compare, recover, sensitivity, gradual = (j if isinstance(j, str) else None for j in jobs)
+        return cls(choice, steps, selection, adopted if isinstance(adopted, str) else None, finetune, compare,
+                   recover, sensitivity, gradual)
 
 
 def _encode_step(step: dict[str, Any]) -> list[Any]:
@@ -219,7 +227,8 @@ def snapshot_of(state: DashboardState) -> SessionSnapshot | None:
         folder = Path(state.tuned.checkpoint).name
         adopted = f"{state.tuned.job_id}/{'final' if folder == 'model' else folder}"
     return SessionSnapshot(state.choice or ModelChoice(), tuple(state.working.history()), state.selection.heads,
-                           adopted, state.job_id, state.compare_job_id, state.recover_job_id)
+                           adopted, state.job_id, state.compare_job_id, state.recover_job_id,
+                           state.sensitivity_job_id, state.gradual_job_id)
 
 
 def restorable_source(source: str | None, home: Path) -> bool:

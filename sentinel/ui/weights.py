@@ -1,46 +1,132 @@
-"""The Weights page: weight-level sparsity (`sentinel.sparsity`) on a copy of the session's model — per-layer
-sparsity, sizes (dense, bitmask-compressed), the protocol perplexity and measured speed, said plainly when
-zeros do not make this hardware faster."""
+"""The Weights page: weight-level sparsity (`sentinel.sparsity`) on a copy of the session's model — one-shot or
+gradual schedule, per-layer sparsity, sizes (dense, bitmask-compressed, int8), the protocol perplexity and
+measured speed (said plainly when zeros do not make this hardware faster), saving the copy to the data folder,
+and the layer-sensitivity scan as the background job kind "weights-sensitivity". Sparsify and sensitivity runs
+are recorded in the experiment store (kinds "weights-sparsify" and "weights-sensitivity")."""
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from torch import nn
 
-from sentinel.sparsity.masks import SparsifyResult, SparsityConfig, make_permanent, parse_pattern, sparsify
-from sentinel.sparsity.report import SpeedComparison, compare_speed
+from sentinel.errors import DataError
+from sentinel.jobs import JobCancelled, JobContext, JobManager, ProgressEvent
+from sentinel.models import get_layout, load_model, save_model
+from sentinel.sparsity.masks import (SparsifyResult, SparsityConfig, make_permanent, parse_pattern, sparsify,
+                                     sparsity_stats)
+from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
+from sentinel.sparsity.report import SpeedComparison, SpeedRow, compare_speed
+from sentinel.sparsity.schedule import MASK_ONLY_METHODS, finetune_sparse, gradual_over, start_gradual
 from sentinel.sparsity.scores import DATA_METHODS
-from sentinel.sparsity.storage import SizeReport
+from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, layer_sensitivity, suggest_sparsity
+from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compressed
 from sentinel.sparsity.text import calibration_blocks
+from sentinel.store import Store, new_id, sentinel_home
 from sentinel.ui.format import human_bytes
+from sentinel.ui.library import model_folder_for
+from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
+from sentinel.ui.session import WorkingModel
+from sentinel.workflows.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
 NO_SPEEDUP = "no speed-up from unstructured sparsity on this hardware"
+SPARSIFY_KIND = "weights-sparsify"
+SENSITIVITY_KIND = "weights-sensitivity"
+SENSITIVITY_RUNS = "weights-sensitivity"          # $SENTINEL_HOME/<this>/<experiment>/start: the scanned model
+PAGE_SCHEDULES = ("oneshot", "gradual")            # lottery tickets train for several rounds: `sentinel sparsify`
+METHOD_LABELS = {"l1": "magnitude", "l2": "magnitude (l2)", "random": "random", "gradient": "gradient",
+                 "snip": "SNIP", "wanda": "Wanda"}
+
+
+@dataclass
+class ScheduleSettings:
+    """One-shot (masks once), or gradual: Zhu & Gupta's cubic ramp to the target over `steps` fine-tuning steps
+    on the bundled train split, zeros held after every optimizer step (`sentinel sparsify --schedule gradual`)."""
+
+    kind: str = "oneshot"
+    steps: int = 20
+    batch_size: int = 4
+    block_size: int = 64
+    learning_rate: float = 1e-4
+
+    def validate(self, config: SparsityConfig) -> None:
+        if self.kind not in PAGE_SCHEDULES:
+            raise DataError(f"Unknown schedule {self.kind!r}; choose {' or '.join(PAGE_SCHEDULES)} "
+                            "(lottery tickets run with `sentinel sparsify --schedule lottery`).")
+        if self.kind == "gradual":
+            if self.steps < 1:
+                raise DataError(f"Gradual pruning needs at least 1 training step, got {self.steps}.")
+            if config.method not in MASK_ONLY_METHODS:
+                raise DataError(f"Gradual pruning recomputes its masks during training with "
+                                f"{', '.join(MASK_ONLY_METHODS)}; {config.method} needs calibration passes, so "
+                                "use it one-shot or pick l1.")
+            if parse_pattern(config.pattern) is not None:
+                raise DataError("Gradual pruning ramps an unstructured share; choose one-shot for 2:4.")
+
+    def describe(self) -> str:
+        return "one-shot" if self.kind == "oneshot" else f"gradual over {self.steps} steps"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class SparseModel:
-    """The session's model with weight masks installed, and what `sparsify` reported."""
+    """The session's model with weights zeroed (masks made permanent), what `sparsify` reported, and for a
+    gradual schedule the (step, scheduled, achieved) sparsity at each mask update."""
 
     model: nn.Module
     result: SparsifyResult
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    finetune: dict[str, Any] | None = None
 
 
-def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig, calibration_count: int = 16) -> SparseModel:
-    """Sparsify a deep copy of `model` (the session's model is untouched); data methods calibrate on the
-    bundled train split. The masks are made permanent, so the copy is an ordinary model holding zeros."""
+def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
+                  schedule: ScheduleSettings | None = None, calibration_count: int = 16,
+                  on_event: Callable[[ProgressEvent], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> SparseModel:
+    """Sparsify a deep copy of `model` (the session's model is untouched), one-shot or gradually; data methods
+    calibrate on the bundled train split. The masks are made permanent, so the copy is an ordinary model
+    holding zeros: what is saved, sized, quantized and timed. A gradual run reports each training step to
+    `on_event` and stops early when `should_stop()` turns true (its result then says 'cancelled')."""
+    schedule = schedule or ScheduleSettings()
     config.validate()
-    calibration = calibration_blocks(tokenizer, blocks=calibration_count) if config.method in DATA_METHODS else None
+    schedule.validate(config)
     work = copy.deepcopy(model)
-    result = sparsify(work, config, calibration)
-    make_permanent(work)              # plain zeros in plain weights: what is saved, sized and timed
-    return SparseModel(work, result)
+    if schedule.kind == "oneshot":
+        calibration = calibration_blocks(tokenizer, blocks=calibration_count) if config.method in DATA_METHODS else None
+        result = sparsify(work, config, calibration)
+        make_permanent(work)
+        return SparseModel(work, result, schedule)
+    from sentinel.training.config import FineTuneConfig
+    from sentinel.training.finetune import describe_result, load_finetune_data
+
+    start = time.perf_counter()
+    positions = getattr(work.config, "max_position_embeddings", None) or 1024
+    block = min(schedule.block_size, positions)
+    ft = FineTuneConfig(max_steps=schedule.steps, learning_rate=schedule.learning_rate,
+                        batch_size=schedule.batch_size, block_size=block, eval_every=0, eval_max_tokens=max(block, 512),
+                        seed=config.seed, device=str(next(work.parameters()).device))
+    ft.validate()
+    data = load_finetune_data(tokenizer, None, block, max_validation_tokens=ft.eval_max_tokens)
+    callback = start_gradual(work, gradual_over(schedule.steps, config.sparsity, config.method, config.scope,
+                                                config.seed))
+    trained = finetune_sparse(work, tokenizer, data, ft, callback=callback, on_event=on_event,
+                              should_stop=should_stop)
+    make_permanent(work)
+    result = SparsifyResult(config, sparsity_stats(work), time.perf_counter() - start)
+    return SparseModel(work, result, schedule, list(callback.history), describe_result(trained))
 
 
 def layer_sparsity_frame(result: SparsifyResult) -> pd.DataFrame:
@@ -49,29 +135,303 @@ def layer_sparsity_frame(result: SparsifyResult) -> pd.DataFrame:
                           "sparsity": m.sparsity} for m in result.stats.matrices])
 
 
+def schedule_frame(history: Sequence[Sequence[float]]) -> pd.DataFrame:
+    """(step, sparsity, which) for a gradual run: the cubic schedule's target and the zeros achieved."""
+    rows = [{"step": int(step), "sparsity": float(value), "which": which}
+            for step, target, achieved in history for value, which in ((target, "scheduled"), (achieved, "achieved"))]
+    return pd.DataFrame(rows, columns=["step", "sparsity", "which"])
+
+
+@dataclass
+class Int8Copy:
+    """The sparse copy quantized to int8 (torch.ao dynamic, CPU) and the bytes of its int8 safetensors file."""
+
+    model: nn.Module
+    file_bytes: int
+
+
+def quantize_copy(sparse: nn.Module, tokenizer: Any) -> Int8Copy:
+    """Prune, then quantize: an int8 copy of the sparse model, its file size measured by writing it (temp folder)."""
+    quantized = quantize_int8(sparse)
+    with tempfile.TemporaryDirectory(prefix="sentinel-int8-") as folder:
+        size = int8_bytes(save_int8(quantized, tokenizer, Path(folder) / "int8"))
+    return Int8Copy(quantized, size)
+
+
 def size_table(dense: SizeReport, sparse: SizeReport) -> pd.DataFrame:
-    """Non-zero parameters and bytes on disk (dense safetensors, bitmask-compressed) before and after."""
+    """Non-zero parameters and bytes on disk (dense safetensors, bitmask-compressed, int8 when measured)."""
     rows = [
         ("Non-zero parameters", f"{dense.nonzero_parameters:,}", f"{sparse.nonzero_parameters:,}"),
         ("Dense file (safetensors)", human_bytes(dense.dense_bytes), human_bytes(sparse.dense_bytes)),
         ("Compressed file (bitmask + values)", human_bytes(dense.compressed_bytes),
          human_bytes(sparse.compressed_bytes)),
     ]
+    if sparse.int8_bytes is not None:
+        rows.append(("int8 file (int8 weights + scales)",
+                     human_bytes(dense.int8_bytes) if dense.int8_bytes is not None else "–",
+                     human_bytes(sparse.int8_bytes)))
     return pd.DataFrame(rows, columns=["", "Your model", "Sparse"]).set_index("")
+
+
+def _row(speed: SpeedComparison, name: str) -> SpeedRow:
+    return next(r for r in speed.rows if r.name == name)
+
+
+def _spread(row: SpeedRow, repeats: int) -> str:
+    return (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} "
+            f"tokens/s), decode {row.decode_ratio:.2f}× over {repeats} interleaved runs")
 
 
 def speed_sentence(speed: SpeedComparison, pattern: str | None) -> str:
     """The measured verdict of the sparse row, with the plain statement when unstructured zeros bought nothing."""
-    row = speed.rows[-1]
-    spread = (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} "
-              f"tokens/s), decode {row.decode_ratio:.2f}× over {speed.repeats} interleaved runs")
+    row = _row(speed, "sparse")
+    spread = _spread(row, speed.repeats)
     if parse_pattern(pattern) is None and "faster" not in row.verdict:
         return (f"Measured: {row.verdict} — {NO_SPEEDUP} ({spread}). Dense kernels still multiply every zero; "
                 "what sparsity saves here is the compressed file's size.")
     return f"Measured: {row.verdict} ({spread})."
 
 
-def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, repeats: int = 3) -> SpeedComparison:
-    """Dense and sparse timed in turns (`sentinel.sparsity.report.compare_speed`)."""
-    return compare_speed({"dense": dense, "sparse": sparse}, tokenizer, repeats=repeats, prompt_tokens=64,
-                         new_tokens=16)
+def int8_speed_sentence(speed: SpeedComparison) -> str | None:
+    """The measured verdict of the int8 row against your model (None when int8 was not timed)."""
+    if not any(r.name == "sparse int8" for r in speed.rows):
+        return None
+    row = _row(speed, "sparse int8")
+    return (f"Measured int8 (dynamic quantization, CPU): {row.verdict} ({_spread(row, speed.repeats)}). Whether "
+            "int8 is faster depends on this CPU's int8 kernels; this is what it did here.")
+
+
+def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, quantized: nn.Module | None = None,
+                         repeats: int = 3) -> SpeedComparison:
+    """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`sentinel.sparsity.report.compare_speed`)."""
+    models = {"dense": dense, "sparse": sparse}
+    if quantized is not None:
+        if next(dense.parameters()).device.type != "cpu":
+            raise DataError("int8 dynamic quantization runs on the CPU and your model is on "
+                            f"{next(dense.parameters()).device}; timing them together would compare devices, not "
+                            "formats. Load the model on the CPU to time int8, or untick int8.")
+        models["sparse int8"] = quantized
+    return compare_speed(models, tokenizer, repeats=repeats, prompt_tokens=64, new_tokens=16)
+
+
+# -- gradual sparsify: a background job (it fine-tunes) ---------------------------------------------------------------
+
+GRADUAL_KIND = "weights-gradual"
+GRADUAL_RUNS = "weights-gradual"             # $SENTINEL_HOME/<this>/<job>/{start,sparse}: the model before and after
+
+
+def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: SparsityConfig,
+                           schedule: ScheduleSettings, device: str = "auto") -> str:
+    """Save the session's model and queue the gradual run (kind "weights-gradual"); returns the job id.
+    The page records the run in the experiment store when it shows the result, as for one-shot."""
+    config.validate()
+    schedule.validate(config)
+    folder = sentinel_home() / GRADUAL_RUNS / new_id()
+    start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
+    return jobs.submit(GRADUAL_KIND, {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
+                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history(),
+                                      "base_model": working.base.source},
+                       device=device)
+
+
+def run_gradual_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "weights-gradual": gradual sparsify with progress per training step and
+    cancel between steps; the sparse model is saved (masks made permanent) for the page to load."""
+    loaded = load_model(params["model"], device=ctx.device)
+    config = SparsityConfig(**{**params["config"], "include": tuple(params["config"].get("include", ()))})
+    schedule = ScheduleSettings(**params["schedule"])
+    sparse = sparsify_copy(loaded.model, loaded.tokenizer, config, schedule,
+                           on_event=lambda event: ctx.report(event, record_metrics=False),
+                           should_stop=lambda: ctx.cancelled)
+    if ctx.cancelled:
+        raise JobCancelled(ctx.job_id)
+    out = save_model(sparse.model, loaded.tokenizer, params["out"], note={"dashboard_steps": params["dashboard_steps"]})
+    return {"model": str(out), "seconds": sparse.result.seconds, "history": [list(h) for h in sparse.history],
+            "finetune": sparse.finetune}
+
+
+def gradual_result(job_result: Mapping[str, Any], config: SparsityConfig, schedule: ScheduleSettings,
+                   device: str) -> SparseModel:
+    """The SparseModel a finished gradual job saved (loaded from its folder, zeros counted again)."""
+    loaded = load_model(job_result["model"], device=device)
+    stats = sparsity_stats(loaded.model)
+    return SparseModel(loaded.model, SparsifyResult(config, stats, float(job_result["seconds"])), schedule,
+                       [tuple(h) for h in job_result["history"]], job_result.get("finetune"))
+
+
+def gradual_ran_on(job_params: Mapping[str, Any], working: WorkingModel) -> bool:
+    """Whether a gradual job started from the session's model as it is now (same base model, same steps)."""
+    return job_params.get("base_model") == working.base.source and job_params["dashboard_steps"] == working.history()
+
+
+def gradual_settings(job_params: Mapping[str, Any]) -> tuple[SparsityConfig, ScheduleSettings]:
+    """The settings a gradual job ran with (to match it with the page's current settings)."""
+    data = job_params["config"]
+    return (SparsityConfig(**{**data, "include": tuple(data.get("include", ()))}),
+            ScheduleSettings(**job_params["schedule"]))
+
+
+# -- saving to the data folder ---------------------------------------------------------------------------------------
+
+def int8_name(name: str) -> str:
+    return f"{name}-int8"
+
+
+def save_sparse(sparse: SparseModel, tokenizer: Any, name: str, quantized: Int8Copy | None = None,
+                note: Mapping[str, Any] | None = None) -> list[Path]:
+    """Save the sparse copy as `name` under the data folder (ordinary safetensors + the bitmask file, so the Model
+    and Compare pages load it like any saved model) and, when given, its int8 copy as `<name>-int8`.
+
+    Both go through the atomic folder writer, which refuses folders Sentinel did not write."""
+    folder = model_folder_for(name)
+    int8_folder = model_folder_for(int8_name(name)) if quantized is not None else None
+    done = {k: v for k, v in sparse.result.to_dict().items() if k != "matrices"}
+    note = {"how": "dashboard weights page", "sparsify": done, "schedule": sparse.schedule.to_dict(), **dict(note or {})}
+
+    def compressed(staging: Path) -> None:
+        save_compressed(sparse.model, staging / COMPRESSED_FILE)
+
+    saved = [save_model(sparse.model, tokenizer, folder, note=note, also_write=compressed)]
+    if int8_folder is not None:
+        saved.append(save_int8(quantized.model, tokenizer, int8_folder, note={**note, "int8_of": str(folder)}))
+    return saved
+
+
+def existing_targets(name: str, with_int8: bool) -> list[Path]:
+    """The folders a save under `name` would replace (to ask first)."""
+    folders = [model_folder_for(name)] + ([model_folder_for(int8_name(name))] if with_int8 else [])
+    return [f for f in folders if f.exists()]
+
+
+# -- the experiment store ----------------------------------------------------------------------------------------------
+
+def sparsify_run_name(config: SparsityConfig, schedule: ScheduleSettings, int8: bool = False) -> str:
+    """A readable run name, e.g. 'magnitude 50% 2:4 sparsify' or 'Wanda 30% unstructured gradual 20 steps sparsify'."""
+    pattern = config.pattern if parse_pattern(config.pattern) is not None else "unstructured"
+    share = 1 - parse_pattern(pattern)[0] / parse_pattern(pattern)[1] if pattern != "unstructured" else config.sparsity
+    when = "" if schedule.kind == "oneshot" else f" gradual {schedule.steps} steps"
+    return f"{METHOD_LABELS.get(config.method, config.method)} {share:.0%} {pattern}{when} sparsify" + \
+        (" + int8" if int8 else "")
+
+
+def record_sparsify(store: Store, working: WorkingModel, sparse: SparseModel, baseline: float | None,
+                    perplexity: float, sizes: SizeReport, int8_perplexity: float | None = None) -> str:
+    """Record a sparsify run (settings, per-layer sparsity, sizes, perplexity) as a 'weights-sparsify' experiment;
+    with `int8_perplexity` it is the prune-then-quantize run (its own record: perplexity_after is the int8 copy's)."""
+    int8 = int8_perplexity is not None
+    config = {**sparse.result.config.to_dict(), "schedule": sparse.schedule.to_dict(), "int8": int8,
+              "base_model": working.base.source, "dashboard_steps": working.history()}
+    experiment = store.create_experiment(sparsify_run_name(sparse.result.config, sparse.schedule, int8), config,
+                                         kind=SPARSIFY_KIND, model=working.base.source)
+    stats = sparse.result.stats
+    summary = RunSummary(status="completed", baseline_perplexity=baseline, perplexity_pruned=perplexity,
+                         perplexity_after=int8_perplexity if int8 else perplexity,
+                         params_before=stats.total_parameters, params_after=stats.total_parameters, extra={
+                             "sparsity": stats.sparsity, "nonzero_parameters": stats.nonzero_parameters,
+                             "sizes": sizes.to_dict(), "seconds": sparse.result.seconds,
+                             "layer_sparsity": layer_sparsity_frame(sparse.result).to_dict("records"),
+                             "schedule_history": [list(h) for h in sparse.history],
+                             "protocol": EVAL_PROTOCOL.describe()})
+    if sparse.finetune is not None:
+        summary.extra["finetune"] = sparse.finetune
+    store.update_experiment(experiment, status="completed", summary=summary.to_dict())
+    return experiment
+
+
+# -- layer sensitivity: a background job ---------------------------------------------------------------------------
+
+@dataclass
+class SensitivityRequest:
+    """Which sparsity levels to probe each matrix at, by which mask, on how many protocol tokens."""
+
+    method: str = "l1"
+    levels: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    eval_tokens: int = EVAL_PROTOCOL.tokens
+
+    def validate(self) -> None:
+        if not self.levels or any(not 0 < s < 1 for s in self.levels):
+            raise DataError(f"Pick sparsity levels between 0 and 1 to probe, got {self.levels}.")
+        if self.method not in MASK_ONLY_METHODS:
+            raise DataError(f"Sensitivity probes use {', '.join(MASK_ONLY_METHODS)} masks, not {self.method!r}.")
+        if self.eval_tokens < 2 * EVAL_PROTOCOL.window:
+            raise DataError(f"Score at least {2 * EVAL_PROTOCOL.window} tokens per probe, got {self.eval_tokens}.")
+
+    def protocol(self) -> EvalProtocol:
+        return EvalProtocol(tokens=self.eval_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sensitivity_run_name(request: SensitivityRequest, layers: int) -> str:
+    """E.g. 'sensitivity magnitude 6 layers at 10%, 50%'."""
+    levels = ", ".join(f"{s:.0%}" for s in sorted(request.levels))
+    return f"sensitivity {METHOD_LABELS.get(request.method, request.method)} {layers} layers at {levels}"
+
+
+def start_sensitivity(jobs: JobManager, store: Store, working: WorkingModel, request: SensitivityRequest,
+                      device: str = "auto") -> str:
+    """Save the session's model, record an experiment and queue the scan; returns the job id."""
+    request.validate()
+    layers = len(get_layout(working.model).present_blocks)
+    config = {**request.to_dict(), "base_model": working.base.source, "dashboard_steps": working.history(),
+              "protocol": request.protocol().describe()}
+    experiment = store.create_experiment(sensitivity_run_name(request, layers), config, kind=SENSITIVITY_KIND,
+                                         model=working.base.source)
+    start = save_model(working.model, working.tokenizer, sentinel_home() / SENSITIVITY_RUNS / experiment / "start",
+                       note={"dashboard_steps": working.history()})
+    return jobs.submit(SENSITIVITY_KIND, {"model": str(start), "request": request.to_dict()}, device=device,
+                       experiment_id=experiment)
+
+
+def run_sensitivity_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "weights-sensitivity": every body matrix pruned alone at every level,
+    measured with the app's protocol; the table and a suggested per-matrix sparsity go into the experiment."""
+    loaded = load_model(params["model"], device=ctx.device)
+    request = SensitivityRequest(**params["request"])
+    request.validate()
+    protocol = request.protocol()
+
+    def evaluate(model: nn.Module) -> float:
+        return protocol_perplexity(model, loaded.tokenizer, protocol).perplexity
+
+    def progress(done: int, total: int, row: SensitivityRow) -> None:
+        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"{row.name} at {row.sparsity:.0%}: "
+                                 f"perplexity {row.perplexity:,.2f} ({row.delta:+.2f})"), record_metrics=False)
+        ctx.raise_if_cancelled()          # between probes: the model is restored bit for bit after each
+
+    ctx.report(ProgressEvent(step=0, message="Measuring the unpruned model"), record_metrics=False)
+    result = layer_sensitivity(loaded.model, evaluate, levels=sorted(request.levels), method=request.method,
+                               on_progress=progress)
+    summary = RunSummary(status="completed", baseline_perplexity=result.baseline, extra={
+        "sensitivity": result.to_dict(), "suggestion": suggest_sparsity(result), "protocol": protocol.describe()})
+    if ctx.experiment_id is not None:
+        ctx.store.update_experiment(ctx.experiment_id, status="completed", summary=summary.to_dict())
+    return summary.to_dict()
+
+
+def sensitivity_of(summary: Mapping[str, Any]) -> SensitivityResult | None:
+    """The scan a job result or a 'weights-sensitivity' experiment summary holds (None when it holds none)."""
+    data = summary.get("sensitivity")
+    if not isinstance(data, Mapping):
+        return None
+    return SensitivityResult(data["baseline"], list(data["levels"]), data["method"],
+                             [SensitivityRow(**row) for row in data["rows"]])
+
+
+def sensitivity_table(result: SensitivityResult, suggestion: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per matrix: Δ perplexity at each level (and the suggested sparsity that protects sensitive ones)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in result.rows:
+        entry = rows.setdefault(r.name, {"matrix": r.name})
+        entry[f"Δ ppl at {r.sparsity:.0%}"] = round(r.delta, 3)
+    if suggestion:
+        for name, entry in rows.items():
+            entry["suggested sparsity"] = suggestion.get(name)
+    return pd.DataFrame(list(rows.values()))
+
+
+def layer_sparsity_of(summary: Mapping[str, Any]) -> pd.DataFrame | None:
+    """A 'weights-sparsify' experiment's per-matrix sparsity as the page's frame (None when it holds none)."""
+    rows = summary.get("layer_sparsity")
+    return pd.DataFrame(rows) if isinstance(rows, list) and rows else None

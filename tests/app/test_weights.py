@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import torch
+
+from app_support.state import shared_store
+from sentinel.models import load_model
+from sentinel.models.int8 import is_int8
 from sentinel.sparsity.report import SpeedComparison, SpeedRow
-from sentinel.ui.weights import NO_SPEEDUP, speed_sentence
-from tests.app.conftest import assert_clean, dashboard, open_app
+from sentinel.sparsity.storage import COMPRESSED_FILE
+from sentinel.ui.format import human_bytes
+from sentinel.ui.library import model_folder_for, saved_models
+from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, sensitivity_of, speed_sentence
+from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 
 def test_the_weights_page_sparsifies_a_copy_and_reports_sizes():
@@ -41,3 +49,137 @@ def test_the_speed_sentence_says_when_unstructured_zeros_bought_nothing():
     assert NO_SPEEDUP not in faster and faster.startswith("Measured: prefill 1.50x faster")
     assert NO_SPEEDUP not in speed_sentence(_speed(1.0, "prefill no measurable speed-up, decode no measurable "
                                                         "speed-up"), "2:4")
+
+
+def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1")
+    at.radio(key="weights_schedule").set_value("gradual").run()
+    at.number_input(key="weights_steps").set_value(4).run()
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    job_id = dashboard(at).gradual_job_id
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running")
+             and "sparse-latest" in dashboard(a).caches)
+    assert shared_store().get_job(job_id).state == "succeeded"
+    sparse = dashboard(at).caches["sparse-latest"][1]
+    scheduled = [target for _, target, _ in sparse.history]
+    assert scheduled == sorted(scheduled) and scheduled[0] == 0.0 and scheduled[-1] == 0.5   # the cubic ramp
+    assert sparse.finetune["steps"] == 4
+    assert abs(sparse.result.stats.sparsity - 0.5) < 0.01
+    assert any("of gradual pruning and training" in m.value for m in at.markdown)
+    store_runs = [r for r in shared_store().list_experiments(kind=SPARSIFY_KIND)
+                  if r.name == "magnitude 50% unstructured gradual 4 steps sparsify"]
+    assert store_runs and store_runs[0].summary["schedule_history"]
+    reloaded = open_app("weights", query=url_of(at))                     # F5: the run and its settings come back
+    assert reloaded.radio(key="weights_schedule").value == "gradual"
+    assert reloaded.selectbox(key="weights_method").value == "l1"
+    assert any("of gradual pruning and training" in m.value for m in reloaded.markdown)
+    assert not reloaded.warning
+    reloaded.radio(key="weights_pattern").set_value("2:4").run()         # gradual ramps unstructured zeros only
+    reloaded.button(key="weights_go").click().run()
+    assert any("choose one-shot for 2:4" in e for e in errors(reloaded))
+
+
+def test_a_gradual_run_can_be_cancelled():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1")
+    at.radio(key="weights_schedule").set_value("gradual").run()
+    at.number_input(key="weights_steps").set_value(500).run()
+    at.button(key="weights_go").click().run()
+    job_id = dashboard(at).gradual_job_id
+    at.button(key="weights_gradual_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("The gradual run cancelled" in w.value for w in at.warning)
+
+
+def test_prune_then_quantize_then_save_and_load_back():
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1")
+    at.button(key="weights_go").click().run()
+    at.toggle(key="weights_int8").set_value(True).run()
+    assert_clean(at)
+    table = at.table[0].value
+    assert "int8 file (int8 weights + scales)" in table.index
+    state = dashboard(at)
+    key = state.caches["sparse-latest"][0]
+    sizes = state.caches[("size-sparse", key)]
+    int8_bytes = state.caches[("int8", key)].file_bytes
+    assert int8_bytes < sizes.compressed_bytes < sizes.dense_bytes
+    assert table.loc["int8 file (int8 weights + scales)", "Sparse"] == human_bytes(int8_bytes)
+    int8_ppl = state.caches[("ppl-int8", key)].perplexity
+    assert any(f"sparse int8 copy **{int8_ppl:.2f}**" in m.value for m in at.markdown)
+    runs = shared_store().list_experiments(kind=SPARSIFY_KIND)
+    names = {r.name: r for r in runs}
+    assert names["magnitude 50% unstructured sparsify + int8"].summary["perplexity_after"] == int8_ppl
+    at.toggle(key="weights_int8").set_value(False).run()
+    assert "int8 file (int8 weights + scales)" not in at.table[0].value.index
+    at.toggle(key="weights_int8").set_value(True).run()
+    assert len(shared_store().list_experiments(kind=SPARSIFY_KIND)) == len(runs)      # recorded once, not per rerun
+    at.button(key="weights_speed").click().run()
+    assert_clean(at)
+    assert any(m.value.startswith("Measured int8 (dynamic quantization, CPU): ") for m in at.markdown)
+
+    at.text_input(key="weights_save_name").set_value("t-sparse").run()
+    at.button(key="weights_save").click().run()
+    assert_clean(at)
+    assert at.success and "t-sparse-int8" in at.success[0].value
+    listed = {p.name for p in saved_models()}
+    assert {"t-sparse", "t-sparse-int8"} <= listed                      # what Model and Compare list
+    sparse, quantized = state.caches["sparse-latest"][1].model, state.caches[("int8", key)].model
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    fp32 = load_model(str(model_folder_for("t-sparse")))
+    int8 = load_model(str(model_folder_for("t-sparse-int8")))            # the normal loading path, both
+    assert is_int8(int8.model) and not is_int8(fp32.model)
+    with torch.no_grad():
+        assert torch.equal(fp32.model(ids).logits, sparse(ids).logits)
+        assert torch.equal(int8.model(ids).logits, quantized(ids).logits)
+    assert (model_folder_for("t-sparse") / COMPRESSED_FILE).is_file()
+    # the Model page opens the fp32 copy as a session model and explains why the int8 one is Compare-only
+    page = open_app("model")
+    page.radio(key="model_kind").set_value("saved").run()
+    page.selectbox(key="model_saved").set_value(str(model_folder_for("t-sparse-int8"))).run()
+    page.button(key="model_load").click().run()
+    assert any("holds int8 weights" in e for e in errors(page))
+    # saving again under the same name asks first
+    at.run()
+    assert any("already saved" in w.value for w in at.warning) and at.button(key="weights_save").disabled
+
+
+def test_the_sensitivity_scan_runs_in_the_background_survives_reload_and_is_recorded():
+    at = open_app("weights")
+    at.multiselect(key="weights_sens_levels").set_value([0.5])
+    at.select_slider(key="weights_sens_tokens").set_value(256).run()
+    at.button(key="weights_sens_go").click().run()
+    assert_clean(at)
+    job_id = dashboard(at).sensitivity_job_id
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    job = shared_store().get_job(job_id)
+    assert job.state == "succeeded", job.error
+    result = sensitivity_of(job.result)
+    matrices = len({r.name for r in result.rows})
+    assert len(result.rows) == matrices == 24                          # 6 blocks x 4 matrices, one level
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    assert len(at.dataframe[-1].value) == matrices
+    reloaded = open_app("weights", query=url_of(at))                     # F5 brings the scan back
+    assert dashboard(reloaded).sensitivity_job_id == job_id
+    assert len(reloaded.dataframe[-1].value) == matrices
+    record = shared_store().get_experiment(job.experiment_id)
+    assert record.name == "sensitivity magnitude 6 layers at 50%" and record.status == "completed"
+    assert record.summary["baseline_perplexity"] == result.baseline
+    page = open_app("experiments")
+    page.selectbox(key="experiments_pick").set_value(record.id).run()
+    assert_clean(page)
+    tables = [d.value for d in page.dataframe if "Δ ppl at 50%" in d.value.columns]
+    assert len(tables) == 1 and len(tables[0]) == matrices
+
+
+def test_a_sensitivity_scan_can_be_cancelled():
+    at = open_app("weights")
+    at.button(key="weights_sens_go").click().run()                     # the full protocol: slow enough to cancel
+    job_id = dashboard(at).sensitivity_job_id
+    at.button(key="weights_sens_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("The sensitivity scan cancelled" in w.value for w in at.warning)

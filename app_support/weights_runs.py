@@ -1,0 +1,33 @@
+"""Experiments page, weight-level runs: the per-layer sparsity of a sparsify run and the chart of a layer-sensitivity
+scan (records of kinds "weights-sparsify" and "weights-sensitivity"), drawn from their stored summaries."""
+
+import streamlit as st
+
+from sentinel.sparsity.sensitivity import sensitivity_lines
+from sentinel.store import ExperimentRecord
+from sentinel.ui.weights import (SENSITIVITY_KIND, SPARSIFY_KIND, layer_sparsity_of, schedule_frame, sensitivity_of,
+                                 sensitivity_table)
+
+
+def weights_run_charts(record: ExperimentRecord) -> None:
+    """Charts of a sparsify or sensitivity run; nothing for other kinds."""
+    if record.kind == SENSITIVITY_KIND:
+        scan = sensitivity_of(record.summary)
+        if scan is None:
+            st.info(f"This scan is {record.status}; it recorded no result.")
+            return
+        st.markdown("**Layer sensitivity**")
+        st.altair_chart(sensitivity_lines(scan), key="experiments_sensitivity_chart")
+        st.dataframe(sensitivity_table(scan, record.summary.get("suggestion")), hide_index=True,
+                     key="experiments_sensitivity_table")
+    elif record.kind == SPARSIFY_KIND:
+        layers = layer_sparsity_of(record.summary)
+        if layers is None:
+            return
+        st.markdown("**Share of zero weights per layer**")
+        st.bar_chart(layers, x="layer", y="sparsity", color="matrix", stack=False, x_label="Layer",
+                     y_label="Share of zero weights")
+        history = record.summary.get("schedule_history") or []
+        if history:
+            st.line_chart(schedule_frame(history), x="step", y="sparsity", color="which", x_label="Training step",
+                          y_label="Share of zero weights")
