@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_support.compare import SPARSE_KEY
 from app_support.state import (current_figures, dashboard, keep_url, report_errors, require_model, shared_jobs,
                                shared_store, show_notices)
 from sentinel.jobs import ProgressEvent
@@ -75,7 +76,7 @@ if st.button("Sparsify a copy", type="primary", key="weights_go", icon=":materia
              help="One-shot runs here; a gradual run fine-tunes, so it runs in the background (progress, cancel)."):
     if schedule.kind == "oneshot":
         with report_errors("sparsifying"), st.spinner("Scoring and masking the weights…"):
-            state.caches["sparse-latest"] = (key, sparsify_copy(working.model, working.tokenizer, config, schedule))
+            state.caches[SPARSE_KEY] = (key, sparsify_copy(working.model, working.tokenizer, config, schedule))
     else:
         with report_errors("starting the gradual run"):
             device = state.choice.device if state.choice else "auto"
@@ -110,11 +111,11 @@ if gradual_job is not None:
         if gradual_ran_on(gradual_job.params, working):
             with report_errors("loading the gradual run's model"), st.spinner("Loading the sparse copy…"):
                 device = str(next(working.model.parameters()).device)
-                state.caches["sparse-latest"] = (key, gradual_result(gradual_job.result, config, schedule, device))
+                state.caches[SPARSE_KEY] = (key, gradual_result(gradual_job.result, config, schedule, device))
         else:
             st.info("The gradual run finished on your model as it was before your latest change (another model "
                     "or pruning step); sparsify again to see it on the model as it is now.")
-latest = state.caches.get("sparse-latest")
+latest = state.caches.get(SPARSE_KEY)
 sparse = latest[1] if latest is not None and latest[0] == key else None
 if sparse is None:
     st.info("Press **Sparsify a copy** to see what these settings do.")

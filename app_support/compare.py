@@ -11,6 +11,7 @@ from torch import nn
 
 from app_support.state import base_figures, current_figures, report_errors, shared_store, tuned_figures
 from sentinel.models import LoadedModel, load_model
+from sentinel.models.int8 import is_int8_folder
 from sentinel.ui.compare import (MAX_MODELS, Candidate, SizeFigures, default_choice, folder_identity,
                                  library_candidates, session_candidates, size_figures)
 from sentinel.ui.protocol import protocol_perplexity
@@ -88,7 +89,11 @@ def column(state: DashboardState, working: WorkingModel, candidate: Candidate) -
     with st.spinner(f"Loading {candidate.label}…"), report_errors(f"loading the model '{candidate.label}'"):
         identity = folder_identity(candidate.path)
         choice = state.choice
-        loaded = library_model(candidate.path, identity, str(working.base.device), choice.dtype if choice else "auto")
+        if is_int8_folder(candidate.path):          # int8 modules run on the CPU only, in float32
+            device, dtype = "cpu", "auto"
+        else:
+            device, dtype = str(working.base.device), choice.dtype if choice else "auto"
+        loaded = library_model(candidate.path, identity, device, dtype)
     if loaded is None:
         return None
     return Column(candidate, loaded.model, loaded.tokenizer, ("saved", *identity), candidate.path)
