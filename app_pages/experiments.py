@@ -14,7 +14,8 @@ from sentinel.ui.history import config_diff, experiments_frame, level_frame, ove
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
 st.title(":material/history: Experiments")
-st.caption(f"Every fine-tune, strategy comparison and benchmark run recorded in the experiment store "
+st.caption(f"Every fine-tune, strategy comparison, target prune, sparsify run, sensitivity scan, compress and "
+           f"benchmark run recorded in the experiment store "
            f"({sentinel_home()}). Runs started from the command line show up here too.")
 
 with report_errors("reading the experiment store") as failed:
@@ -23,8 +24,9 @@ with report_errors("reading the experiment store") as failed:
 if failed:
     st.stop()
 if not records:
-    st.info("No experiments yet. Start a fine-tune on the Fine-tune page, compare strategies on Prune, or run "
-            "`sentinel benchmark`.")
+    st.info("No experiments yet. Start a fine-tune on the Fine-tune page, compare strategies or prune to a target "
+            "on Prune, sparsify or scan layer sensitivity on Weights, or run `sentinel benchmark` or "
+            "`sentinel compress`.")
     st.stop()
 
 table = experiments_frame(records)
