@@ -30,7 +30,8 @@ when every step passed: tests/bench/test_gpu_check.py runs it that way, so the s
 
 Unit kinds: the masked-vs-removed and timing steps loop over UNIT_KINDS (heads, neurons, blocks: a plan and the
 library's mask / unmask / remove for each) and TIMING_VARIANTS; the predicted speed-up is the ratio of
-`sentinel.pruning.budget.body_flops`, which reads the model's actual shapes (GQA, gated MLPs, removed units).
+`sentinel.models.flops.forward_flops` with `lm_head=False` (the body), which reads the model's actual shapes
+(GQA, gated MLPs, removed units).
 """
 
 from __future__ import annotations
@@ -95,10 +96,11 @@ class Sizes:
     """Every size the run uses; FULL for a GPU, QUICK for the CPU dry run.
 
     FULL is estimated (never yet run on a GPU) at about 4 minutes on one H200, the larger part in the timings step:
-    2 models x 2 dtypes x 9 variants = 36 bodies of ~1.5-1.6 TFLOP each (16 x 512 tokens, `body_flops`), 18 calls
-    each, under 15 s in all even at fp32 without TF32; decode dominates: 36 x 3 generate() runs x 33 cached steps
-    at batch 16, launch-bound at ~25 ms a step, about 90 s. The other steps: ~2 s for each of 27 masked-vs-removed
-    cases (~55 s), ~40 s for the two `sentinel evaluate` subprocesses, ~50 s for loading, analysis and fine-tuning.
+    2 models x 2 dtypes x 9 variants = 36 bodies of ~1.5-1.6 TFLOP each (16 x 512 tokens, `forward_flops` of the
+    body), 18 calls each, under 15 s in all even at fp32 without TF32; decode dominates: 36 x 3 generate() runs x
+    33 cached steps at batch 16, launch-bound at ~25 ms a step, about 90 s. The other steps: ~2 s for each of 27
+    masked-vs-removed cases (~55 s), ~40 s for the two `sentinel evaluate` subprocesses, ~50 s for loading,
+    analysis and fine-tuning.
     """
 
     gpt2: dict[str, Any]                 # GPT2Config kwargs of the GPT-2-small-shaped model
@@ -204,11 +206,11 @@ def apply_units(model: nn.Module, kinds: tuple[str, ...], how: str) -> dict[str,
 
 def body_flops(model: nn.Module, batch: int, seq: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of the transformer body at batch x seq: the library's own per-token count
-    (sentinel.pruning.budget.body_flops, read off the model's shapes, so GQA, gated MLPs and removed heads,
-    neurons and blocks are all counted) times the tokens. Masked units still run, so they still count."""
-    from sentinel.pruning.budget import body_flops as flops_per_token
+    (sentinel.models.flops.forward_flops with lm_head=False, read off the model's shapes, so GQA, gated MLPs and
+    removed heads, neurons and blocks are all counted) times the tokens. Masked units still run, so they still count."""
+    from sentinel.models.flops import forward_flops
 
-    return batch * seq * flops_per_token(model, seq)
+    return batch * seq * forward_flops(model, seq, lm_head=False)
 
 
 def rel_diff(value: torch.Tensor, reference: torch.Tensor) -> float:

@@ -27,7 +27,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from sentinel import apply_plan
 from sentinel.evaluation.size import parameter_count
 from sentinel.metrics import compute_scores
-from sentinel.pruning.budget import body_flops, select_budget
+from sentinel.models.flops import forward_flops
+from sentinel.pruning.budget import select_budget
 
 CASES = {
     "(i) 50% heads": ("heads=0.5", ("head",)),
@@ -99,7 +100,7 @@ def run_shape(shape: str, runs: int, batch: int, seq: int) -> None:
 
     print(f"\n== {shape}: {full.config.num_hidden_layers} layers, batch {batch} x {seq} tokens, fp32, "
           f"{runs} runs (median; min-max) ==")
-    flops_full = body_flops(full, seq)
+    flops_full = forward_flops(full, seq, lm_head=False)
     print(f"{'variant':32s} {'body ms':>9s} {'min-max':>15s} {'measured':>9s} {'FLOP-pred':>9s} {'ratio':>6s} "
           f"{'min-ratio':>9s} {'params':>13s} {'pred. params':>13s} {'exact':>5s}")
     for name in names:
@@ -110,7 +111,7 @@ def run_shape(shape: str, runs: int, batch: int, seq: int) -> None:
             measured = med["unpruned"] / med[name]
             predicted = p.flops_before / p.flops_after
             actual = parameter_count(models[name])
-            assert body_flops(models[name], seq) == p.flops_after, "FLOP prediction differs from the pruned model"
+            assert forward_flops(models[name], seq, lm_head=False) == p.flops_after, "FLOP prediction differs from the pruned model"
             best = spread["unpruned"][0] / lo / predicted          # the same ratio from the fastest runs
             row += (f" {measured:8.3f}x {predicted:8.3f}x {measured / predicted:6.3f} {best:9.3f} {actual:13,d} "
                     f"{p.total_params_after:13,d} {str(actual == p.total_params_after):>5s}")

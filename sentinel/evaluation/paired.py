@@ -21,11 +21,13 @@ from torch import nn
 from sentinel.errors import DataError
 from sentinel.evaluation.size import parameter_count, weight_bytes
 from sentinel.evaluation.speed import measure_speed
+from sentinel.models.flops import forward_flops
 from sentinel.models.heads import model_heads
 
 logger = logging.getLogger(__name__)
 
 SPEED_REPEATS = 5
+FLOPS_CONTEXT = 128          # the context the whole-model FLOP prediction is counted at (the app's window)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class SpeedRatio:
 @dataclass(frozen=True)
 class SpeedComparison:
     """Measured prefill and generation ratios (None when not measured) beside the exact size change and the
-    FLOP prediction."""
+    FLOP prediction (whole model, LM head included: `forward_flops(..., lm_head=True)` at FLOPS_CONTEXT)."""
 
     prefill: SpeedRatio | None
     decode: SpeedRatio | None
@@ -67,20 +69,6 @@ class SpeedComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def matmul_flops_per_token(model: nn.Module, context: int = 128) -> int:
-    """Forward FLOPs per token: 2 per weight of every linear layer (LM head included, embedding lookups not)
-    plus the attention scores and mix, 4 × context × (present heads × head size) per layer.
-
-    Masked heads are still present (their output is multiplied by 0), so masking never lowers this count.
-    """
-    from transformers.pytorch_utils import Conv1D
-
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, Conv1D)))
-    heads = model_heads(model)
-    attention = sum(4 * context * len(heads.present(layer)) * heads.head_dim for layer in range(heads.num_layers))
-    return 2 * weights + attention
 
 
 def removed_head_count(model: nn.Module) -> int:
@@ -176,7 +164,7 @@ def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: i
     if repeats < 2:
         raise DataError("compare_speed needs at least 2 repeats to show a spread.")
     removed = removed_head_count(pruned)
-    predicted = matmul_flops_per_token(base) / matmul_flops_per_token(pruned)
+    predicted = forward_flops(base, FLOPS_CONTEXT, lm_head=True) / forward_flops(pruned, FLOPS_CONTEXT, lm_head=True)
     prefill = decode = None
     smaller = parameter_count(pruned) < parameter_count(base)         # heads, neurons or layers removed
     if measure if measure is not None else smaller:

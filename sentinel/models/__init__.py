@@ -1,4 +1,5 @@
-"""Models: loading and saving, the HeadLayout, the pruning state (its one owner), and one adapter per family."""
+"""Models: loading and saving, the HeadLayout, the pruning state (its one owner) and the gates that apply it, the FLOP
+count, and one adapter per family."""
 
 from sentinel.models.heads import ModelHeads, get_layout, model_heads
 from sentinel.models.layout import HeadLayout, HeadWeights

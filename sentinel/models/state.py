@@ -7,7 +7,8 @@ those are gated off (`masked`) and which carry a fractional gate while fading in
 layer's whole block may be gone (`block` False). Units are always named by original index.
 
 The state lives in one attribute on the model's ModuleList of blocks (so `copy.deepcopy` and any
-wrapper of the same blocks see the same state). Only this module creates and refreshes gates:
+wrapper of the same blocks see the same state). Only this module decides gates (`sentinel.models.gates`
+puts them on the modules):
 - unit gates: a non-persistent buffer multiplied into the input of the unit kind's gate projection
   ([..., units * width] holds each unit separately), so 0 removes a unit's contribution exactly;
 - part gates: a scalar multiplied into the output of a part's output module (post-LN families blend
@@ -24,7 +25,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import torch
@@ -32,9 +32,12 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from sentinel.errors import CorruptModelError, InvalidPruningPlan
-from sentinel.models.adapters import FamilyAdapter, find_blocks
+from sentinel.models.adapters import find_blocks
 from sentinel.models.adapters.base import (
     PART_NAMES, FamilySpec, insert_units, keep_units, submodule, unit_views,
+)
+from sentinel.models.gates import (
+    PART_GATE, UNIT_GATE, clear_gate, install_gate, make_headless, restore_headed,
 )
 from sentinel.models.layout import HeadLayout, HeadWeights
 
@@ -42,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("head", "neuron", "part")
 _STATE = "sentinel_state"
-_UNIT_GATE = "sentinel_gate"
-_PART_GATE = "sentinel_part_gate"
 
 UnitPlan = dict[int, list[int]]
 
@@ -79,73 +80,6 @@ class PruningState:
     def fresh(cls, num_layers: int, totals: dict[str, int]) -> PruningState:
         return cls([LayerState(True, {k: UnitSet(n, list(range(n))) for k, n in totals.items()})
                     for _ in range(num_layers)])
-
-
-# --- gates --------------------------------------------------------------------------------------
-
-def _unit_gate_hook(module: nn.Module, args: tuple) -> tuple | None:
-    gate = module._buffers.get(_UNIT_GATE)
-    if gate is None:
-        return None
-    hidden = args[0]                                      # [..., units * width]
-    per_unit = hidden.unflatten(-1, (gate.shape[0], -1))  # [..., units, width]
-    return ((per_unit * gate.to(hidden.dtype)[:, None]).flatten(-2), *args[1:])
-
-
-def _part_gate_hook(residual_arg: int | None):
-    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-        gate = module._buffers.get(_PART_GATE)
-        if gate is None:
-            return None
-        first = output[0] if isinstance(output, tuple) else output
-        g = gate.to(first.dtype)
-        gated = first * g if residual_arg is None else first * g + args[residual_arg] * (1 - g)
-        return (gated, *output[1:]) if isinstance(output, tuple) else gated
-    return hook
-
-
-def _install(module: nn.Module, name: str, gate: torch.Tensor | None, residual_arg: int | None = None) -> None:
-    """Set a gate buffer (None = no gating), registering its hook once per module."""
-    if name not in module._buffers:
-        module.register_buffer(name, None, persistent=False)
-        if name == _UNIT_GATE:
-            module.register_forward_pre_hook(_unit_gate_hook)
-        else:
-            module.register_forward_hook(_part_gate_hook(residual_arg))
-    module._buffers[name] = gate
-
-
-# --- a layer that lost every head ----------------------------------------------------------------
-
-def _make_headless(adapter: FamilyAdapter, attn: nn.Module, head_dim: int) -> None:
-    """Give an attention module with no heads left a forward that yields only its output bias."""
-    target = adapter.emptied_module(attn)
-    if not hasattr(target, "sentinel_empty"):
-        target.__class__ = _headless_class(type(target))
-    target.sentinel_empty = (adapter, head_dim)
-
-
-def _restore_headed(adapter: FamilyAdapter, attn: nn.Module) -> None:
-    target = adapter.emptied_module(attn)
-    if hasattr(target, "sentinel_empty"):
-        target.__class__ = target.__class__.__bases__[0]
-        del target.sentinel_empty
-
-
-@cache
-def _headless_class(base: type) -> type:
-    def forward(self, *args, **kwargs):
-        adapter, head_dim = self.sentinel_empty
-        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        cache_obj = kwargs.get(adapter.cache_kwarg, kwargs.get("cache"))
-        if cache_obj is not None:
-            cache_obj = getattr(cache_obj, "self_attention_cache", cache_obj)
-            # Advance the cache with zero heads so its sequence length stays right for every layer.
-            empty = hidden_states.new_zeros(hidden_states.shape[0], 0, hidden_states.shape[1], head_dim)
-            cache_obj.update(empty, empty.clone(), self.layer_idx)
-        return adapter.empty_output(self, hidden_states), None
-
-    return type(f"Headless{base.__name__}", (base,), {"forward": forward})
 
 
 # --- the binding of a model to its adapter and state ----------------------------------------------
@@ -292,10 +226,9 @@ class ModelState:
                 proj = submodule(submodule(block, spec.root), spec.gate)
                 values = self._gate_values(layer, kind)
                 if all(v == 1.0 for v in values):
-                    if _UNIT_GATE in proj._buffers:
-                        proj._buffers[_UNIT_GATE] = None
+                    clear_gate(proj, UNIT_GATE)
                     continue
-                _install(proj, _UNIT_GATE, torch.tensor(values, dtype=proj.weight.dtype, device=proj.weight.device))
+                install_gate(proj, UNIT_GATE, torch.tensor(values, dtype=proj.weight.dtype, device=proj.weight.device))
             parts = self.units(layer, "part")
             for index, part in enumerate(self.spec.parts):
                 if index not in parts.present:
@@ -303,9 +236,9 @@ class ModelState:
                 out = submodule(block, part.output)
                 if index in parts.masked:
                     ref = next(out.parameters())
-                    _install(out, _PART_GATE, torch.zeros((), dtype=ref.dtype, device=ref.device), part.residual_arg)
-                elif _PART_GATE in out._buffers:
-                    out._buffers[_PART_GATE] = None
+                    install_gate(out, PART_GATE, torch.zeros((), dtype=ref.dtype, device=ref.device), part.residual_arg)
+                else:
+                    clear_gate(out, PART_GATE)
 
     @contextmanager
     def gradient_gates(self, kind: str = "head") -> Iterator[dict[int, torch.Tensor]]:
@@ -329,18 +262,18 @@ class ModelState:
                     for slot, index in enumerate(parts.present):
                         spec = self.spec.parts[index]
                         out = submodule(block, spec.output)
-                        saved.append((out, _PART_GATE, out._buffers.get(_PART_GATE)))
-                        _install(out, _PART_GATE, gate[slot], spec.residual_arg)
+                        saved.append((out, PART_GATE, out._buffers.get(PART_GATE)))
+                        install_gate(out, PART_GATE, gate[slot], spec.residual_arg)
                     gates[layer] = gate
                     continue
                 if not self.present(layer, kind):
                     continue
                 spec = self.spec.units[kind]
                 proj = submodule(submodule(block, spec.root), spec.gate)
-                saved.append((proj, _UNIT_GATE, proj._buffers.get(_UNIT_GATE)))
+                saved.append((proj, UNIT_GATE, proj._buffers.get(UNIT_GATE)))
                 gate = torch.tensor(self._gate_values(layer, kind), dtype=torch.float32,
                                     device=proj.weight.device, requires_grad=True)
-                _install(proj, _UNIT_GATE, gate)
+                install_gate(proj, UNIT_GATE, gate)
                 gates[layer] = gate
             yield gates
         finally:
@@ -467,7 +400,7 @@ class ModelState:
         s.masked = [u for u in s.masked if u in keep]
         s.scales = {u: v for u, v in s.scales.items() if u in keep}
         if kind == "head" and not keep:
-            _make_headless(self.adapter, self.unit_root(layer, "head"), self.head_dim)
+            make_headless(self.adapter, self.unit_root(layer, "head"), self.head_dim)
         self.refresh_gates([layer])
 
     def insert(self, layer: int, kind: str, new: list[int]) -> None:
@@ -479,7 +412,7 @@ class ModelState:
                                      "back.")
         root = self.unit_root(layer, kind)
         if kind == "head":
-            _restore_headed(self.adapter, root)
+            restore_headed(self.adapter, root)
         old = list(s.present)
         present = sorted(old + list(new))
         kept_at = {kind: [present.index(u) for u in old]}
@@ -513,8 +446,7 @@ class ModelState:
                     parent, _, name = spec.norm.rpartition(".")
                     setattr(submodule(block, parent), name, nn.Identity())
                 out = submodule(block, spec.output)
-                if _PART_GATE in out._buffers:
-                    out._buffers[_PART_GATE] = None
+                clear_gate(out, PART_GATE)
                 s.present.remove(index)
                 s.masked = [p for p in s.masked if p != index]
                 done.setdefault(layer, []).append(index)

@@ -3,8 +3,9 @@
 Targets (`Target.parse`):
 - `params=0.5`: half of the PRUNABLE parameters — the weights and biases of the attention and MLP
   projections of the transformer body (embeddings, norms and the LM head are not prunable);
-- `flops=0.5`: half of the body's forward FLOPs per token at `seq_len` (2 x weights of every projection,
-  plus 4 x head_dim x seq_len per query head for scores and weighted values, the full-context bound);
+- `flops=0.5`: half of the body's forward FLOPs per token at `seq_len` (`sentinel.models.flops.forward_flops`
+  with `lm_head=False`: 2 x weights of every projection, plus 4 x head_dim x seq_len per query head for scores
+  and weighted values, the full-context bound);
 - `speedup=1.5`: a speed-up PREDICTED FROM THE BODY'S FLOPS, i.e. the FLOPs share 1 - 1/1.5 = 1/3; the
   measured speed-up is another matter (embeddings, the LM head, memory traffic and kernel overheads do not
   shrink with the body), so callers show it beside a timed one;
@@ -32,7 +33,7 @@ from torch import nn
 from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics.hybrid import rank_fraction
 from sentinel.metrics.scores import UnitScores, active_grid
-from sentinel.models.adapters.base import submodule
+from sentinel.models.flops import block_flops, block_projections, forward_flops
 from sentinel.models.state import ModelState, model_state
 from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.strategies.base import heads_for_ratio
@@ -164,30 +165,11 @@ def _numel(tensors: Iterable[torch.Tensor | None]) -> int:
     return sum(t.numel() for t in tensors if t is not None)
 
 
-def _block_projections(state: ModelState, layer: int) -> list[nn.Module]:
-    """Every projection that holds unit slices in a present block (deduplicated)."""
-    block = state.block(layer)
-    found: dict[int, nn.Module] = {}
-    for spec in state.spec.units.values():
-        for s in spec.slices:
-            module = submodule(block, ".".join(p for p in (spec.root, s.path) if p))
-            found[id(module)] = module
-    return list(found.values())
-
-
 def prunable_params(model: nn.Module) -> int:
     """Weights and biases of the body's attention and MLP projections, as the model is now (masked units count)."""
     state = model_state(model)
     return sum(_numel(p for p in (m.weight, m.bias) if isinstance(p, nn.Parameter))
-               for layer in state.present_blocks() for m in _block_projections(state, layer))
-
-
-def body_flops(model: nn.Module, seq_len: int) -> int:
-    """Forward FLOPs per token of the body's projections and attention at `seq_len` (see the module doc)."""
-    state = model_state(model)
-    weights = sum(m.weight.numel() for layer in state.present_blocks() for m in _block_projections(state, layer))
-    heads = sum(len(state.present(layer)) for layer in state.present_blocks())
-    return 2 * weights + 4 * state.head_dim * seq_len * heads
+               for layer in state.present_blocks() for m in block_projections(state, layer))
 
 
 def _head_cost(state: ModelState, layer: int, head: int, seq_len: int, kv_share: float) -> tuple[float, float]:
@@ -228,10 +210,9 @@ def _candidates(state: ModelState, model: nn.Module, kind: str, scores: UnitScor
         for layer in state.present_blocks():
             if not active[layer, 0]:
                 continue
-            params = _numel(p for m in _block_projections(state, layer) for p in (m.weight, m.bias)
+            params = _numel(p for m in block_projections(state, layer) for p in (m.weight, m.bias)
                             if isinstance(p, nn.Parameter))
-            weights = sum(m.weight.numel() for m in _block_projections(state, layer))
-            flops = 2 * weights + 4 * state.head_dim * seq_len * len(state.present(layer))
+            flops = block_flops(state, layer, seq_len)
             every = sum(p.numel() for p in state.block(layer).parameters())
             found.append(_Candidate("layer", layer, [layer], [layer], float(rank[layer, 0]), params, flops,
                                     every - params))
@@ -293,7 +274,7 @@ def select_budget(model: nn.Module, scores: Mapping[str, UnitScores], target: Ta
     room.update({("neuron", layer): len(state.active(layer, "neuron")) - min_neurons
                  for layer in range(state.num_layers)})
     prunable = prunable_params(model)
-    flops = body_flops(model, seq_len)
+    flops = forward_flops(model, seq_len, lm_head=False)
     if target.ratios:
         chosen = _by_ratio(pools, target.ratios, allocation, room)
         exact, reason = True, ""

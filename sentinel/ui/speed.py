@@ -5,9 +5,7 @@ from sentinel.evaluation.paired import (
     SpeedComparison,
     SpeedRatio,
     compare_speed,
-    matmul_flops_per_token,
     removed_head_count,
 )
 
-__all__ = ["SPEED_REPEATS", "SpeedComparison", "SpeedRatio", "compare_speed", "matmul_flops_per_token",
-           "removed_head_count"]
+__all__ = ["SPEED_REPEATS", "SpeedComparison", "SpeedRatio", "compare_speed", "removed_head_count"]

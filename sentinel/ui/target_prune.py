@@ -16,7 +16,8 @@ from sentinel.errors import InvalidPruningPlan
 from sentinel.evaluation.size import parameter_count
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import load_model
-from sentinel.pruning.budget import BudgetResult, body_flops, prunable_params
+from sentinel.models.flops import forward_flops
+from sentinel.pruning.budget import BudgetResult, prunable_params
 from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.recovery import RecoveryResult
 from sentinel.store import Store
@@ -64,7 +65,8 @@ def run_summary(model: nn.Module, settings: BudgetSettings, predicted: dict[str,
         target=settings.target(), units=list(settings.units), allocation=settings.allocation,
         budget={k: v for k, v in predicted.items() if k != "plan"}, plan=predicted["plan"],
         prunable_params_before=predicted["prunable_params_before"], prunable_params_after=prunable_params(model),
-        body_flops_before=predicted["flops_before"], body_flops_after=body_flops(model, predicted["seq_len"]),
+        body_flops_before=predicted["flops_before"],
+        body_flops_after=forward_flops(model, predicted["seq_len"], lm_head=False),
         predicted_params_after=predicted["total_params_after"], predicted_body_flops_after=predicted["flops_after"],
         perplexity=perplexity, recovery=None if recovery is None else recovery.to_dict(), removed=step.describe(),
         protocol=EVAL_PROTOCOL.describe())

@@ -195,7 +195,8 @@ def run_compress(config: CompressConfig, device: str = "auto",
     from sentinel.files import prepare_run_folder, write_file_atomically
     from sentinel.models.loading import load_model, save_model
     from sentinel.pruning import apply_plan
-    from sentinel.pruning.budget import body_flops, prunable_params
+    from sentinel.models.flops import forward_flops
+    from sentinel.pruning.budget import prunable_params
     from sentinel.pruning.experiment_runner import validation_perplexity
     from sentinel.pruning.recovery import CalibrationConfig, calibration_batches, recover
     from sentinel.training.finetune import load_finetune_data
@@ -225,7 +226,7 @@ def run_compress(config: CompressConfig, device: str = "auto",
 
     t0 = time.perf_counter()
     before = {"params": parameter_count(model), "prunable_params": prunable_params(model),
-              "body_flops": body_flops(model, config.seq_len)}
+              "body_flops": forward_flops(model, config.seq_len, lm_head=False)}
     stages.done(f"original: perplexity {measure('original', t0):.3f}", perplexities["original"])
 
     t0 = time.perf_counter()
@@ -303,7 +304,8 @@ def run_compress(config: CompressConfig, device: str = "auto",
         "budget": {k: v for k, v in budget.to_dict().items() if k != "plan"}, "plan": budget.plan.to_dict(),
         "params_before": before["params"], "params_after": parameter_count(model),
         "prunable_params_before": before["prunable_params"], "prunable_params_after": prunable_params(model),
-        "body_flops_before": before["body_flops"], "body_flops_after": body_flops(model, config.seq_len),
+        "body_flops_before": before["body_flops"],
+        "body_flops_after": forward_flops(model, config.seq_len, lm_head=False),
         "perplexity": perplexities, "speed": speed, "recovery": recovery, "finetune": finetuned,
         "model": str(saved), "export": exported, "seconds": timings,
         "wall_seconds": time.perf_counter() - started, "config": config.to_dict(),

@@ -10,7 +10,8 @@ from sentinel.errors import InvalidPruningPlan
 from sentinel.evaluation.size import parameter_count
 from sentinel.metrics import compute_scores
 from sentinel.models import model_state
-from sentinel.pruning.budget import Target, body_flops, prunable_params, select_budget
+from sentinel.models.flops import forward_flops
+from sentinel.pruning.budget import Target, prunable_params, select_budget
 from tests.conftest import make_tiny_model, sample_ids
 
 
@@ -23,7 +24,7 @@ def test_prunable_params_and_flops_by_hand_for_gpt2():
     per_layer = (32 * 96 + 96) + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)
     assert prunable_params(model) == 3 * per_layer
     weights = 3 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)
-    assert body_flops(model, seq_len=16) == 2 * weights + 4 * 8 * 16 * 12
+    assert forward_flops(model, 16, lm_head=False) == 2 * weights + 4 * 8 * 16 * 12
 
 
 @pytest.mark.parametrize("allocation", ["global", "uniform"])
@@ -63,9 +64,9 @@ def test_flops_budget_and_blocks():
     result = select_budget(model, scores_for(model, ("head", "neuron", "layer"), "random"), "flops=0.3",
                            whole_kv_groups=True, seq_len=32)
     assert result.flops_share_removed == pytest.approx(0.3, abs=0.02)
-    before = body_flops(model, 32)
+    before = forward_flops(model, 32, lm_head=False)
     apply_plan(model, result.plan, "remove")
-    assert before - body_flops(model, 32) == result.flops_before - result.flops_after
+    assert before - forward_flops(model, 32, lm_head=False) == result.flops_before - result.flops_after
 
 
 def test_bad_targets_and_stale_scores():

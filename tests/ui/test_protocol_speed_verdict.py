@@ -15,7 +15,8 @@ from sentinel.store import JobRecord, MetricPoint, Store
 from sentinel.ui.finetune import JobView, best_step, judge_finetune, queue_place
 from sentinel.ui.history import run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
-from sentinel.ui.speed import SpeedRatio, compare_speed, matmul_flops_per_token, removed_head_count
+from sentinel.models.flops import forward_flops
+from sentinel.ui.speed import SpeedRatio, compare_speed, removed_head_count
 
 
 def test_protocol_scores_the_first_tokens_of_the_validation_text_in_fixed_windows(tiny_lm):
@@ -37,8 +38,8 @@ def test_masking_predicts_no_speedup_and_removal_predicts_one(tiny_lm):
     masked, removed = copy.deepcopy(model), copy.deepcopy(model)
     mask_heads(masked, {0: [0, 1]})
     remove_heads(removed, {0: [0, 1]})
-    assert matmul_flops_per_token(masked) == matmul_flops_per_token(model)
-    assert matmul_flops_per_token(removed) < matmul_flops_per_token(model)
+    assert forward_flops(masked, 128, lm_head=True) == forward_flops(model, 128, lm_head=True)
+    assert forward_flops(removed, 128, lm_head=True) < forward_flops(model, 128, lm_head=True)
     assert removed_head_count(masked) == 0 and removed_head_count(removed) == 2
     quiet = compare_speed(model, masked, tokenizer, prompt_tokens=8, new_tokens=2)
     assert quiet.prefill is None and quiet.predicted_speedup == 1.0     # masking never claims a speed-up
