@@ -57,6 +57,7 @@ def snap(page: Any, out: Path, name: str) -> None:
     page.set_viewport_size({"width": WIDTH, "height": SHOTS[name]})
     settle(page)
     wait_idle(page)
+    page.wait_for_selector("[data-testid='stToast']", state="detached")     # toasts fade by themselves
     page.screenshot(path=str(out / name))
     page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     settle(page)
@@ -126,7 +127,6 @@ def main() -> None:
             expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
             rerun_after(page, lambda: prune_how.get_by_text(re.compile("by strategy and ratio", re.I)).click())
             expect(page.get_by_text("Preview (dashed orange on the map)")).to_be_visible()
-            expect(page.get_by_test_id("stToast")).to_have_count(0)     # the "pruned" toast has faded
             snap(page, out, "dashboard-prune.png")
 
             step("Prune: a size target's prediction", started)
@@ -147,7 +147,7 @@ def main() -> None:
             wait_idle(page)
             steps = page.get_by_label("Training steps")
             steps.fill(str(args.steps))
-            rerun_after(page, lambda: steps.press("Tab"))
+            steps.press("Tab")                     # inside the settings form: no run until the form is submitted
             page.get_by_role("button", name="Start fine-tuning").click()
             expect(page.get_by_text(re.compile(r"Fine-tuning for \d+ steps: perplexity"))).to_be_visible(timeout=600_000)
             wait_idle(page)
