@@ -21,9 +21,8 @@ def main() -> None:
     """One run for one browser session: page settings, the navigation, the chosen page."""
     st.set_page_config(page_title="Sentinel", page_icon=":material/content_cut:", layout="wide")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from app_support.state import configure_torch_threads
-
-    configure_torch_threads()
+    # No torch import here: the Maps page draws a new session's cached map before torch is loaded;
+    # app_support.state.dashboard() sets torch's threads on the pages' first use of it.
     pages = [
         st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True,
                 help="Choose the model to explore: the bundled demo model, a local folder, a saved pruned model "

@@ -3,8 +3,18 @@ neuron and layer maps (`app_support.widgets.unit_maps_view`)."""
 
 import streamlit as st
 
-from app_support.state import cached_maps, current_maps, dashboard, report_errors, require_model, strategy_scores
-from app_support.widgets import head_map, selection_list, unit_maps_view
+from app_support.first_map import draw_cached_first_map, map_title   # no torch: the cached first map draws at once
+
+st.title(":material/grid_on: Maps")
+st.caption("How each unit of the model — attention head, MLP neuron or whole layer — behaves on the sample text; "
+           "the numbers come from running the model you loaded.")
+controls = st.container()           # sample text, units and metric: filled once the model is loaded
+map_slot = st.empty()               # the head map: a new session's cached map is drawn before torch loads
+drawn_early = draw_cached_first_map(map_slot)
+
+from app_support.state import (cached_maps, current_maps, dashboard, report_errors,  # noqa: E402 (imports torch)
+                               require_model, strategy_scores)
+from app_support.widgets import head_map, selection_list, unit_maps_view  # noqa: E402
 from sentinel.demo.prompts import default_prompts
 from sentinel.errors import DataError, InvalidPruningPlan
 from sentinel.pruning.plan import plan_to_pairs
@@ -16,13 +26,10 @@ from sentinel.ui.pruning import preview_plan
 from sentinel.ui.selection import head_label
 
 state = dashboard()
-st.title(":material/grid_on: Maps")
-st.caption("How each unit of the model — attention head, MLP neuron or whole layer — behaves on the sample text; "
-           "the numbers come from running the model you loaded.")
-working = require_model(state)
+working = require_model(state, map_slot if drawn_early else None)
 
 TEXT_KINDS = {"bundled": "Bundled validation text", "pasted": "Paste text", "uploaded": "Upload a file"}
-with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":material/description:"):
+with controls.expander(f"Sample text: {state.text.name}", expanded=False, icon=":material/description:"):
     kind = st.radio("Text", list(TEXT_KINDS), format_func=TEXT_KINDS.get, horizontal=True, key="text_kind")
     candidate: SampleText | None = SampleText() if kind == "bundled" else None
     if kind == "pasted":
@@ -51,16 +58,17 @@ with st.expander(f"Sample text: {state.text.name}", expanded=False, icon=":mater
                 st.rerun()
 
 UNIT_LABELS = {"head": "Attention heads", "neuron": "MLP neurons", "layer": "Layers"}
-unit_kind = st.segmented_control("Units", list(UNIT_LABELS), format_func=UNIT_LABELS.get, default="head",
+unit_kind = controls.segmented_control("Units", list(UNIT_LABELS), format_func=UNIT_LABELS.get, default="head",
                                  key="maps_kind", required=True)
 if unit_kind != "head":
+    map_slot.empty()
     unit_maps_view(state, working, unit_kind)
     st.stop()
-st.caption("Each cell is one attention head (row = layer, column = head).")
+controls.caption("Each cell is one attention head (row = layer, column = head).")
 
 labels = {key: METRICS[key].label for key in ("entropy_normalized", "entropy", "magnitude", "gradient",
                                                 "loss_impact")}
-metric = st.segmented_control("Metric", list(labels), format_func=labels.get, default=state.map_metric,
+metric = controls.segmented_control("Metric", list(labels), format_func=labels.get, default=state.map_metric,
                               key="map_metric", required=True)
 state.map_metric = metric
 
@@ -80,9 +88,10 @@ if metric in ON_REQUEST and metric not in (cached_maps(state, working) or HeadMa
 
 maps = current_maps(state, working, [metric])
 if maps is None:
+    map_slot.empty()
     st.stop()
 if maps.tokens < MIN_STABLE_TOKENS:
-    st.warning(f"The sample text gives only {maps.tokens} tokens; maps from fewer than {MIN_STABLE_TOKENS} tokens change "
+    controls.warning(f"The sample text gives only {maps.tokens} tokens; maps from fewer than {MIN_STABLE_TOKENS} tokens change "
                "a lot with the exact wording, so read this one as a rough sketch. Paste or upload a longer text.",
                icon=":material/warning:")
 settings = state.prune_settings
@@ -95,9 +104,9 @@ try:            # expected refusals (loss impact not computed yet, min_heads) be
                     f"({settings.describe()}); change them on the Prune page.")
 except (DataError, InvalidPruningPlan) as error:
     preview_note = f"No preview of Prune's choice ({settings.describe()}): {error}"
-head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart", preview=coming,
-         title=f"{METRICS[metric].label}" + (f" (only {maps.tokens} tokens: unstable)"
-                                             if maps.tokens < MIN_STABLE_TOKENS else ""))
+with map_slot.container():
+    head_map(state, working, maps.scores[metric], metric, chart_key="head_map_chart", preview=coming,
+             title=map_title(metric, maps.tokens))
 st.caption(preview_note)
 selection_list(state, working)
 if state.selection.heads:

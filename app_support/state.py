@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from sentinel.errors import DataError
 from sentinel.generation import generate_text
@@ -31,13 +32,13 @@ from sentinel.ui.pruning import metrics_for
 from sentinel.ui.library import models_dir
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
-from sentinel.ui.maps_cache import load_cached_maps, maps_fingerprint, save_cached_maps
+from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
 from sentinel.ui.selection import HeadSelection, set_heads
 from sentinel.ui.session import PruneStep, WorkingModel
 from sentinel.ui.speed import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
                                SessionSnapshot, TunedModel, bundled_model_available, configure_torch_threads,
-                               maps_key, restorable_source, snapshot_of)
+                               disk_maps_key, maps_key, restorable_source, snapshot_of)
 
 logger = logging.getLogger(__name__)
 LAST_BUDGET = "budget-last"          # state.caches key of the last `BudgetPreview`
@@ -45,6 +46,7 @@ LAST_BUDGET = "budget-last"          # state.caches key of the last `BudgetPrevi
 
 def dashboard() -> DashboardState:
     """This browser session's state: created on first use, restored from the page address after a reload."""
+    configure_torch_threads()             # once per process; here rather than in app.py, which stays free of torch
     if STATE_KEY not in st.session_state:
         st.session_state[STATE_KEY] = DashboardState()
     state = st.session_state[STATE_KEY]
@@ -112,15 +114,23 @@ def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
     return working
 
 
-def require_model(state: DashboardState) -> WorkingModel:
-    """The session's model; loads the bundled model on first use, or stops the page with a pointer to Model."""
+def require_model(state: DashboardState, drawn_early: DeltaGenerator | None = None) -> WorkingModel:
+    """The session's model; loads the bundled model on first use, or stops the page with a pointer to Model.
+
+    `drawn_early`: a placeholder the page filled before the model was loaded (the cached first map); it is
+    cleared when no model can be had, so nothing on the page stands for a model that failed to load.
+    """
     if state.working is not None:
         return state.working
     if bundled_model_available():
         with st.spinner("Loading the bundled demo model…"), report_errors("loading the bundled model") as failed:
             return open_model(state, ModelChoice())
         if failed:
+            if drawn_early is not None:
+                drawn_early.empty()
             st.stop()
+    if drawn_early is not None:
+        drawn_early.empty()
     st.info("No model is loaded yet. Choose one on the Model page.")
     st.page_link("app_pages/model.py", label="Go to the Model page", icon=":material/memory:")
     st.stop()
@@ -152,9 +162,7 @@ def current_maps(state: DashboardState, working: WorkingModel, metrics: Iterable
     Returns None when the computation failed (the error is already on the page).
     """
     key = maps_key(state, working)
-    choice = state.choice or ModelChoice()
-    disk_key = maps_fingerprint(working.base.source, choice.device, choice.dtype, working.history(),
-                                state.text.digest, state.map_samples, state.map_seq_len)
+    disk_key = disk_maps_key(state, working)
     maps = cached_maps(state, working)
     if maps is None and disk_key is not None:            # a restart: scores computed by an earlier process
         maps = load_cached_maps(disk_key, working.version)

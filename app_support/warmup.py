@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 def preload() -> None:
     """Import what every page needs and load the bundled model into the shared cache."""
+    from app_support import first_map  # noqa: F401  (pandas, Altair, the cache reader: a new session's first map)
     from sentinel.errors import SentinelError
     from app_support import widgets  # noqa: F401  (Altair, pandas, the metrics: what the first page imports)
     from app_support.state import bundled_model_available, configure_torch_threads, shared_base_model

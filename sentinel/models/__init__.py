@@ -1,14 +1,37 @@
 """Models: loading and saving, the HeadLayout, the pruning state (its one owner) and the gates that apply it, the FLOP
-count, and one adapter per family."""
+count, and one adapter per family.
 
-from sentinel.models.heads import ModelHeads, get_layout, model_heads
-from sentinel.models.layout import HeadLayout, HeadWeights
-from sentinel.models.state import ModelState, PruningState, model_state
-from sentinel.models.loading import (BUNDLED_MODEL_DIR, LoadedModel, bundled_model_dir, load_model, pruning_record,
-                                     save_model)
+The names below are imported on first use (PEP 562), so `sentinel.models.bundled` (where the bundled model
+lives) can be imported without torch: the dashboard's first map is drawn from the disk cache before torch loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(("ModelHeads", "get_layout", "model_heads"), "sentinel.models.heads"),
+    **dict.fromkeys(("HeadLayout", "HeadWeights"), "sentinel.models.layout"),
+    **dict.fromkeys(("ModelState", "PruningState", "model_state"), "sentinel.models.state"),
+    **dict.fromkeys(("BUNDLED_MODEL_DIR", "bundled_model_dir"), "sentinel.models.bundled"),
+    **dict.fromkeys(("LoadedModel", "load_model", "pruning_record", "save_model"), "sentinel.models.loading"),
+}
 
 __all__ = [
     "BUNDLED_MODEL_DIR", "bundled_model_dir", "HeadLayout", "HeadWeights", "LoadedModel", "ModelHeads",
     "ModelState", "PruningState", "get_layout", "load_model", "model_heads", "model_state", "pruning_record",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sentinel.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,13 +1,25 @@
-"""Pruning: reversible masks, physical removal, plans of heads / neurons / layers, metrics-driven strategies."""
+"""Pruning: reversible masks, physical removal, plans of heads / neurons / layers, metrics-driven strategies.
 
-from sentinel.pruning.apply import apply_plan, temporarily_masked
-from sentinel.pruning.masks import active_heads, gradient_gates, mask_heads, masked_heads, present_heads, unmask_heads
-from sentinel.pruning.plan import HeadPlan, PruneMode, PruningPlan, as_pruning_plan, normalize_plan, parse_plan_text
-from sentinel.pruning.removal import remove_heads
-from sentinel.pruning.units import (
-    active_layers, active_neurons, mask_layers, mask_neurons, masked_neurons, present_neurons, remove_layers,
-    remove_neurons, unmask_layers, unmask_neurons,
-)
+The names below are imported on first use (PEP 562), so `sentinel.pruning.plan` (plain data) can be imported
+without torch, e.g. by the chart builders the dashboard's first map uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(("apply_plan", "temporarily_masked"), "sentinel.pruning.apply"),
+    **dict.fromkeys(("active_heads", "gradient_gates", "mask_heads", "masked_heads", "present_heads",
+                     "unmask_heads"), "sentinel.pruning.masks"),
+    **dict.fromkeys(("HeadPlan", "PruneMode", "PruningPlan", "as_pruning_plan", "normalize_plan", "parse_plan_text"),
+                    "sentinel.pruning.plan"),
+    "remove_heads": "sentinel.pruning.removal",
+    **dict.fromkeys(("active_layers", "active_neurons", "mask_layers", "mask_neurons", "masked_neurons",
+                     "present_neurons", "remove_layers", "remove_neurons", "unmask_layers", "unmask_neurons"),
+                    "sentinel.pruning.units"),
+}
 
 __all__ = [
     "HeadPlan", "PruneMode", "PruningPlan", "active_heads", "active_layers", "active_neurons", "apply_plan",
@@ -15,3 +27,15 @@ __all__ = [
     "masked_neurons", "normalize_plan", "parse_plan_text", "present_heads", "present_neurons", "remove_heads",
     "remove_layers", "remove_neurons", "temporarily_masked", "unmask_heads", "unmask_layers", "unmask_neurons",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sentinel.pruning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,83 +4,32 @@ figures of the before/after table. No Streamlit here, so the same steps run from
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from torch import nn
 
-from sentinel.data import TextBlocks, load_text_blocks
-from sentinel.errors import DataError
+from sentinel.data import TextBlocks
 from sentinel.evaluation.size import parameter_count, weight_bytes
 from sentinel.metrics import compute_scores
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.metrics.scores import HeadScores
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
+from sentinel.ui.choices import (MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText, TextKind,  # noqa: F401
+                                 check_upload)
 from sentinel.ui.format import human_bytes, signed_percent
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.speed import SpeedComparison
 
 logger = logging.getLogger(__name__)
 
-TextKind = Literal["bundled", "pasted", "uploaded"]
-UPLOAD_LIMIT_MB = 5                 # the largest sample text the maps accept
 UPLOAD_ACCEPT_MB = 50               # what the uploader takes in, so a larger file gets our message, not a red chip
-MIN_STABLE_TOKENS = 256             # fewer tokens than this give maps that change a lot with the text
 ON_REQUEST = frozenset({"loss_impact"})   # one forward pass per head: only when the user asks
-
-
-@dataclass(frozen=True)
-class SampleText:
-    """The text the maps and perplexity run on: the bundled validation split, pasted text or an uploaded file."""
-
-    kind: TextKind = "bundled"
-    name: str = "bundled validation text"
-    data: bytes | None = None
-
-    @property
-    def digest(self) -> str:
-        """Identifies the text in cache keys."""
-        return hashlib.sha1(self.kind.encode() + self.name.encode() + (self.data or b"")).hexdigest()[:12]
-
-    def blocks(self, tokenizer: Any, block_size: int, max_tokens: int) -> TextBlocks:
-        """Token blocks of this text (raises DataError for too large, empty, binary or non-UTF-8 input, or a
-        table without a 'text' column, in words a non-programmer can act on)."""
-        if self.kind == "bundled":
-            return load_text_blocks(tokenizer, None, block_size, max_tokens=max_tokens)
-        check_upload(self.name, self.data or b"")
-        return load_text_blocks(tokenizer, None, block_size, data=self.data, filename=self.name,
-                                max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024, max_tokens=max_tokens)
-
-
-def check_upload(name: str, data: bytes) -> None:
-    """Refuse, in user terms, a file that is too large or a table with no 'text' column."""
-    limit = UPLOAD_LIMIT_MB * 1024 * 1024
-    if len(data) > limit:
-        raise DataError(f"{name} is {len(data) / 1024 / 1024:.1f} MB; sample texts can be at most {UPLOAD_LIMIT_MB} MB. "
-                        "Upload a shorter excerpt (a few thousand words are plenty for the maps).")
-    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    first = next((line for line in data.decode("utf-8-sig", errors="replace").splitlines() if line.strip()), "")
-    columns: list[str] | None = None
-    if suffix == "csv":
-        columns = next(csv.reader([first]), [])
-    elif suffix == "jsonl":
-        try:
-            row = json.loads(first)
-        except json.JSONDecodeError:
-            return                               # the reader names the broken line
-        columns = list(row) if isinstance(row, dict) else None
-    if columns is not None and "text" not in columns:
-        found = ", ".join(repr(c) for c in columns) or "none"
-        raise DataError(f"{name} has no column named 'text', so there is nothing to read. Columns found: {found}. "
-                        "Rename the column that holds your text to 'text' and upload it again.")
 
 
 def pasted_text(text: str) -> SampleText:

@@ -21,28 +21,16 @@ from torch import nn
 
 from sentinel.errors import DataError, SentinelError
 from sentinel.models import BUNDLED_MODEL_DIR
-from sentinel.ui.analysis import SampleText
+from sentinel.ui.choices import (MAP_METRIC, MAP_SAMPLES, MAP_SEQ_LEN, STATE_KEY, URL_KEY,  # noqa: F401
+                                 ModelChoice, SampleText)
+from sentinel.ui.maps_cache import maps_fingerprint
 from sentinel.ui.pruning import PruneSettings
 from sentinel.ui.selection import HeadSelection
 from sentinel.ui.session import PruneStep, WorkingModel
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = "sentinel_dashboard"
-URL_KEY = "s"                      # the query parameter that carries a session's snapshot
 THREADS_ENV = "SENTINEL_TORCH_THREADS"
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model a session works on: a folder or hub id (None = the bundled model), device and dtype."""
-
-    source: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def label(self) -> str:
-        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else self.source
 
 
 @dataclass
@@ -64,9 +52,9 @@ class DashboardState:
     selection: HeadSelection = field(default_factory=HeadSelection)
     caches: dict[str, Any] = field(default_factory=dict)     # results keyed by what they were computed on
     text: SampleText = field(default_factory=SampleText)
-    map_samples: int = 8                                      # blocks of sample text the maps run on
-    map_seq_len: int = 128                                    # tokens per block
-    map_metric: str = "entropy_normalized"                    # the metric last shown on Head maps
+    map_samples: int = MAP_SAMPLES                            # blocks of sample text the maps run on
+    map_seq_len: int = MAP_SEQ_LEN                            # tokens per block
+    map_metric: str = MAP_METRIC                              # the metric last shown on Head maps
     tuned: TunedModel | None = None
     job_id: str | None = None
     notices: list[str] = field(default_factory=list)          # one-shot messages for the next run
@@ -105,6 +93,13 @@ class Failure:
 def maps_key(state: DashboardState, working: WorkingModel) -> tuple:
     """What a head map depends on: the model copy, its version, the text and the sampling settings."""
     return (id(working), working.version, state.text.digest, state.map_samples, state.map_seq_len)
+
+
+def disk_maps_key(state: DashboardState, working: WorkingModel) -> str | None:
+    """The on-disk key of the head maps of the session's model as it is now (None: a hub model, not cached)."""
+    choice = state.choice or ModelChoice()
+    return maps_fingerprint(working.base.source, choice.device, choice.dtype, working.history(), state.text.digest,
+                            state.map_samples, state.map_seq_len)
 
 
 @functools.cache

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +128,32 @@ def app_page(playwright: Any, home: Path, log: Path, width: int = 1400, height: 
 def wait_idle(page: Any, timeout: float = 120.0) -> None:
     """Wait until the app's script run has finished (Streamlit marks it on the app element)."""
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout * 1000)
+
+
+def rerun_after(page: Any, action: Callable[[], Any], timeout: float = 300.0) -> None:
+    """Do `action` (a click, a key press) and wait until the script run it starts has finished.
+
+    Plain `wait_idle` right after a click can see the previous run's idle state before the new run
+    begins; this watches the app element for the run to start, then waits for it to end.
+    """
+    page.evaluate(
+        """() => {
+            const app = document.querySelector("[data-testid='stApp']");
+            window.__sentinelRuns = 0;
+            if (window.__sentinelWatch) window.__sentinelWatch.disconnect();
+            window.__sentinelWatch = new MutationObserver(() => {
+                if (app.dataset.testScriptState !== "notRunning") window.__sentinelRuns += 1;
+            });
+            window.__sentinelWatch.observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]});
+        }"""
+    )
+    action()
+    page.wait_for_function(
+        """() => window.__sentinelRuns > 0 && document.querySelector("[data-testid='stApp']")
+                                                  .dataset.testScriptState === "notRunning" """,
+        timeout=timeout * 1000,
+    )
+    wait_idle(page, timeout)
 
 
 def wait_heatmap(page: Any, cells: int, timeout: float = 120.0) -> None:

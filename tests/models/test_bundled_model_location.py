@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sentinel.errors import ModelLoadError
-from sentinel.models import loading
+from sentinel.models import bundled, loading
 from sentinel.models.loading import BUNDLED_MODEL_ENV, bundled_model_dir, load_model
 
 
@@ -24,12 +24,12 @@ def test_a_setting_without_a_model_is_refused(tmp_path, monkeypatch):
 
 def test_an_installed_package_without_assets_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv(BUNDLED_MODEL_ENV, raising=False)
-    monkeypatch.setattr(loading, "REPOSITORY_MODEL_DIR", tmp_path / "site-packages" / "assets" / "models" / "x")
+    monkeypatch.setattr(bundled, "REPOSITORY_MODEL_DIR", tmp_path / "site-packages" / "assets" / "models" / "x")
     with pytest.raises(ModelLoadError, match="Set SENTINEL_BUNDLED_MODEL to a model folder"):
         load_model(None)
 
 
 def test_a_source_checkout_defaults_to_its_assets(monkeypatch):
     monkeypatch.delenv(BUNDLED_MODEL_ENV, raising=False)
-    assert bundled_model_dir() == loading.REPOSITORY_MODEL_DIR
+    assert bundled_model_dir() == bundled.REPOSITORY_MODEL_DIR
     assert (bundled_model_dir() / "config.json").is_file()
