@@ -23,7 +23,7 @@ from sentinel.files import prepare_run_folder
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
-from sentinel.ui.history import curves_frame, run_name
+from sentinel.ui.history import curves_frame, finetune_run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.session import PruneStep, WorkingModel
 
@@ -89,7 +89,7 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
     base_source = working.base.source
     summary = pruning_summary(working)
     experiment = store.create_experiment(
-        run_name(summary["dashboard_steps"], request.steps, request.distill),
+        finetune_run_name(summary["dashboard_steps"], request.steps, request.distill),
         {**summary, "steps": request.steps, "learning_rate": request.learning_rate,
          "distill": request.distill, "batch_size": request.batch_size, "block_size": request.block_size,
          "base_model": base_source},
