@@ -117,7 +117,7 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
-            "distill": _distill(r.config), "perplexity": round(ppl, 2) if ppl is not None else None,
+            "distill": _distill(r.config), "perplexity": significant(ppl) if ppl is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -177,6 +177,11 @@ def readable(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"{len(value)} items" if len(value) > 6 else ", ".join(readable(v) for v in value)
     return str(value)
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """`value` rounded to `digits` significant digits, for number columns people sort (what `readable` shows)."""
+    return float(f"{value:.{digits}g}")
 
 
 def readable_table(values: Mapping[str, Any]) -> pd.DataFrame:

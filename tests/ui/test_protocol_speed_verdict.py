@@ -71,11 +71,28 @@ def test_a_worse_finetune_is_judged_worse_and_the_best_checkpoint_is_offered(tmp
     assert not verdict.improved and not verdict.last_is_best
     assert (verdict.best_step, verdict.best_value) == (2, 110.0)
     assert verdict.best_path == str(tmp_path / "checkpoints" / "step-2")
-    assert verdict.headline().startswith("Fine-tuning for 6 steps: perplexity got worse, 120.89 → 1,811.01 (")
+    assert verdict.outcome == "worse"
+    assert verdict.headline().startswith("Fine-tuning for 6 steps: perplexity got worse, 120.9 → 1,811 (+1398.1%) (")
     diverged = judge_finetune(view_of(job(), [(3, 500.0), (6, 900.0)]), 120.0, 900.0, 4064)
     assert diverged.best_step == 0 and diverged.best_path is None       # the start model was best
     better = judge_finetune(view_of(job(), [(3, 100.0), (6, 90.0)]), 120.0, 90.0, 4064)
-    assert better.improved and better.last_is_best
+    assert better.improved and better.last_is_best and better.outcome == "improved"
+
+
+def test_a_finetune_that_moved_perplexity_less_than_the_tolerance_changed_nothing():
+    from sentinel.ui.finetune import FINETUNE_TOLERANCE
+
+    view = view_of(job(steps=2), [(2, 1.52)])
+    same = judge_finetune(view, before=1.5213, after=1.5213, tokens=4064)       # a tie is not "got worse"
+    assert same.outcome == "unchanged" and not same.improved
+    assert same.headline().startswith("Fine-tuning for 2 steps: no measurable change in perplexity, 1.521 → 1.521 "
+                                      "(+0.0%, under the 0.5% tolerance) (")
+    tiny = judge_finetune(view, before=1.5213, after=1.5213 * (1 + FINETUNE_TOLERANCE / 2), tokens=4064)
+    assert tiny.outcome == "unchanged"
+    worse = judge_finetune(view, before=1.5213, after=1.5213 * (1 + 2 * FINETUNE_TOLERANCE), tokens=4064)
+    assert worse.outcome == "worse" and "1.521 → 1.537 (+1.0%)" in worse.headline()
+    better = judge_finetune(view, before=1.5213, after=1.5213 * (1 - 2 * FINETUNE_TOLERANCE), tokens=4064)
+    assert better.improved and "1.521 → 1.506 (-1.0%)" in better.headline()
 
 
 def test_best_step_prefers_the_later_of_equal_points():
