@@ -33,24 +33,12 @@ def target_words(measure: str, share: float) -> str:
     return f"speed-up {share:g}×" if measure == "speedup" else f"{measure} {share:.0%}"
 
 
-def units_words(step: PruneStep) -> str:
-    """What a step pruned: '23 heads, 3,139 neurons', '1 head', 'layers 4, 7:mlp' (layers by index, parts after ':')."""
-    counts = step.plan.counts()
-    words = [f"{counts[kind]:,} {kind if counts[kind] != 1 else kind[:-1]}" for kind in ("heads", "neurons")
-             if counts[kind]]
-    if step.layers:
-        entries = [str(layer) if parts == ["block"] else ", ".join(f"{layer}:{part}" for part in parts)
-                   for layer, parts in sorted(step.layers.items()) if parts]
-        words.append(f"layer{'s' if counts['layers'] != 1 else ''} {', '.join(entries)}")
-    return ", ".join(words) or "nothing"
-
-
 def step_name(data: Mapping[str, Any]) -> str:
     """One recorded pruning step (`PruneStep.to_dict`) named by how its units were chosen and what it pruned:
     'entropy 30% mask (14 heads)', 'target params 50% (23 heads, 3,139 neurons), lstsq',
     'selection remove (layers 4, 7:mlp)'."""
     step = PruneStep.from_dict(dict(data))
-    units = units_words(step)
+    units = step.describe()
     recovery = f", {step.recovery}" if step.recovery else ""
     if step.strategy:
         level = f" {step.ratio:.0%}" if isinstance(step.ratio, (int, float)) else ""
