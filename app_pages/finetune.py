@@ -136,8 +136,9 @@ else:
         if verdict.outcome == "improved":
             st.success(verdict.headline(), icon=":material/check_circle:")
         elif verdict.outcome == "unchanged":
-            st.info(verdict.headline() + " The fine-tuned model is as good as the one it started from; your "
-                    "pruned model stays as it is unless you choose otherwise.", icon=":material/info:")
+            st.info(verdict.headline() + " The fine-tuned model is not measurably different from the one it "
+                    "started from; your pruned model stays as it is unless you choose otherwise.",
+                    icon=":material/info:")
         else:
             st.warning(verdict.headline() + " The fine-tuned model is worse than the one it started from; your "
                        "pruned model stays as it is unless you choose otherwise.", icon=":material/warning:")

@@ -36,7 +36,7 @@ DASHBOARD_RUNS = "dashboard"
 DASHBOARD_FINETUNE = "dashboard-finetune"      # the job kind: "finetune" that also keeps each checkpoint
 CHECKPOINTS = "checkpoints"
 ENDED_STATES = (*FINISHED_STATES, "interrupted")
-FINETUNE_TOLERANCE = 0.005     # a fine-tune that moves the protocol perplexity by less than 0.5% changed nothing we count
+FINETUNE_TOLERANCE = 0.005     # moving the protocol perplexity by less than 0.5% is "no measurable change"
 Outcome = Literal["improved", "unchanged", "worse"]
 
 

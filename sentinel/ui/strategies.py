@@ -102,16 +102,17 @@ class Comparison:
         spread = self.random_spread()
         seeds = sum(r.strategy == "random" for r in self.results)
         if spread is None:
-            return (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** gives the lowest "
-                    f"perplexity: {readable(best.perplexity)} against {readable(self.baseline)} unpruned (no random "
-                    "seeds to judge the margin by).")
+            return (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** gives the "
+                    f"lowest perplexity: {readable(best.perplexity)} against {readable(self.baseline)} unpruned "
+                    "(no random seeds to judge the margin by).")
         low, median, high = spread
         noise = (f"random's spread over {seeds} seed{'s' if seeds != 1 else ''}: {readable(low)}–{readable(high)}, "
                  f"median {readable(median)}")
         winner = best.strategy != "random" and best.perplexity < low
         if not winner:
-            text = (f"On this model, no strategy clearly hurts least: the lowest perplexity, {readable(best.perplexity)} "
-                    f"(**{best.label}**, against {readable(self.baseline)} unpruned), is within {noise}.")
+            text = (f"On this model, no strategy clearly hurts least: the lowest perplexity, "
+                    f"{readable(best.perplexity)} (**{best.label}**, against {readable(self.baseline)} unpruned), "
+                    f"is within {noise}.")
         else:
             text = (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** hurts least: "
                     f"perplexity {readable(best.perplexity)} against {readable(self.baseline)} unpruned, below "
@@ -166,7 +167,8 @@ def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,
         result = StrategyResult(name, seed, sum(len(h) for h in done.values()), total, ppl.perplexity,
                                 ppl.tokens_evaluated)
         comparison.results.append(result)
-        tell(ProgressEvent(step=index, total_steps=steps, message=f"{result.label}: perplexity {readable(ppl.perplexity)}"))
+        tell(ProgressEvent(step=index, total_steps=steps,
+                           message=f"{result.label}: perplexity {readable(ppl.perplexity)}"))
         logger.info("Strategy %s: %d heads, perplexity %.3f", result.label, result.pruned, result.perplexity)
     return comparison
 

@@ -71,8 +71,8 @@ def record_target_prune(store: Store, working: WorkingModel, settings: BudgetSet
     """Record a target prune applied on the page (no recovery: removed = after) as a finished experiment."""
     step = working.steps[-1]
     config = experiment_config(working, settings, working.history()[:-1])
-    experiment = store.create_experiment(target_run_name(settings), config, kind=EXPERIMENT_KIND, model=working.base.source,
-                                         status="running")
+    experiment = store.create_experiment(target_run_name(settings), config, kind=EXPERIMENT_KIND,
+                                         model=working.base.source, status="running")
     summary = run_summary(working.model, settings, predicted.to_dict(), before, after, after, working.last_recovery,
                           step)
     store.update_experiment(experiment, status="completed", summary=summary)

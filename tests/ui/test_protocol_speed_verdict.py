@@ -119,8 +119,8 @@ def test_runs_are_named_by_what_they_did():
     steps = [{"mode": "mask", "how": "entropy 30%", "strategy": "entropy", "ratio": 0.3,
               "heads": {"0": [1, 2], "3": [4]}}]
     assert finetune_run_name(steps, 40) == "entropy 30% mask (3 heads) + 40 steps"
-    assert finetune_run_name([{"mode": "remove", "how": "selection of 1 heads", "strategy": None,
-                               "heads": {"1": [0]}}], 10, distill=True) == "selection remove (1 head) + 10 steps distilled"
+    picked = [{"mode": "remove", "how": "selection of 1 heads", "strategy": None, "heads": {"1": [0]}}]
+    assert finetune_run_name(picked, 10, distill=True) == "selection remove (1 head) + 10 steps distilled"
     assert finetune_run_name([], 5) == "unpruned + 5 steps"
 
 

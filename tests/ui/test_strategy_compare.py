@@ -43,7 +43,8 @@ def test_the_recommendation_says_when_entropy_loses_to_random():
 
 
 def test_no_winner_is_named_inside_randoms_spread():
-    results = [StrategyResult("entropy", None, 14, 48, 1.524, 4064), StrategyResult("magnitude", None, 14, 48, 1.5213, 4064),
+    results = [StrategyResult("entropy", None, 14, 48, 1.524, 4064),
+               StrategyResult("magnitude", None, 14, 48, 1.5213, 4064),
                StrategyResult("random", 0, 14, 48, 1.5201, 4064), StrategyResult("random", 1, 14, 48, 1.5262, 4064)]
     comparison = Comparison(0.3, 1.5012, results)
     assert comparison.random_spread() == (1.5201, (1.5201 + 1.5262) / 2, 1.5262)
