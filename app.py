@@ -38,7 +38,8 @@ def main() -> None:
         st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:",
                 help="Train the pruned model in the background to win back quality; watch it live."),
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:",
-                help="One prompt, same settings and seed: base, pruned and fine-tuned text side by side."),
+                help="Up to four models of any kind (base, pruned, fine-tuned, saved, sparse): the same prompt's text "
+                     "side by side, with perplexity, size and measured speed."),
         st.Page("app_pages/experiments.py", title="Experiments", icon=":material/history:",
                 help="Every recorded run: settings, pruned heads, curves, final numbers and samples."),
     ]

@@ -12,6 +12,7 @@ from sentinel.evaluation.paired import SPEED_REPEATS, interleaved_speed
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.compare import check_choice, speed_table
 from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
+from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
 state = dashboard()
@@ -94,7 +95,7 @@ elif shown is not None:
             ppl = perplexity(state, working, col)
             if ppl is not None:
                 change = None if is_first or first_ppl is None else signed_percent(first_ppl.value, ppl.value) or None
-                st.metric("Perplexity", f"{ppl.value:.2f}", change, delta_color="inverse",
+                st.metric("Perplexity", readable(ppl.value), change, delta_color="inverse",
                           help=f"The app's one protocol: {EVAL_PROTOCOL.describe(ppl.tokens)}.")
             figures = size(state, col)
             for label, value in figures.rows().items():

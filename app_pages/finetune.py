@@ -5,7 +5,8 @@ import streamlit as st
 from app_support.state import (adopt_tuned, dashboard, job_verdict, report_errors, require_model,
                                restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.ui.charts import curves_chart
-from sentinel.ui.finetune import FineTuneRequest, JobView, job_view, queue_place, start_finetune
+from sentinel.ui.finetune import FINETUNE_TOLERANCE, FineTuneRequest, JobView, job_view, queue_place, start_finetune
+from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
 STATE_WORDS = {"queued": "waiting to start", "running": "running", "succeeded": "finished",
@@ -35,7 +36,7 @@ def show(view: JobView) -> None:
     loss, ppl = view.latest("loss"), view.latest("val_perplexity")
     cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
     block = job.params.get("config", {}).get("block_size", EVAL_PROTOCOL.window)
-    cols[1].metric("Validation perplexity", f"{ppl:,.2f}" if ppl is not None else "–",
+    cols[1].metric("Validation perplexity", readable(ppl) if ppl is not None else "–",
                    help=f"On the first {EVAL_PROTOCOL.tokens:,} tokens of the bundled validation text in blocks of "
                         f"{block} tokens" + (" — exactly the app's protocol." if block == EVAL_PROTOCOL.window else
                                              f"; the app's protocol uses windows of {EVAL_PROTOCOL.window}, so "
@@ -132,16 +133,22 @@ else:
     verdict = job_verdict(state, working, view)
     adopted = state.tuned.checkpoint if state.tuned is not None and state.tuned.job_id == view.job.id else None
     if verdict is not None:
-        if verdict.improved:
+        if verdict.outcome == "improved":
             st.success(verdict.headline(), icon=":material/check_circle:")
+        elif verdict.outcome == "unchanged":
+            st.info(verdict.headline() + " The fine-tuned model is not measurably different from the one it "
+                    "started from; your pruned model stays as it is unless you choose otherwise.",
+                    icon=":material/info:")
         else:
             st.warning(verdict.headline() + " The fine-tuned model is worse than the one it started from; your "
                        "pruned model stays as it is unless you choose otherwise.", icon=":material/warning:")
+        st.caption(f"A change of less than {FINETUNE_TOLERANCE:.1%} of the perplexity counts as no measurable "
+                   "change; perplexities are shown to 4 significant digits.")
         if not verdict.last_is_best:
             where = ("the model before fine-tuning" if verdict.best_step == 0
                      else f"the checkpoint at step {verdict.best_step}")
-            st.info(f"The lowest validation perplexity of the run was {verdict.best_value:,.2f}, at {where}; "
-                    f"the last evaluation gave {verdict.last_value:,.2f} (the run's own validation curve).",
+            st.info(f"The lowest validation perplexity of the run was {readable(verdict.best_value)}, at {where}; "
+                    f"the last evaluation gave {readable(verdict.last_value)} (the run's own validation curve).",
                     icon=":material/info:")
         cols = st.columns(2)
         if adopted == view.model_path:

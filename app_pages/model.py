@@ -6,6 +6,7 @@ from sentinel.evaluation.size import parameter_count, weight_bytes
 from sentinel.files import check_allowed_folder, check_hub_id
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
+from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir, saved_models
 from app_support.state import (ModelChoice, base_figures, bundled_model_available, dashboard, open_model, report_errors,
                                require_model)
@@ -82,9 +83,9 @@ cols[3].metric("Grouped-query", "yes" if layout.kv_group_size > 1 else "no",
                     "removing them physically works only a whole group at a time.")
 figures = base_figures(state, working)
 if figures is not None:
-    st.metric("Perplexity (as loaded)", f"{figures.perplexity:.2f}", help=f"The app's one protocol: "
+    st.metric("Perplexity (as loaded)", readable(figures.perplexity), help=f"The app's one protocol: "
               f"{figures.perplexity_note}. Prune, Fine-tune, Compare and Experiments use the same.")
-    st.caption(f"Perplexity {figures.perplexity:.2f}: {figures.perplexity_note}.")
+    st.caption(f"Perplexity {readable(figures.perplexity)}: {figures.perplexity_note}.")
 if base.record:
     st.caption(f"Loaded a Sentinel-saved pruned model from {base.source}; its pruning history:")
     st.json(base.record.get("history", []), expanded=False)

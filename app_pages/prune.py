@@ -34,8 +34,9 @@ from app_support.widgets import head_map, layer_map, neuron_map, selection_list
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
-st.caption("Switch attention heads off and see what it does. Masking is reversible and keeps the weights; "
-           "removal cuts the heads out of the weights, so the model gets smaller and faster.")
+st.caption("Switch off attention heads, MLP neurons or whole layers and see what it does. Masking is reversible "
+           "and keeps the weights; removal cuts the units out of the weights, so the model gets smaller. Whether it "
+           "also gets faster is measured after each removal: often the difference is within the timing noise.")
 working = require_model(state)
 show_notices(state)
 layout = working.base.layout
@@ -51,7 +52,7 @@ with right:
                                 "target": "By a size or FLOPs target"}.get)
     mode = "remove" if how == "target" else st.radio(
                     "How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
-                    format_func={"mask": "Mask (reversible)", "remove": "Remove (smaller, faster)"}.get,
+                    format_func={"mask": "Mask (reversible)", "remove": "Remove (smaller; speed measured after)"}.get,
                     help="Masking multiplies a head's output by 0. Removal deletes its weights"
                          + (f"; this model shares K/V heads in groups of {layout.kv_group_size}, so removal "
                             "takes whole groups." if layout.kv_group_size > 1 else "."))
@@ -239,7 +240,9 @@ def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
         st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
                    f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
                    "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
-                   "includes 1.00× the difference is within the noise. Masking multiplies a head's output by 0 but "
+                   "includes 1.00× the difference is within the noise. The predicted speed-up here counts the whole "
+                   "model's FLOPs, LM head included (pruning does not shrink it), so it is lower than the body-only "
+                   "prediction shown before Prune. Masking multiplies a head's output by 0 but "
                    "still computes it, so only removal can make the model faster. After each step the timing runs "
                    "last, once the rest of the page is drawn, and its rows fill in when it is done.")
 

@@ -17,6 +17,7 @@ from sentinel.sparsity.scores import DATA_METHODS, METHODS
 from sentinel.sparsity.sensitivity import sensitivity_lines
 from sentinel.sparsity.storage import size_report
 from sentinel.ui.finetune import queue_place
+from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
@@ -155,9 +156,9 @@ else:
             state.caches[("ppl-int8", key)] = protocol_perplexity(quantized.model, working.tokenizer)
         int8_ppl = state.caches.get(("ppl-int8", key)) if quantized is not None else None
         if now is not None:
-            line = f"Perplexity: your model **{now.perplexity:.2f}**, sparse copy **{ppl.perplexity:.2f}**"
+            line = f"Perplexity: your model **{readable(now.perplexity)}**, sparse copy **{readable(ppl.perplexity)}**"
             if int8_ppl is not None:
-                line += f", sparse int8 copy **{int8_ppl.perplexity:.2f}**"
+                line += f", sparse int8 copy **{readable(int8_ppl.perplexity)}**"
             st.markdown(line + f" ({now.perplexity_note}).")
             store = shared_store()           # each sparsify (and its int8 copy) is one recorded run
             if ("run", key) not in state.caches:

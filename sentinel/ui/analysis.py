@@ -23,6 +23,7 @@ from sentinel.pruning import active_heads
 from sentinel.ui.choices import (MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText, TextKind,  # noqa: F401
                                  check_upload)
 from sentinel.ui.format import human_bytes, signed_percent
+from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.speed import SpeedComparison
 
@@ -133,6 +134,9 @@ def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
                         ppl.perplexity, ppl.tokens_evaluated)
 
 
+WHOLE_MODEL_PREDICTION = "Speed-up predicted (whole model's FLOPs, LM head included)"
+
+
 def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedComparison | None = None) -> pd.DataFrame:
     """Rows: active heads (count and share), parameters and weight bytes (exact), perplexity (protocol), and the
     predicted and measured speed; columns: before, after, change."""
@@ -144,13 +148,13 @@ def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedCo
          f"{after.parameters - before.parameters:+,} ({signed_percent(before.parameters, after.parameters) or '0%'})"),
         ("Weight bytes", human_bytes(before.weight_bytes), human_bytes(after.weight_bytes),
          f"{after.weight_bytes - before.weight_bytes:+,} bytes"),
-        ("Perplexity", f"{before.perplexity:.2f}", f"{after.perplexity:.2f}",
+        ("Perplexity", readable(before.perplexity), readable(after.perplexity),
          signed_percent(before.perplexity, after.perplexity) or "0%"),
     ]
     if speed is not None:
-        predicted = (f"{speed.predicted_speedup:.2f}× (from the removed FLOPs)"
+        predicted = (f"{speed.predicted_speedup:.2f}×"
                      if speed.pruned_params < speed.base_params else "none: masked units still compute")
-        rows.append(("Speed-up predicted", "1.00×", predicted, ""))
+        rows.append((WHOLE_MODEL_PREDICTION, "1.00×", predicted, ""))
         for name, ratio in (("Prefill speed measured", speed.prefill), ("Generation speed measured", speed.decode)):
             rows.append((name, "1.00×", ratio.describe() if ratio else "not measured (nothing removed)", ""))
     return pd.DataFrame(rows, columns=["", "Before", "After", "Change"]).set_index("")

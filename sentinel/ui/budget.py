@@ -87,6 +87,9 @@ def apply_budget(working: WorkingModel, result: BudgetResult, settings: BudgetSe
     return working.apply(result.plan, "remove", settings.label(), recovery=recovery)
 
 
+BODY_PREDICTION = "Speed-up predicted (body's FLOPs: attention + MLP, LM head left out)"
+
+
 def prediction_table(result: BudgetResult) -> pd.DataFrame:
     """Rows: parameters (all and prunable), body FLOPs per token and the speed-up they predict; now vs predicted."""
     speedup = result.speedup_predicted
@@ -97,7 +100,7 @@ def prediction_table(result: BudgetResult) -> pd.DataFrame:
          f"{result.prunable_params_after:,}", f"-{result.prunable_share_removed:.1%}"),
         (f"Body FLOPs per token (context {result.seq_len})", f"{result.flops_before:,}", f"{result.flops_after:,}",
          f"-{result.flops_share_removed:.1%}"),
-        ("Speed-up predicted (from the body's FLOPs)", "1.00×", f"{speedup:.2f}×", ""),
+        (BODY_PREDICTION, "1.00×", f"{speedup:.2f}×", ""),
     ]
     return pd.DataFrame(rows, columns=["", "Now", "After Prune (predicted)", "Change"]).set_index("")
 

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from sentinel.store import ExperimentRecord
+from sentinel.ui.history import significant
 from sentinel.workflows.summary import RunSummary
 
 COMPRESS_KINDS = {"compress": "CLI", "dashboard-compress": "dashboard"}
@@ -31,7 +32,8 @@ def _final_stage(record: ExperimentRecord) -> str:
 
 
 def _rounded(value: Any) -> float | None:
-    return round(float(value), 2) if isinstance(value, (int, float)) else None
+    """A perplexity to 4 significant digits, as every page shows them (None when the run did not record it)."""
+    return significant(float(value)) if isinstance(value, (int, float)) else None
 
 
 def compress_runs_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:

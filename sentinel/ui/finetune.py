@@ -13,7 +13,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from torch import nn
@@ -23,7 +23,7 @@ from sentinel.files import prepare_run_folder
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
-from sentinel.ui.history import curves_frame, run_name
+from sentinel.ui.history import curves_frame, finetune_run_name, readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.session import PruneStep, WorkingModel
 
@@ -36,6 +36,8 @@ DASHBOARD_RUNS = "dashboard"
 DASHBOARD_FINETUNE = "dashboard-finetune"      # the job kind: "finetune" that also keeps each checkpoint
 CHECKPOINTS = "checkpoints"
 ENDED_STATES = (*FINISHED_STATES, "interrupted")
+FINETUNE_TOLERANCE = 0.005     # moving the protocol perplexity by less than 0.5% is "no measurable change"
+Outcome = Literal["improved", "unchanged", "worse"]
 
 
 @dataclass
@@ -89,7 +91,7 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
     base_source = working.base.source
     summary = pruning_summary(working)
     experiment = store.create_experiment(
-        run_name(summary["dashboard_steps"], request.steps, request.distill),
+        finetune_run_name(summary["dashboard_steps"], request.steps, request.distill),
         {**summary, "steps": request.steps, "learning_rate": request.learning_rate,
          "distill": request.distill, "batch_size": request.batch_size, "block_size": request.block_size,
          "base_model": base_source},
@@ -264,18 +266,34 @@ class FineTuneVerdict:
     best_path: str | None          # the kept checkpoint of the best step (None: step 0 or the last step)
 
     @property
+    def change(self) -> float:
+        """The relative change of the protocol perplexity, (after − before) / before (negative: better)."""
+        return (self.after - self.before) / self.before
+
+    @property
+    def outcome(self) -> Outcome:
+        """'improved', 'unchanged' (|change| under FINETUNE_TOLERANCE) or 'worse'."""
+        if abs(self.change) < FINETUNE_TOLERANCE:
+            return "unchanged"
+        return "improved" if self.change < 0 else "worse"
+
+    @property
     def improved(self) -> bool:
-        return self.after < self.before
+        return self.outcome == "improved"
 
     @property
     def last_is_best(self) -> bool:
         return self.best_step == self.steps or self.best_value >= self.last_value
 
     def headline(self) -> str:
-        """One sentence with the numbers, e.g. 'perplexity got worse: 120.89 → 1,811.01 after 6 steps'."""
-        change = "improved" if self.improved else "got worse"
-        return (f"Fine-tuning for {self.steps} steps: perplexity {change}, {self.before:,.2f} → {self.after:,.2f} "
-                f"({EVAL_PROTOCOL.describe(self.tokens)}).")
+        """One sentence with the numbers (4 significant digits), e.g. 'perplexity got worse, 120.9 → 1,811 (+1398.1%)'
+        or 'no measurable change in perplexity, 1.523 → 1.523 (−0.0%, under the 0.5% tolerance)'."""
+        numbers = f"{readable(self.before)} → {readable(self.after)} ({self.change:+.1%}"
+        if self.outcome == "unchanged":
+            said = f"no measurable change in perplexity, {numbers}, under the {FINETUNE_TOLERANCE:.1%} tolerance)"
+        else:
+            said = f"perplexity {'improved' if self.improved else 'got worse'}, {numbers})"
+        return f"Fine-tuning for {self.steps} steps: {said} ({EVAL_PROTOCOL.describe(self.tokens)})."
 
 
 def judge_finetune(view: JobView, before: float, after: float, tokens: int) -> FineTuneVerdict:

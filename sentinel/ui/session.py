@@ -66,8 +66,16 @@ class PruneStep:
         return sum(self.plan.counts().values())
 
     def describe(self) -> str:
-        """'12 heads, 300 neurons' — the units this step pruned."""
-        return ", ".join(f"{n} {k}" for k, n in self.plan.counts().items() if n) or "nothing"
+        """The units this step pruned: '23 heads, 3,139 neurons', '1 head', 'layers 4, 7:mlp' (layers by original
+        index, a part after ':'), or 'nothing'."""
+        counts = self.plan.counts()
+        words = [f"{counts[kind]:,} {kind if counts[kind] != 1 else kind[:-1]}" for kind in ("heads", "neurons")
+                 if counts[kind]]
+        entries = [str(layer) if parts == ["block"] else ", ".join(f"{layer}:{part}" for part in parts)
+                   for layer, parts in sorted(self.layers.items()) if parts]
+        if entries:
+            words.append(f"layer{'s' if counts['layers'] != 1 else ''} {', '.join(entries)}")
+        return ", ".join(words) or "nothing"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the saved model's note, the experiment store)."""

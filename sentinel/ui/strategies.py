@@ -26,6 +26,7 @@ from sentinel.pruning import active_heads, mask_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_names
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import score_source
+from sentinel.ui.history import readable, significant
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import WorkingModel
 
@@ -85,29 +86,47 @@ class Comparison:
         """Ranked by perplexity (lower hurts less): rank, strategy, heads pruned, perplexity, rise over unpruned."""
         ranked = sorted(self.results, key=lambda r: (r.perplexity, r.label))
         rows = [{"rank": i + 1, "strategy": r.label, "heads pruned": f"{r.pruned} of {r.total} = {r.pruned / r.total:.0%}",
-                 "perplexity": round(r.perplexity, 2), "rise": f"{(r.perplexity / self.baseline - 1):+.1%}"}
+                 "perplexity": significant(r.perplexity), "rise": f"{(r.perplexity / self.baseline - 1):+.1%}"}
                 for i, r in enumerate(ranked)]
         return pd.DataFrame(rows)
 
-    def random_median(self) -> float | None:
-        values = [r.perplexity for r in self.results if r.strategy == "random"]
-        return statistics.median(values) if values else None
+    def random_spread(self) -> tuple[float, float, float] | None:
+        """Random's (lowest, median, highest) perplexity over its seeds: the noise a rule must beat (None: no seeds)."""
+        values = sorted(r.perplexity for r in self.results if r.strategy == "random")
+        return (values[0], statistics.median(values), values[-1]) if values else None
 
     def recommendation(self) -> str:
-        """Plain words: the best strategy, and whether the default (entropy) rule loses to random here."""
+        """Plain words: the lowest perplexity, random's spread over seeds beside it, and whether the best and the
+        default (entropy) rule fall inside that spread (then no winner is named: the margin is within chance)."""
         best = min(self.results, key=lambda r: (r.perplexity, r.label))
-        text = (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** hurts least: "
-                f"perplexity {best.perplexity:,.2f} against {self.baseline:,.2f} unpruned.")
+        spread = self.random_spread()
+        seeds = sum(r.strategy == "random" for r in self.results)
+        if spread is None:
+            return (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** gives the "
+                    f"lowest perplexity: {readable(best.perplexity)} against {readable(self.baseline)} unpruned "
+                    "(no random seeds to judge the margin by).")
+        low, median, high = spread
+        noise = (f"random's spread over {seeds} seed{'s' if seeds != 1 else ''}: {readable(low)}–{readable(high)}, "
+                 f"median {readable(median)}")
+        winner = best.strategy != "random" and best.perplexity < low
+        if not winner:
+            text = (f"On this model, no strategy clearly hurts least: the lowest perplexity, "
+                    f"{readable(best.perplexity)} (**{best.label}**, against {readable(self.baseline)} unpruned), "
+                    f"is within {noise}.")
+        else:
+            text = (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** hurts least: "
+                    f"perplexity {readable(best.perplexity)} against {readable(self.baseline)} unpruned, below "
+                    f"{noise}.")
         default = next((r for r in self.results if r.strategy == DEFAULT_STRATEGY), None)
-        random = self.random_median()
-        if default is not None and random is not None:
-            if default.perplexity > random:
-                text += (f" The {DEFAULT_STRATEGY} rule (the default) does worse than picking heads at random: "
-                         f"{default.perplexity:,.2f} against random's median {random:,.2f}. Prefer "
-                         f"{best.label.split(' (')[0]} here.")
+        if default is not None and default is not best:
+            value, rule = readable(default.perplexity), f"The {DEFAULT_STRATEGY} rule (the default)"
+            if default.perplexity > high:
+                text += (f" {rule} does worse than picking heads at random: {value}, above every random seed."
+                         + (f" Prefer {best.label} here." if winner else ""))
+            elif default.perplexity >= low:
+                text += f" {rule}, {value}, is within random's spread: no better than picking heads at random here."
             else:
-                text += (f" The {DEFAULT_STRATEGY} rule beats random here ({default.perplexity:,.2f} against random's "
-                         f"median {random:,.2f}).")
+                text += f" {rule} beats every random seed here ({value})."
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +167,8 @@ def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,
         result = StrategyResult(name, seed, sum(len(h) for h in done.values()), total, ppl.perplexity,
                                 ppl.tokens_evaluated)
         comparison.results.append(result)
-        tell(ProgressEvent(step=index, total_steps=steps, message=f"{result.label}: perplexity {ppl.perplexity:,.2f}"))
+        tell(ProgressEvent(step=index, total_steps=steps,
+                           message=f"{result.label}: perplexity {readable(ppl.perplexity)}"))
         logger.info("Strategy %s: %d heads, perplexity %.3f", result.label, result.pruned, result.perplexity)
     return comparison
 

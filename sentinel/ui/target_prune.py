@@ -22,6 +22,7 @@ from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.recovery import RecoveryResult
 from sentinel.store import Store
 from sentinel.ui.budget import BudgetSettings
+from sentinel.ui.history import target_run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.recovered import save_recovered, weights_path
 from sentinel.ui.session import DASHBOARD_CALIBRATION, PruneStep, WorkingModel
@@ -31,12 +32,6 @@ logger = logging.getLogger(__name__)
 
 JOB_KIND = "target-prune"
 EXPERIMENT_KIND = "dashboard-compress"     # a target prune from the dashboard (the CLI's runs are "compress")
-
-
-def run_name(settings: BudgetSettings) -> str:
-    """A readable run name, e.g. 'params 50% heads+neurons, lstsq' or 'flops 30% heads, no recovery'."""
-    recovery = "no recovery" if settings.recovery == "none" else settings.recovery
-    return f"{settings.measure} {settings.share:.0%} {'+'.join(settings.units)}, {recovery}"
 
 
 def experiment_config(working: WorkingModel, settings: BudgetSettings, prior: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,8 +73,8 @@ def record_target_prune(store: Store, working: WorkingModel, settings: BudgetSet
     """Record a target prune applied on the page (no recovery: removed = after) as a finished experiment."""
     step = working.steps[-1]
     config = experiment_config(working, settings, working.history()[:-1])
-    experiment = store.create_experiment(run_name(settings), config, kind=EXPERIMENT_KIND, model=working.base.source,
-                                         status="running")
+    experiment = store.create_experiment(target_run_name(settings), config, kind=EXPERIMENT_KIND,
+                                         model=working.base.source, status="running")
     summary = run_summary(working.model, settings, predicted.to_dict(), before, after, after, working.last_recovery,
                           step)
     store.update_experiment(experiment, status="completed", summary=summary)
@@ -98,7 +93,7 @@ def start_target_prune(jobs: JobManager, store: Store, working: WorkingModel, se
     if predicted.plan.is_empty():
         raise InvalidPruningPlan("This target removes nothing: raise the share or allow more unit kinds.")
     prior = working.history()
-    experiment = store.create_experiment(run_name(settings), experiment_config(working, settings, prior),
+    experiment = store.create_experiment(target_run_name(settings), experiment_config(working, settings, prior),
                                          kind=EXPERIMENT_KIND, model=working.base.source, status="running")
     params = {"source": source, "dtype": dtype, "steps": prior, "settings": {**asdict(settings),
                                                                             "units": list(settings.units)},

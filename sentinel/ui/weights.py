@@ -32,6 +32,7 @@ from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compress
 from sentinel.sparsity.text import calibration_blocks
 from sentinel.store import Store, new_id, sentinel_home
 from sentinel.ui.format import human_bytes
+from sentinel.ui.history import sensitivity_run_name, sparsify_run_name
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.ui.session import WorkingModel
@@ -44,10 +45,6 @@ SPARSIFY_KIND = "weights-sparsify"
 SENSITIVITY_KIND = "weights-sensitivity"
 SENSITIVITY_RUNS = "weights-sensitivity"          # $SENTINEL_HOME/<this>/<experiment>/start: the scanned model
 PAGE_SCHEDULES = ("oneshot", "gradual")            # lottery tickets train for several rounds: `sentinel sparsify`
-METHOD_LABELS = {"l1": "magnitude", "l2": "magnitude (l2)", "random": "random", "gradient": "gradient",
-                 "snip": "SNIP", "wanda": "Wanda"}
-
-
 @dataclass
 class ScheduleSettings:
     """One-shot (masks once), or gradual: Zhu & Gupta's cubic ramp to the target over `steps` fine-tuning steps
@@ -305,15 +302,6 @@ def existing_targets(name: str, with_int8: bool) -> list[Path]:
 
 # -- the experiment store ----------------------------------------------------------------------------------------------
 
-def sparsify_run_name(config: SparsityConfig, schedule: ScheduleSettings, int8: bool = False) -> str:
-    """A readable run name, e.g. 'magnitude 50% 2:4 sparsify' or 'Wanda 30% unstructured gradual 20 steps sparsify'."""
-    pattern = config.pattern if parse_pattern(config.pattern) is not None else "unstructured"
-    share = 1 - parse_pattern(pattern)[0] / parse_pattern(pattern)[1] if pattern != "unstructured" else config.sparsity
-    when = "" if schedule.kind == "oneshot" else f" gradual {schedule.steps} steps"
-    return f"{METHOD_LABELS.get(config.method, config.method)} {share:.0%} {pattern}{when} sparsify" + \
-        (" + int8" if int8 else "")
-
-
 def record_sparsify(store: Store, working: WorkingModel, sparse: SparseModel, baseline: float | None,
                     perplexity: float, sizes: SizeReport, int8_perplexity: float | None = None) -> str:
     """Record a sparsify run (settings, per-layer sparsity, sizes, perplexity) as a 'weights-sparsify' experiment;
@@ -361,12 +349,6 @@ class SensitivityRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def sensitivity_run_name(request: SensitivityRequest, layers: int) -> str:
-    """E.g. 'sensitivity magnitude 6 layers at 10%, 50%'."""
-    levels = ", ".join(f"{s:.0%}" for s in sorted(request.levels))
-    return f"sensitivity {METHOD_LABELS.get(request.method, request.method)} {layers} layers at {levels}"
 
 
 def start_sensitivity(jobs: JobManager, store: Store, working: WorkingModel, request: SensitivityRequest,

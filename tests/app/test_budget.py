@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from sentinel.pruning.budget import Target
+from sentinel.ui.budget import BODY_PREDICTION
 from tests.app.conftest import assert_clean, dashboard, open_app, url_of
 
 
@@ -74,7 +75,7 @@ def test_a_speedup_target_predicts_the_flops_it_implies_and_shows_the_measured_s
     prediction = at.table[0].value
     assert prediction.loc[f"Body FLOPs per token (context {BUDGET_SEQ_LEN})", "Change"] == \
         f"-{implied.flops_share_removed:.1%}"
-    assert prediction.loc["Speed-up predicted (from the body's FLOPs)", "After Prune (predicted)"] == \
+    assert prediction.loc[BODY_PREDICTION, "After Prune (predicted)"] == \
         f"{implied.speedup_predicted:.2f}×"
     assert any("predicted from the body's FLOPs: it removes 1 − 1/1.5 = 33.3%" in c.value for c in at.caption)
     at.button(key="prune_go").click().run()

@@ -15,6 +15,7 @@ from sentinel.generation import generate_text
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.pruning import remove_heads
 from sentinel.ui.format import human_count
+from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import protocol_perplexity
 from tests.app.conftest import assert_clean, dashboard, errors, open_app
@@ -83,7 +84,7 @@ def test_base_pruned_and_a_saved_model_side_by_side(library, monkeypatch):
                                             greedy=True).text.strip()
     ppl = [m.value for m in at.metric if m.label == "Perplexity"]
     expected_saved = protocol_perplexity(library.model, library.tokenizer).perplexity
-    assert ppl == [before, after, f"{expected_saved:.2f}"]       # the Prune page's numbers for the same models
+    assert ppl == [before, after, readable(expected_saved)]       # the Prune page's numbers for the same models
     params = [m.value for m in at.metric if m.label == "Parameters"]
     assert params == [human_count(parameter_count(state.working.base.model)),
                       human_count(parameter_count(state.working.model)), human_count(parameter_count(library.model))]
@@ -135,7 +136,7 @@ def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
     at.button(key="compare_go").click().run()
     assert_clean(at)
     assert list(bodies(at)) == ["base", "sparse"]
-    assert [m.value for m in at.metric if m.label == "Perplexity"][1] == f"{weights_ppl:.2f}"
+    assert [m.value for m in at.metric if m.label == "Perplexity"][1] == readable(weights_ppl)
     nonzero = [m.value for m in at.metric if m.label == "Non-zero parameters"]
     stats = sparse.result.stats
     assert nonzero[1] == f"{human_count(stats.nonzero_parameters)} " \

@@ -8,6 +8,7 @@ import torch
 
 from sentinel.models import load_model
 from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.history import readable, significant
 from sentinel.ui.protocol import protocol_perplexity
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
@@ -93,15 +94,15 @@ def test_one_perplexity_on_every_page():
     expected = protocol_perplexity(bundled.model, bundled.tokenizer)
     at = open_app()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Perplexity (as loaded)"] == f"{expected.perplexity:.2f}"
+    assert metrics["Perplexity (as loaded)"] == readable(expected.perplexity)
     assert any(f"{expected.tokens_evaluated:,} scored tokens of the bundled validation text" in c.value
                for c in at.caption)
     at.switch_page("app_pages/prune.py").run()
-    assert at.table[0].value.loc["Perplexity", "Before"] == f"{expected.perplexity:.2f}"
+    assert at.table[0].value.loc["Perplexity", "Before"] == readable(expected.perplexity)
     at.switch_page("app_pages/compare.py").run()
     at.button(key="compare_go").click().run()
     values = [m.value for m in at.metric if m.label == "Perplexity"]
-    assert values[0] == f"{expected.perplexity:.2f}"
+    assert values[0] == readable(expected.perplexity)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -149,7 +150,7 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     assert job.state == "succeeded" and job.kind == "strategy-compare"
     comparison = Comparison.from_dict(job.result["comparison"])
     table = at.dataframe[0].value
-    assert table["perplexity"].tolist() == sorted(round(r.perplexity, 2) for r in comparison.results)
+    assert table["perplexity"].tolist() == sorted(significant(r.perplexity) for r in comparison.results)
     assert {"entropy", "magnitude", "random (seed 0)"} <= set(table["strategy"])
     assert set(table["heads pruned"]) == {"14 of 48 = 29%"}
     assert comparison.baseline == pytest.approx(dashboard(at).caches["figures-base", id(dashboard(at).working.base)]

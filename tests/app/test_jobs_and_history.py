@@ -12,6 +12,7 @@ import torch
 from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
+from sentinel.ui.history import readable, significant
 from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
@@ -45,9 +46,9 @@ def test_a_short_finetune_runs_to_completion(finished):
     # judged under the app's protocol: "before" is the pruned model's perplexity on the Prune page
     before = dashboard(at).caches["figures-now"][1]
     assert verdict.before == before.perplexity and verdict.tokens == before.perplexity_tokens
-    shown = [s.value for s in (at.success if verdict.improved else at.warning)]
+    shown = [s.value for s in {"improved": at.success, "unchanged": at.info, "worse": at.warning}[verdict.outcome]]
     assert shown[0].startswith(verdict.headline())
-    assert f"{verdict.before:,.2f} → {verdict.after:,.2f}" in shown[0]
+    assert f"{readable(verdict.before)} → {readable(verdict.after)}" in shown[0]      # 4 significant digits
     assert shared_store().get_experiment(job.experiment_id).summary["protocol_perplexity_after"] == verdict.after
     curves = shared_store().get_curves(job.experiment_id)
     assert [p.step for p in curves["loss"]] == list(range(1, STEPS + 1))
@@ -132,7 +133,7 @@ def test_the_experiment_is_listed(finished):
     row = table[table["id"] == job.experiment_id].iloc[0]
     assert row["kind"] == "finetune" and row["status"] == "completed" and row["strategy"] == "entropy"
     assert row["pruning_ratio"] == pytest.approx(14 / 48, abs=1e-4)
-    assert row["perplexity"] == round(dashboard(finished[0]).caches[("verdict", job_id)].after, 2)
+    assert row["perplexity"] == significant(dashboard(finished[0]).caches[("verdict", job_id)].after)
     assert row["name"] == f"entropy 30% mask (14 heads) + {STEPS} steps"
     at.selectbox(key="experiments_pick").set_value(job.experiment_id).run()
     assert_clean(at)

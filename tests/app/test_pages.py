@@ -11,6 +11,7 @@ from sentinel.evaluation.size import parameter_count
 from sentinel.metrics import weight_magnitude
 from sentinel.models import load_model
 from sentinel.pruning import active_heads
+from sentinel.ui.analysis import WHOLE_MODEL_PREDICTION
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, wait_for
 
 # The bundled demo model: GPT-2, 6 layers x 8 heads of 32 dims (n_embd 256). One head of GPT-2 holds
@@ -83,7 +84,7 @@ def test_prune_30_percent_by_strategy(bundled):
     table = at.table[0].value
     assert table.loc["Active heads"].tolist() == ["48 of 48", "34 of 48", "14 of 48 heads pruned = 29%"]
     assert float(table.loc["Perplexity", "After"]) > 0          # a measured perplexity, not a placeholder
-    assert table.loc["Speed-up predicted", "After"] == "none: masked units still compute"
+    assert table.loc[WHOLE_MODEL_PREDICTION, "After"] == "none: masked units still compute"
     assert active_heads(bundled.model) == {layer: list(range(HEADS)) for layer in range(LAYERS)}
     at.button(key="prune_undo").click().run()
     assert dashboard(at).working.steps == [] and dashboard(at).working.status() == {}
@@ -105,7 +106,7 @@ def test_prune_a_selection_by_removal():
     assert table.loc["Active heads"].tolist()[:2] == ["48 of 48", "46 of 48"]
     assert table.loc["Parameters", "Change"].startswith(f"{-2 * PER_HEAD:+,} (")
     assert "interleaved pairs" in table.loc["Prefill speed measured", "After"]
-    assert float(table.loc["Speed-up predicted", "After"].split("×")[0]) > 1.0
+    assert float(table.loc[WHOLE_MODEL_PREDICTION, "After"].split("×")[0]) > 1.0
     sample = [h.proto.body for h in at.get("html")]
     assert any("sample-after" in body for body in sample)
 

@@ -7,6 +7,7 @@ import threading
 
 import torch
 
+from sentinel.ui.history import significant
 from sentinel.ui.recovered import weights_path
 from sentinel.ui.state import SessionSnapshot
 from tests.app.conftest import assert_clean, dashboard, open_app, url_of, wait_for
@@ -85,8 +86,8 @@ def test_a_recovered_target_prune_is_a_job_whose_result_replays_from_saved_weigh
     assert "params 50% heads+neurons, bias" in at.dataframe[0].value["name"].tolist()
     runs = next(d.value for d in at.dataframe if "params predicted" in d.value.columns)
     row = runs[runs["run"] == "params 50% heads+neurons, bias"].iloc[0]
-    assert row["params after"] == summary["params_after"] and row["perplexity after"] == round(
-        summary["perplexity_after"], 2)
+    assert row["params after"] == summary["params_after"] and row["perplexity after"] == significant(
+        summary["perplexity_after"])
 
 
 def test_cancelling_a_target_prune_keeps_nothing(monkeypatch):

@@ -10,6 +10,7 @@ from sentinel.models.int8 import is_int8
 from sentinel.sparsity.report import SpeedComparison, SpeedRow
 from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.ui.format import human_bytes
+from sentinel.ui.history import readable
 from sentinel.ui.library import model_folder_for, saved_models
 from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, sensitivity_of, speed_sentence
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
@@ -109,7 +110,7 @@ def test_prune_then_quantize_then_save_and_load_back():
     assert int8_bytes < sizes.compressed_bytes < sizes.dense_bytes
     assert table.loc["int8 file (int8 weights + scales)", "Sparse"] == human_bytes(int8_bytes)
     int8_ppl = state.caches[("ppl-int8", key)].perplexity
-    assert any(f"sparse int8 copy **{int8_ppl:.2f}**" in m.value for m in at.markdown)
+    assert any(f"sparse int8 copy **{readable(int8_ppl)}**" in m.value for m in at.markdown)
     runs = shared_store().list_experiments(kind=SPARSIFY_KIND)
     names = {r.name: r for r in runs}
     assert names["magnitude 50% unstructured sparsify + int8"].summary["perplexity_after"] == int8_ppl

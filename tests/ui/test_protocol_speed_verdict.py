@@ -13,7 +13,7 @@ from sentinel.jobs import ProgressEvent
 from sentinel.pruning import mask_heads, remove_heads
 from sentinel.store import JobRecord, MetricPoint, Store
 from sentinel.ui.finetune import JobView, best_step, judge_finetune, queue_place
-from sentinel.ui.history import run_name
+from sentinel.ui.history import finetune_run_name, step_name, target_run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.models.flops import forward_flops
 from sentinel.ui.speed import SpeedRatio, compare_speed, removed_head_count
@@ -72,11 +72,28 @@ def test_a_worse_finetune_is_judged_worse_and_the_best_checkpoint_is_offered(tmp
     assert not verdict.improved and not verdict.last_is_best
     assert (verdict.best_step, verdict.best_value) == (2, 110.0)
     assert verdict.best_path == str(tmp_path / "checkpoints" / "step-2")
-    assert verdict.headline().startswith("Fine-tuning for 6 steps: perplexity got worse, 120.89 → 1,811.01 (")
+    assert verdict.outcome == "worse"
+    assert verdict.headline().startswith("Fine-tuning for 6 steps: perplexity got worse, 120.9 → 1,811 (+1398.1%) (")
     diverged = judge_finetune(view_of(job(), [(3, 500.0), (6, 900.0)]), 120.0, 900.0, 4064)
     assert diverged.best_step == 0 and diverged.best_path is None       # the start model was best
     better = judge_finetune(view_of(job(), [(3, 100.0), (6, 90.0)]), 120.0, 90.0, 4064)
-    assert better.improved and better.last_is_best
+    assert better.improved and better.last_is_best and better.outcome == "improved"
+
+
+def test_a_finetune_that_moved_perplexity_less_than_the_tolerance_changed_nothing():
+    from sentinel.ui.finetune import FINETUNE_TOLERANCE
+
+    view = view_of(job(steps=2), [(2, 1.52)])
+    same = judge_finetune(view, before=1.5213, after=1.5213, tokens=4064)       # a tie is not "got worse"
+    assert same.outcome == "unchanged" and not same.improved
+    assert same.headline().startswith("Fine-tuning for 2 steps: no measurable change in perplexity, 1.521 → 1.521 "
+                                      "(+0.0%, under the 0.5% tolerance) (")
+    tiny = judge_finetune(view, before=1.5213, after=1.5213 * (1 + FINETUNE_TOLERANCE / 2), tokens=4064)
+    assert tiny.outcome == "unchanged"
+    worse = judge_finetune(view, before=1.5213, after=1.5213 * (1 + 2 * FINETUNE_TOLERANCE), tokens=4064)
+    assert worse.outcome == "worse" and "1.521 → 1.537 (+1.0%)" in worse.headline()
+    better = judge_finetune(view, before=1.5213, after=1.5213 * (1 - 2 * FINETUNE_TOLERANCE), tokens=4064)
+    assert better.improved and "1.521 → 1.506 (-1.0%)" in better.headline()
 
 
 def test_best_step_prefers_the_later_of_equal_points():
@@ -100,11 +117,36 @@ def test_queue_place_counts_the_jobs_ahead(tmp_path):
 
 
 def test_runs_are_named_by_what_they_did():
-    steps = [{"mode": "mask", "strategy": "entropy", "ratio": 0.3, "heads": {"0": [1, 2], "3": [4]}}]
-    assert run_name(steps, 40) == "entropy 30% mask (3 heads) + 40 steps"
-    assert run_name([{"mode": "remove", "strategy": None, "heads": {"1": [0]}}], 10, distill=True) == (
-        "selection remove (1 head) + 10 steps distilled")
-    assert run_name([], 5) == "unpruned + 5 steps"
+    steps = [{"mode": "mask", "how": "entropy 30%", "strategy": "entropy", "ratio": 0.3,
+              "heads": {"0": [1, 2], "3": [4]}}]
+    assert finetune_run_name(steps, 40) == "entropy 30% mask (3 heads) + 40 steps"
+    picked = [{"mode": "remove", "how": "selection of 1 heads", "strategy": None, "heads": {"1": [0]}}]
+    assert finetune_run_name(picked, 10, distill=True) == "selection remove (1 head) + 10 steps distilled"
+    assert finetune_run_name([], 5) == "unpruned + 5 steps"
+
+
+def test_neuron_and_layer_steps_are_named_by_their_units():
+    from sentinel.ui.budget import BudgetSettings
+    from sentinel.ui.session import PruneStep
+
+    target = BudgetSettings(units=("heads", "neurons"), measure="params", share=0.5, recovery="lstsq")
+    neurons = {0: list(range(1500)), 2: list(range(1639))}
+    step = PruneStep("remove", {0: [1, 2], 1: [3]}, target.label(), neurons=neurons, recovery="lstsq")
+    assert step_name(step.to_dict()) == "target params 50% (3 heads, 3,139 neurons), lstsq"
+    layers = PruneStep("remove", {}, "selection of 2 layers", layers={3: ["block"], 5: ["mlp"]})
+    assert step_name(layers.to_dict()) == "selection remove (layers 3, 5:mlp)"
+    speed = BudgetSettings(units=("neurons",), measure="speedup", share=1.5)
+    only_neurons = PruneStep("remove", {}, speed.label(), neurons={1: [7]})
+    assert finetune_run_name([step.to_dict(), only_neurons.to_dict()], 40) == (
+        "target params 50% (3 heads, 3,139 neurons), lstsq then target speed-up 1.5× (1 neuron) + 40 steps")
+
+
+def test_target_runs_name_a_speedup_as_a_factor():
+    from sentinel.ui.budget import BudgetSettings
+
+    assert target_run_name(BudgetSettings(measure="speedup", share=1.5)) == "speed-up 1.5× heads+neurons, no recovery"
+    assert target_run_name(BudgetSettings(units=("heads",), measure="params", share=0.5, recovery="lstsq")) == (
+        "params 50% heads, lstsq")
 
 
 def test_settings_and_results_read_like_tables_and_two_runs_diff():
@@ -113,14 +155,19 @@ def test_settings_and_results_read_like_tables_and_two_runs_diff():
 
     assert readable(120.88851649468266) == "120.9" and readable(1e-4) == "1.00e-04" and readable(4096) == "4,096"
     assert readable(True) == "yes" and readable(list(range(10))) == "10 items"
-    steps = [{"mode": "mask", "strategy": "entropy", "ratio": 0.3, "heads": {"0": [1]}}]
+    steps = [{"mode": "mask", "how": "entropy 30%", "strategy": "entropy", "ratio": 0.3, "heads": {"0": [1]}}]
     table = readable_table({"learning_rate": 0.01, "dashboard_steps": steps})
     assert table.to_dict("records") == [{"setting": "learning rate", "value": "0.01"},
                                         {"setting": "dashboard steps", "value": "entropy 30% mask (1 head)"}]
     a = ExperimentRecord("a", "run A", "finetune", "m", "completed", {"learning_rate": 1e-4, "steps": 40}, {}, 1, 1)
     b = ExperimentRecord("b", "run B", "finetune", "m", "completed", {"learning_rate": 1e-2, "steps": 40}, {}, 1, 1)
-    assert config_diff(a, b).to_dict("records") == [{"setting": "learning rate", "run A": "1.00e-04",
-                                                     "run B": "0.01"}]
+    assert config_diff(a, b).to_dict("records") == [{"setting": "learning rate", "A: run A (a)": "1.00e-04",
+                                                     "B: run B (b)": "0.01"}]
+    same = ExperimentRecord("c", "run A", "finetune", "m", "completed", {"learning_rate": 1e-2, "steps": 40}, {}, 1, 1)
+    diff = config_diff(a, same)          # runs named by what they did often share a name: both columns stay
+    assert list(diff.columns) == ["setting", "A: run A (a)", "B: run A (c)"]
+    assert diff.to_dict("records") == [{"setting": "learning rate", "A: run A (a)": "1.00e-04",
+                                        "B: run A (c)": "0.01"}]
     overlay = overlay_frame({"run A": {"loss": [MetricPoint(1, 3.0, 0.0), MetricPoint(2, math.nan, 0.0)]},
                              "run B": {"loss": [MetricPoint(1, 2.5, 0.0)]}}, "loss")
     assert overlay.to_dict("records") == [{"run": "run A", "step": 1, "value": 3.0},

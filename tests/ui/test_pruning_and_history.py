@@ -9,7 +9,7 @@ from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics import weight_magnitude
 from sentinel.models import LoadedModel, get_layout
 from sentinel.store import ExperimentRecord, MetricPoint
-from sentinel.ui.analysis import ModelFigures, before_after_table, heads_share
+from sentinel.ui.analysis import WHOLE_MODEL_PREDICTION, ModelFigures, before_after_table, heads_share
 from sentinel.ui.speed import SpeedComparison, SpeedRatio
 from sentinel.ui.history import curves_frame, experiments_frame, final_perplexity, level_frame
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
@@ -57,22 +57,23 @@ def test_selection_plans_check_emptiness_and_min_heads():
 
 
 def test_before_after_table_values():
-    before = ModelFigures(48, 48, 1_000_000, 4_000_000, 20.0, 4000)
-    after = ModelFigures(34, 48, 900_000, 3_600_000, 25.0, 4000)
+    before = ModelFigures(48, 48, 1_000_000, 4_000_000, 1.52134, 4000)
+    after = ModelFigures(34, 48, 900_000, 3_600_000, 1.52871, 4000)
     speed = SpeedComparison(SpeedRatio(1.2, 1.1, 1.3, 5), SpeedRatio(1.0, 0.9, 1.1, 5), 1.15, 1_000_000, 900_000,
                             4_000_000, 3_600_000, 14)
     table = before_after_table(before, after, speed)
     assert table.loc["Active heads"].tolist() == ["48 of 48", "34 of 48", "14 of 48 heads pruned = 29%"]
     assert table.loc["Parameters"].tolist() == ["1,000,000", "900,000", "-100,000 (-10.0%)"]
     assert table.loc["Weight bytes"].tolist() == ["3.81 MiB", "3.43 MiB", "-400,000 bytes"]
-    assert table.loc["Perplexity"].tolist() == ["20.00", "25.00", "+25.0%"]
-    assert table.loc["Speed-up predicted"].tolist()[1] == "1.15× (from the removed FLOPs)"
+    assert table.loc["Perplexity"].tolist() == ["1.521", "1.529", "+0.5%"]     # 4 significant digits, not 1.52 twice
+    assert table.loc[WHOLE_MODEL_PREDICTION].tolist()[1] == "1.15×"
+    assert WHOLE_MODEL_PREDICTION == "Speed-up predicted (whole model's FLOPs, LM head included)"
     assert table.loc["Prefill speed measured"].tolist()[1] == "1.20× faster (1.10–1.30×, 5 interleaved pairs)"
     assert table.loc["Generation speed measured"].tolist()[1] == ("no measurable difference (0.90–1.10×, "
                                                                   "5 interleaved pairs)")
     masked = SpeedComparison(None, None, 1.0, 1_000_000, 1_000_000, 4_000_000, 4_000_000, 0)
     table = before_after_table(before, after, masked)
-    assert table.loc["Speed-up predicted"].tolist()[1] == "none: masked units still compute"
+    assert table.loc[WHOLE_MODEL_PREDICTION].tolist()[1] == "none: masked units still compute"
     assert table.loc["Prefill speed measured"].tolist()[1] == "not measured (nothing removed)"
     assert heads_share(14, 48) == "14 of 48 heads = 29%"
 

@@ -35,7 +35,27 @@ def test_the_recommendation_says_when_entropy_loses_to_random():
                StrategyResult("random", 0, 14, 48, 160.0, 4064), StrategyResult("random", 1, 14, 48, 170.0, 4064),
                StrategyResult("random", 2, 14, 48, 175.0, 4064)]
     text = Comparison(0.3, 120.0, results).recommendation()
-    assert text.startswith("On this model, masking 14 of 48 heads with **magnitude** hurts least: perplexity 150.00")
-    assert "The entropy rule (the default) does worse than picking heads at random: 180.00 against random's " \
-           "median 170.00." in text
+    assert text.startswith("On this model, masking 14 of 48 heads with **magnitude** hurts least: perplexity 150 "
+                           "against 120 unpruned, below random's spread over 3 seeds: 160–175, median 170.")
+    assert "The entropy rule (the default) does worse than picking heads at random: 180, above every random seed. " \
+           "Prefer magnitude here." in text
     assert Comparison.from_dict(Comparison(0.3, 120.0, results).to_dict()).results == results
+
+
+def test_no_winner_is_named_inside_randoms_spread():
+    results = [StrategyResult("entropy", None, 14, 48, 1.524, 4064),
+               StrategyResult("magnitude", None, 14, 48, 1.5213, 4064),
+               StrategyResult("random", 0, 14, 48, 1.5201, 4064), StrategyResult("random", 1, 14, 48, 1.5262, 4064)]
+    comparison = Comparison(0.3, 1.5012, results)
+    assert comparison.random_spread() == (1.5201, (1.5201 + 1.5262) / 2, 1.5262)
+    text = comparison.recommendation()
+    assert text.startswith("On this model, no strategy clearly hurts least: the lowest perplexity, 1.52 "
+                           "(**random (seed 0)**, against 1.501 unpruned), is within random's spread over 2 seeds: "
+                           "1.52–1.526, median 1.523.")
+    assert "** hurts least" not in text and "Prefer" not in text         # no winner named
+    assert "The entropy rule (the default), 1.524, is within random's spread" in text
+    table = comparison.table()               # 4 significant digits, so close strategies do not read as equal
+    assert table["perplexity"].tolist() == [1.52, 1.521, 1.524, 1.526]
+    beaten = Comparison(0.3, 1.5012, [*results[:2], StrategyResult("random", 0, 14, 48, 1.53, 4064)])
+    assert "The entropy rule (the default) beats every random seed here (1.524)." in beaten.recommendation()
+    assert "**magnitude** hurts least" in beaten.recommendation()
