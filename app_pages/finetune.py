@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_support.state import (adopt_tuned, dashboard, job_model_note, job_verdict, report_errors, require_model,
-                               restore_job_session, shared_jobs, shared_store, show_notices)
+from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
+                               require_model, restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.ui.charts import curves_chart
 from sentinel.ui.finetune import FineTuneRequest, FineTuneVerdict, JobView, job_view, queue_place, start_finetune
 from sentinel.ui.protocol import EVAL_PROTOCOL
@@ -16,12 +16,10 @@ st.title(":material/model_training: Fine-tune")
 st.caption("Training the pruned model for a while usually wins back much of the quality pruning cost. It runs "
            "in the background: keep using the other pages and come back, or bookmark this page's address.")
 
-linked = st.query_params.get("job")
-opened_from_link = state.working is None        # nothing open before this address: the job's model may open
 working = require_model(state)
+linked = st.query_params.get(JOB_KEY)
 if linked and linked != state.job_id:
     state.job_id = linked
-    state.linked_job = linked if opened_from_link else None
 show_notices(state)
 
 
@@ -118,13 +116,13 @@ if start:
             request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block))
             device = state.choice.device if state.choice else "auto"
             state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device)
-            st.query_params["job"] = state.job_id
+            st.query_params[JOB_KEY] = state.job_id
 
 if state.job_id is None:
     st.info("No fine-tune yet in this session. Choose the settings and press **Start fine-tuning**.")
     st.stop()
 
-st.query_params["job"] = state.job_id
+st.query_params[JOB_KEY] = state.job_id
 with report_errors("reading the job") as failed:
     view = job_view(shared_store(), state.job_id)
 if failed:
@@ -155,7 +153,8 @@ else:
     other: str | None = None
     with report_errors("comparing the job's model with yours") as failed:
         other = job_model_note(working, view)
-        if other is not None and state.linked_job == view.job.id:     # this session was opened from the job's link
+        # a session opened from the job's address (nothing pruned or loaded since) opens the model the job started from
+        if other is not None and state.linked_job == view.job.id and not working.steps:
             with st.spinner("Opening the model the job started from…"):
                 working = restore_job_session(state, view)
             other = None

@@ -41,6 +41,7 @@ from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, Mode
 
 logger = logging.getLogger(__name__)
 LAST_BUDGET = "budget-last"          # state.caches key of the last `BudgetPreview`
+JOB_KEY = "job"                      # the query parameter of a fine-tune job's address (Fine-tune page)
 
 
 def dashboard() -> DashboardState:
@@ -50,6 +51,8 @@ def dashboard() -> DashboardState:
     state = st.session_state[STATE_KEY]
     if state.working is None and URL_KEY in st.query_params:
         restore_session(state, st.query_params[URL_KEY])
+    elif state.working is None and JOB_KEY in st.query_params:    # a bare fine-tune job address opened the session
+        state.linked_job = st.query_params[JOB_KEY]
     keep_url(state)
     return state
 
@@ -105,7 +108,9 @@ def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
                         "or measured head by head. Load its fp32 sparse copy (the same name without '-int8') "
                         "to work on it.")
     working = WorkingModel(base)
+    linked = state.linked_job if state.working is None else None   # kept for the session's first model only
     state.forget_model()
+    state.linked_job = linked
     state.choice = choice
     state.working = working
     keep_url(state)

@@ -261,7 +261,8 @@ def made_before(record: Mapping[str, Any], working: WorkingModel, what: str) -> 
     job records them) no longer describes the session's model; None while it does (same base, same steps)."""
     base = record.get("base_model")
     if base is None or Path(str(base)).expanduser().resolve() != Path(working.base.source).expanduser().resolve():
-        return f"{what} was made on another model ({Path(str(base)).name if base else 'unknown'}), not the one open now."
+        name = Path(str(base)).name if base else "not recorded"
+        return f"{what} was made on another model ({name}), not the one open now."
     then, now = list(record.get("dashboard_steps") or []), working.history()
     if then == now:
         return None

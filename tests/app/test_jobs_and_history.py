@@ -14,6 +14,7 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
+from sentinel.pruning.strategies import heads_for_ratio
 from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
@@ -137,6 +138,18 @@ def test_loading_another_model_is_not_undone_by_the_finetune_page(finished):
     assert Path(state.working.base.source) == BUNDLED_MODEL_DIR
     assert state.working.status() == dashboard(first).working.status() and state.job_id == job_id
     assert "finetune_adopt" in button_keys(at)
+
+
+def test_a_job_link_does_not_replace_pruning_done_since(finished):
+    _, job_id = finished
+    at = open_app("prune", query={"job": job_id})          # a session opened from the job's bare address...
+    at.slider(key="prune_ratio").set_value(0.2).run()
+    at.button(key="prune_go").click().run()                # ...that pruned other heads before opening Fine-tune
+    pruned = dashboard(at).working.status()
+    at.switch_page("app_pages/finetune.py").run()
+    assert_clean(at)
+    assert dashboard(at).working.status() == pruned and len(pruned) == heads_for_ratio(0.2, 48)
+    assert any(i.value.startswith("This job ran on") for i in at.info)
 
 
 def button_keys(at) -> set[str]:
