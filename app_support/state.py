@@ -345,8 +345,10 @@ def job_verdict(state: DashboardState, working: WorkingModel, view: JobView) -> 
                     before = measure_figures(start.model, start.tokenizer)
                     after = measure_figures(load_tuned(view, device), start.tokenizer)
                 numbers = (before.perplexity, after.perplexity, after.perplexity_tokens)
-                record_verdict(view, judge_finetune(view, *numbers))
-            state.caches[key] = judge_finetune(view, *numbers)
+            verdict = judge_finetune(view, *numbers)
+            if protocol_numbers(summary) is None:
+                record_verdict(view, verdict)
+            state.caches[key] = verdict
         if failed:
             return None
     return state.caches[key]

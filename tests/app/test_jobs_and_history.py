@@ -7,6 +7,7 @@ import html
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
 from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.history import NOT_ON_PROTOCOL
 from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
@@ -266,3 +268,21 @@ def test_a_queued_job_shows_its_place_and_estimated_start():
     finally:                     # records made by hand: nothing runs them, so close them for the other tests
         for job_id in (running, queued):
             store.set_job_state(job_id, "interrupted", error="test record")
+
+
+def test_a_run_recorded_before_jobs_measured_the_protocol_shows_no_other_number(finished):
+    first, job_id = finished
+    store = shared_store()
+    job = store.get_job(job_id)
+    summary = store.get_experiment(job.experiment_id).summary
+    older = {k: v for k, v in summary.items() if not k.startswith("protocol_")}     # as runs were recorded before
+    store.update_experiment(job.experiment_id, summary=older, merge=False)
+    page = open_app("experiments")
+    table = page.dataframe[0].value
+    row = table[table["id"] == job.experiment_id].iloc[0]
+    assert pd.isna(row["perplexity"]) and row["perplexity_note"].startswith(NOT_ON_PROTOCOL)   # not the trainer's
+    at = open_app("finetune", query=url_of(first))          # opening it measures the protocol on the page, alike
+    assert_clean(at)
+    verdict = dashboard(at).caches[("verdict", job_id)]
+    assert (verdict.before, verdict.after) == (summary["protocol_perplexity_before"], summary["protocol_perplexity_after"])
+    assert store.get_experiment(job.experiment_id).summary["protocol_perplexity_after"] == verdict.after
