@@ -38,6 +38,8 @@ st.dataframe(table, hide_index=True, key="experiments_table", width="stretch", c
     "perplexity": st.column_config.NumberColumn("Perplexity", format="%.2f", width="small",
                                                 help="Dashboard runs: the app's protocol, "
                                                      f"{EVAL_PROTOCOL.describe()}. Other runs: their own."),
+    "perplexity_note": st.column_config.TextColumn("Perplexity note", width="medium",
+                                                   help="Why a run shows no perplexity under that heading."),
     "created": st.column_config.TextColumn("Created", width="small"),
 })
 st.download_button("Download this table (CSV)", table.to_csv(index=False).encode("utf-8"),

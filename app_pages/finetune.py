@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from app_support.state import (adopt_tuned, dashboard, job_verdict, report_errors, require_model,
-                               restore_job_session, shared_jobs, shared_store, show_notices)
+from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
+                               require_model, restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.ui.charts import curves_chart
-from sentinel.ui.finetune import FINETUNE_TOLERANCE, FineTuneRequest, JobView, job_view, queue_place, start_finetune
+from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_view,
+                                  queue_place, start_finetune)
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -17,10 +18,10 @@ st.title(":material/model_training: Fine-tune")
 st.caption("Training the pruned model for a while usually wins back much of the quality pruning cost. It runs "
            "in the background: keep using the other pages and come back, or bookmark this page's address.")
 
-linked = st.query_params.get("job")
+working = require_model(state)
+linked = st.query_params.get(JOB_KEY)
 if linked and linked != state.job_id:
     state.job_id = linked
-working = require_model(state)
 show_notices(state)
 
 
@@ -70,6 +71,29 @@ def live(job_id: str) -> None:
         st.rerun(scope="app")
 
 
+def adopt_buttons(view: JobView, verdict: FineTuneVerdict, adopted: str | None) -> None:
+    """'Use the fine-tuned model' and 'Use the best checkpoint' (or what is adopted already)."""
+    cols = st.columns(2)
+    if adopted == view.model_path:
+        cols[0].success("The fine-tuned model is this session's 'after' model on Compare.")
+    elif cols[0].button("Use the fine-tuned model", key="finetune_adopt", type="primary" if verdict.improved
+                        else "secondary", icon=":material/check:",
+                        help="Make it the third column on Compare (your pruned model stays as it is)."):
+        with report_errors("loading the fine-tuned model"):
+            adopt_tuned(state, state.working, view)
+            st.rerun()
+    if verdict.best_path is not None:
+        if adopted == verdict.best_path:
+            cols[1].success(f"The step-{verdict.best_step} checkpoint is this session's 'after' model.")
+        elif cols[1].button(f"Use the best checkpoint (step {verdict.best_step})", key="finetune_adopt_best",
+                            type="primary", icon=":material/star:"):
+            with report_errors("loading the best checkpoint"):
+                adopt_tuned(state, state.working, view, verdict.best_path)
+                st.rerun()
+    elif verdict.best_step == 0 and not verdict.last_is_best:
+        cols[1].caption("Best is the model you started from: keep your pruned model (nothing to adopt).")
+
+
 with st.form("finetune_settings"):
     cols = st.columns(3)
     steps = cols[0].number_input("Training steps", 1, 100_000, 60, key="finetune_steps")
@@ -94,13 +118,13 @@ if start:
             request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block))
             device = state.choice.device if state.choice else "auto"
             state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device)
-            st.query_params["job"] = state.job_id
+            st.query_params[JOB_KEY] = state.job_id
 
 if state.job_id is None:
     st.info("No fine-tune yet in this session. Choose the settings and press **Start fine-tuning**.")
     st.stop()
 
-st.query_params["job"] = state.job_id
+st.query_params[JOB_KEY] = state.job_id
 with report_errors("reading the job") as failed:
     view = job_view(shared_store(), state.job_id)
 if failed:
@@ -128,8 +152,22 @@ elif view.job.state in ("cancelled", "interrupted"):
                 shared_jobs().resume(view.job.id)
                 st.rerun()
 else:
-    with report_errors("rebuilding the model the job started from"):
-        working = restore_job_session(state, working, view)
+    other: str | None = None
+    with report_errors("comparing the job's model with yours") as failed:
+        other = job_model_note(working, view)
+        # a session opened from the job's address (nothing pruned or loaded since) opens the model the job started from
+        if other is not None and state.linked_job == view.job.id and not working.steps:
+            with st.spinner("Opening the model the job started from…"):
+                working = restore_job_session(state, view)
+            other = None
+    state.linked_job = None
+    if other is not None:
+        st.info(other + " Its verdict below compares the job's own start and result; to use its fine-tuned model, "
+                "open the model it ran on (this replaces your model and its pruning steps).", icon=":material/info:")
+        if st.button("Open the model this job ran on", key="finetune_open_job_model", icon=":material/open_in_new:"):
+            with report_errors("opening the model the job started from"):
+                working = restore_job_session(state, view)
+                st.rerun()
     verdict = job_verdict(state, working, view)
     adopted = state.tuned.checkpoint if state.tuned is not None and state.tuned.job_id == view.job.id else None
     if verdict is not None:
@@ -150,25 +188,8 @@ else:
             st.info(f"The lowest validation perplexity of the run was {readable(verdict.best_value)}, at {where}; "
                     f"the last evaluation gave {readable(verdict.last_value)} (the run's own validation curve).",
                     icon=":material/info:")
-        cols = st.columns(2)
-        if adopted == view.model_path:
-            cols[0].success("The fine-tuned model is this session's 'after' model on Compare.")
-        elif cols[0].button("Use the fine-tuned model", key="finetune_adopt", type="primary" if verdict.improved
-                            else "secondary", icon=":material/check:",
-                            help="Make it the third column on Compare (your pruned model stays as it is)."):
-            with report_errors("loading the fine-tuned model"):
-                adopt_tuned(state, working, view)
-                st.rerun()
-        if verdict.best_path is not None:
-            if adopted == verdict.best_path:
-                cols[1].success(f"The step-{verdict.best_step} checkpoint is this session's 'after' model.")
-            elif cols[1].button(f"Use the best checkpoint (step {verdict.best_step})", key="finetune_adopt_best",
-                                type="primary", icon=":material/star:"):
-                with report_errors("loading the best checkpoint"):
-                    adopt_tuned(state, working, view, verdict.best_path)
-                    st.rerun()
-        elif verdict.best_step == 0 and not verdict.last_is_best:
-            cols[1].caption("Best is the model you started from: keep your pruned model (nothing to adopt).")
+        if other is None and not failed:          # adopting needs the job's own model open in this session
+            adopt_buttons(view, verdict, adopted)
     if state.tuned is not None:
         st.page_link("app_pages/compare.py", label="Compare base, pruned and fine-tuned text",
                      icon=":material/compare_arrows:")

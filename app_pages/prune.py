@@ -25,6 +25,7 @@ from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection
+from sentinel.ui.session import made_before
 from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
                                dashboard, forget_budget_preview, last_budget_preview, notify, quick_sample,
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
@@ -290,6 +291,11 @@ if state.compare_job_id is not None:
         elif compare_job.state == "succeeded":
             comparison = Comparison.from_dict(compare_job.result["comparison"])
             ranked = comparison.table()
+            older = made_before(shared_store().get_experiment(compare_job.experiment_id).config, working,
+                                "This strategy comparison")
+            if older is not None:        # more pruning since: the ranking is of that earlier model, not this one
+                st.warning(older + " Press **Compare strategies** again to rank them on your model as it is now.",
+                           icon=":material/history:")
             st.markdown(comparison.recommendation())
             cols = st.columns([3, 2])
             cols[0].dataframe(ranked, hide_index=True, key="compare_strategies_table", width="stretch")

@@ -20,6 +20,7 @@ from sentinel.ui.finetune import queue_place
 from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
+from sentinel.ui.session import made_before
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
                                  gradual_ran_on, gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
                                  record_sparsify, save_sparse, schedule_frame, sensitivity_of, sensitivity_table,
@@ -244,6 +245,10 @@ if state.sensitivity_job_id is not None:
             sensitivity_progress(sens_job.id)
         elif sens_job.state == "succeeded" and sensitivity_of(sens_job.result) is not None:
             result = sensitivity_of(sens_job.result)
+            older = made_before(shared_store().get_experiment(sens_job.experiment_id).config, working,
+                                "This sensitivity scan")
+            if older is not None:        # pruned since: the scan describes that earlier model
+                st.warning(older + " Scan again to see your model as it is now.", icon=":material/history:")
             st.altair_chart(sensitivity_lines(result), key="weights_sens_chart")
             st.caption(f"Dashed: the unpruned model ({result.baseline:.2f}). "
                        f"{sens_job.result.get('protocol', '')}. The suggested sparsity keeps an average of 50% but "

@@ -21,12 +21,12 @@ from sentinel.errors import DataError
 from sentinel.generation import generate_text
 from sentinel.jobs import JobManager
 from sentinel.metrics.scores import HeadScores, UnitScores
-from sentinel.models import BUNDLED_MODEL_DIR, LoadedModel, load_model
+from sentinel.models import LoadedModel, load_model
 from sentinel.models.int8 import is_int8
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import ON_REQUEST, HeadMaps, ModelFigures, block_size_for, compute_maps, measure_figures
 from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_source_of, dashboard_steps, job_view,
-                                  judge_finetune, load_tuned)
+                                  judge_finetune, load_tuned, protocol_numbers)
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
 from sentinel.ui.library import models_dir
@@ -34,7 +34,7 @@ from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
 from sentinel.ui.selection import HeadSelection, set_heads
-from sentinel.ui.session import PruneStep, WorkingModel
+from sentinel.ui.session import PruneStep, WorkingModel, ran_on
 from sentinel.ui.speed import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
                                SessionSnapshot, TunedModel, bundled_model_available, configure_torch_threads,
@@ -42,6 +42,7 @@ from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, Mode
 
 logger = logging.getLogger(__name__)
 LAST_BUDGET = "budget-last"          # state.caches key of the last `BudgetPreview`
+JOB_KEY = "job"                      # the query parameter of a fine-tune job's address (Fine-tune page)
 
 
 def dashboard() -> DashboardState:
@@ -52,6 +53,8 @@ def dashboard() -> DashboardState:
     state = st.session_state[STATE_KEY]
     if state.working is None and URL_KEY in st.query_params:
         restore_session(state, st.query_params[URL_KEY])
+    elif state.working is None and JOB_KEY in st.query_params:    # a bare fine-tune job address opened the session
+        state.linked_job = st.query_params[JOB_KEY]
     keep_url(state)
     return state
 
@@ -107,7 +110,9 @@ def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
                         "or measured head by head. Load its fp32 sparse copy (the same name without '-int8') "
                         "to work on it.")
     working = WorkingModel(base)
+    linked = state.linked_job if state.working is None else None   # kept for the session's first model only
     state.forget_model()
+    state.linked_job = linked
     state.choice = choice
     state.working = working
     keep_url(state)
@@ -306,35 +311,51 @@ def shared_jobs() -> JobManager:
     return JobManager(shared_store())
 
 
-def restore_job_session(state: DashboardState, working: WorkingModel, view: JobView) -> WorkingModel:
-    """A session opened on a job's URL has an unpruned copy: replay the job's pruning steps (loading its base
-    model first if another one is open), so 'pruned' on Compare is the model the job started from."""
+def job_model_note(working: WorkingModel, view: JobView) -> str | None:
+    """Why the job's model is not the session's (another base model or other pruning steps); None when it is."""
+    config = shared_store().get_experiment(view.job.experiment_id).config if view.job.experiment_id else {}
+    if ran_on(config, working):
+        return None
+    then, base = len(config.get("dashboard_steps") or []), config.get("base_model")
+    return (f"This job ran on {Path(str(base)).name if base else 'an unrecorded model'} with {then} pruning "
+            f"step{'s' if then != 1 else ''}; your session's model is {Path(working.base.source).name} with "
+            f"{len(working.steps)}.")
+
+
+def restore_job_session(state: DashboardState, view: JobView) -> WorkingModel:
+    """Open the model the job started from (its base model with its pruning steps replayed), so 'pruned' on Compare
+    is that model. Only on the user's request or when the session was opened from the job's address: it replaces
+    the session's model and its steps."""
     store = shared_store()
     source = base_source_of(store, view.job)
-    if Path(working.base.source).resolve() != Path(source or BUNDLED_MODEL_DIR).resolve():
-        choice = state.choice or ModelChoice()
-        working = open_model(state, ModelChoice(source, choice.device, choice.dtype))
-    steps = dashboard_steps(store, view.job)
-    if steps and not working.steps:
-        working.replay(steps)
+    choice = state.choice or ModelChoice()
+    working = open_model(state, ModelChoice(source, choice.device, choice.dtype))
+    working.replay(dashboard_steps(store, view.job))
+    state.job_id = view.job.id
+    keep_url(state)
     return working
 
 
 def job_verdict(state: DashboardState, working: WorkingModel, view: JobView) -> FineTuneVerdict | None:
-    """A succeeded job judged under the protocol: its start model and its result measured alike (once per job)."""
+    """A succeeded job judged under the protocol: the before/after the job measured itself (once per job).
+
+    Runs recorded before jobs measured them are measured here, alike (the job's start and result models, with the
+    start model's own tokenizer), and the numbers are added to their record."""
     key = ("verdict", view.job.id)
     if key not in state.caches:
-        with st.spinner("Measuring the model before and after fine-tuning…"), \
-                report_errors("judging the fine-tune") as failed:
-            device = str(working.base.device)
-            start = load_model(str(Path(view.job.params["out"]) / "start"), device=device).model
-            before = measure_figures(start, working.tokenizer)
-            tuned = load_tuned(view, device)
-            after = measure_figures(tuned, working.tokenizer)
-            verdict = judge_finetune(view, before.perplexity, after.perplexity, after.perplexity_tokens)
-            state.caches[("tuned-model", view.job.id)] = tuned
-            state.caches[("figures-tuned", view.model_path)] = after
-            record_verdict(view, verdict)
+        with report_errors("judging the fine-tune") as failed:
+            summary = shared_store().get_experiment(view.job.experiment_id).summary if view.job.experiment_id else {}
+            numbers = protocol_numbers(summary)
+            if numbers is None:
+                with st.spinner("Measuring the model before and after fine-tuning…"):
+                    device = str(working.base.device)
+                    start = load_model(str(Path(view.job.params["out"]) / "start"), device=device)
+                    before = measure_figures(start.model, start.tokenizer)
+                    after = measure_figures(load_tuned(view, device), start.tokenizer)
+                numbers = (before.perplexity, after.perplexity, after.perplexity_tokens)
+            verdict = judge_finetune(view, *numbers)
+            if protocol_numbers(summary) is None:
+                record_verdict(view, verdict)
             state.caches[key] = verdict
         if failed:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,7 +25,7 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
 from sentinel.ui.history import curves_frame, finetune_run_name, readable
-from sentinel.ui.protocol import EVAL_PROTOCOL
+from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import PruneStep, WorkingModel
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
@@ -234,13 +235,41 @@ def run_dashboard_finetune(params: dict[str, Any], ctx: JobContext) -> dict[str,
 
     keeping = KeepingContext(**{f.name: getattr(ctx, f.name) for f in fields(ctx)})
     summary = run_finetune_job(params, keeping)
+    measured: dict[str, Any] = {}
     if ctx.experiment_id is not None and kept.is_dir():
         best = best_step(ctx.store.get_curves(ctx.experiment_id, ["val_perplexity"]).get("val_perplexity", []),
                          summary.get("perplexity_before"))
+        measured.update(best_step=best[0], best_perplexity=best[1])
         for folder in kept.iterdir():
             if folder.name != f"step-{best[0]}":
                 shutil.rmtree(folder)
+    if summary.get("model") and not ctx.cancelled:
+        measured.update(protocol_before_after(params["model"], summary["model"], ctx.device))
+    if measured:
+        summary.update(measured)
+        if ctx.experiment_id is not None:
+            ctx.store.update_experiment(ctx.experiment_id, summary=measured)
     return summary
+
+
+def protocol_before_after(start: str, tuned: str, device: str) -> dict[str, Any]:
+    """The app's protocol perplexity of the model a fine-tune started from and of its result, measured inside the job
+    so the Fine-tune verdict and Experiments read the same numbers whether or not anyone opened the finished job."""
+    loaded = load_model(start, device=device)
+    before = protocol_perplexity(loaded.model, loaded.tokenizer)
+    after = protocol_perplexity(load_model(tuned, device=device).model, loaded.tokenizer)
+    logger.info("Fine-tune judged on the app's protocol: %.3f -> %.3f", before.perplexity, after.perplexity)
+    return {"protocol_perplexity_before": before.perplexity, "protocol_perplexity_after": after.perplexity,
+            "protocol_tokens": after.tokens_evaluated}
+
+
+def protocol_numbers(summary: Mapping[str, Any]) -> tuple[float, float, int] | None:
+    """(before, after, scored tokens) on the app's protocol from a dashboard fine-tune's summary; None for runs
+    recorded before the job measured them (those numbers are then measured again, never taken from the trainer)."""
+    values = [summary.get(k) for k in ("protocol_perplexity_before", "protocol_perplexity_after", "protocol_tokens")]
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        return None
+    return float(values[0]), float(values[1]), int(values[2])
 
 
 def best_step(points: list[Any], before: float | None) -> tuple[int, float]:

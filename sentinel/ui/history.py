@@ -95,17 +95,31 @@ def final_perplexity(summary: Mapping[str, Any]) -> float | None:
     return float(value) if value is not None else None
 
 
+NOT_ON_PROTOCOL = "not on the app's protocol"
+
+
+def off_protocol(record: ExperimentRecord) -> bool:
+    """A dashboard fine-tune recorded before its job measured the app's protocol: its only perplexities are the
+    trainer's (its own windows), which must not be shown where the app's protocol is promised."""
+    value = record.summary.get("protocol_perplexity_after")
+    measured = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return record.kind == "finetune" and "dashboard_steps" in record.config and not measured
+
+
 def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
-    """One row per experiment: when, what, its main settings and final perplexity."""
+    """One row per experiment: when, what, its main settings and final perplexity ('perplexity_note' says when a
+    dashboard run has no number on the app's protocol, instead of showing another protocol's)."""
     rows = []
     for r in records:
-        ppl = final_perplexity(r.summary)
+        ppl = None if off_protocol(r) else final_perplexity(r.summary)
         rows.append({
             "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "model": r.model,
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
             "distill": _distill(r.config), "perplexity": significant(ppl) if ppl is not None else None,
+            "perplexity_note": NOT_ON_PROTOCOL + " (recorded before the job measured it; open the job on Fine-tune "
+                               "to measure it)" if off_protocol(r) else None,
         })
     return pd.DataFrame(rows)
 
@@ -120,7 +134,7 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         strategy, level = r.config.get("strategy"), r.config.get("pruning_ratio")
-        if not strategy or not isinstance(level, (int, float)):
+        if not strategy or not isinstance(level, (int, float)) or off_protocol(r):
             continue
         trained = "distilled" if _distill(r.config) else "fine-tuned"
         summary = RunSummary.from_dict(r.summary)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
@@ -261,6 +262,29 @@ class WorkingModel:
     def history(self) -> list[dict[str, Any]]:
         """The steps as plain dicts (for the saved model's note and the experiment store)."""
         return [step.to_dict() for step in self.steps]
+
+
+def made_before(record: Mapping[str, Any], working: WorkingModel, what: str) -> str | None:
+    """Why a result recorded with the model it was made on (`base_model` and `dashboard_steps`, as every dashboard
+    job records them) no longer describes the session's model; None while it does (same base, same steps)."""
+    base = record.get("base_model")
+    if base is None or Path(str(base)).expanduser().resolve() != Path(working.base.source).expanduser().resolve():
+        name = Path(str(base)).name if base else "not recorded"
+        return f"{what} was made on another model ({name}), not the one open now."
+    then, now = list(record.get("dashboard_steps") or []), working.history()
+    if then == now:
+        return None
+    if len(then) < len(now) and now[:len(then)] == then:
+        step = PruneStep.from_dict(now[len(then)])
+        return (f"{what} was made on your model before step {len(then) + 1} ({step.mode} {step.describe()}; "
+                f"base {Path(working.base.source).name}).")
+    return (f"{what} was made on your model with other pruning steps ({len(then)} then, {len(now)} now; "
+            f"base {Path(working.base.source).name}).")
+
+
+def ran_on(record: Mapping[str, Any], working: WorkingModel) -> bool:
+    """Whether a job recorded on the session's model as it is now (same base model, same pruning steps)."""
+    return made_before(record, working, "It") is None
 
 
 def recovery_result(data: dict[str, Any] | None) -> RecoveryResult | None:

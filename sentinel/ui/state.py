@@ -64,6 +64,8 @@ class DashboardState:
     sensitivity_job_id: str | None = None                     # the session's latest layer-sensitivity scan (Weights)
     gradual_job_id: str | None = None                         # the session's latest gradual sparsify (Weights)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
+    linked_job: str | None = None      # a fine-tune job whose address opened this session: its model opens once
+
 
     def forget_model(self) -> None:
         """Drop everything computed on the previous model (a new model was loaded)."""
@@ -71,6 +73,9 @@ class DashboardState:
         self.selection = HeadSelection()
         self.caches.clear()
         self.tuned = None
+        self.job_id = None              # every job below ran on the previous model: showing one with the new
+        self.compare_job_id = None      # model would mislead (a fine-tune page reopening it would switch models)
+        self.linked_job = None
         self.recover_job_id = None      # its result was fitted on the previous model
         self.sensitivity_job_id = None      # both were run on the previous model
         self.gradual_job_id = None

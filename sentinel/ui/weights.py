@@ -35,7 +35,7 @@ from sentinel.ui.format import human_bytes
 from sentinel.ui.history import sensitivity_run_name, sparsify_run_name
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
-from sentinel.ui.session import WorkingModel
+from sentinel.ui.session import WorkingModel, ran_on
 from sentinel.workflows.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def gradual_result(job_result: Mapping[str, Any], config: SparsityConfig, schedu
 
 def gradual_ran_on(job_params: Mapping[str, Any], working: WorkingModel) -> bool:
     """Whether a gradual job started from the session's model as it is now (same base model, same steps)."""
-    return job_params.get("base_model") == working.base.source and job_params["dashboard_steps"] == working.history()
+    return ran_on(job_params, working)
 
 
 def gradual_settings(job_params: Mapping[str, Any]) -> tuple[SparsityConfig, ScheduleSettings]:

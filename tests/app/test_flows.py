@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -89,7 +90,13 @@ def test_a_link_may_not_open_a_folder_outside_the_data_folder(tmp_path):
     assert any("a link may only reopen the bundled model or one saved under" in e for e in errors(at))
 
 
-def test_one_perplexity_on_every_page():
+def test_one_perplexity_on_every_page(monkeypatch):
+    from app_support.state import shared_store
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("the Fine-tune page measured the job again instead of reading the job's own numbers")
+
+    monkeypatch.setattr("app_support.state.record_verdict", measured_again)
     bundled = load_model(None)
     expected = protocol_perplexity(bundled.model, bundled.tokenizer)
     at = open_app()
@@ -103,6 +110,29 @@ def test_one_perplexity_on_every_page():
     at.button(key="compare_go").click().run()
     values = [m.value for m in at.metric if m.label == "Perplexity"]
     assert values[0] == readable(expected.perplexity)
+    # Fine-tune: a one-step run on the unpruned model; its "before" is that same model, measured inside the job
+    at.switch_page("app_pages/finetune.py").run()
+    at.number_input(key="finetune_steps").set_value(1)
+    at.number_input(key="finetune_batch").set_value(2)
+    at.select_slider(key="finetune_block").set_value(64)
+    at.button(key="FormSubmitter:finetune_settings-Start fine-tuning").click().run()
+    job_id = url_of(at)["job"]
+    wait_for(at, lambda a: ("verdict", job_id) in dashboard(a).caches)
+    verdict = dashboard(at).caches[("verdict", job_id)]
+    assert verdict.before == expected.perplexity and verdict.tokens == expected.tokens_evaluated
+    assert any(v.value.startswith(verdict.headline()) for v in (*at.success, *at.warning))
+    # Experiments: the numbers the job wrote, the same model's the same number
+    job = shared_store().get_job(job_id)
+    summary = shared_store().get_experiment(job.experiment_id).summary
+    assert summary["protocol_perplexity_before"] == expected.perplexity
+    assert summary["protocol_perplexity_after"] == verdict.after
+    at.switch_page("app_pages/experiments.py").run()
+    table = at.dataframe[0].value
+    row = table[table["id"] == job.experiment_id].iloc[0]
+    assert row["perplexity"] == significant(verdict.after) and pd.isna(row["perplexity_note"])
+    at.selectbox(key="experiments_pick").set_value(job.experiment_id).run()
+    results = at.dataframe[2].value.set_index("setting")["value"]
+    assert results["protocol perplexity before"] == readable(expected.perplexity)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -162,6 +192,11 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     again = open_app("prune", query=url_of(at))              # a reload keeps the comparison on the page
     assert dashboard(again).compare_job_id == job_id
     assert again.dataframe[0].value["perplexity"].tolist() == table["perplexity"].tolist()
+    assert not any(w.value.startswith("This strategy comparison was made") for w in again.warning)
+    again.button(key="prune_go").click().run()                 # one more step: the ranking is of the model before it
+    assert_clean(again)
+    assert any(w.value.startswith("This strategy comparison was made on your model before step 1 (mask 14 heads")
+               for w in again.warning)
 
 
 def test_a_restart_draws_the_first_map_from_the_disk_cache(monkeypatch):

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from sentinel.demo.prompts import default_prompts
+from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.generation import generate_text
 from sentinel.pruning import active_heads
-from sentinel.ui.history import readable, significant
+from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.history import NOT_ON_PROTOCOL, readable, significant
 from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
@@ -59,7 +63,11 @@ def test_a_short_finetune_runs_to_completion(finished):
     assert active_heads(tuned.model) == active_heads(dashboard(at).working.model)
 
 
-def test_a_worse_finetune_is_a_warning_and_is_not_adopted():
+def test_a_worse_finetune_is_a_warning_and_is_not_adopted(monkeypatch):
+    # the run's validation curve decides the best step; fix it at step 1 so "use the best checkpoint" is always
+    # offered (the job keeps that checkpoint and the verdict points to it), whatever the training noise does
+    monkeypatch.setattr("sentinel.ui.finetune.best_step",
+                        lambda points, before: next((p.step, p.value) for p in points if p.step == 1))
     at = open_app("prune")
     at.button(key="prune_go").click().run()
     at.switch_page("app_pages/finetune.py").run()
@@ -76,11 +84,10 @@ def test_a_worse_finetune_is_a_warning_and_is_not_adopted():
     assert "perplexity got worse" in at.warning[0].value
     assert dashboard(at).tuned is None                       # not silently the session's "after" model
     assert at.button(key="finetune_adopt").proto.type == "secondary"
-    if verdict.best_path is not None:                          # a kept checkpoint beat the last step
-        at.button(key="finetune_adopt_best").click().run()
-        assert dashboard(at).tuned.checkpoint == verdict.best_path
-    else:
-        assert verdict.best_step == 0 or verdict.last_is_best
+    assert verdict.best_step == 1 and verdict.best_path.endswith("step-1")
+    at.button(key="finetune_adopt_best").click().run()
+    assert_clean(at)
+    assert dashboard(at).tuned.checkpoint == verdict.best_path and dashboard(at).tuned.job_id == job_id
 
 
 def test_the_job_url_shows_the_same_job_after_a_reload(finished):
@@ -102,6 +109,53 @@ def test_the_bare_job_link_rebuilds_the_start_model_but_adopts_nothing(finished)
     state = dashboard(at)
     assert state.working.status() == dashboard(first).working.status() and state.tuned is None
     assert at.button(key="finetune_adopt")
+
+
+def test_loading_another_model_is_not_undone_by_the_finetune_page(finished):
+    first, job_id = finished
+    at = open_app("finetune", query=url_of(first))       # a session whose fine-tune on the bundled model finished
+    assert dashboard(at).job_id == job_id
+    other = str(BUNDLED_MODEL_DIR.parent / "stdlib-gpt2")
+    at.switch_page("app_pages/model.py").run()
+    at.radio(key="model_kind").set_value("folder").run()
+    at.text_input(key="model_folder").set_value(other).run()
+    at.button(key="model_load").click().run()
+    assert_clean(at)
+    assert dashboard(at).working.base.source == other and dashboard(at).job_id is None
+    at.switch_page("app_pages/prune.py").run()
+    at.switch_page("app_pages/finetune.py").run()
+    assert_clean(at)
+    state = dashboard(at)
+    assert state.working.base.source == other and state.working.steps == [] and state.tuned is None
+    # the address still names the old job (as in the reviewer's probe): it is shown only as what it is, with the
+    # model it ran on named, nothing of it to adopt, and a button to open that model
+    assert url_of(at)["job"] == job_id and state.job_id == job_id
+    notes = [i.value for i in at.info if i.value.startswith("This job ran on")]
+    assert notes[0].startswith(f"This job ran on {BUNDLED_MODEL_DIR.name} with 1 pruning step; your session's "
+                               "model is stdlib-gpt2 with 0.")
+    assert "finetune_adopt" not in button_keys(at)
+    at.button(key="finetune_open_job_model").click().run()      # the user's explicit choice
+    assert_clean(at)
+    state = dashboard(at)
+    assert Path(state.working.base.source) == BUNDLED_MODEL_DIR
+    assert state.working.status() == dashboard(first).working.status() and state.job_id == job_id
+    assert "finetune_adopt" in button_keys(at)
+
+
+def test_a_job_link_does_not_replace_pruning_done_since(finished):
+    _, job_id = finished
+    at = open_app("prune", query={"job": job_id})          # a session opened from the job's bare address...
+    at.slider(key="prune_ratio").set_value(0.2).run()
+    at.button(key="prune_go").click().run()                # ...that pruned other heads before opening Fine-tune
+    pruned = dashboard(at).working.status()
+    at.switch_page("app_pages/finetune.py").run()
+    assert_clean(at)
+    assert dashboard(at).working.status() == pruned and len(pruned) == heads_for_ratio(0.2, 48)
+    assert any(i.value.startswith("This job ran on") for i in at.info)
+
+
+def button_keys(at) -> set[str]:
+    return {b.key for b in at.button}
 
 
 def test_compare_renders_three_models_with_the_same_seed(finished):
@@ -214,3 +268,21 @@ def test_a_queued_job_shows_its_place_and_estimated_start():
     finally:                     # records made by hand: nothing runs them, so close them for the other tests
         for job_id in (running, queued):
             store.set_job_state(job_id, "interrupted", error="test record")
+
+
+def test_a_run_recorded_before_jobs_measured_the_protocol_shows_no_other_number(finished):
+    first, job_id = finished
+    store = shared_store()
+    job = store.get_job(job_id)
+    summary = store.get_experiment(job.experiment_id).summary
+    older = {k: v for k, v in summary.items() if not k.startswith("protocol_")}     # as runs were recorded before
+    store.update_experiment(job.experiment_id, summary=older, merge=False)
+    page = open_app("experiments")
+    table = page.dataframe[0].value
+    row = table[table["id"] == job.experiment_id].iloc[0]
+    assert pd.isna(row["perplexity"]) and row["perplexity_note"].startswith(NOT_ON_PROTOCOL)   # not the trainer's
+    at = open_app("finetune", query=url_of(first))          # opening it measures the protocol on the page, alike
+    assert_clean(at)
+    verdict = dashboard(at).caches[("verdict", job_id)]
+    assert (verdict.before, verdict.after) == (summary["protocol_perplexity_before"], summary["protocol_perplexity_after"])
+    assert store.get_experiment(job.experiment_id).summary["protocol_perplexity_after"] == verdict.after

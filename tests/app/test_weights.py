@@ -166,6 +166,13 @@ def test_the_sensitivity_scan_runs_in_the_background_survives_reload_and_is_reco
     reloaded = open_app("weights", query=url_of(at))                     # F5 brings the scan back
     assert dashboard(reloaded).sensitivity_job_id == job_id
     assert len(reloaded.dataframe[-1].value) == matrices
+    assert not any(w.value.startswith("This sensitivity scan was made") for w in reloaded.warning)
+    reloaded.switch_page("app_pages/prune.py").run()
+    reloaded.button(key="prune_go").click().run()                        # pruned since: the scan is of before
+    reloaded.switch_page("app_pages/weights.py").run()
+    assert_clean(reloaded)
+    assert any(w.value.startswith("This sensitivity scan was made on your model before step 1 (mask 14 heads")
+               for w in reloaded.warning)
     record = shared_store().get_experiment(job.experiment_id)
     assert record.name == "sensitivity magnitude 6 layers at 50%" and record.status == "completed"
     assert record.summary["baseline_perplexity"] == result.baseline
