@@ -21,7 +21,10 @@ from torch import nn
 from sentinel.errors import DataError
 from sentinel.evaluation.paired import InterleavedSpeed
 from sentinel.evaluation.size import weight_bytes
+from sentinel.models.int8 import INT8_FILE, is_int8_folder
+from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
+from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.store import Store
 from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
 from sentinel.ui.format import human_bytes, human_count
@@ -117,31 +120,50 @@ def folder_identity(path: str | Path) -> tuple:
 
 @dataclass(frozen=True)
 class SizeFigures:
-    """One model's size: parameters, those not zero, dense weight bytes, and the bytes of its saved weight files."""
+    """One model's size: parameters, those not zero, dense weight bytes, the bytes of the weight file `load_model`
+    reads, and the bytes of the bitmask-compressed copy saved next to it (a Weights-page save), when there is one."""
 
     parameters: int
     nonzero: int
     dense_bytes: int
     stored_bytes: int | None         # None: the model is held in this session only
+    compressed_bytes: int | None = None   # None: no bitmask-compressed file in the folder
 
     def rows(self) -> dict[str, str]:
         """Label → shown value, for the page's metrics."""
-        return {"Parameters": human_count(self.parameters),
+        rows = {"Parameters": human_count(self.parameters),
                 "Non-zero parameters": f"{human_count(self.nonzero)} ({self.nonzero / self.parameters:.0%})"
                 if self.parameters else "0",
                 "Weights, dense": human_bytes(self.dense_bytes),
                 "Weights as stored": human_bytes(self.stored_bytes) if self.stored_bytes is not None
                 else "not saved (in this session)"}
+        if self.compressed_bytes is not None:
+            rows["Bitmask-compressed file"] = human_bytes(self.compressed_bytes)
+        return rows
+
+
+def loaded_weight_file(folder: str | Path) -> Path:
+    """The weight file `load_model` reads from a saved folder: the int8 file of an int8 folder, else
+    `model.safetensors`. Other safetensors next to it (the bitmask-compressed copy) are not loaded."""
+    folder = Path(folder)
+    return folder / (INT8_FILE if is_int8_folder(folder) else WEIGHTS_FILE)
 
 
 def size_figures(model: nn.Module, folder: str | Path | None = None) -> SizeFigures:
     """Parameters and non-zero parameters (`sparsity_stats`, tied weights once), dense bytes (`weight_bytes`)
-    and, for a saved model, the bytes of its weight files on disk (safetensors, including compressed forms)."""
+    and, for a saved model, the bytes of the weight file it loads from and, apart, of its bitmask-compressed
+    copy (`COMPRESSED_FILE`) — never their sum: the folder holds the same weights twice."""
     stats = sparsity_stats(model)
-    stored = None
+    stored = compressed = None
     if folder is not None:
-        stored = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors") if f.is_file())
-    return SizeFigures(stats.total_parameters, stats.nonzero_parameters, weight_bytes(model), stored)
+        weights = loaded_weight_file(folder)
+        if not weights.is_file():
+            raise DataError(f"{folder} has no {weights.name}, the weight file the model loads from; "
+                            "save the model again.")
+        stored = weights.stat().st_size
+        packed = Path(folder) / COMPRESSED_FILE
+        compressed = packed.stat().st_size if packed.is_file() else None
+    return SizeFigures(stats.total_parameters, stats.nonzero_parameters, weight_bytes(model), stored, compressed)
 
 
 def speed_table(speed: InterleavedSpeed, labels: dict[str, str]) -> pd.DataFrame:

@@ -143,3 +143,35 @@ def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
     assert nonzero[0].endswith("(100%)")
     stored = [m.value for m in at.metric if m.label == "Weights as stored"]
     assert stored == ["not saved (in this session)"] * 2
+
+
+def test_a_model_saved_on_weights_is_stored_as_its_one_weight_file_with_the_bitmask_copy_apart():
+    """Review #3: a Weights save holds model.safetensors and the bitmask copy; Compare counts the file the model
+    loads from as 'Weights as stored' and shows the compressed file as its own row, never the sum of both."""
+    from sentinel.sparsity.storage import COMPRESSED_FILE
+    from sentinel.ui.format import human_bytes
+    from sentinel.ui.library import model_folder_for
+
+    name = "cmp-weights-save"
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1").run()
+    at.button(key="weights_go").click().run()
+    at.text_input(key="weights_save_name").set_value(name).run()
+    at.button(key="weights_save").click().run()
+    assert_clean(at)
+    folder = model_folder_for(name)
+    try:
+        dense_file, packed = (folder / "model.safetensors").stat().st_size, (folder / COMPRESSED_FILE).stat().st_size
+        at.switch_page("app_pages/compare.py").run()
+        key = f"saved_{name.replace('-', '_')}"
+        at.multiselect(key="compare_models").set_value(["base", key]).run()
+        at.button(key="compare_go").click().run()
+        assert_clean(at)
+        assert list(bodies(at)) == ["base", key]
+        stored = [m.value for m in at.metric if m.label == "Weights as stored"]
+        assert stored == ["not saved (in this session)", human_bytes(dense_file)]
+        assert [m.value for m in at.metric if m.label == "Bitmask-compressed file"] == [human_bytes(packed)]
+        dense = [m.value for m in at.metric if m.label == "Weights, dense"]
+        assert dense[0] == dense[1]                       # same shapes: the saved sparse model is not 'bigger'
+    finally:
+        shutil.rmtree(folder)
