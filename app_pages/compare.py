@@ -8,7 +8,7 @@ import streamlit as st
 from app_support.compare import Column, candidates, choose, column, perplexity, size
 from app_support.state import dashboard, report_errors, require_model
 from sentinel.demo.prompts import default_prompts
-from sentinel.evaluation.paired import SPEED_REPEATS, interleaved_speed
+from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS, interleaved_speed
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.compare import check_choice, speed_table
 from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
@@ -64,7 +64,7 @@ if buttons[1].button("Measure speed", key="compare_speed", icon=":material/speed
     with st.spinner(f"Timing {len(columns)} models in turns…"), report_errors("timing the models"):
         state.caches["compare-speed"] = (compared, interleaved_speed(
             {c.candidate.key: c.model for c in columns}, tokenizers={c.candidate.key: c.tokenizer for c in columns},
-            repeats=SPEED_REPEATS, prompt_tokens=64, new_tokens=16))
+            repeats=SPEED_REPEATS, prompt_tokens=SPEED_PROMPT_TOKENS, new_tokens=SPEED_NEW_TOKENS))
 
 labels = {c.candidate.key: c.candidate.label for c in columns}
 shown = state.caches.get("compare")

@@ -19,12 +19,13 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError
+from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS, InterleavedSpeed,
+                                       interleaved_speed)
 from sentinel.jobs import JobCancelled, JobContext, JobManager, ProgressEvent
 from sentinel.models import get_layout, load_model, save_model
 from sentinel.sparsity.masks import (SparsifyResult, SparsityConfig, make_permanent, parse_pattern, sparsify,
                                      sparsity_stats)
 from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
-from sentinel.sparsity.report import SpeedComparison, SpeedRow, compare_speed
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS, finetune_sparse, gradual_over, start_gradual
 from sentinel.sparsity.scores import DATA_METHODS
 from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, layer_sensitivity, suggest_sparsity
@@ -173,37 +174,33 @@ def size_table(dense: SizeReport, sparse: SizeReport) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "Your model", "Sparse"]).set_index("")
 
 
-def _row(speed: SpeedComparison, name: str) -> SpeedRow:
-    return next(r for r in speed.rows if r.name == name)
+def _ratios(speed: InterleavedSpeed, name: str) -> str:
+    """Both phases' ratio to your model with their spread over the interleaved rounds (the app's one rule)."""
+    return f"prefill {speed.ratio(name, 'prefill').describe()}, decode {speed.ratio(name, 'decode').describe()}"
 
 
-def _spread(row: SpeedRow, repeats: int) -> str:
-    return (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} "
-            f"tokens/s), decode {row.decode_ratio:.2f}× over {repeats} interleaved runs")
-
-
-def speed_sentence(speed: SpeedComparison, pattern: str | None) -> str:
-    """The measured verdict of the sparse row, with the plain statement when unstructured zeros bought nothing."""
-    row = _row(speed, "sparse")
-    spread = _spread(row, speed.repeats)
-    if parse_pattern(pattern) is None and "faster" not in row.verdict:
-        return (f"Measured: {row.verdict} — {NO_SPEEDUP} ({spread}). Dense kernels still multiply every zero; "
+def speed_sentence(speed: InterleavedSpeed, pattern: str | None) -> str:
+    """The measured verdict of the sparse copy against your model (median of per-round ratios, 'no measurable
+    difference' when their range covers 1.0), with the plain statement when unstructured zeros bought nothing."""
+    measured = _ratios(speed, "sparse")
+    if parse_pattern(pattern) is None and not speed.ratio("sparse", "prefill").faster:
+        return (f"Measured: {measured} — {NO_SPEEDUP}. Dense kernels still multiply every zero; "
                 "what sparsity saves here is the compressed file's size.")
-    return f"Measured: {row.verdict} ({spread})."
+    return f"Measured: {measured}."
 
 
-def int8_speed_sentence(speed: SpeedComparison) -> str | None:
-    """The measured verdict of the int8 row against your model (None when int8 was not timed)."""
-    if not any(r.name == "sparse int8" for r in speed.rows):
+def int8_speed_sentence(speed: InterleavedSpeed) -> str | None:
+    """The measured verdict of the int8 copy against your model (None when int8 was not timed)."""
+    if "sparse int8" not in speed.names:
         return None
-    row = _row(speed, "sparse int8")
-    return (f"Measured int8 (dynamic quantization, CPU): {row.verdict} ({_spread(row, speed.repeats)}). Whether "
+    return (f"Measured int8 (dynamic quantization, CPU): {_ratios(speed, 'sparse int8')}. Whether "
             "int8 is faster depends on this CPU's int8 kernels; this is what it did here.")
 
 
 def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, quantized: nn.Module | None = None,
-                         repeats: int = 3) -> SpeedComparison:
-    """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`sentinel.sparsity.report.compare_speed`)."""
+                         repeats: int = SPEED_REPEATS) -> InterleavedSpeed:
+    """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`interleaved_speed`, the Compare page's
+    rounds and token counts)."""
     models = {"dense": dense, "sparse": sparse}
     if quantized is not None:
         if next(dense.parameters()).device.type != "cpu":
@@ -211,7 +208,8 @@ def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, qu
                             f"{next(dense.parameters()).device}; timing them together would compare devices, not "
                             "formats. Load the model on the CPU to time int8, or untick int8.")
         models["sparse int8"] = quantized
-    return compare_speed(models, tokenizer, repeats=repeats, prompt_tokens=64, new_tokens=16)
+    return interleaved_speed(models, tokenizer, repeats=repeats, prompt_tokens=SPEED_PROMPT_TOKENS,
+                             new_tokens=SPEED_NEW_TOKENS)
 
 
 # -- gradual sparsify: a background job (it fine-tunes) ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from app_support.state import shared_store
 from sentinel.models import load_model
 from sentinel.models.int8 import is_int8
-from sentinel.sparsity.report import SpeedComparison, SpeedRow
+from sentinel.evaluation.paired import InterleavedSpeed, ModelTimings
 from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.ui.format import human_bytes
 from sentinel.ui.library import model_folder_for, saved_models
@@ -36,19 +36,25 @@ def test_the_weights_page_sparsifies_a_copy_and_reports_sizes():
     assert any(m.value.startswith("**50.0%** of the targeted weights are zero") for m in at.markdown)
 
 
-def _speed(ratio: float, verdict: str) -> SpeedComparison:
-    rows = [SpeedRow(name, 100.0 * r, 50.0 * r, (90.0, 110.0), (45.0, 55.0), r, r, v, [], [])
-            for name, r, v in (("dense", 1.0, "reference"), ("sparse", ratio, verdict))]
-    return SpeedComparison(rows, 3, 64, 16, 1)
+def _speed(*ratios: float) -> InterleavedSpeed:
+    """Dense at 100/50 tokens/s every round; the sparse copy at those times each round's ratio."""
+    rounds = len(ratios)
+    return InterleavedSpeed((ModelTimings("dense", (100.0,) * rounds, (50.0,) * rounds),
+                             ModelTimings("sparse", tuple(100.0 * r for r in ratios), tuple(50.0 * r for r in ratios))),
+                            rounds, 64, 16, 1)
 
 
 def test_the_speed_sentence_says_when_unstructured_zeros_bought_nothing():
-    plain = speed_sentence(_speed(0.99, "prefill no measurable speed-up, decode no measurable speed-up"), None)
+    plain = speed_sentence(_speed(0.95, 1.0, 1.08), None)              # the rounds disagree: covers 1.0
     assert NO_SPEEDUP in plain
-    faster = speed_sentence(_speed(1.5, "prefill 1.50x faster, decode 1.50x faster"), None)
-    assert NO_SPEEDUP not in faster and faster.startswith("Measured: prefill 1.50x faster")
-    assert NO_SPEEDUP not in speed_sentence(_speed(1.0, "prefill no measurable speed-up, decode no measurable "
-                                                        "speed-up"), "2:4")
+    assert plain.startswith("Measured: prefill no measurable difference (0.95–1.08×, 3 interleaved pairs), "
+                            "decode no measurable difference (0.95–1.08×")
+    faster = speed_sentence(_speed(1.4, 1.5, 1.6), None)
+    assert NO_SPEEDUP not in faster
+    assert faster.startswith("Measured: prefill 1.50× faster (1.40–1.60×, 3 interleaved pairs), decode 1.50× faster")
+    assert NO_SPEEDUP not in speed_sentence(_speed(0.95, 1.0, 1.08), "2:4")
+    # a ratio of medians above 1 whose per-round range covers 1.0 is not 'faster' (the one rule, review #5)
+    assert NO_SPEEDUP in speed_sentence(_speed(0.9, 1.2, 1.3), None)
 
 
 def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
