@@ -274,6 +274,10 @@ def comparison_progress(job_id: str) -> None:
     total = event.total_steps or 1
     words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
     st.progress(min(1.0, event.step / total), text=f"Comparing strategies: {words or 'starting'}")
+    if st.button("Cancel", key="compare_strategies_cancel", icon=":material/cancel:",
+                 help="Stop the comparison; your model is not touched (the strategies run on a copy)."):
+        shared_jobs().cancel(job_id)
+        st.rerun(scope="app")
     if job.state not in ("queued", "running"):
         st.rerun(scope="app")
 
@@ -291,6 +295,9 @@ if state.compare_job_id is not None:
             cols = st.columns([3, 2])
             cols[0].dataframe(ranked, hide_index=True, key="compare_strategies_table", width="stretch")
             cols[1].altair_chart(strategy_chart(ranked, comparison.baseline), width="stretch")
+        elif compare_job.state == "cancelled":
+            st.info("The strategy comparison was cancelled; press Compare strategies to run it again.",
+                    icon=":material/cancel:")
         else:
             st.warning(f"The strategy comparison {compare_job.state}: {compare_job.error or 'no result'}",
                        icon=":material/warning:")

@@ -33,6 +33,7 @@ from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compress
 from sentinel.sparsity.text import calibration_blocks
 from sentinel.store import Store, new_id, sentinel_home
 from sentinel.ui.format import human_bytes
+from sentinel.ui.job_copies import input_copy_params, load_job_copy
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.ui.session import WorkingModel
@@ -226,16 +227,16 @@ def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: Spar
     schedule.validate(config)
     folder = sentinel_home() / GRADUAL_RUNS / new_id()
     start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
-    return jobs.submit(GRADUAL_KIND, {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
-                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history(),
-                                      "base_model": working.base.source},
-                       device=device)
+    params = {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
+              "schedule": schedule.to_dict(), "dashboard_steps": working.history(), "base_model": working.base.source}
+    return jobs.submit(GRADUAL_KIND, input_copy_params(params, start), device=device)
 
 
 def run_gradual_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Job-manager entry point for kind "weights-gradual": gradual sparsify with progress per training step and
-    cancel between steps; the sparse model is saved (masks made permanent) for the page to load."""
-    loaded = load_model(params["model"], device=ctx.device)
+    cancel between steps; the sparse model is saved (masks made permanent) for the page to load. The job manager
+    removes the start copy when the job ends (`input_copy_params`); the sparse result is kept."""
+    loaded = load_job_copy(params["model"], ctx.device, "Weights")
     config = SparsityConfig(**{**params["config"], "include": tuple(params["config"].get("include", ()))})
     schedule = ScheduleSettings(**params["schedule"])
     sparse = sparsify_copy(loaded.model, loaded.tokenizer, config, schedule,
@@ -378,14 +379,15 @@ def start_sensitivity(jobs: JobManager, store: Store, working: WorkingModel, req
                                          model=working.base.source)
     start = save_model(working.model, working.tokenizer, sentinel_home() / SENSITIVITY_RUNS / experiment / "start",
                        note={"dashboard_steps": working.history()})
-    return jobs.submit(SENSITIVITY_KIND, {"model": str(start), "request": request.to_dict()}, device=device,
-                       experiment_id=experiment)
+    return jobs.submit(SENSITIVITY_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
+                       device=device, experiment_id=experiment)
 
 
 def run_sensitivity_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Job-manager entry point for kind "weights-sensitivity": every body matrix pruned alone at every level,
-    measured with the app's protocol; the table and a suggested per-matrix sparsity go into the experiment."""
-    loaded = load_model(params["model"], device=ctx.device)
+    measured with the app's protocol; the table and a suggested per-matrix sparsity go into the experiment.
+    The job manager removes the start copy when the job ends (`input_copy_params`)."""
+    loaded = load_job_copy(params["model"], ctx.device, "Weights")
     request = SensitivityRequest(**params["request"])
     request.validate()
     protocol = request.protocol()

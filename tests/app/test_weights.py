@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from app_support.state import shared_store
@@ -67,7 +69,9 @@ def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
     job_id = dashboard(at).gradual_job_id
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running")
              and "sparse-latest" in dashboard(a).caches)
-    assert shared_store().get_job(job_id).state == "succeeded"
+    job = shared_store().get_job(job_id)
+    assert job.state == "succeeded"
+    assert not Path(job.params["model"]).exists() and Path(job.result["model"]).is_dir()   # start gone, result kept
     sparse = dashboard(at).caches["sparse-latest"][1]
     scheduled = [target for _, target, _ in sparse.history]
     assert scheduled == sorted(scheduled) and scheduled[0] == 0.0 and scheduled[-1] == 0.5   # the cubic ramp
@@ -98,6 +102,7 @@ def test_a_gradual_run_can_be_cancelled():
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     assert shared_store().get_job(job_id).state == "cancelled"
     assert any("The gradual run cancelled" in w.value for w in at.warning)
+    assert not Path(shared_store().get_job(job_id).params["model"]).exists()     # the start copy is removed
 
 
 def test_prune_then_quantize_then_save_and_load_back():
@@ -163,6 +168,7 @@ def test_the_sensitivity_scan_runs_in_the_background_survives_reload_and_is_reco
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     job = shared_store().get_job(job_id)
     assert job.state == "succeeded", job.error
+    assert not Path(job.params["model"]).exists()                       # the start copy is removed
     result = sensitivity_of(job.result)
     matrices = len({r.name for r in result.rows})
     assert len(result.rows) == matrices == 24                          # 6 blocks x 4 matrices, one level
@@ -189,3 +195,4 @@ def test_a_sensitivity_scan_can_be_cancelled():
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     assert shared_store().get_job(job_id).state == "cancelled"
     assert any("The sensitivity scan cancelled" in w.value for w in at.warning)
+    assert not Path(shared_store().get_job(job_id).params["model"]).exists()
