@@ -343,9 +343,12 @@ export_name = st.text_input("Export name", f"{Path(working.base.source).name}-st
 with report_errors("checking the export name") as bad_export_name:
     export_target = export_folder_for(export_name)
 export_key = ("export", id(working), working.version, export_name)
-if not bad_export_name and export_target.exists():
-    st.caption(f"An export named {export_target.name!r} exists; exporting again replaces it.")
-if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:"):
+export_ok = True
+if not bad_export_name and export_target.exists():   # ask before replacing, as Save does
+    st.warning(f"An export named {export_target.name!r} already exists. Exporting again replaces it.",
+               icon=":material/warning:")
+    export_ok = st.checkbox(f"Replace the export {export_target.name!r}", key="export_replace")
+if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:", disabled=not export_ok):
     with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
         state.caches[export_key] = export_session(working, export_name)
 exported = state.caches.get(export_key)

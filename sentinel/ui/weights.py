@@ -32,6 +32,7 @@ from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, lay
 from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compressed
 from sentinel.sparsity.text import calibration_blocks
 from sentinel.store import Store, new_id, sentinel_home
+from sentinel.ui.analysis import block_size_for
 from sentinel.ui.format import human_bytes
 from sentinel.ui.job_copies import input_copy_params, load_job_copy
 from sentinel.ui.library import model_folder_for
@@ -115,8 +116,7 @@ def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
     from sentinel.training.finetune import describe_result, load_finetune_data
 
     start = time.perf_counter()
-    positions = getattr(work.config, "max_position_embeddings", None) or 1024
-    block = min(schedule.block_size, positions)
+    block = block_size_for(work, schedule.block_size)          # capped by the model's positions, when it states them
     ft = FineTuneConfig(max_steps=schedule.steps, learning_rate=schedule.learning_rate,
                         batch_size=schedule.batch_size, block_size=block, eval_every=0, eval_max_tokens=max(block, 512),
                         seed=config.seed, device=str(next(work.parameters()).device))
