@@ -47,6 +47,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "target-prune": "sentinel.ui.target_prune:run_target_prune_job",
     "weights-sensitivity": "sentinel.ui.weights:run_sensitivity_job",
     "weights-gradual": "sentinel.ui.weights:run_gradual_job",
+    "compare-speed": "sentinel.ui.compare:run_speed_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 # params key: folders Sentinel saved as a job's input only (e.g. the dashboard's copy of the session's model). The

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -178,14 +178,23 @@ class InterleavedSpeed:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InterleavedSpeed:
+        """The timings `to_dict` wrote (a job's result)."""
+        timings = tuple(ModelTimings(t["name"], tuple(t["prefill"]), tuple(t["decode"])) for t in data["timings"])
+        return cls(timings, int(data["repeats"]), int(data["prompt_tokens"]), int(data["new_tokens"]),
+                   int(data["threads"]))
+
 
 def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = SPEED_REPEATS,
                       prompt_tokens: int = SPEED_PROMPT_TOKENS, new_tokens: int = SPEED_NEW_TOKENS,
-                      tokenizers: Mapping[str, Any] | None = None) -> InterleavedSpeed:
+                      tokenizers: Mapping[str, Any] | None = None,
+                      on_run: Callable[[int, int, str], None] | None = None) -> InterleavedSpeed:
     """Time every model once per round for `repeats` rounds, the order rotating each round (A B C, B C A,
     C A B, ...) so neither a drift in machine load nor the position favours one model; one untimed warm-up
     each first. `tokenizers` (per name) overrides `tokenizer` where models do not share one. A spread needs
-    at least 2 rounds; one round is allowed for a quick look (`sentinel quantize --runs 1`)."""
+    at least 2 rounds; one round is allowed for a quick look (`sentinel quantize --runs 1`). `on_run(done,
+    total, name)` follows every run, warm-ups included (a job's progress; it may raise to stop)."""
     import torch
 
     names = list(models)
@@ -194,8 +203,17 @@ def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, re
     if repeats < 1:
         raise DataError(f"Timing needs at least 1 round, got {repeats}.")
     tokenizer_of = {name: (tokenizers or {}).get(name, tokenizer) for name in names}
+    total, done = len(names) * (repeats + 1), 0
+
+    def ran(name: str) -> None:
+        nonlocal done
+        done += 1
+        if on_run is not None:
+            on_run(done, total, name)
+
     for name in names:                                  # one untimed warm-up each
         measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
+        ran(name)
     prefill: dict[str, list[float]] = {name: [] for name in names}
     decode: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
@@ -204,6 +222,7 @@ def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, re
             timed = measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
             prefill[name].append(timed.prefill_tokens_per_s)
             decode[name].append(timed.decode_tokens_per_s)
+            ran(name)
     timings = tuple(ModelTimings(name, tuple(prefill[name]), tuple(decode[name])) for name in names)
     logger.info("Timed %d models in %d interleaved rounds", len(names), repeats)
     return InterleavedSpeed(timings, repeats, prompt_tokens, new_tokens, torch.get_num_threads())

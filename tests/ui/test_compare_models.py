@@ -82,6 +82,7 @@ def test_sizes_count_zeros_and_the_saved_files(tiny_lm, tmp_path):
 def test_the_speed_table_states_each_model_against_the_first():
     speed = InterleavedSpeed((ModelTimings("a", (100.0, 100.0, 100.0), (10.0, 10.0, 10.0)),
                               ModelTimings("b", (150.0, 160.0, 140.0), (9.0, 11.0, 10.0))), 3, 64, 16, 1)
+    assert InterleavedSpeed.from_dict(speed.to_dict()) == speed           # what the Compare speed job returns
     table = speed_table(speed, {"a": "Base model", "b": "Pruned"})
     assert list(table.index) == ["Base model", "Pruned"]
     assert table.loc["Base model", "Prefill vs. first"] == "reference"
