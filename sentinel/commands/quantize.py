@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"model       {loaded.source} (body sparsity {result['sparsity']:.1%})\n"
           f"perplexity  fp32 {result['perplexity_fp32']:.3f}, int8 {result['perplexity_int8']:.3f}\n"
           f"size        fp32 {size.dense_bytes / 1e6:.2f} MB, int8 {size.int8_bytes / 1e6:.2f} MB\n"
-          f"speed       int8 vs fp32: {speed.verdict('int8')} ({speed.threads} threads)\n"
+          f"speed       int8 vs fp32: {speed.verdict('int8')}; {speed.threads} CPU threads\n"
           f"saved to    {folder}")
     return 0
