@@ -24,6 +24,7 @@ from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, S
                                        interleaved_speed)
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.evaluation.size import weight_bytes
+from sentinel.files import mark_folder
 from sentinel.models.int8 import INT8_FILE, is_int8_folder
 from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
@@ -228,9 +229,11 @@ def start_speed_job(jobs: JobManager, models: Sequence[TimedModel], signature: s
             copies.append(path)
         entries.append({"key": m.key, "label": m.label, "path": path, "copy": m.folder is None,
                         "device": m.device, "dtype": m.dtype})
+    if copies:                                   # the job's folder is Sentinel's too, so it goes with the copies
+        mark_folder(root, kind="run")
     params = {"models": entries, "signature": signature, "repeats": SPEED_REPEATS,
               "prompt_tokens": SPEED_PROMPT_TOKENS, "new_tokens": SPEED_NEW_TOKENS}
-    return jobs.submit(SPEED_KIND, input_copy_params(params, *copies), device=device)
+    return jobs.submit(SPEED_KIND, input_copy_params(params, *([root] if copies else [])), device=device)
 
 
 def run_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -98,8 +98,9 @@ def test_base_pruned_and_a_saved_model_side_by_side(library, monkeypatch):
     job_id = dashboard(at).caches["compare-speed-job"]
     job = shared_store().get_job(job_id)
     assert job.kind == "compare-speed" and [m["key"] for m in job.params["models"]] == ["base", "pruned", saved_key]
-    copies = [Path(p) for p in job.params["input_copies"]]
-    assert [p.name for p in copies] == ["base", "pruned"]       # the session's models saved for the job...
+    copies = [Path(m["path"]) for m in job.params["models"] if m["copy"]] + [Path(p) for p in job.params["input_copies"]]
+    assert [p.name for p in copies[:2]] == ["base", "pruned"]   # the session's models saved for the job...
+    assert copies[2] == copies[0].parent                        # ...in the job's own folder, removed as a whole
     assert job.params["models"][2]["path"] == str(models_dir() / SAVED)      # ...the library's read in place
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     at.run()
