@@ -5,15 +5,19 @@ import html
 
 import streamlit as st
 
-from app_support.compare import Column, candidates, choose, column, perplexity, size
-from app_support.state import dashboard, report_errors, require_model
+from app_support.compare import Column, candidates, choose, column, perplexity, size, stable_identity, timed_model
+from app_support.state import dashboard, report_errors, require_model, shared_jobs, shared_store
 from sentinel.demo.prompts import default_prompts
-from sentinel.evaluation.paired import SPEED_REPEATS, interleaved_speed
+from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS
 from sentinel.generation import GenerationSettings, compare_generations
-from sentinel.ui.compare import check_choice, speed_table
+from sentinel.jobs import ProgressEvent
+from sentinel.ui.compare import check_choice, speed_job_for, speed_of, speed_signature, speed_table, start_speed_job
+from sentinel.ui.finetune import queue_place
 from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
+
+SPEED_JOB = "compare-speed-job"       # state.caches: this session's latest speed job id
 
 state = dashboard()
 st.title(":material/compare_arrows: Compare")
@@ -59,13 +63,20 @@ if buttons[0].button("Generate", type="primary", key="compare_go", icon=":materi
         results = compare_generations({c.candidate.key: c.model for c in columns}, working.tokenizer, prompt,
                                       settings, tokenizers={c.candidate.key: c.tokenizer for c in columns})
         state.caches["compare"] = (compared, results)
-if buttons[1].button("Measure speed", key="compare_speed", icon=":material/speed:",
-                     help=f"Times every chosen model in {SPEED_REPEATS} interleaved rounds (the order rotating each "
-                          "round) and compares each with the first model round by round."):
-    with st.spinner(f"Timing {len(columns)} models in turns…"), report_errors("timing the models"):
-        state.caches["compare-speed"] = (compared, interleaved_speed(
-            {c.candidate.key: c.model for c in columns}, tokenizers={c.candidate.key: c.tokenizer for c in columns},
-            repeats=SPEED_REPEATS, prompt_tokens=64, new_tokens=16))
+signature = speed_signature([(c.candidate.key, *stable_identity(state, working, c)) for c in columns])
+speed_job = speed_job_for(shared_store(), signature, state.caches.get(SPEED_JOB))
+timing = speed_job is not None and speed_job.state in ("queued", "running")
+if buttons[1].button("Measure speed", key="compare_speed", icon=":material/speed:", disabled=timing,
+                     help=f"Times every chosen model in {SPEED_REPEATS} interleaved rounds of {SPEED_PROMPT_TOKENS} "
+                          f"prompt + {SPEED_NEW_TOKENS} generated tokens (the order rotating each round) in the "
+                          "background, and compares each with the first model round by round."):
+    with report_errors("starting the speed measurement") as failed_start, \
+            st.spinner("Saving your session's models for the job…"):
+        device = state.choice.device if state.choice else "auto"
+        state.caches[SPEED_JOB] = start_speed_job(shared_jobs(), [timed_model(state, working, c) for c in columns],
+                                                  signature, device)
+    if not failed_start:
+        st.rerun()                              # draw the page again with the job's progress, the button disabled
 
 labels = {c.candidate.key: c.candidate.label for c in columns}
 shown = state.caches.get("compare")
@@ -104,14 +115,39 @@ elif shown is not None:
                     change = signed_percent(first_size.parameters, figures.parameters) or None
                 st.metric(label, value, change, delta_color="off")
 
-speed = state.caches.get("compare-speed")
-if speed is not None and speed[0] == compared:
-    timed = speed[1]
+
+
+@st.fragment(run_every=1.0)
+def speed_progress(job_id: str) -> None:
+    """The running timing's progress and a Cancel button; hands over to the whole page when the job ends."""
+    job = shared_store().get_job(job_id)
+    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
+    share = min(1.0, event.step / event.total_steps) if event.total_steps else 0.0
+    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
+    st.progress(share, text=f"Measuring speed in the background: {words or 'starting'}")
+    if st.button("Cancel", key="compare_speed_cancel", icon=":material/cancel:",
+                 help="Stop timing; nothing else on the page changes."):
+        shared_jobs().cancel(job_id)
+        st.rerun(scope="app")
+    if job.state not in ("queued", "running"):
+        st.rerun(scope="app")
+
+
+own_job = speed_job is not None and speed_job.id == state.caches.get(SPEED_JOB)
+if timing:
+    speed_progress(speed_job.id)
+elif speed_job is not None and speed_job.state == "succeeded":
+    timed = speed_of(speed_job)
     st.subheader("Measured speed")
     st.table(speed_table(timed, labels))
     st.caption(f"Tokens per second: the median of {timed.repeats} interleaved rounds (lowest–highest in brackets), "
                f"{timed.prompt_tokens} prompt tokens then {timed.new_tokens} generated, {timed.threads} CPU threads. "
                "Each ratio to the first model is taken round by round; when its spread covers 1.0 there is no "
-               "measurable difference.")
-elif speed is not None:
+               f"measurable difference. Measured by job {speed_job.id}.")
+elif own_job and speed_job.state == "cancelled":
+    st.info("The speed measurement was cancelled; press Measure speed to time the models again.",
+            icon=":material/cancel:")
+elif own_job:
+    st.warning(f"The speed measurement {speed_job.state}: {speed_job.error or 'no result'}", icon=":material/warning:")
+elif SPEED_JOB in state.caches:
     st.caption("The models changed since the last timing; press Measure speed to time them again.")

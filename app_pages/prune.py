@@ -278,6 +278,10 @@ def comparison_progress(job_id: str) -> None:
     total = event.total_steps or 1
     words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
     st.progress(min(1.0, event.step / total), text=f"Comparing strategies: {words or 'starting'}")
+    if st.button("Cancel", key="compare_strategies_cancel", icon=":material/cancel:",
+                 help="Stop the comparison; your model is not touched (the strategies run on a copy)."):
+        shared_jobs().cancel(job_id)
+        st.rerun(scope="app")
     if job.state not in ("queued", "running"):
         st.rerun(scope="app")
 
@@ -300,6 +304,9 @@ if state.compare_job_id is not None:
             cols = st.columns([3, 2])
             cols[0].dataframe(ranked, hide_index=True, key="compare_strategies_table", width="stretch")
             cols[1].altair_chart(strategy_chart(ranked, comparison.baseline), width="stretch")
+        elif compare_job.state == "cancelled":
+            st.info("The strategy comparison was cancelled; press Compare strategies to run it again.",
+                    icon=":material/cancel:")
         else:
             st.warning(f"The strategy comparison {compare_job.state}: {compare_job.error or 'no result'}",
                        icon=":material/warning:")
@@ -345,9 +352,12 @@ export_name = st.text_input("Export name", f"{Path(working.base.source).name}-st
 with report_errors("checking the export name") as bad_export_name:
     export_target = export_folder_for(export_name)
 export_key = ("export", id(working), working.version, export_name)
-if not bad_export_name and export_target.exists():
-    st.caption(f"An export named {export_target.name!r} exists; exporting again replaces it.")
-if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:"):
+export_ok = True
+if not bad_export_name and export_target.exists():   # ask before replacing, as Save does
+    st.warning(f"An export named {export_target.name!r} already exists. Exporting again replaces it.",
+               icon=":material/warning:")
+    export_ok = st.checkbox(f"Replace the export {export_target.name!r}", key="export_replace")
+if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:", disabled=not export_ok):
     with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
         state.caches[export_key] = export_session(working, export_name)
 exported = state.caches.get(export_key)

@@ -10,6 +10,7 @@ import streamlit as st
 from app_support.compare import SPARSE_KEY
 from app_support.state import (current_figures, dashboard, keep_url, report_errors, require_model, shared_jobs,
                                shared_store, show_notices)
+from sentinel.evaluation.paired import SPEED_REPEATS
 from sentinel.jobs import ProgressEvent
 from sentinel.sparsity.masks import SCOPES, SparsityConfig
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS
@@ -169,7 +170,8 @@ else:
                 state.caches[("run-int8", key)] = record_sparsify(store, working, sparse, now.perplexity,
                                                                   ppl.perplexity, sparse_size, int8_ppl.perplexity)
     if st.button("Measure speed", key="weights_speed", icon=":material/speed:",
-                 help="Times your model, the sparse copy (and the int8 copy when made) in turns (3 rounds)."):
+                 help=f"Times your model, the sparse copy (and the int8 copy when made) in turns ({SPEED_REPEATS} "
+                      "rounds) and compares each with your model round by round, as on Compare."):
         with report_errors("measuring speed"), st.spinner("Timing the models in turns…"):
             quantized = state.caches.get(("int8", key)) if int8_on else None
             state.caches[("speed-sparse", key, int8_on)] = measure_sparse_speed(

@@ -3,6 +3,7 @@ model's perplexity and size measured once per model identity."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import nn
 from app_support.state import base_figures, current_figures, report_errors, shared_store, tuned_figures
 from sentinel.models import LoadedModel, load_model
 from sentinel.models.int8 import is_int8_folder
-from sentinel.ui.compare import (MAX_MODELS, Candidate, SizeFigures, default_choice, folder_identity,
+from sentinel.ui.compare import (MAX_MODELS, Candidate, SizeFigures, TimedModel, default_choice, folder_identity,
                                  library_candidates, session_candidates, size_figures)
 from sentinel.ui.protocol import protocol_perplexity
 from sentinel.ui.session import WorkingModel
@@ -88,15 +89,39 @@ def column(state: DashboardState, working: WorkingModel, candidate: Candidate) -
     loaded = None
     with st.spinner(f"Loading {candidate.label}…"), report_errors(f"loading the model '{candidate.label}'"):
         identity = folder_identity(candidate.path)
-        choice = state.choice
-        if is_int8_folder(candidate.path):          # int8 modules run on the CPU only, in float32
-            device, dtype = "cpu", "auto"
-        else:
-            device, dtype = str(working.base.device), choice.dtype if choice else "auto"
-        loaded = library_model(candidate.path, identity, device, dtype)
+        loaded = library_model(candidate.path, identity, *library_placement(state, working, candidate.path))
     if loaded is None:
         return None
     return Column(candidate, loaded.model, loaded.tokenizer, ("saved", *identity), candidate.path)
+
+
+def library_placement(state: DashboardState, working: WorkingModel, path: str) -> tuple[str, str]:
+    """(device, dtype) a saved model is loaded with: the session's, except int8 folders (CPU only, float32)."""
+    if is_int8_folder(path):
+        return "cpu", "auto"
+    return str(working.base.device), state.choice.dtype if state.choice else "auto"
+
+
+def timed_model(state: DashboardState, working: WorkingModel, col: Column) -> TimedModel:
+    """What the speed job needs of a column: a library model's folder, or the session's model itself (saved for
+    the job), each on the device and in the dtype the page holds it."""
+    if col.folder is not None:
+        return TimedModel(col.candidate.key, col.candidate.label, col.folder,
+                          *library_placement(state, working, col.folder))
+    weight = next(col.model.parameters())
+    return TimedModel(col.candidate.key, col.candidate.label, None, str(weight.device),
+                      str(weight.dtype).removeprefix("torch."), col.model, col.tokenizer)
+
+
+def stable_identity(state: DashboardState, working: WorkingModel, col: Column) -> tuple:
+    """A column's identity that a reload rebuilds the same (the session's models by how they were made, not by
+    object id), so a speed job started before a reload is found again."""
+    key = col.candidate.key
+    if key == "base":
+        return ("base", working.base.source)
+    if key == "pruned":
+        return ("pruned", working.base.source, json.dumps(working.history(), sort_keys=True))
+    return col.identity                                  # tuned: its folder; sparse: its settings; saved: its files
 
 
 @dataclass(frozen=True)

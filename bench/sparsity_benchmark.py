@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
+from sentinel.evaluation.paired import interleaved_speed
 from sentinel.models import load_model
 from sentinel.sparsity import SparsityConfig, make_permanent, sparsify, sparsity_stats
 from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
-from sentinel.sparsity.report import compare_speed
 from sentinel.sparsity.schedule import GradualSchedule, LotteryConfig, finetune_sparse, lottery_ticket, start_gradual
 from sentinel.sparsity.sensitivity import layer_sensitivity, suggest_sparsity
 from sentinel.sparsity.storage import size_report
@@ -174,11 +174,11 @@ def speed_part(loaded, evaluate, calibration, repeats: int) -> None:
         rows.append({"level": str(level), "perplexity_fp32": evaluate(model), "perplexity_int8": evaluate(q)})
         models[f"wanda {level} fp32"] = model
         models[f"wanda {level} int8"] = q
-    speed = compare_speed(models, loaded.tokenizer, repeats=repeats, prompt_tokens=128, new_tokens=32)
-    for row in speed.rows:
-        print(f"{row.name:20} prefill {row.prefill_tokens_per_s:8.0f} x{row.prefill_ratio:.2f} decode "
-              f"{row.decode_tokens_per_s:6.1f} x{row.decode_ratio:.2f}  {row.verdict}", flush=True)
-    write("speed", {"perplexity": rows, "speed": speed.to_dict()})
+    speed = interleaved_speed(models, loaded.tokenizer, repeats=repeats, prompt_tokens=128, new_tokens=32).report()
+    for row in speed["rows"]:
+        print(f"{row['name']:20} prefill {row['prefill_tokens_per_s']:8.0f} decode "
+              f"{row['decode_tokens_per_s']:6.1f}  {row['verdict']}", flush=True)
+    write("speed", {"perplexity": rows, "speed": speed})
 
 
 def synthetic_part(repeats: int, size: int = 4096, tokens: int = 128) -> None:

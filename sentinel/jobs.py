@@ -27,7 +27,7 @@ from typing import Any
 
 from sentinel.device import pick_device
 from sentinel.errors import JobError, SentinelError
-from sentinel.files import pid_alive
+from sentinel.files import pid_alive, remove_owned_folder
 from sentinel.store import FINISHED_STATES, CheckpointRecord, JobRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,13 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "target-prune": "sentinel.ui.target_prune:run_target_prune_job",
     "weights-sensitivity": "sentinel.ui.weights:run_sensitivity_job",
     "weights-gradual": "sentinel.ui.weights:run_gradual_job",
+    "compare-speed": "sentinel.ui.compare:run_speed_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
+# params key: folders Sentinel saved as a job's input only (e.g. the dashboard's copy of the session's model). The
+# manager removes them when the job ends in any state (succeeded, failed, cancelled, even before it started), and
+# only if they carry Sentinel's marker; an interrupted job keeps them so it can be resumed.
+INPUT_COPIES = "input_copies"
 CANCEL_POLL_SECONDS = 0.2   # how often a running job reads the store for a cancel request from another process
 
 _LIVE_MANAGERS: set[str] = set()   # owner tokens of the managers running in this process
@@ -205,6 +210,7 @@ class JobManager:
                 event.set()
                 if job_id in self._waiting:
                     self._waiting.discard(job_id)
+                    self._remove_inputs(job_id)
                     self.store.set_job_state(job_id, "cancelled", error="Cancelled before it started.")
                     self._set_experiment_status(job_id, "cancelled")
                     self._notify(job_id, {"type": "state", "state": "cancelled"})
@@ -244,6 +250,7 @@ class JobManager:
                 for job_id, event in self._cancels.items():
                     event.set()
                     if job_id in self._waiting:
+                        self._remove_inputs(job_id)
                         self.store.set_job_state(job_id, "cancelled", error="The job manager shut down.")
                         self._set_experiment_status(job_id, "cancelled")
                         self._done[job_id].set()
@@ -289,6 +296,12 @@ class JobManager:
         self._queues[key].put(_Queued(job_id, cancel))
         self._notify(job_id, {"type": "state", "state": "queued"})
 
+    def _remove_inputs(self, job_id: str) -> None:
+        """Remove the job's `INPUT_COPIES` (only folders Sentinel wrote; `remove_owned_folder` checks the marker)."""
+        for folder in self.store.get_job(job_id).params.get(INPUT_COPIES, ()):
+            if remove_owned_folder(folder):
+                logger.info("Job %s ended; removed its input copy %s", job_id, folder)
+
     def _finish(self, job_id: str) -> None:
         self._cancels.pop(job_id, None)
         self._done[job_id].set()
@@ -311,6 +324,7 @@ class JobManager:
                     continue   # cancelled while waiting; already recorded
                 self._waiting.discard(item.job_id)
             if self.store.cancel_requested(item.job_id):   # cancelled from another process while queued
+                self._remove_inputs(item.job_id)
                 self.store.set_job_state(item.job_id, "cancelled", error="Cancelled before it started.")
                 self._set_experiment_status(item.job_id, "cancelled")
                 self._notify(item.job_id, {"type": "state", "state": "cancelled"})
@@ -354,6 +368,7 @@ class JobManager:
             result = {"error_type": type(err).__name__, "bad_input": isinstance(err, SentinelError)}
         if state == "cancelled":
             error = "Cancelled by the user."
+        self._remove_inputs(job.id)        # before the state: whoever sees it ended finds the copies gone
         self.store.set_job_state(job.id, state, error=error, result=result)
         if state in ("failed", "cancelled"):
             self._set_experiment_status(job.id, state)

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu"):
         raise SparsityError("int8 dynamic quantization runs on the CPU; use --device cpu (or leave it out).")
     out = writable_folder(args.out)
+    from sentinel.evaluation.paired import interleaved_speed
     from sentinel.models import load_model
     from sentinel.sparsity import sparsity_stats
     from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
-    from sentinel.sparsity.report import compare_speed
     from sentinel.sparsity.storage import size_report
     from sentinel.sparsity.text import evaluator
 
@@ -47,21 +47,19 @@ def run(args: argparse.Namespace) -> int:
     quantized = quantize_int8(model)
     folder = save_int8(quantized, tokenizer, out)
     size = size_report(model, int8_bytes(folder))
-    speed = compare_speed({"fp32": model, "int8": quantized}, tokenizer, repeats=args.runs,
-                          prompt_tokens=min(128, positions - 32), new_tokens=32)
+    speed = interleaved_speed({"fp32": model, "int8": quantized}, tokenizer, repeats=args.runs,
+                              prompt_tokens=min(128, positions - 32), new_tokens=32)
     result = {"model": loaded.source, "out": str(folder), "evaluation": text,
               "perplexity_fp32": evaluate(model), "perplexity_int8": evaluate(quantized),
-              "sparsity": sparsity_stats(model).sparsity, "size": size.to_dict(), "speed": speed.to_dict(),
+              "sparsity": sparsity_stats(model).sparsity, "size": size.to_dict(), "speed": speed.report(),
               "stored_as": "int8 weights + per-channel float scales and zero points in model.int8.safetensors, "
                            "rebuilt into torch.ao dynamic quantized Linear modules on load (no pickle)"}
     if args.json:
         print_json(result)
         return 0
-    int8_row = speed.rows[1]
     print(f"model       {loaded.source} (body sparsity {result['sparsity']:.1%})\n"
           f"perplexity  fp32 {result['perplexity_fp32']:.3f}, int8 {result['perplexity_int8']:.3f}\n"
           f"size        fp32 {size.dense_bytes / 1e6:.2f} MB, int8 {size.int8_bytes / 1e6:.2f} MB\n"
-          f"speed       int8 vs fp32: prefill x{int8_row.prefill_ratio:.2f}, decode x{int8_row.decode_ratio:.2f} "
-          f"({int8_row.verdict}; {args.runs} interleaved repeats, {speed.threads} threads)\n"
+          f"speed       int8 vs fp32: {speed.verdict('int8')}; {speed.threads} CPU threads\n"
           f"saved to    {folder}")
     return 0

@@ -189,16 +189,16 @@ def measure_report(dense: Any, sparse: Any, tokenizer: Any, repeats: int = 5) ->
     import tempfile
 
     from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
-    from sentinel.sparsity.report import compare_speed
+    from sentinel.evaluation.paired import interleaved_speed
     from sentinel.sparsity.storage import size_report
 
     quantized = quantize_int8(sparse)
     with tempfile.TemporaryDirectory(prefix="sentinel-int8-") as folder:
         size = size_report(sparse, int8_bytes(save_int8(quantized, None, Path(folder) / "int8")))
     positions = getattr(sparse.config, "max_position_embeddings", None) or 1024
-    speed = compare_speed({"dense": dense.cpu(), "sparse (dense kernels)": sparse.cpu(), "sparse int8": quantized},
-                          tokenizer, repeats=repeats, prompt_tokens=min(128, positions - 32), new_tokens=32)
-    return {"size": size.to_dict(), "speed": speed.to_dict()}
+    speed = interleaved_speed({"dense": dense.cpu(), "sparse (dense kernels)": sparse.cpu(), "sparse int8": quantized},
+                              tokenizer, repeats=repeats, prompt_tokens=min(128, positions - 32), new_tokens=32)
+    return {"size": size.to_dict(), "speed": speed.report()}
 
 
 def describe_report(report: dict[str, Any]) -> str:
@@ -208,6 +208,6 @@ def describe_report(report: dict[str, Any]) -> str:
              f"int8 {size['int8_bytes'] / 1e6:.2f} MB"]
     for row in report["speed"]["rows"]:
         lines.append(f"speed       {row['name']}: prefill {row['prefill_tokens_per_s']:,.0f} tok/s, decode "
-                     f"{row['decode_tokens_per_s']:,.1f} tok/s ({row['verdict']})")
+                     f"{row['decode_tokens_per_s']:,.1f} tok/s (medians; vs dense: {row['verdict']})")
     return "\n".join(lines)
 

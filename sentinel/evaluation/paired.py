@@ -4,15 +4,16 @@ with their spread, next to the speed-up the removed matrix-multiply FLOPs predic
 One timing of each model is noise on a shared machine, so `interleaved_speed` times N models in rounds
 (`sentinel.evaluation.speed.measure_speed`, one run each per round, the order rotating every round) and
 each model's ratio to the first is the median of its per-round ratios with their range. When the range
-covers 1.0 the verdict is "no measurable difference". `compare_speed` is the two-model case the Prune page
-and `sentinel compress` use; `sentinel.sparsity.report.compare_speed` builds its table from the same rounds.
+covers 1.0 the verdict is "no measurable difference". This is the one speed verdict of the app and the CLI:
+`compare_speed` is the two-model case the Prune page and `sentinel compress` use; Compare, Weights,
+`sentinel sparsify --report` and `sentinel quantize` read `InterleavedSpeed.ratio` / `.verdict` / `.report`.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 SPEED_REPEATS = 5
 FLOPS_CONTEXT = 128          # the context the whole-model FLOP prediction is counted at (the app's window)
+SPEED_PROMPT_TOKENS = 64     # the dashboard's timed prompt (prefill) length, in tokens
+SPEED_NEW_TOKENS = 16        # the dashboard's timed generated (decode) tokens
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,26 @@ class SpeedRatio:
 
     @property
     def measurable(self) -> bool:
-        """False when the spread covers 1.0 (the pairs disagree on which model is faster)."""
-        return not (self.low <= 1.0 <= self.high)
+        """False when the spread covers 1.0 (the pairs disagree on which model is faster) or there is only one
+        pair (no spread at all, as with `sentinel quantize --runs 1`)."""
+        return self.pairs >= 2 and not (self.low <= 1.0 <= self.high)
 
     def describe(self) -> str:
         """'1.21× faster (1.12–1.30×, 5 pairs)' or 'no measurable difference (0.93–1.08×, 5 pairs)'."""
-        spread = f"{self.low:.2f}–{self.high:.2f}×, {self.pairs} interleaved pairs"
+        spread = (f"{self.low:.2f}–{self.high:.2f}×, {self.pairs} interleaved pairs" if self.pairs >= 2
+                  else f"{self.median:.2f}× in 1 pair; a spread needs 2 rounds or more")
         if not self.measurable:
             return f"no measurable difference ({spread})"
         word = "faster" if self.median > 1 else "slower"
         return f"{self.median:.2f}× {word} ({spread})"
+
+    @property
+    def faster(self) -> bool:
+        """True only when every pair agrees the model is faster than the reference."""
+        return self.measurable and self.median > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.describe()}
 
 
 @dataclass(frozen=True)
@@ -124,17 +137,52 @@ class InterleavedSpeed:
         reference, model = self.timings[0].runs(phase), self.of(name).runs(phase)
         return _ratio([m / r for m, r in zip(model, reference)])
 
+    def verdict(self, name: str) -> str:
+        """'prefill 1.21× faster (1.12–1.30×, 5 interleaved pairs), decode no measurable difference (…)' against
+        the first model; 'reference' for the first model itself."""
+        if name == self.timings[0].name:
+            return "reference"
+        return f"prefill {self.ratio(name, 'prefill').describe()}, decode {self.ratio(name, 'decode').describe()}"
+
+    def report(self) -> dict[str, Any]:
+        """A JSON-ready table for the CLI reports: per model its median tokens/s and range per phase, its ratios
+        to the first model (median, low, high, pairs; None for the first) and the verdict."""
+        rows = []
+        for timing in self.timings:
+            first = timing is self.timings[0]
+            row: dict[str, Any] = {"name": timing.name}
+            for phase in ("prefill", "decode"):
+                row[f"{phase}_tokens_per_s"] = timing.median(phase)
+                row[f"{phase}_spread"] = list(timing.spread(phase))
+                row[f"{phase}_runs"] = list(timing.runs(phase))
+                row[f"{phase}_ratio"] = None if first else self.ratio(timing.name, phase).to_dict()
+            row["verdict"] = self.verdict(timing.name)
+            rows.append(row)
+        return {"rows": rows, "repeats": self.repeats, "prompt_tokens": self.prompt_tokens,
+                "new_tokens": self.new_tokens, "threads": self.threads,
+                "rule": "median of per-round ratios to the first model; no measurable difference when their "
+                        "lowest–highest range covers 1.0"}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InterleavedSpeed:
+        """The timings `to_dict` wrote (a job's result)."""
+        timings = tuple(ModelTimings(t["name"], tuple(t["prefill"]), tuple(t["decode"])) for t in data["timings"])
+        return cls(timings, int(data["repeats"]), int(data["prompt_tokens"]), int(data["new_tokens"]),
+                   int(data["threads"]))
+
 
 def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, repeats: int = SPEED_REPEATS,
-                      prompt_tokens: int = 64, new_tokens: int = 16,
-                      tokenizers: Mapping[str, Any] | None = None) -> InterleavedSpeed:
+                      prompt_tokens: int = SPEED_PROMPT_TOKENS, new_tokens: int = SPEED_NEW_TOKENS,
+                      tokenizers: Mapping[str, Any] | None = None,
+                      on_run: Callable[[int, int, str], None] | None = None) -> InterleavedSpeed:
     """Time every model once per round for `repeats` rounds, the order rotating each round (A B C, B C A,
     C A B, ...) so neither a drift in machine load nor the position favours one model; one untimed warm-up
     each first. `tokenizers` (per name) overrides `tokenizer` where models do not share one. A spread needs
-    at least 2 rounds; one round is allowed for a quick look (`sentinel quantize --runs 1`)."""
+    at least 2 rounds; one round is allowed for a quick look (`sentinel quantize --runs 1`). `on_run(done,
+    total, name)` follows every run, warm-ups included (a job's progress; it may raise to stop)."""
     import torch
 
     names = list(models)
@@ -143,8 +191,17 @@ def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, re
     if repeats < 1:
         raise DataError(f"Timing needs at least 1 round, got {repeats}.")
     tokenizer_of = {name: (tokenizers or {}).get(name, tokenizer) for name in names}
+    total, done = len(names) * (repeats + 1), 0
+
+    def ran(name: str) -> None:
+        nonlocal done
+        done += 1
+        if on_run is not None:
+            on_run(done, total, name)
+
     for name in names:                                  # one untimed warm-up each
         measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
+        ran(name)
     prefill: dict[str, list[float]] = {name: [] for name in names}
     decode: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
@@ -153,13 +210,15 @@ def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, re
             timed = measure_speed(models[name], tokenizer_of[name], prompt_tokens, new_tokens, runs=1, warmup=0)
             prefill[name].append(timed.prefill_tokens_per_s)
             decode[name].append(timed.decode_tokens_per_s)
+            ran(name)
     timings = tuple(ModelTimings(name, tuple(prefill[name]), tuple(decode[name])) for name in names)
     logger.info("Timed %d models in %d interleaved rounds", len(names), repeats)
     return InterleavedSpeed(timings, repeats, prompt_tokens, new_tokens, torch.get_num_threads())
 
 
 def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: int = SPEED_REPEATS,
-                  prompt_tokens: int = 64, new_tokens: int = 16, measure: bool | None = None) -> SpeedComparison:
+                  prompt_tokens: int = SPEED_PROMPT_TOKENS, new_tokens: int = SPEED_NEW_TOKENS,
+                  measure: bool | None = None) -> SpeedComparison:
     """Size change, FLOP prediction, and (when heads were removed, or `measure` is True) interleaved timings."""
     if repeats < 2:
         raise DataError("compare_speed needs at least 2 repeats to show a spread.")

@@ -8,23 +8,32 @@ which reads safetensors only and never runs a model's own code.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError
-from sentinel.evaluation.paired import InterleavedSpeed
+from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS, InterleavedSpeed,
+                                       interleaved_speed)
+from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.evaluation.size import weight_bytes
+from sentinel.files import mark_folder
+from sentinel.models.int8 import INT8_FILE, is_int8_folder
+from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
-from sentinel.store import Store
+from sentinel.sparsity.storage import COMPRESSED_FILE
+from sentinel.models import LoadedModel, load_model, save_model
+from sentinel.store import JobRecord, Store, StoreError, new_id, sentinel_home
 from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
 from sentinel.ui.format import human_bytes, human_count
+from sentinel.ui.job_copies import input_copy_params, load_job_copy
 from sentinel.ui.library import exports_dir, saved_models
 
 logger = logging.getLogger(__name__)
@@ -117,31 +126,50 @@ def folder_identity(path: str | Path) -> tuple:
 
 @dataclass(frozen=True)
 class SizeFigures:
-    """One model's size: parameters, those not zero, dense weight bytes, and the bytes of its saved weight files."""
+    """One model's size: parameters, those not zero, dense weight bytes, the bytes of the weight file `load_model`
+    reads, and the bytes of the bitmask-compressed copy saved next to it (a Weights-page save), when there is one."""
 
     parameters: int
     nonzero: int
     dense_bytes: int
     stored_bytes: int | None         # None: the model is held in this session only
+    compressed_bytes: int | None = None   # None: no bitmask-compressed file in the folder
 
     def rows(self) -> dict[str, str]:
         """Label → shown value, for the page's metrics."""
-        return {"Parameters": human_count(self.parameters),
+        rows = {"Parameters": human_count(self.parameters),
                 "Non-zero parameters": f"{human_count(self.nonzero)} ({self.nonzero / self.parameters:.0%})"
                 if self.parameters else "0",
                 "Weights, dense": human_bytes(self.dense_bytes),
                 "Weights as stored": human_bytes(self.stored_bytes) if self.stored_bytes is not None
                 else "not saved (in this session)"}
+        if self.compressed_bytes is not None:
+            rows["Bitmask-compressed file"] = human_bytes(self.compressed_bytes)
+        return rows
+
+
+def loaded_weight_file(folder: str | Path) -> Path:
+    """The weight file `load_model` reads from a saved folder: the int8 file of an int8 folder, else
+    `model.safetensors`. Other safetensors next to it (the bitmask-compressed copy) are not loaded."""
+    folder = Path(folder)
+    return folder / (INT8_FILE if is_int8_folder(folder) else WEIGHTS_FILE)
 
 
 def size_figures(model: nn.Module, folder: str | Path | None = None) -> SizeFigures:
     """Parameters and non-zero parameters (`sparsity_stats`, tied weights once), dense bytes (`weight_bytes`)
-    and, for a saved model, the bytes of its weight files on disk (safetensors, including compressed forms)."""
+    and, for a saved model, the bytes of the weight file it loads from and, apart, of its bitmask-compressed
+    copy (`COMPRESSED_FILE`) — never their sum: the folder holds the same weights twice."""
     stats = sparsity_stats(model)
-    stored = None
+    stored = compressed = None
     if folder is not None:
-        stored = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors") if f.is_file())
-    return SizeFigures(stats.total_parameters, stats.nonzero_parameters, weight_bytes(model), stored)
+        weights = loaded_weight_file(folder)
+        if not weights.is_file():
+            raise DataError(f"{folder} has no {weights.name}, the weight file the model loads from; "
+                            "save the model again.")
+        stored = weights.stat().st_size
+        packed = Path(folder) / COMPRESSED_FILE
+        compressed = packed.stat().st_size if packed.is_file() else None
+    return SizeFigures(stats.total_parameters, stats.nonzero_parameters, weight_bytes(model), stored, compressed)
 
 
 def speed_table(speed: InterleavedSpeed, labels: dict[str, str]) -> pd.DataFrame:
@@ -159,3 +187,96 @@ def speed_table(speed: InterleavedSpeed, labels: dict[str, str]) -> pd.DataFrame
                                          else speed.ratio(timing.name, phase).describe())
         rows.append(row)
     return pd.DataFrame(rows).set_index("Model")
+
+
+# -- Measure speed: a background job (up to MAX_MODELS models x SPEED_REPEATS rounds) -----------------------------
+
+SPEED_KIND = "compare-speed"
+SPEED_RUNS = "compare-speed"     # $SENTINEL_HOME/<this>/<id>/<key>: session models saved for the job, removed after
+
+
+@dataclass(frozen=True)
+class TimedModel:
+    """One model a speed job times: a library model by its folder, or a model held in the session (saved for the
+    job into its own folder), with the device and dtype the page holds it on."""
+
+    key: str
+    label: str
+    folder: str | None               # a library model's folder; None: `model` is saved for the job
+    device: str
+    dtype: str                       # "auto" or a torch dtype name
+    model: nn.Module | None = None
+    tokenizer: Any = None
+
+
+def speed_signature(identities: Sequence[tuple]) -> str:
+    """What a speed result was measured on, stable across a reload: the page's (key, identity) per column."""
+    return json.dumps([list(map(str, identity)) for identity in identities])
+
+
+def start_speed_job(jobs: JobManager, models: Sequence[TimedModel], signature: str, device: str = "auto") -> str:
+    """Save the session's models under the data folder (the job manager removes them when the job ends, in any
+    state), point at the library's by path, and queue the timing; returns the job id."""
+    check_choice([m.key for m in models])
+    root = sentinel_home() / SPEED_RUNS / new_id()
+    entries, copies = [], []
+    for m in models:
+        path = m.folder
+        if path is None:
+            if m.model is None:
+                raise DataError(f"{m.label} is neither held in this session nor saved; choose it again.")
+            path = str(save_model(m.model, m.tokenizer, root / m.key, note={"compare_speed": m.label}))
+            copies.append(path)
+        entries.append({"key": m.key, "label": m.label, "path": path, "copy": m.folder is None,
+                        "device": m.device, "dtype": m.dtype})
+    if copies:                                   # the job's folder is Sentinel's too, so it goes with the copies
+        mark_folder(root, kind="run")
+    params = {"models": entries, "signature": signature, "repeats": SPEED_REPEATS,
+              "prompt_tokens": SPEED_PROMPT_TOKENS, "new_tokens": SPEED_NEW_TOKENS}
+    return jobs.submit(SPEED_KIND, input_copy_params(params, *([root] if copies else [])), device=device)
+
+
+def run_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "compare-speed": load every model, time them in interleaved rounds
+    (`interleaved_speed`) with progress after each run and cancel between runs."""
+    loaded: dict[str, LoadedModel] = {}
+    for index, entry in enumerate(params["models"]):
+        ctx.report(ProgressEvent(step=0, message=f"loading {entry['label']} ({index + 1} of "
+                                 f"{len(params['models'])})"), record_metrics=False)
+        dtype = None if entry["dtype"] == "auto" else entry["dtype"]
+        loaded[entry["key"]] = (load_job_copy(entry["path"], entry["device"], "Compare", dtype=dtype) if entry["copy"]
+                                else load_model(entry["path"], device=entry["device"], dtype=dtype))
+        ctx.raise_if_cancelled()
+    labels = {entry["key"]: entry["label"] for entry in params["models"]}
+
+    def on_run(done: int, total: int, key: str) -> None:
+        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"timed {labels[key]} ({done} of {total} "
+                                 "runs, warm-ups included)"), record_metrics=False)
+        ctx.raise_if_cancelled()
+
+    speed = interleaved_speed({key: m.model for key, m in loaded.items()},
+                              tokenizers={key: m.tokenizer for key, m in loaded.items()},
+                              repeats=int(params["repeats"]), prompt_tokens=int(params["prompt_tokens"]),
+                              new_tokens=int(params["new_tokens"]), on_run=on_run)
+    return {"speed": speed.to_dict()}
+
+
+def speed_job_for(store: Store, signature: str, own: str | None = None) -> JobRecord | None:
+    """The speed job that timed exactly these models: this session's when it did, else the newest one that is
+    running or succeeded (so a reload finds it again); None when there is none."""
+    if own is not None:
+        try:
+            job = store.get_job(own)
+        except StoreError:                   # not in this store (the data folder changed): look it up below
+            job = None
+        if job is not None and job.params.get("signature") == signature:
+            return job
+    for job in store.list_jobs(("queued", "running", "succeeded")):
+        if job.kind == SPEED_KIND and job.params.get("signature") == signature:
+            return job
+    return None
+
+
+def speed_of(job: JobRecord) -> InterleavedSpeed:
+    """A succeeded speed job's timings."""
+    return InterleavedSpeed.from_dict(job.result["speed"])

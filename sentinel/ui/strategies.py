@@ -21,12 +21,13 @@ from sentinel.errors import DataError
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
 from sentinel.metrics.batches import prepare_batches
-from sentinel.models import load_model, save_model
+from sentinel.models import save_model
 from sentinel.pruning import active_heads, mask_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_names
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import score_source
 from sentinel.ui.history import readable, significant
+from sentinel.ui.job_copies import input_copy_params, load_job_copy
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import WorkingModel
 
@@ -183,13 +184,14 @@ def start_comparison(jobs: JobManager, store: Store, working: WorkingModel, requ
                                          kind=JOB_KIND, model=working.base.source)
     out = sentinel_home() / RUNS / experiment
     start = save_model(working.model, working.tokenizer, out / "start", note={"dashboard_steps": working.history()})
-    return jobs.submit(JOB_KIND, {"model": str(start), "request": request.to_dict()}, device=device,
-                       experiment_id=experiment)
+    return jobs.submit(JOB_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
+                       device=device, experiment_id=experiment)
 
 
 def run_strategy_compare_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Job-manager entry point for kind "strategy-compare"; the comparison goes into the experiment's summary."""
-    loaded = load_model(params["model"], device=ctx.device)
+    """Job-manager entry point for kind "strategy-compare"; the comparison goes into the experiment's summary.
+    The start copy the page saved is removed by the job manager when the job ends (`input_copy_params`)."""
+    loaded = load_job_copy(params["model"], ctx.device, "Prune")
     request = CompareRequest(**params["request"])
     comparison = compare_strategies(loaded.model, loaded.tokenizer, request,
                                     report=lambda event: ctx.report(event, record_metrics=False),

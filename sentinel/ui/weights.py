@@ -19,20 +19,23 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError
+from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS, InterleavedSpeed,
+                                       interleaved_speed)
 from sentinel.jobs import JobCancelled, JobContext, JobManager, ProgressEvent
 from sentinel.models import get_layout, load_model, save_model
 from sentinel.sparsity.masks import (SparsifyResult, SparsityConfig, make_permanent, parse_pattern, sparsify,
                                      sparsity_stats)
 from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
-from sentinel.sparsity.report import SpeedComparison, SpeedRow, compare_speed
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS, finetune_sparse, gradual_over, start_gradual
 from sentinel.sparsity.scores import DATA_METHODS
 from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, layer_sensitivity, suggest_sparsity
 from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compressed
 from sentinel.sparsity.text import calibration_blocks
 from sentinel.store import Store, new_id, sentinel_home
+from sentinel.ui.analysis import block_size_for
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import sensitivity_run_name, sparsify_run_name
+from sentinel.ui.job_copies import input_copy_params, load_job_copy
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.ui.session import WorkingModel, ran_on
@@ -110,8 +113,7 @@ def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
     from sentinel.training.finetune import describe_result, load_finetune_data
 
     start = time.perf_counter()
-    positions = getattr(work.config, "max_position_embeddings", None) or 1024
-    block = min(schedule.block_size, positions)
+    block = block_size_for(work, schedule.block_size)          # capped by the model's positions, when it states them
     ft = FineTuneConfig(max_steps=schedule.steps, learning_rate=schedule.learning_rate,
                         batch_size=schedule.batch_size, block_size=block, eval_every=0, eval_max_tokens=max(block, 512),
                         seed=config.seed, device=str(next(work.parameters()).device))
@@ -170,37 +172,33 @@ def size_table(dense: SizeReport, sparse: SizeReport) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "Your model", "Sparse"]).set_index("")
 
 
-def _row(speed: SpeedComparison, name: str) -> SpeedRow:
-    return next(r for r in speed.rows if r.name == name)
+def _ratios(speed: InterleavedSpeed, name: str) -> str:
+    """Both phases' ratio to your model with their spread over the interleaved rounds (the app's one rule)."""
+    return f"prefill {speed.ratio(name, 'prefill').describe()}, decode {speed.ratio(name, 'decode').describe()}"
 
 
-def _spread(row: SpeedRow, repeats: int) -> str:
-    return (f"prefill {row.prefill_ratio:.2f}× ({row.prefill_spread[0]:,.0f}–{row.prefill_spread[1]:,.0f} "
-            f"tokens/s), decode {row.decode_ratio:.2f}× over {repeats} interleaved runs")
-
-
-def speed_sentence(speed: SpeedComparison, pattern: str | None) -> str:
-    """The measured verdict of the sparse row, with the plain statement when unstructured zeros bought nothing."""
-    row = _row(speed, "sparse")
-    spread = _spread(row, speed.repeats)
-    if parse_pattern(pattern) is None and "faster" not in row.verdict:
-        return (f"Measured: {row.verdict} — {NO_SPEEDUP} ({spread}). Dense kernels still multiply every zero; "
+def speed_sentence(speed: InterleavedSpeed, pattern: str | None) -> str:
+    """The measured verdict of the sparse copy against your model (median of per-round ratios, 'no measurable
+    difference' when their range covers 1.0), with the plain statement when unstructured zeros bought nothing."""
+    measured = _ratios(speed, "sparse")
+    if parse_pattern(pattern) is None and not speed.ratio("sparse", "prefill").faster:
+        return (f"Measured: {measured} — {NO_SPEEDUP}. Dense kernels still multiply every zero; "
                 "what sparsity saves here is the compressed file's size.")
-    return f"Measured: {row.verdict} ({spread})."
+    return f"Measured: {measured}."
 
 
-def int8_speed_sentence(speed: SpeedComparison) -> str | None:
-    """The measured verdict of the int8 row against your model (None when int8 was not timed)."""
-    if not any(r.name == "sparse int8" for r in speed.rows):
+def int8_speed_sentence(speed: InterleavedSpeed) -> str | None:
+    """The measured verdict of the int8 copy against your model (None when int8 was not timed)."""
+    if "sparse int8" not in speed.names:
         return None
-    row = _row(speed, "sparse int8")
-    return (f"Measured int8 (dynamic quantization, CPU): {row.verdict} ({_spread(row, speed.repeats)}). Whether "
+    return (f"Measured int8 (dynamic quantization, CPU): {_ratios(speed, 'sparse int8')}. Whether "
             "int8 is faster depends on this CPU's int8 kernels; this is what it did here.")
 
 
 def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, quantized: nn.Module | None = None,
-                         repeats: int = 3) -> SpeedComparison:
-    """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`sentinel.sparsity.report.compare_speed`)."""
+                         repeats: int = SPEED_REPEATS) -> InterleavedSpeed:
+    """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`interleaved_speed`, the Compare page's
+    rounds and token counts)."""
     models = {"dense": dense, "sparse": sparse}
     if quantized is not None:
         if next(dense.parameters()).device.type != "cpu":
@@ -208,7 +206,8 @@ def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, qu
                             f"{next(dense.parameters()).device}; timing them together would compare devices, not "
                             "formats. Load the model on the CPU to time int8, or untick int8.")
         models["sparse int8"] = quantized
-    return compare_speed(models, tokenizer, repeats=repeats, prompt_tokens=64, new_tokens=16)
+    return interleaved_speed(models, tokenizer, repeats=repeats, prompt_tokens=SPEED_PROMPT_TOKENS,
+                             new_tokens=SPEED_NEW_TOKENS)
 
 
 # -- gradual sparsify: a background job (it fine-tunes) ---------------------------------------------------------------
@@ -225,16 +224,16 @@ def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: Spar
     schedule.validate(config)
     folder = sentinel_home() / GRADUAL_RUNS / new_id()
     start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
-    return jobs.submit(GRADUAL_KIND, {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
-                                      "schedule": schedule.to_dict(), "dashboard_steps": working.history(),
-                                      "base_model": working.base.source},
-                       device=device)
+    params = {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
+              "schedule": schedule.to_dict(), "dashboard_steps": working.history(), "base_model": working.base.source}
+    return jobs.submit(GRADUAL_KIND, input_copy_params(params, start), device=device)
 
 
 def run_gradual_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Job-manager entry point for kind "weights-gradual": gradual sparsify with progress per training step and
-    cancel between steps; the sparse model is saved (masks made permanent) for the page to load."""
-    loaded = load_model(params["model"], device=ctx.device)
+    cancel between steps; the sparse model is saved (masks made permanent) for the page to load. The job manager
+    removes the start copy when the job ends (`input_copy_params`); the sparse result is kept."""
+    loaded = load_job_copy(params["model"], ctx.device, "Weights")
     config = SparsityConfig(**{**params["config"], "include": tuple(params["config"].get("include", ()))})
     schedule = ScheduleSettings(**params["schedule"])
     sparse = sparsify_copy(loaded.model, loaded.tokenizer, config, schedule,
@@ -362,14 +361,15 @@ def start_sensitivity(jobs: JobManager, store: Store, working: WorkingModel, req
                                          model=working.base.source)
     start = save_model(working.model, working.tokenizer, sentinel_home() / SENSITIVITY_RUNS / experiment / "start",
                        note={"dashboard_steps": working.history()})
-    return jobs.submit(SENSITIVITY_KIND, {"model": str(start), "request": request.to_dict()}, device=device,
-                       experiment_id=experiment)
+    return jobs.submit(SENSITIVITY_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
+                       device=device, experiment_id=experiment)
 
 
 def run_sensitivity_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Job-manager entry point for kind "weights-sensitivity": every body matrix pruned alone at every level,
-    measured with the app's protocol; the table and a suggested per-matrix sparsity go into the experiment."""
-    loaded = load_model(params["model"], device=ctx.device)
+    measured with the app's protocol; the table and a suggested per-matrix sparsity go into the experiment.
+    The job manager removes the start copy when the job ends (`input_copy_params`)."""
+    loaded = load_job_copy(params["model"], ctx.device, "Weights")
     request = SensitivityRequest(**params["request"])
     request.validate()
     protocol = request.protocol()

@@ -6,10 +6,14 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 
 from sentinel.demo.prompts import default_prompts
+from app_support.state import shared_store
+from sentinel.evaluation.paired import InterleavedSpeed
 from sentinel.evaluation.size import parameter_count
 from sentinel.generation import generate_text
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
@@ -18,7 +22,7 @@ from sentinel.ui.format import human_count
 from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import protocol_perplexity
-from tests.app.conftest import assert_clean, dashboard, errors, open_app
+from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 SAVED, BROKEN, OTHER = "cmp-saved", "cmp-broken", "cmp-other"
 
@@ -90,16 +94,62 @@ def test_base_pruned_and_a_saved_model_side_by_side(library, monkeypatch):
                       human_count(parameter_count(state.working.model)), human_count(parameter_count(library.model))]
     assert sum(m.label == "Weights as stored" for m in at.metric) == 3
 
-    at.button(key="compare_speed").click().run()
+    at.button(key="compare_speed").click().run()             # a background job (review #10)
     assert_clean(at)
+    job_id = dashboard(at).caches["compare-speed-job"]
+    job = shared_store().get_job(job_id)
+    assert job.kind == "compare-speed" and [m["key"] for m in job.params["models"]] == ["base", "pruned", saved_key]
+    copies = [Path(m["path"]) for m in job.params["models"] if m["copy"]] + [Path(p) for p in job.params["input_copies"]]
+    assert [p.name for p in copies[:2]] == ["base", "pruned"]   # the session's models saved for the job...
+    assert copies[2] == copies[0].parent                        # ...in the job's own folder, removed as a whole
+    assert job.params["models"][2]["path"] == str(models_dir() / SAVED)      # ...the library's read in place
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    at.run()
+    assert_clean(at)
+    job = shared_store().get_job(job_id)
+    assert job.state == "succeeded", job.error
+    assert not any(p.exists() for p in copies) and (models_dir() / SAVED).is_dir()   # copies gone, library kept
     speed = at.table[0].value
     assert list(speed.index) == ["Base model", "Pruned", f"{SAVED} (saved)"]
     assert speed.loc["Base model", "Prefill vs. first"] == "reference"
     assert all(re.search(r"(no measurable difference|faster|slower) \(.*5 interleaved pairs\)", value)
                for value in speed.iloc[1:][["Prefill vs. first", "Generation vs. first"]].values.ravel())
+    timed = InterleavedSpeed.from_dict(job.result["speed"])
+    assert speed.loc["Pruned", "Prefill vs. first"] == timed.ratio("pruned", "prefill").describe()
+    assert loads == [str(models_dir() / SAVED)]                 # loaded once, then cached across reruns
+    again = open_app("compare", query=url_of(at))              # a reload finds the measurement again
+    again.multiselect(key="compare_models").set_value(["base", "pruned", saved_key]).run()
+    assert_clean(again)
+    assert again.table and again.table[0].value.equals(speed)
+
+
+def test_measuring_speed_can_be_cancelled(library, monkeypatch):
+    """The timing job stops at its next run when Cancel is pressed; its copies are removed all the same."""
+    import sentinel.ui.compare as compare_module
+
+    real_speed = compare_module.interleaved_speed
+
+    def until_cancelled(models, **kwargs):
+        """Times nothing until the page's Cancel reaches the job (no timing race), then lets the job stop."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            kwargs["on_run"](0, 1, next(iter(models)))              # raises JobCancelled once cancelled
+            time.sleep(0.05)
+        return real_speed(models, **kwargs)
+
+    monkeypatch.setattr(compare_module, "interleaved_speed", until_cancelled)
+    at = open_app("compare")
+    at.button(key="compare_speed").click().run()
+    job_id = dashboard(at).caches["compare-speed-job"]
+    copies = [Path(p) for p in shared_store().get_job(job_id).params["input_copies"]]
+    assert at.button(key="compare_speed").disabled                # one timing at a time for these models
+    at.button(key="compare_speed_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     at.run()
     assert_clean(at)
-    assert loads == [str(models_dir() / SAVED)]                 # loaded once, then cached across reruns
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("speed measurement was cancelled" in i.value for i in at.info)
+    assert copies and not any(p.exists() for p in copies)
 
 
 def test_a_fifth_model_is_refused(library):
@@ -144,3 +194,35 @@ def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
     assert nonzero[0].endswith("(100%)")
     stored = [m.value for m in at.metric if m.label == "Weights as stored"]
     assert stored == ["not saved (in this session)"] * 2
+
+
+def test_a_model_saved_on_weights_is_stored_as_its_one_weight_file_with_the_bitmask_copy_apart():
+    """Review #3: a Weights save holds model.safetensors and the bitmask copy; Compare counts the file the model
+    loads from as 'Weights as stored' and shows the compressed file as its own row, never the sum of both."""
+    from sentinel.sparsity.storage import COMPRESSED_FILE
+    from sentinel.ui.format import human_bytes
+    from sentinel.ui.library import model_folder_for
+
+    name = "cmp-weights-save"
+    at = open_app("weights")
+    at.selectbox(key="weights_method").set_value("l1").run()
+    at.button(key="weights_go").click().run()
+    at.text_input(key="weights_save_name").set_value(name).run()
+    at.button(key="weights_save").click().run()
+    assert_clean(at)
+    folder = model_folder_for(name)
+    try:
+        dense_file, packed = (folder / "model.safetensors").stat().st_size, (folder / COMPRESSED_FILE).stat().st_size
+        at.switch_page("app_pages/compare.py").run()
+        key = f"saved_{name.replace('-', '_')}"
+        at.multiselect(key="compare_models").set_value(["base", key]).run()
+        at.button(key="compare_go").click().run()
+        assert_clean(at)
+        assert list(bodies(at)) == ["base", key]
+        stored = [m.value for m in at.metric if m.label == "Weights as stored"]
+        assert stored == ["not saved (in this session)", human_bytes(dense_file)]
+        assert [m.value for m in at.metric if m.label == "Bitmask-compressed file"] == [human_bytes(packed)]
+        dense = [m.value for m in at.metric if m.label == "Weights, dense"]
+        assert dense[0] == dense[1]                       # same shapes: the saved sparse model is not 'bigger'
+    finally:
+        shutil.rmtree(folder)

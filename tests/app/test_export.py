@@ -53,6 +53,12 @@ def test_an_exportable_plan_zips_a_checkpoint_that_plain_transformers_loads(tmp_
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("loaded ")
+    # exporting again under the same name asks first, as Save does (review #17)
+    at.run()
+    assert any("An export named 'tiny-stock' already exists" in w.value for w in at.warning)
+    assert at.button(key="export_go").disabled
+    at.checkbox(key="export_replace").check().run()
+    assert not at.button(key="export_go").disabled
 
 
 def test_a_plan_that_removes_heads_from_gpt2_shows_why_it_cannot_be_exported():

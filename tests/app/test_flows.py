@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -189,6 +192,7 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     assert comparison.recommendation() in shown
     experiment = shared_store().get_experiment(job.experiment_id)
     assert experiment.kind == "strategy-compare" and experiment.summary["comparison"] == job.result["comparison"]
+    assert not Path(job.params["model"]).exists()            # the start copy is gone; the result is in the store
     again = open_app("prune", query=url_of(at))              # a reload keeps the comparison on the page
     assert dashboard(again).compare_job_id == job_id
     assert again.dataframe[0].value["perplexity"].tolist() == table["perplexity"].tolist()
@@ -197,6 +201,32 @@ def test_compare_strategies_runs_as_a_job_and_ranks_by_measured_perplexity(monke
     assert_clean(again)
     assert any(w.value.startswith("This strategy comparison was made on your model before step 1 (mask 14 heads")
                for w in again.warning)
+
+
+def test_a_strategy_comparison_can_be_cancelled_and_its_start_copy_is_removed(monkeypatch):
+    from app_support.state import shared_store
+
+    from sentinel.ui.strategies import Comparison
+
+    def until_cancelled(model, tokenizer, request, report, should_stop):
+        """Runs until the page's Cancel reaches the job, so the button is there to press (no timing race)."""
+        deadline = time.monotonic() + 120
+        while not should_stop() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return Comparison(request.ratio, 1.0)
+
+    monkeypatch.setattr("sentinel.ui.strategies.compare_strategies", until_cancelled)
+    at = open_app("prune")
+    at.button(key="compare_strategies").click().run()
+    job_id = dashboard(at).compare_job_id
+    start = Path(shared_store().get_job(job_id).params["model"])
+    at.button(key="compare_strategies_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    at.run()
+    assert_clean(at)
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("strategy comparison was cancelled" in i.value for i in at.info)
+    assert not start.exists()
 
 
 def test_a_restart_draws_the_first_map_from_the_disk_cache(monkeypatch):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from app_support.state import shared_store
 from sentinel.models import load_model
 from sentinel.models.int8 import is_int8
-from sentinel.sparsity.report import SpeedComparison, SpeedRow
+from sentinel.evaluation.paired import InterleavedSpeed, ModelTimings
 from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import readable
@@ -37,19 +39,25 @@ def test_the_weights_page_sparsifies_a_copy_and_reports_sizes():
     assert any(m.value.startswith("**50.0%** of the targeted weights are zero") for m in at.markdown)
 
 
-def _speed(ratio: float, verdict: str) -> SpeedComparison:
-    rows = [SpeedRow(name, 100.0 * r, 50.0 * r, (90.0, 110.0), (45.0, 55.0), r, r, v, [], [])
-            for name, r, v in (("dense", 1.0, "reference"), ("sparse", ratio, verdict))]
-    return SpeedComparison(rows, 3, 64, 16, 1)
+def _speed(*ratios: float) -> InterleavedSpeed:
+    """Dense at 100/50 tokens/s every round; the sparse copy at those times each round's ratio."""
+    rounds = len(ratios)
+    return InterleavedSpeed((ModelTimings("dense", (100.0,) * rounds, (50.0,) * rounds),
+                             ModelTimings("sparse", tuple(100.0 * r for r in ratios), tuple(50.0 * r for r in ratios))),
+                            rounds, 64, 16, 1)
 
 
 def test_the_speed_sentence_says_when_unstructured_zeros_bought_nothing():
-    plain = speed_sentence(_speed(0.99, "prefill no measurable speed-up, decode no measurable speed-up"), None)
+    plain = speed_sentence(_speed(0.95, 1.0, 1.08), None)              # the rounds disagree: covers 1.0
     assert NO_SPEEDUP in plain
-    faster = speed_sentence(_speed(1.5, "prefill 1.50x faster, decode 1.50x faster"), None)
-    assert NO_SPEEDUP not in faster and faster.startswith("Measured: prefill 1.50x faster")
-    assert NO_SPEEDUP not in speed_sentence(_speed(1.0, "prefill no measurable speed-up, decode no measurable "
-                                                        "speed-up"), "2:4")
+    assert plain.startswith("Measured: prefill no measurable difference (0.95–1.08×, 3 interleaved pairs), "
+                            "decode no measurable difference (0.95–1.08×")
+    faster = speed_sentence(_speed(1.4, 1.5, 1.6), None)
+    assert NO_SPEEDUP not in faster
+    assert faster.startswith("Measured: prefill 1.50× faster (1.40–1.60×, 3 interleaved pairs), decode 1.50× faster")
+    assert NO_SPEEDUP not in speed_sentence(_speed(0.95, 1.0, 1.08), "2:4")
+    # a ratio of medians above 1 whose per-round range covers 1.0 is not 'faster' (the one rule, review #5)
+    assert NO_SPEEDUP in speed_sentence(_speed(0.9, 1.2, 1.3), None)
 
 
 def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
@@ -62,7 +70,9 @@ def test_a_gradual_schedule_ramps_the_zeros_while_training_in_the_background():
     job_id = dashboard(at).gradual_job_id
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running")
              and "sparse-latest" in dashboard(a).caches)
-    assert shared_store().get_job(job_id).state == "succeeded"
+    job = shared_store().get_job(job_id)
+    assert job.state == "succeeded"
+    assert not Path(job.params["model"]).exists() and Path(job.result["model"]).is_dir()   # start gone, result kept
     sparse = dashboard(at).caches["sparse-latest"][1]
     scheduled = [target for _, target, _ in sparse.history]
     assert scheduled == sorted(scheduled) and scheduled[0] == 0.0 and scheduled[-1] == 0.5   # the cubic ramp
@@ -93,6 +103,7 @@ def test_a_gradual_run_can_be_cancelled():
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     assert shared_store().get_job(job_id).state == "cancelled"
     assert any("The gradual run cancelled" in w.value for w in at.warning)
+    assert not Path(shared_store().get_job(job_id).params["model"]).exists()     # the start copy is removed
 
 
 def test_prune_then_quantize_then_save_and_load_back():
@@ -158,6 +169,7 @@ def test_the_sensitivity_scan_runs_in_the_background_survives_reload_and_is_reco
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     job = shared_store().get_job(job_id)
     assert job.state == "succeeded", job.error
+    assert not Path(job.params["model"]).exists()                       # the start copy is removed
     result = sensitivity_of(job.result)
     matrices = len({r.name for r in result.rows})
     assert len(result.rows) == matrices == 24                          # 6 blocks x 4 matrices, one level
@@ -191,3 +203,4 @@ def test_a_sensitivity_scan_can_be_cancelled():
     wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
     assert shared_store().get_job(job_id).state == "cancelled"
     assert any("The sensitivity scan cancelled" in w.value for w in at.warning)
+    assert not Path(shared_store().get_job(job_id).params["model"]).exists()

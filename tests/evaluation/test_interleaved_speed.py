@@ -11,9 +11,8 @@ import pytest
 
 import sentinel.evaluation.paired as paired
 from sentinel.errors import DataError
-from sentinel.evaluation.paired import SpeedRatio, compare_speed, interleaved_speed
+from sentinel.evaluation.paired import InterleavedSpeed, ModelTimings, SpeedRatio, compare_speed, interleaved_speed
 from sentinel.pruning import remove_heads
-from sentinel.sparsity import report
 
 
 def _three(tiny_lm):
@@ -67,15 +66,29 @@ def test_both_public_comparisons_are_built_on_the_same_rounds(tiny_lm, monkeypat
         return real(named, *args, **kwargs)
 
     monkeypatch.setattr(paired, "interleaved_speed", spy)
-    monkeypatch.setattr(report, "interleaved_speed", spy)
     pair = compare_speed(models["a"], models["b"], tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
-    table = report.compare_speed(models, tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
+    table = paired.interleaved_speed(models, tokenizer, repeats=2, prompt_tokens=8, new_tokens=2).report()
     assert calls == [["base", "pruned"], ["a", "b", "c"]]
     assert pair.prefill.pairs == 2 and pair.decode.low <= pair.decode.median <= pair.decode.high
-    assert [row.name for row in table.rows] == ["a", "b", "c"] and table.rows[0].verdict == "reference"
-    assert all(len(row.prefill_runs) == 2 for row in table.rows)
-    assert table.rows[1].prefill_ratio == pytest.approx(table.rows[1].prefill_tokens_per_s
-                                                        / table.rows[0].prefill_tokens_per_s)
+    rows = table["rows"]
+    assert [row["name"] for row in rows] == ["a", "b", "c"] and rows[0]["verdict"] == "reference"
+    assert rows[0]["prefill_ratio"] is None and all(len(row["prefill_runs"]) == 2 for row in rows)
+    per_round = [b / a for a, b in zip(rows[0]["prefill_runs"], rows[1]["prefill_runs"])]
+    assert rows[1]["prefill_ratio"]["median"] == pytest.approx(sum(per_round) / 2)   # median of 2 per-round ratios
+    assert (rows[1]["prefill_ratio"]["low"], rows[1]["prefill_ratio"]["high"]) == (min(per_round), max(per_round))
+    assert rows[1]["verdict"].startswith("prefill ") and ", decode " in rows[1]["verdict"]
+
+
+def test_one_verdict_rule_the_per_round_ratio_range_decides():
+    """Review #5: 'faster' only when every round agrees; a ratio of medians above 1 with a range over 1.0 is not."""
+    timed = InterleavedSpeed((ModelTimings("a", (100.0, 100.0, 100.0), (10.0, 10.0, 10.0)),
+                              ModelTimings("b", (90.0, 120.0, 130.0), (11.0, 12.0, 13.0))), 3, 8, 2, 1)
+    assert timed.verdict("a") == "reference"
+    assert timed.verdict("b") == ("prefill no measurable difference (0.90–1.30×, 3 interleaved pairs), "
+                                  "decode 1.20× faster (1.10–1.30×, 3 interleaved pairs)")
+    assert not timed.ratio("b", "prefill").faster and timed.ratio("b", "decode").faster
+    single = SpeedRatio(1.5, 1.5, 1.5, 1)                     # one round: no spread, so no verdict either way
+    assert not single.measurable and single.describe().startswith("no measurable difference (1.50× in 1 pair")
 
 
 def test_per_model_tokenizers_and_refusals(tiny_lm):

@@ -10,7 +10,7 @@ import torch
 from sentinel.evaluation.perplexity import perplexity
 from sentinel.sparsity import SparsityConfig, SparsityError, find_targets, make_permanent, sparsify, sparsity_stats
 from sentinel.sparsity.quantize import load_int8, quantize_int8, save_int8
-from sentinel.sparsity.report import compare_speed, verdict
+from sentinel.evaluation.paired import interleaved_speed
 from sentinel.sparsity.sensitivity import layer_sensitivity, sensitivity_chart, suggest_sparsity
 from sentinel.sparsity.storage import (
     load_compressed, load_compressed_into, pack_bits, save_compressed, size_report, unpack_bits,
@@ -120,10 +120,10 @@ def test_speed_comparison_is_interleaved_and_honest():
     sparse = copy.deepcopy(dense)
     sparsify(sparse, SparsityConfig("l1", 0.5))
     make_permanent(sparse)
-    result = compare_speed({"dense": dense, "sparse": sparse}, tokenizer, repeats=2, prompt_tokens=8, new_tokens=2)
-    assert [r.name for r in result.rows] == ["dense", "sparse"]
-    assert result.rows[0].prefill_ratio == 1.0 and result.rows[0].verdict == "reference"
-    assert len(result.rows[1].prefill_runs) == 2
-    assert verdict(1.0, 0.99) == "prefill no measurable speed-up, decode no measurable speed-up"
-    assert verdict(1.5, 0.5) == "prefill 1.50x faster, decode 2.00x slower"
-    assert verdict(1.5, 1.2, False, False) == "prefill no measurable speed-up, decode no measurable speed-up"
+    result = interleaved_speed({"dense": dense, "sparse": sparse}, tokenizer, repeats=2, prompt_tokens=8,
+                               new_tokens=2).report()
+    rows = result["rows"]
+    assert [r["name"] for r in rows] == ["dense", "sparse"]
+    assert rows[0]["prefill_ratio"] is None and rows[0]["verdict"] == "reference"
+    assert len(rows[1]["prefill_runs"]) == 2 and rows[1]["prefill_ratio"]["pairs"] == 2
+    assert rows[1]["verdict"].startswith("prefill ") and "2 interleaved pairs" in rows[1]["verdict"]

@@ -66,16 +66,23 @@ def test_sizes_count_zeros_and_the_saved_files(tiny_lm, tmp_path):
     body = next(p for name, p in model.named_parameters() if p.dim() == 2 and ".h." in f".{name}")
     with torch.no_grad():
         body.zero_()                                                    # one body matrix all zeros
-    zeroed = size_figures(model, tmp_path)
-    assert zeroed.nonzero == dense.nonzero - body.numel() and zeroed.stored_bytes == 0
+    with pytest.raises(DataError, match="model.safetensors"):
+        size_figures(model, tmp_path)                                   # no weight file: said, not 0 bytes
     (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
-    assert size_figures(model, tmp_path).stored_bytes == 10
-    assert size_figures(model, tmp_path).rows()["Weights as stored"] == "0.00 MiB"
+    zeroed = size_figures(model, tmp_path)
+    assert zeroed.nonzero == dense.nonzero - body.numel() and zeroed.stored_bytes == 10
+    assert zeroed.compressed_bytes is None and "Bitmask-compressed file" not in zeroed.rows()
+    assert zeroed.rows()["Weights as stored"] == "0.00 MiB"
+    (tmp_path / "model.sparse.safetensors").write_bytes(b"x" * 7)      # the Weights page's bitmask copy
+    both = size_figures(model, tmp_path)
+    assert (both.stored_bytes, both.compressed_bytes) == (10, 7)       # counted apart, never summed
+    assert "Bitmask-compressed file" in both.rows()
 
 
 def test_the_speed_table_states_each_model_against_the_first():
     speed = InterleavedSpeed((ModelTimings("a", (100.0, 100.0, 100.0), (10.0, 10.0, 10.0)),
                               ModelTimings("b", (150.0, 160.0, 140.0), (9.0, 11.0, 10.0))), 3, 64, 16, 1)
+    assert InterleavedSpeed.from_dict(speed.to_dict()) == speed           # what the Compare speed job returns
     table = speed_table(speed, {"a": "Base model", "b": "Pruned"})
     assert list(table.index) == ["Base model", "Pruned"]
     assert table.loc["Base model", "Prefill vs. first"] == "reference"
