@@ -61,8 +61,9 @@ def test_dashboard_end_to_end(app_server, artifacts):
             wait_heatmap(page, LAYERS * HEADS)
             wait_idle(page)
             assert pruned_marks(page) == 0
-            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L0 H3")
-            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L1 H2")
+            heads_list = page.get_by_test_id("stMultiSelect").first      # then the selected layers' list
+            expect(heads_list).to_contain_text("L0 H3")
+            expect(heads_list).to_contain_text("L1 H2")
             page.get_by_role("button", name="Prune", exact=True).click()
             wait_pruned_marks(page, 2)
             expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
