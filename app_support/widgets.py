@@ -104,6 +104,9 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
         if selected is not None:               # the session's selection takes the outlines while it has one
             neuron_map(found.scores, metric, selected, state.units.rule.describe(), key_prefix="neuron_map",
                        selection=True)
+            if plan is not None:
+                st.caption(f"Prune's target ({target}) is not outlined while you have a neuron selection; set the "
+                           "share to 0 to see it again.")
         else:
             neuron_map(found.scores, metric, plan, target, key_prefix="neuron_map")
         neuron_selection_link(state)
