@@ -193,7 +193,7 @@ def layer_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target:
     order = (f"Prune's target ranks whole blocks by {LAYER_METRICS[ranked][0].lower()} (left panel): the lowest "
              "bars go first." if metric == ranked else f"Prune's target ranks whole blocks by "
              f"{LAYER_METRICS[ranked][0].lower()}, not by this metric.")
-    clicks = (" Solid red: the layers you selected. Click a bar to select its layer; shift-click to add or drop "
+    clicks = (" Red band and outline: the layers you selected. Click a bar to select its layer; shift-click to add or drop "
               "more." if selected is not None else "")
     st.caption(f"{legend} Left to right: the whole block, its attention part, its MLP part. {order}{clicks}")
     if plan is None:

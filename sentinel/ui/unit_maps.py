@@ -220,7 +220,7 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
 def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     """One bar per layer for the block, its attention part and its MLP part, side by side; the parts Prune's target
     would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible);
-    the selected layers' bars outlined in solid red. Carries a point selection LAYER_SELECTION over `layer`: click
+    the selected layers' bars outlined in solid red on a light red band. Carries a point selection LAYER_SELECTION over `layer`: click
     picks a layer, shift-click toggles one more; it starts from the current selection so a redraw keeps it."""
     initial = [{"layer": int(layer)} for layer in sorted(set(frame.loc[frame["selected"], "layer"]))]
     pick = alt.selection_point(name=LAYER_SELECTION, fields=["layer"], on="click", toggle="event.shiftKey",
@@ -239,5 +239,7 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     ).add_params(pick)
     marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(
         y="value:Q")
-    return alt.layer(bars, marks, data=frame).properties(height=200, width=220).facet(
+    # a full-height band behind each selected layer: visible however short its bars, whatever their colour
+    band = base.transform_filter("datum.selected").mark_rect(color=SELECTED_COLOUR, opacity=0.12)
+    return alt.layer(band, bars, marks, data=frame).properties(height=200, width=220).facet(
         column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
