@@ -251,9 +251,9 @@ def neuron_rule(state: DashboardState, working: WorkingModel, scores: UnitScores
         st.session_state[RULE_SHARE_KEY] = rule.share if rule is not None else 0.0
         st.session_state[RULE_LAYERS_KEY] = list(rule.layers) if rule is not None else []
     label = NEURON_METRICS[scores.metric][0].lower()
-    st.markdown("**Select neurons by rule**")
+    st.markdown(f"**Select neurons by rule:** the lowest share of each layer's neurons by {label} (the metric shown)")
     cols = st.columns([2, 3])
-    share = cols[0].slider(f"Lowest share of each layer's neurons by {label}", 0.0, NEURON_RULE_MAX, step=0.05,
+    share = cols[0].slider("Lowest share of each layer's neurons", 0.0, NEURON_RULE_MAX, step=0.05,
                            key=RULE_SHARE_KEY, format="%.2f",
                            help="Within each chosen layer, this share of its active neurons with the lowest scores "
                                 "of the metric shown above. 0 selects none.")

@@ -49,6 +49,10 @@ def test_two_layers_selected_on_maps_are_removed_by_selection_and_stay_removed_a
     state = dashboard(reloaded)
     assert [s.to_dict() for s in state.working.steps] == working.history()
     assert parameters(state.working.model) == expected and state.working.blocks() == [0, 2, 3, 5]
+    reloaded.button(key="prune_undo").click().run()                         # undo replays the rest: all back
+    assert_clean(reloaded)
+    assert parameters(dashboard(reloaded).working.model) == parameters(base)
+    assert dashboard(reloaded).working.blocks() == list(range(6))
 
 
 def test_a_neuron_rule_on_maps_removes_exactly_the_neurons_it_showed():
@@ -66,6 +70,19 @@ def test_a_neuron_rule_on_maps_removes_exactly_the_neurons_it_showed():
                for c in at.caption)
     grid = [c for c in at.get("vega_lite_chart") if "#ff2b2b" in c.proto.spec]
     assert grid                                                              # outlined in red (a selection)
+
+    at.segmented_control(key="neuron_map_metric").set_value("activation").run()     # the rule follows the metric
+    assert_clean(at)
+    assert dashboard(at).units.rule.metric == "activation" and dashboard(at).units.neuron_count() == 512
+    assert {layer: list(n) for layer, n in dashboard(at).units.neurons.items()} != wanted
+    at.switch_page("app_pages/prune.py").run()                                       # away and back: kept
+    at.switch_page("app_pages/head_maps.py").run()
+    at.segmented_control(key="maps_kind").set_value("neuron").run()
+    assert at.segmented_control(key="neuron_map_metric").value == "activation"
+    assert at.slider(key="neuron_rule_share").value == 0.25
+    assert at.multiselect(key="neuron_rule_layers").value == [0, 2]
+    at.segmented_control(key="neuron_map_metric").set_value("magnitude").run()
+    assert {layer: list(n) for layer, n in dashboard(at).units.neurons.items()} == wanted
 
     at.switch_page("app_pages/head_maps.py")
     link = at.button(key="remove_selected_neurons")
