@@ -12,8 +12,8 @@ from sentinel.pruning.plan import PruningPlan
 from app_support.state import keep_url
 from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
-                                   forget_layer_clicks, forget_seen, head_label, neurons_by_rule, parse_head_label,
-                                   set_heads, set_layers, set_neurons)
+                                   forget_layer_clicks, forget_seen, head_label, keep_present, neurons_by_rule,
+                                   parse_head_label, set_heads, set_layers, set_neurons)
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
 
@@ -193,8 +193,8 @@ def layer_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target:
     order = (f"Prune's target ranks whole blocks by {LAYER_METRICS[ranked][0].lower()} (left panel): the lowest "
              "bars go first." if metric == ranked else f"Prune's target ranks whole blocks by "
              f"{LAYER_METRICS[ranked][0].lower()}, not by this metric.")
-    clicks = (" Red band and outline: the layers you selected. Click a bar to select its layer; shift-click to add or drop "
-              "more." if selected is not None else "")
+    clicks = (" Red band and outline: the layers you selected. Click a bar to select its layer; shift-click to add "
+              "or drop more." if selected is not None else "")
     st.caption(f"{legend} Left to right: the whole block, its attention part, its MLP part. {order}{clicks}")
     if plan is None:
         st.caption(NO_TARGET)
@@ -219,14 +219,18 @@ def read_layer_clicks(state: DashboardState, working: WorkingModel) -> None:
 
 def layer_selection_list(state: DashboardState, working: WorkingModel) -> None:
     """The selected layers as an editable list (for keyboards; the same selection the bars and Prune use)."""
+    from sentinel.pruning.units import active_neurons
+
     blocks = working.blocks()
+    state.units = keep_present(state.units, blocks, active_neurons(working.model))   # another step may have taken some
     st.session_state[LAYERS_LIST_KEY] = list(state.units.layers)
 
     def edited() -> None:
         state.units = set_layers(state.units, st.session_state[LAYERS_LIST_KEY], selectable=blocks)
 
     st.multiselect("Selected layers", blocks, key=LAYERS_LIST_KEY, on_change=edited,
-                   format_func=lambda layer: f"Layer {layer}", placeholder="Click bars in the chart, or pick layers here",
+                   format_func=lambda layer: f"Layer {layer}",
+                   placeholder="Click bars in the chart, or pick layers here",
                    help="Whole blocks, in the model's original numbering. 'By my selection' on Prune removes them.")
 
 

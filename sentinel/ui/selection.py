@@ -216,3 +216,13 @@ def set_neurons(selection: UnitSelection, neurons: Mapping[int, Iterable[int]], 
     """The neuron selection replaced (a rule was set or changed; `rule` None and no neurons clears it)."""
     kept = {int(layer): tuple(sorted(units)) for layer, units in neurons.items() if units}
     return UnitSelection(selection.layers, selection.seen, kept, rule)
+
+
+def keep_present(selection: UnitSelection, blocks: Iterable[int], neurons: Mapping[int, Iterable[int]]
+                 ) -> UnitSelection:
+    """The selection without the layers and neurons no longer active in the model (another step took them):
+    `blocks` are the selectable layers, `neurons` each layer's active neurons."""
+    live = {layer: set(units) for layer, units in neurons.items()}
+    kept = {layer: tuple(n for n in units if n in live.get(layer, ())) for layer, units in selection.neurons.items()}
+    return UnitSelection(_allowed(set(selection.layers), blocks), selection.seen,
+                         {layer: units for layer, units in kept.items() if units}, selection.rule)

@@ -220,8 +220,9 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
 def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     """One bar per layer for the block, its attention part and its MLP part, side by side; the parts Prune's target
     would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible);
-    the selected layers' bars outlined in solid red on a light red band. Carries a point selection LAYER_SELECTION over `layer`: click
-    picks a layer, shift-click toggles one more; it starts from the current selection so a redraw keeps it."""
+    the selected layers' bars outlined in solid red on a light red band. Carries a point selection LAYER_SELECTION
+    over `layer`: click picks a layer, shift-click toggles one more; it starts from the current selection so a redraw
+    keeps it."""
     initial = [{"layer": int(layer)} for layer in sorted(set(frame.loc[frame["selected"], "layer"]))]
     pick = alt.selection_point(name=LAYER_SELECTION, fields=["layer"], on="click", toggle="event.shiftKey",
                                value=initial or alt.Undefined)

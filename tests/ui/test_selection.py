@@ -97,8 +97,8 @@ import torch
 
 from sentinel.metrics.scores import UnitScores
 from sentinel.ui.selection import (
-    NeuronRule, UnitSelection, apply_layer_event, forget_layer_clicks, neurons_by_rule, selection_plan, set_layers,
-    set_neurons,
+    NeuronRule, UnitSelection, apply_layer_event, forget_layer_clicks, keep_present, neurons_by_rule, selection_plan,
+    set_layers, set_neurons,
 )
 
 
@@ -151,6 +151,13 @@ def test_a_neuron_rule_takes_the_lowest_share_of_each_chosen_layers_active_neuro
         neurons_by_rule(scores, NeuronRule("magnitude", 1.0))
     with pytest.raises(InvalidPruningPlan, match=r"Layers \[7\]"):
         neurons_by_rule(scores, NeuronRule("magnitude", 0.5, (7,)))
+
+
+def test_units_another_step_took_leave_the_selection():
+    rule = NeuronRule("magnitude", 0.1)
+    start = UnitSelection((1, 3), (3,), {0: (2, 5), 2: (7,)}, rule)
+    after = keep_present(start, blocks=[0, 1, 2], neurons={0: [5, 6], 1: [], 2: [1, 2]})
+    assert after == UnitSelection((1,), (3,), {0: (5,)}, rule)
 
 
 def test_the_selection_plan_joins_heads_neurons_and_blocks():
