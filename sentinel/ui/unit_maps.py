@@ -242,5 +242,7 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
         y="value:Q")
     # a full-height band behind each selected layer: visible however short its bars, whatever their colour
     band = base.transform_filter("datum.selected").mark_rect(color=SELECTED_COLOUR, opacity=0.12)
-    return alt.layer(band, bars, marks, data=frame).properties(height=200, width=220).facet(
+    # layers drawn only when they have rows: an empty one makes Vega warn "Infinite extent" in the browser
+    drawn = ([band] if frame["selected"].any() else []) + [bars] + ([marks] if frame["going"].any() else [])
+    return alt.layer(*drawn, data=frame).properties(height=200, width=220).facet(
         column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
