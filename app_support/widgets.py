@@ -150,6 +150,9 @@ def neuron_map(scores: UnitScores, metric: str, plan: PruningPlan | None, target
              "values (dark purple, the left of each row and of each histogram) go first." if metric == ranked else
              f"Prune's target ranks neurons by {NEURON_METRICS[ranked][0].lower()}, not by this metric, so the "
              "neurons it would remove can sit anywhere on this scale; the outlines show where they fall.")
+    if selection:
+        order = ("Your rule selects the lowest values of this metric in each chosen layer (dark purple, the left of "
+                 "each row and of each histogram).")
     st.caption(f"{legend} Each row is a layer; each cell is the score below which that share of the layer's "
                f"active neurons fall, so a row's colours show how the layer's neurons spread. {order}")
     histograms = neuron_histograms(scores, plan, cut=selection or metric == ranked, goes=outline.fate)

@@ -213,7 +213,8 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
     cut = alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
         color=outline.colour, strokeDash=[4, 3], strokeWidth=2).encode(
         x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
-    return alt.layer(bars, cut, data=frame).properties(height=110, width=150).facet(
+    drawn = [bars, cut] if (frame["row"] == "cut").any() else [bars]     # an empty layer makes Vega warn
+    return alt.layer(*drawn, data=frame).properties(height=110, width=150).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
