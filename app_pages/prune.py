@@ -24,14 +24,14 @@ from sentinel.ui.format import word_diff_html
 from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
-from sentinel.ui.selection import HeadSelection
+from sentinel.ui.selection import HeadSelection, UnitSelection, selection_plan
 from sentinel.ui.session import made_before
 from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
                                dashboard, forget_budget_preview, last_budget_preview, notify, quick_sample,
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
-from app_support.widgets import head_map, layer_map, neuron_map, selection_list
+from app_support.widgets import head_map, layer_map, neuron_map, selection_list, unit_selection_list
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
@@ -42,21 +42,25 @@ working = require_model(state)
 show_notices(state)
 layout = working.base.layout
 
-if state.prune_selection_next:            # arrived from "Prune the N selected heads"
+if state.prune_selection_next:            # arrived from "Prune the N selected heads" (or layers, or neurons)
     st.session_state["prune_how"] = "selection"
     state.prune_selection_next = False
 
 left, right = st.columns([3, 2], gap="large")
 with right:
     how = st.radio("Choose what to prune", ["strategy", "selection", "target"], horizontal=True, key="prune_how",
-                   format_func={"strategy": "Heads by strategy and ratio", "selection": "Heads by my selection",
+                   format_func={"strategy": "Heads by strategy and ratio", "selection": "By my selection",
                                 "target": "By a size or FLOPs target"}.get)
-    mode = "remove" if how == "target" else st.radio(
+    units_only_removed = how == "selection" and not state.units.is_empty()    # neurons and layers: removal only
+    mode = "remove" if how == "target" or units_only_removed else st.radio(
                     "How to prune", ["mask", "remove"], horizontal=True, key="prune_mode",
                     format_func={"mask": "Mask (reversible)", "remove": "Remove (smaller; speed measured after)"}.get,
                     help="Masking multiplies a head's output by 0. Removal deletes its weights"
                          + (f"; this model shares K/V heads in groups of {layout.kv_group_size}, so removal "
                             "takes whole groups." if layout.kv_group_size > 1 else "."))
+    if units_only_removed:
+        st.caption("Your selection has MLP neurons or whole layers: they are removed from the weights (no masking "
+                   "here), with any selected heads.")
     if how == "target":
         st.caption("A target removes units from the weights (heads, MLP neurons or whole layers), ranked by weight "
                    "magnitude (layers by block influence on the sample text), so the model gets smaller.")
@@ -102,6 +106,7 @@ with right:
         budget = BudgetSettings(tuple(units), measure, float(share_wanted), allocation, recovery, int(min_heads))
     else:
         selection_list(state, working)
+        unit_selection_list(state, working)
     preview: tuple[dict, str] | None = None       # (plan, label) pressing Prune would apply now
     total = layout.num_layers * layout.num_heads
     if how == "strategy":
@@ -156,9 +161,10 @@ if go:
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
         else:
-            plan, label = choose_by_selection(working, state.selection.as_plan(), int(min_heads))
+            plan, label = choose_by_selection(working, selection_plan(state.selection, state.units), int(min_heads))
             step = working.apply(plan, mode, label)
         state.selection = HeadSelection((), state.selection.seen)
+        state.units = UnitSelection()
         notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.describe()} ({step.how})")
         st.rerun()
 if undo:

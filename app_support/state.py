@@ -33,7 +33,7 @@ from sentinel.ui.library import models_dir
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
-from sentinel.ui.selection import HeadSelection, set_heads
+from sentinel.ui.selection import HeadSelection, set_heads, set_layers
 from sentinel.ui.session import PruneStep, WorkingModel, ran_on
 from sentinel.ui.speed import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
@@ -80,6 +80,7 @@ def restore_session(state: DashboardState, token: str) -> None:
             working = open_model(state, snapshot.choice)
             working.replay([PruneStep.from_dict(step) for step in snapshot.steps])
             state.selection = set_heads(HeadSelection(), snapshot.selection, selectable=working.active())
+            state.units = set_layers(snapshot.units, snapshot.units.layers, selectable=working.blocks())
             state.job_id = snapshot.finetune_job
             state.compare_job_id = snapshot.compare_job
             state.recover_job_id = snapshot.recover_job

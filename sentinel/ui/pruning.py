@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics.scores import HeadScores
-from sentinel.pruning.plan import HeadPlan
+from sentinel.pruning.plan import HeadPlan, PruningPlan
 from sentinel.pruning.strategies import check_min_heads, get_strategy, strategy_class
 from sentinel.ui.session import WorkingModel
 
@@ -65,11 +65,15 @@ def choose_by_strategy(
     return plan, f"{strategy} {ratio:.0%} ({where}, min_heads={min_heads})"
 
 
-def choose_by_selection(working: WorkingModel, plan: HeadPlan, min_heads: int) -> tuple[HeadPlan, str]:
-    """The selected heads as a plan, refused if empty or if it would leave a layer below `min_heads`."""
-    count = sum(len(heads) for heads in plan.values())
-    if count == 0:
-        raise InvalidPruningPlan("No heads are selected: click heads in a map (shift-click adds more) "
-                                 "or pick them in the list, then prune.")
-    check_min_heads(working.model, plan, min_heads)
-    return plan, f"selection of {count} heads"
+def choose_by_selection(working: WorkingModel, plan: HeadPlan | PruningPlan, min_heads: int
+                        ) -> tuple[PruningPlan, str]:
+    """The selected heads (and layers and neurons) as a plan, refused if empty or if its heads would leave a layer
+    below `min_heads`."""
+    plan = plan if isinstance(plan, PruningPlan) else PruningPlan(heads=plan)
+    if plan.is_empty():
+        raise InvalidPruningPlan("Nothing is selected: click heads in a map (shift-click adds more) or pick them in "
+                                 "the list, click layer bars on Maps → Layers, or set a neuron rule on Maps → MLP "
+                                 "neurons, then prune.")
+    check_min_heads(working.model, plan.heads, min_heads)
+    counts = plan.counts()
+    return plan, "selection of " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)

@@ -21,6 +21,7 @@ from sentinel.models import LoadedModel
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
 from sentinel.pruning.apply import apply_plan
+from sentinel.pruning.units import active_layers
 from sentinel.pruning.plan import (HeadPlan, LayerPlan, MixedPlanLike, NeuronPlan, PruningPlan, as_pruning_plan,
                                    plan_to_json)
 from sentinel.pruning.recovery import (RECOVERY_METHODS, CalibrationConfig, ProjectionFit, RecoveryResult,
@@ -253,6 +254,11 @@ class WorkingModel:
             else:
                 self.apply(step.plan, step.mode, step.how, step.strategy, step.ratio, step.recovery)
         self.notes[:] = notes
+
+    def blocks(self) -> list[int]:
+        """Layers (original indices) whose block is still in the model with a part active: those a selection may
+        remove."""
+        return [layer for layer, parts in active_layers(self.model).items() if parts]
 
     def pruned_fraction(self) -> float:
         """Share of the original heads that are no longer active."""

@@ -5,13 +5,15 @@ the score below which that share of the layer's active neurons fall) plus the lo
 layers are a bar per layer for the whole block and for its attention and MLP parts. When Prune's target has a
 prediction (a `PruningPlan`), the grid outlines the cells whose neurons it would remove, each layer's histogram
 splits kept from removed neurons (with the cut, when the map shows the metric the target ranks by), and the bars
-of the layers it would remove are outlined.
+of the layers it would remove are outlined. The units a session selected (layers clicked on the bars, neurons chosen
+by a rule) are outlined the same way in red, as selected heads are on the head map.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,21 @@ PERCENTILES = tuple(range(0, 101, 5))
 HISTOGRAM_BINS = 30
 GOING_COLOUR, KEPT_COLOUR = "#ff8c00", "#5b7fa6"      # dashed orange = what Prune would remove (as on the heads)
 GOES, STAYS = "removed by the target", "kept"
+SELECTED_COLOUR, PICKED = "#ff2b2b", "selected"      # solid red = selected (as on the head map)
+LAYER_SELECTION = "layer_pick"                        # the layer bars' point selection (click picks a layer)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """How the neuron maps mark the neurons a plan takes: the histogram's name for them, colour and stroke dash."""
+
+    fate: str
+    colour: str
+    dash: tuple[int, ...]
+
+
+TARGET_OUTLINE = Outline(GOES, GOING_COLOUR, (4, 3))
+SELECTION_OUTLINE = Outline(PICKED, SELECTED_COLOUR, (1, 0))
 
 
 @dataclass
@@ -107,9 +124,9 @@ def neuron_percentiles(scores: UnitScores, percentiles: tuple[int, ...] = PERCEN
 
 
 def neuron_histograms(scores: UnitScores, plan: PruningPlan | None = None, bins: int = HISTOGRAM_BINS,
-                      cut: bool = False) -> pd.DataFrame:
+                      cut: bool = False, goes: str = GOES) -> pd.DataFrame:
     """Long frame of each layer's score histogram over its active neurons (bins shared by all layers): rows
-    (row="bin", layer, start, end, fate, count) with fate kept / removed by `plan`; with `cut`, one more row
+    (row="bin", layer, start, end, fate, count) with fate kept / `goes` (taken by `plan`); with `cut`, one more row
     (row="cut", layer, start) per layer at the highest score the plan removes there (meaningful when the scores
     are the ones the plan ranked by)."""
     going = neurons_going(plan, scores)
@@ -121,14 +138,14 @@ def neuron_histograms(scores: UnitScores, plan: PruningPlan | None = None, bins:
     for layer, values in enumerate(scores.values):
         alive = ~torch.isnan(values)
         index = ((values[alive] - low) / width).floor().clamp(0, bins - 1).long()
-        for fate, mask in ((STAYS, ~going[layer][alive]), (GOES, going[layer][alive])):
+        for fate, mask in ((STAYS, ~going[layer][alive]), (goes, going[layer][alive])):
             counts = torch.bincount(index[mask], minlength=bins)
             rows += [{"row": "bin", "layer": layer, "start": low + b * width, "end": low + (b + 1) * width,
                       "fate": fate, "count": int(c)} for b, c in enumerate(counts.tolist()) if c]
         removed = values[going[layer]]
         if cut and 0 < removed.numel() < int(alive.sum()):          # a layer partly cut (not a removed block)
             rows.append({"row": "cut", "layer": layer, "start": float(removed.max()), "end": float(removed.max()),
-                         "fate": GOES, "count": 0})
+                         "fate": goes, "count": 0})
     return pd.DataFrame(rows, columns=["row", "layer", "start", "end", "fate", "count"])
 
 
@@ -150,66 +167,83 @@ def neuron_extremes(scores: UnitScores, count: int = 10) -> pd.DataFrame:
     return pd.concat([low, high])[["end", "layer", "neuron", scores.metric]].reset_index(drop=True)
 
 
-def layer_frame(scores: UnitScores, removed: Mapping[int, list[str]] | None = None) -> pd.DataFrame:
-    """Long frame (layer, part, value, going) of a layer metric; pruned parts are left out; `going` marks the
-    parts `removed` ({layer: ["block"] or parts}, a plan's layers) takes — a removed block takes all three bars."""
+def layer_frame(scores: UnitScores, removed: Mapping[int, list[str]] | None = None,
+                selected: Iterable[int] = ()) -> pd.DataFrame:
+    """Long frame (layer, part, value, going, selected) of a layer metric; pruned parts are left out; `going` marks
+    the parts `removed` ({layer: ["block"] or parts}, a plan's layers) takes — a removed block takes all three bars;
+    `selected` marks every bar of the `selected` layers."""
     frame = scores.to_frame()
     frame = frame[~frame["pruned"]].rename(columns={scores.metric: "value"})
     removed = removed or {}
     frame["going"] = [part in removed.get(layer, ()) or "block" in removed.get(layer, ())
                       for layer, part in zip(frame["layer"], frame["part"])]
-    return frame[["layer", "part", "value", "going"]].reset_index(drop=True)
+    frame["selected"] = frame["layer"].isin(list(selected))
+    return frame[["layer", "part", "value", "going", "selected"]].reset_index(drop=True)
 
 
-def percentile_heatmap(frame: pd.DataFrame, label: str) -> alt.LayerChart:
+def percentile_heatmap(frame: pd.DataFrame, label: str, outline: Outline = TARGET_OUTLINE) -> alt.LayerChart:
     """Layer × percentile grid, colour = the score at that percentile of the layer's active neurons; the cells
-    whose neurons Prune's target would mostly remove (`going`) outlined in dashed orange."""
+    whose neurons the plan would mostly remove (`going`) outlined (dashed orange for Prune's target, red for the
+    session's selection)."""
     base = alt.Chart(frame).encode(x=alt.X("percentile:O", title="Percentile of the layer's neurons"),
                                    y=alt.Y("layer:O", title="Layer"))
     cells = base.mark_rect().encode(
         color=alt.Color("value:Q", title=label, scale=alt.Scale(scheme="viridis")),
         tooltip=["layer", "percentile", alt.Tooltip("value:Q", format=".4g"), "active",
-                 alt.Tooltip("removed:Q", title="share the target removes", format=".0%")],
+                 alt.Tooltip("removed:Q", title=f"share {outline.fate}", format=".0%")],
     )
-    going = base.transform_filter("datum.going").mark_rect(fill=None, stroke=GOING_COLOUR, strokeWidth=2.5,
-                                                           strokeDash=[4, 3])
+    going = base.transform_filter("datum.going").mark_rect(fill=None, stroke=outline.colour, strokeWidth=2.5,
+                                                           strokeDash=list(outline.dash))
     return alt.layer(cells, going).properties(height=alt.Step(24))
 
 
-def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) -> alt.FacetChart:
-    """Small multiples: one histogram per layer (shared bins), removed neurons stacked in orange over the kept
-    ones, and a dashed rule at the cut when the frame has one."""
-    fates = [STAYS, GOES] if (frame["fate"] == GOES).any() else [STAYS]      # no orange legend without a target
+def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
+                           outline: Outline = TARGET_OUTLINE) -> alt.FacetChart:
+    """Small multiples: one histogram per layer (shared bins), the neurons the plan takes stacked in the outline's
+    colour over the kept ones, and a dashed rule at the cut when the frame has one."""
+    fates = [STAYS, outline.fate] if (frame["fate"] == outline.fate).any() else [STAYS]   # no legend entry for none
     bars = alt.Chart().transform_filter("datum.row == 'bin'").mark_bar(binSpacing=0).encode(
         x=alt.X("start:Q", title=label, bin="binned"), x2="end:Q",
         y=alt.Y("count:Q", title="Neurons", stack=True),
         color=alt.Color("fate:N", title=None, legend=alt.Legend(orient="top"),
-                        scale=alt.Scale(domain=fates, range=[KEPT_COLOUR, GOING_COLOUR][:len(fates)])),
+                        scale=alt.Scale(domain=fates, range=[KEPT_COLOUR, outline.colour][:len(fates)])),
         tooltip=["layer", alt.Tooltip("start:Q", format=".4g", title="from"),
                  alt.Tooltip("end:Q", format=".4g", title="to"), "fate", "count"],
     )
     cut = alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
-        color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
+        color=outline.colour, strokeDash=[4, 3], strokeWidth=2).encode(
         x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
-    return alt.layer(bars, cut, data=frame).properties(height=110, width=150).facet(
+    drawn = [bars, cut] if (frame["row"] == "cut").any() else [bars]     # an empty layer makes Vega warn
+    return alt.layer(*drawn, data=frame).properties(height=110, width=150).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
 def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     """One bar per layer for the block, its attention part and its MLP part, side by side; the parts Prune's target
-    would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible)."""
+    would remove (`going`) outlined in dashed orange, faded, with an orange ▼ above them (short bars stay visible);
+    the selected layers' bars outlined in solid red on a light red band. Carries a point selection LAYER_SELECTION
+    over `layer`: click picks a layer, shift-click toggles one more; it starts from the current selection so a redraw
+    keeps it."""
+    initial = [{"layer": int(layer)} for layer in sorted(set(frame.loc[frame["selected"], "layer"]))]
+    pick = alt.selection_point(name=LAYER_SELECTION, fields=["layer"], on="click", toggle="event.shiftKey",
+                               value=initial or alt.Undefined)
     base = alt.Chart().encode(x=alt.X("layer:O", title="Layer"))
     bars = base.mark_bar().encode(
         y=alt.Y("value:Q", title=label),
         color=alt.Color("part:N", sort=list(LAYER_COLUMNS), legend=None),
-        stroke=alt.condition("datum.going", alt.value(GOING_COLOUR), alt.value(None)),
-        strokeWidth=alt.condition("datum.going", alt.value(3), alt.value(0)),
-        strokeDash=alt.condition("datum.going", alt.value([4, 3]), alt.value([1, 0])),
-        opacity=alt.condition("datum.going", alt.value(0.55), alt.value(1.0)),
+        stroke=alt.when("datum.selected").then(alt.value(SELECTED_COLOUR)).when("datum.going").then(
+            alt.value(GOING_COLOUR)).otherwise(alt.value(None)),
+        strokeWidth=alt.when("datum.selected || datum.going").then(alt.value(3)).otherwise(alt.value(0)),
+        strokeDash=alt.when("datum.going && !datum.selected").then(alt.value([4, 3])).otherwise(alt.value([1, 0])),
+        opacity=alt.when("datum.going").then(alt.value(0.55)).otherwise(alt.value(1.0)),
         tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g"),
-                 alt.Tooltip("going:N", title="the target removes it")],
-    )
+                 alt.Tooltip("going:N", title="the target removes it"), alt.Tooltip("selected:N", title="selected")],
+    ).add_params(pick)
     marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(
         y="value:Q")
-    return alt.layer(bars, marks, data=frame).properties(height=200, width=220).facet(
+    # a full-height band behind each selected layer: visible however short its bars, whatever their colour
+    band = base.transform_filter("datum.selected").mark_rect(color=SELECTED_COLOUR, opacity=0.12)
+    # layers drawn only when they have rows: an empty one makes Vega warn "Infinite extent" in the browser
+    drawn = ([band] if frame["selected"].any() else []) + [bars] + ([marks] if frame["going"].any() else [])
+    return alt.layer(*drawn, data=frame).properties(height=200, width=220).facet(
         column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))

@@ -10,8 +10,8 @@ import pytest
 from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.models import load_model
-from tests.e2e.harness import (click_cell, launch_browser, open_page, pruned_marks, wait_heatmap, wait_idle,
-                               wait_pruned_marks)
+from tests.e2e.harness import (CHART, click_cell, launch_browser, open_page, pruned_marks, wait_heatmap,
+                               wait_idle, wait_pruned_marks)
 
 pytestmark = pytest.mark.browser
 
@@ -61,8 +61,9 @@ def test_dashboard_end_to_end(app_server, artifacts):
             wait_heatmap(page, LAYERS * HEADS)
             wait_idle(page)
             assert pruned_marks(page) == 0
-            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L0 H3")
-            expect(page.get_by_test_id("stMultiSelect")).to_contain_text("L1 H2")
+            heads_list = page.get_by_test_id("stMultiSelect").first      # then the selected layers' list
+            expect(heads_list).to_contain_text("L0 H3")
+            expect(heads_list).to_contain_text("L1 H2")
             page.get_by_role("button", name="Prune", exact=True).click()
             wait_pruned_marks(page, 2)
             expect(page.get_by_test_id("stTable")).to_contain_text(f"{total - 2} of {total}")
@@ -173,6 +174,70 @@ def test_prune_by_target_then_export_and_compare(app_server, artifacts):
             raise
         finally:
             browser.close()
+
+
+def test_click_two_layer_bars_then_remove_those_layers(app_server, artifacts):
+    """Maps → Layers: click a bar, shift-click another (the head map's rules), the list shows both; a click on empty
+    space clears; 'Remove the 2 selected layers' → Prune by selection removes exactly those two blocks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    loaded = load_model(None)
+    blocks = loaded.model.transformer.h                  # the bundled GPT-2's blocks
+    expected = sum(p.numel() for p in loaded.model.parameters()) - sum(
+        p.numel() for layer in (2, 4) for p in blocks[layer].parameters())
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)
+        chart_warnings: list[str] = []
+        page.on("console", lambda m: chart_warnings.append(m.text) if m.text.startswith("WARN") else None)
+        try:
+            page.goto(app_server.url)
+            page.get_by_role("button", name="Load model").click()
+            expect(page.get_by_test_id("stMetricValue").filter(has_text=f"{len(blocks)} × ")).to_be_visible()
+            wait_idle(page)
+            open_page(page, "Maps")
+            wait_heatmap(page, len(blocks))
+            wait_idle(page)
+            page.get_by_test_id("stButtonGroup").first.get_by_text("Layers", exact=True).click()
+            bars = 3 * len(blocks)                         # block, attention and MLP bars per layer
+            page.wait_for_function("([c, n]) => document.querySelectorAll(c + ' svg g.mark-rect path').length == n",
+                                   arg=[CHART, bars])
+            wait_idle(page)
+            chosen = page.get_by_test_id("stMultiSelect").first
+            _click_layer_bar(page, 2)
+            expect(chosen).to_contain_text("Layer 2")
+            _click_layer_bar(page, 4, shift=True)
+            expect(chosen).to_contain_text("Layer 4")
+            expect(chosen).to_contain_text("Layer 2")
+            page.get_by_role("button", name="Remove the 2 selected layers").click()
+            page.wait_for_selector("h1:has-text('Prune')", timeout=60_000)
+            wait_idle(page)
+            page.get_by_role("button", name="Prune", exact=True).click()
+            expect(page.get_by_test_id("stTable").first).to_contain_text(f"{expected:,}")
+            wait_idle(page)
+            assert chart_warnings == []
+        except Exception:
+            page.screenshot(path=str(artifacts / "layers-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def _click_layer_bar(page, layer: int, shift: bool = False) -> None:
+    """Click the whole-block bar of `layer` on the Layers map (the left panel's bars, left to right)."""
+    boxes = page.evaluate(
+        """(chart) => [...document.querySelectorAll(chart + " svg g.mark-rect path")]
+               .filter(p => !(p.parentNode.getAttribute("class") || "").includes("child_layer_0"))   // the red bands
+               .map(p => { const b = p.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; })""", CHART)
+    x, y, width, height = sorted(boxes)[layer]             # the block panel is the left-most
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.click(x + width / 2, y + height - 2)        # near the base: short bars are still hit
+    if shift:
+        page.keyboard.up("Shift")
+    wait_idle(page)
 
 
 def _words(text: str) -> list[str]:

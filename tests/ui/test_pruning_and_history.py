@@ -8,6 +8,7 @@ import torch
 from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics import weight_magnitude
 from sentinel.models import LoadedModel, get_layout
+from sentinel.pruning.plan import PruningPlan
 from sentinel.store import ExperimentRecord, MetricPoint
 from sentinel.ui.analysis import WHOLE_MODEL_PREDICTION, ModelFigures, before_after_table, heads_share
 from sentinel.ui.speed import SpeedComparison, SpeedRatio
@@ -49,11 +50,14 @@ def test_a_ratio_that_breaks_min_heads_is_refused():
 
 def test_selection_plans_check_emptiness_and_min_heads():
     working = working_gpt2()
-    with pytest.raises(InvalidPruningPlan, match="No heads are selected"):
+    with pytest.raises(InvalidPruningPlan, match="Nothing is selected"):
         choose_by_selection(working, {}, 1)
     with pytest.raises(InvalidPruningPlan, match="min_heads=2"):
         choose_by_selection(working, {0: [0, 1, 2]}, 2)
-    assert choose_by_selection(working, {0: [0, 1], 2: [3]}, 2) == ({0: [0, 1], 2: [3]}, "selection of 3 heads")
+    assert choose_by_selection(working, {0: [0, 1], 2: [3]}, 2) == (PruningPlan({0: [0, 1], 2: [3]}),
+                                                                     "selection of 3 heads")
+    mixed = PruningPlan({0: [1]}, {1: [4, 5]}, {2: ["block"]})
+    assert choose_by_selection(working, mixed, 2) == (mixed, "selection of 1 heads, 2 neurons, 1 layers")
 
 
 def test_before_after_table_values():
