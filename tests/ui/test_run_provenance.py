@@ -34,7 +34,7 @@ def test_a_result_names_the_step_it_was_made_before(tmp_path):
     record = {"base_model": base, "dashboard_steps": [STEP]}
     assert made_before(record, session(base, [STEP]), "This scan") is None and ran_on(record, session(base, [STEP]))
     assert made_before(record, session(base, [STEP, STEP2]), "This scan") == (
-        "This scan was made on your model before step 2 (remove 1 heads; base stories).")
+        "This scan was made on your model before step 2 (remove 1 head; base stories).")
     assert made_before(record, session(base, []), "This scan") == (
         "This scan was made on your model with other pruning steps (1 then, 0 now; base stories).")
     assert made_before(record, session(str(tmp_path / "other"), [STEP]), "This scan") == (
