@@ -18,6 +18,11 @@ PRUNED_COLOUR = "#d0d0d0"
 CELL_TEXT_LIMIT = 256          # above this many cells the values are left to the tooltips
 CELL_HEIGHT = 34               # pixels per layer row
 
+# Streamlit gives a spec without its own `autosize` {"type": "fit", "contains": "padding"}: `height` then becomes
+# the whole chart's height, title, axes and legend included (a 204-pixel, 6-layer head map kept an 83-pixel plot).
+# Charts drawn with width="stretch" say fit-x: the width fits the page, `height` stays the plotting area's height.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -146,9 +151,9 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
                                 f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
         )
         layers.append(values)
-    # a height in pixels, not a per-row step: Streamlit's fit-to-width needs a continuous size (a step makes
-    # Vega-Lite warn "Dropping fit-y because spec has discrete height")
-    return alt.layer(*layers).properties(title=title or metric.label, height=max(1, num_layers) * CELL_HEIGHT)
+    # FIT_WIDTH: the page sets the width, the height is the plot's own, CELL_HEIGHT pixels per layer row
+    return alt.layer(*layers).properties(title=title or metric.label, height=max(1, num_layers) * CELL_HEIGHT,
+                                         autosize=FIT_WIDTH)
 
 
 def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False) -> alt.Chart:
@@ -248,18 +253,21 @@ def strategy_chart(table: pd.DataFrame, baseline: float) -> alt.LayerChart:
 
 def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     """Token × token attention of one head (`query_token`, `key_token`, `weight`, positions `query`/`key`):
-    rows are the tokens looking, columns the tokens looked at; darker = more attention."""
+    rows are the tokens looking, columns the tokens looked at; darker = more attention.
+
+    Drawn with width="stretch" (two side by side in half a page): the width fits the column, the height is 18
+    pixels per token, the legend sits below so it takes no width from the grid."""
     order = frame.drop_duplicates("query").sort_values("query")["query_token"].tolist()
-    side = max(1, len(order)) * 18                      # 18 pixels per token (a pixel size, not a step)
     return alt.Chart(frame).mark_rect().encode(
         x=alt.X("key_token:N", sort=order, title="Looks at (key token)",
                 axis=alt.Axis(labelAngle=-60, labelLimit=90, labelOverlap=False)),
         y=alt.Y("query_token:N", sort=order, title="Token looking (query)",
                 axis=alt.Axis(labelLimit=90, labelOverlap=False)),
-        color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1]),
+                        legend=alt.Legend(orient="bottom", gradientLength=120)),
         tooltip=[alt.Tooltip("query_token:N", title="Query"), alt.Tooltip("key_token:N", title="Key"),
                  alt.Tooltip("weight:Q", title="Attention", format=".3f")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=side, width=side)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=max(1, len(order)) * 18, autosize=FIT_WIDTH)
 
 
 def layer_counts_chart(counts: pd.DataFrame) -> alt.Chart:

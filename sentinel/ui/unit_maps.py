@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sentinel.charts import FIT_WIDTH
 from sentinel.metrics import LAYER_COLUMNS, UnitScores, compute_scores, needs_data
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.models.heads import model_heads
@@ -173,7 +174,10 @@ def percentile_heatmap(frame: pd.DataFrame, label: str) -> alt.LayerChart:
     )
     going = base.transform_filter("datum.going").mark_rect(fill=None, stroke=GOING_COLOUR, strokeWidth=2.5,
                                                            strokeDash=[4, 3])
-    return alt.layer(cells, going).properties(height=alt.Step(24))
+    # 24 pixels per layer row as a pixel height, not a step: Vega-Lite drops any fit (and warns "Dropping fit-y")
+    # when a size is a step; fit-x fits the width to the page and keeps this height for the plot
+    rows = frame["layer"].nunique() if len(frame) else 1
+    return alt.layer(cells, going).properties(height=rows * 24, autosize=FIT_WIDTH)
 
 
 def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) -> alt.FacetChart:
@@ -188,10 +192,12 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) ->
         tooltip=["layer", alt.Tooltip("start:Q", format=".4g", title="from"),
                  alt.Tooltip("end:Q", format=".4g", title="to"), "fate", "count"],
     )
-    cut = alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
-        color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
-        x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
-    return alt.layer(bars, cut, data=frame).properties(height=110, width=150).facet(
+    layers: list[alt.Chart] = [bars]
+    if (frame["row"] == "cut").any():       # an empty layer makes Vega warn "Infinite extent for field start"
+        layers.append(alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
+            color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
+            x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")]))
+    return alt.layer(*layers, data=frame).properties(height=110, width=150).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
@@ -209,7 +215,10 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
         tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g"),
                  alt.Tooltip("going:N", title="the target removes it")],
     )
-    marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(
-        y="value:Q")
-    return alt.layer(bars, marks, data=frame).properties(height=200, width=220).facet(
+    layers: list[alt.Chart] = [bars]
+    if frame["going"].any():                # an empty layer makes Vega warn "Infinite extent for field value"
+        layers.append(base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10,
+                                                                     fontSize=14).encode(y="value:Q"))
+    # three 150-pixel panels with their axes fit the 1024-pixel window's page (a facet cannot fit the width)
+    return alt.layer(*layers, data=frame).properties(height=200, width=150).facet(
         column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))
