@@ -20,7 +20,9 @@ CELL_HEIGHT = 34               # pixels per layer row
 
 # Streamlit gives a spec without its own `autosize` {"type": "fit", "contains": "padding"}: `height` then becomes
 # the whole chart's height, title, axes and legend included (a 204-pixel, 6-layer head map kept an 83-pixel plot).
-# Charts drawn with width="stretch" say fit-x: the width fits the page, `height` stays the plotting area's height.
+# Charts drawn with width="stretch" say fit-x: the width fits the page, `height` stays the plotting area's height
+# (a pixel height: a step height makes Vega-Lite drop any fit and warn "Dropping fit-y"). Only a top-level chart
+# may carry an autosize.
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
@@ -164,7 +166,7 @@ def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False
         # the axis title stays short (a long one is clipped on a 220-pixel axis); one point gets 4 digits, not 9
         y=alt.Y(f"{value}:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=220)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=220, autosize=FIT_WIDTH)
 
 
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level",
@@ -183,7 +185,7 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
         encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage", legend=None)
         encoding["shape"] = alt.Shape("stage:N", title="Stage")
     return alt.Chart(results).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
-        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320)
+        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
 
 
 def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
@@ -199,7 +201,7 @@ def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
                  alt.Tooltip("removed:Q", title="Removed", format=".1%"),
                  alt.Tooltip("perplexity:Q", title="Perplexity", format=",.4~g")],
     ).properties(title=alt.TitleParams("Compress runs: perplexity vs. parameters removed", anchor="start"),
-                 height=300)
+                 height=300, autosize=FIT_WIDTH)
 
 
 def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Chart:
@@ -211,13 +213,15 @@ def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Ch
         color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)),
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("step:Q", title="Step"),
                  alt.Tooltip("value:Q", title=title, format=",.4~g")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=260)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=260, autosize=FIT_WIDTH)
 
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
                               baseline_label: str = "unpruned") -> alt.LayerChart:
     """`level_chart` with a dashed horizontal rule at the unpruned model's value."""
-    layers: list[alt.Chart] = [level_chart(results, value, title)]
+    lines = level_chart(results, value, title)
+    lines.autosize = alt.Undefined          # a chart inside a layer or a concat cannot carry its own autosize
+    layers: list[alt.Chart] = [lines]
     if baseline is not None:
         frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
         layers.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
@@ -247,8 +251,10 @@ def strategy_chart(table: pd.DataFrame, baseline: float) -> alt.LayerChart:
     )
     rule = alt.Chart(pd.DataFrame({"perplexity": [baseline]})).mark_rule(strokeDash=[5, 4], color="black").encode(
         x="perplexity:Q")
+    # 24 pixels per bar as a pixel height: a nominal axis's default step height makes Vega-Lite drop the fit
     return alt.layer(bars, rule).properties(title=alt.TitleParams("Perplexity after masking, per strategy "
-                                                                  "(dashed: unpruned)", anchor="start"))
+                                                                  "(dashed: unpruned)", anchor="start"),
+                                            height=max(1, len(order)) * 24, autosize=FIT_WIDTH)
 
 
 def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
