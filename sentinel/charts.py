@@ -210,7 +210,9 @@ def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Ch
     return alt.Chart(points).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
-        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)),
+        # a long run name is cut to the plot's width (with "…"; the tooltip has it whole), not clipped by the page
+        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1,
+                                                                labelLimit=alt.ExprRef("max(80, width - 20)"))),
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("step:Q", title="Step"),
                  alt.Tooltip("value:Q", title=title, format=",.4~g")],
     ).properties(title=alt.TitleParams(title, anchor="start"), height=260, autosize=FIT_WIDTH)
