@@ -278,11 +278,17 @@ def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     ).properties(title=alt.TitleParams(title, anchor="start"), height=max(1, len(order)) * 18, autosize=FIT_WIDTH)
 
 
-def layer_counts_chart(counts: pd.DataFrame) -> alt.Chart:
-    """Bars of what a plan removes per layer (columns layer, kind, count), one panel per unit kind, since a layer
-    loses a few heads but hundreds of neurons."""
-    return alt.Chart(counts).mark_bar().encode(
-        x=alt.X("layer:O", title="Layer"), y=alt.Y("count:Q", title="Units removed"),
-        color=alt.Color("kind:N", title="Unit kind", legend=None),
-        tooltip=["layer", "kind", "count"],
-    ).properties(height=140, width=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent")
+def layer_counts_chart(counts: pd.DataFrame) -> alt.VConcatChart:
+    """Bars of what a plan removes per layer (columns layer, kind, count), one panel per unit kind (each with its own
+    y scale, since a layer loses a few heads but hundreds of neurons), stacked so they fit a narrow column: drawn
+    with width="stretch", Streamlit fits each panel's width to the column."""
+    panels = [
+        alt.Chart(counts[counts["kind"] == kind]).mark_bar().encode(
+            x=alt.X("layer:O", title="Layer", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("count:Q", title=f"{kind} removed"),
+            color=alt.Color("kind:N", title="Unit kind", legend=None),
+            tooltip=["layer", "kind", "count"],
+        ).properties(height=110)
+        for kind in dict.fromkeys(counts["kind"])
+    ]
+    return alt.vconcat(*panels).resolve_scale(y="independent")

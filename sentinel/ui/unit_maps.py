@@ -197,7 +197,10 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3) ->
         layers.append(alt.Chart().transform_filter("datum.row == 'cut'").mark_rule(
             color=GOING_COLOUR, strokeDash=[4, 3], strokeWidth=2).encode(
             x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")]))
-    return alt.layer(*layers, data=frame).properties(height=110, width=150).facet(
+    # a facet cannot fit the page's width: 3 columns of 150 pixels fit the full-width Maps page at a 1024-pixel
+    # window, 2 columns of 100 the half-width column Prune draws them in
+    width = 150 if columns >= 3 else 100
+    return alt.layer(*layers, data=frame).properties(height=110, width=width).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
