@@ -137,7 +137,7 @@ with st.expander("Look inside a head", expanded=bool(state.selection.heads), ico
                 if pattern.weights is None:
                     st.info(f"{name}: {head_label(looked)} is removed, so it attends to nothing.")
                     continue
-                st.altair_chart(attention_heatmap(pattern.frame(), f"{name}: {head_label(looked)}"), width="content")
+                st.altair_chart(attention_heatmap(pattern.frame(), f"{name}: {head_label(looked)}"), width="stretch")
                 note = " (masked: it still attends like this, but its output is switched off)" \
                     if pattern.status == "masked" else ""
                 st.caption(f"Attends most to{note}: " + ", ".join(f"“{t}” {w:.0%}" for t, w in pattern.top))

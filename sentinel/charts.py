@@ -18,6 +18,13 @@ PRUNED_COLOUR = "#d0d0d0"
 CELL_TEXT_LIMIT = 256          # above this many cells the values are left to the tooltips
 CELL_HEIGHT = 34               # pixels per layer row
 
+# Streamlit gives a spec without its own `autosize` {"type": "fit", "contains": "padding"}: `height` then becomes
+# the whole chart's height, title, axes and legend included (a 204-pixel, 6-layer head map kept an 83-pixel plot).
+# Charts drawn with width="stretch" say fit-x: the width fits the page, `height` stays the plotting area's height
+# (a pixel height: a step height makes Vega-Lite drop any fit and warn "Dropping fit-y"). Only a top-level chart
+# may carry an autosize.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -146,9 +153,9 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
                                 f"datum.shade > {(low + high) / 2}", alt.value("black"), alt.value("white")),
         )
         layers.append(values)
-    # a height in pixels, not a per-row step: Streamlit's fit-to-width needs a continuous size (a step makes
-    # Vega-Lite warn "Dropping fit-y because spec has discrete height")
-    return alt.layer(*layers).properties(title=title or metric.label, height=max(1, num_layers) * CELL_HEIGHT)
+    # FIT_WIDTH: the page sets the width, the height is the plot's own, CELL_HEIGHT pixels per layer row
+    return alt.layer(*layers).properties(title=title or metric.label, height=max(1, num_layers) * CELL_HEIGHT,
+                                         autosize=FIT_WIDTH)
 
 
 def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False) -> alt.Chart:
@@ -159,7 +166,7 @@ def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False
         # the axis title stays short (a long one is clipped on a 220-pixel axis); one point gets 4 digits, not 9
         y=alt.Y(f"{value}:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=220)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=220, autosize=FIT_WIDTH)
 
 
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level",
@@ -178,7 +185,7 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
         encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage", legend=None)
         encoding["shape"] = alt.Shape("stage:N", title="Stage")
     return alt.Chart(results).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
-        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320)
+        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
 
 
 def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
@@ -194,7 +201,7 @@ def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
                  alt.Tooltip("removed:Q", title="Removed", format=".1%"),
                  alt.Tooltip("perplexity:Q", title="Perplexity", format=",.4~g")],
     ).properties(title=alt.TitleParams("Compress runs: perplexity vs. parameters removed", anchor="start"),
-                 height=300)
+                 height=300, autosize=FIT_WIDTH)
 
 
 def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Chart:
@@ -203,16 +210,20 @@ def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Ch
     return alt.Chart(points).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
-        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)),
+        # a long run name is cut to the plot's width (with "…"; the tooltip has it whole), not clipped by the page
+        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1,
+                                                                labelLimit=alt.ExprRef("max(80, width - 20)"))),
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("step:Q", title="Step"),
                  alt.Tooltip("value:Q", title=title, format=",.4~g")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=260)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=260, autosize=FIT_WIDTH)
 
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
                               baseline_label: str = "unpruned") -> alt.LayerChart:
     """`level_chart` with a dashed horizontal rule at the unpruned model's value."""
-    layers: list[alt.Chart] = [level_chart(results, value, title)]
+    lines = level_chart(results, value, title)
+    lines.autosize = alt.Undefined          # a chart inside a layer or a concat cannot carry its own autosize
+    layers: list[alt.Chart] = [lines]
     if baseline is not None:
         frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
         layers.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
@@ -242,31 +253,42 @@ def strategy_chart(table: pd.DataFrame, baseline: float) -> alt.LayerChart:
     )
     rule = alt.Chart(pd.DataFrame({"perplexity": [baseline]})).mark_rule(strokeDash=[5, 4], color="black").encode(
         x="perplexity:Q")
+    # 24 pixels per bar as a pixel height: a nominal axis's default step height makes Vega-Lite drop the fit
     return alt.layer(bars, rule).properties(title=alt.TitleParams("Perplexity after masking, per strategy "
-                                                                  "(dashed: unpruned)", anchor="start"))
+                                                                  "(dashed: unpruned)", anchor="start"),
+                                            height=max(1, len(order)) * 24, autosize=FIT_WIDTH)
 
 
 def attention_heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     """Token × token attention of one head (`query_token`, `key_token`, `weight`, positions `query`/`key`):
-    rows are the tokens looking, columns the tokens looked at; darker = more attention."""
+    rows are the tokens looking, columns the tokens looked at; darker = more attention.
+
+    Drawn with width="stretch" (two side by side in half a page): the width fits the column, the height is 18
+    pixels per token, the legend sits below so it takes no width from the grid."""
     order = frame.drop_duplicates("query").sort_values("query")["query_token"].tolist()
-    side = max(1, len(order)) * 18                      # 18 pixels per token (a pixel size, not a step)
     return alt.Chart(frame).mark_rect().encode(
         x=alt.X("key_token:N", sort=order, title="Looks at (key token)",
                 axis=alt.Axis(labelAngle=-60, labelLimit=90, labelOverlap=False)),
         y=alt.Y("query_token:N", sort=order, title="Token looking (query)",
                 axis=alt.Axis(labelLimit=90, labelOverlap=False)),
-        color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1]),
+                        legend=alt.Legend(orient="bottom", gradientLength=120)),
         tooltip=[alt.Tooltip("query_token:N", title="Query"), alt.Tooltip("key_token:N", title="Key"),
                  alt.Tooltip("weight:Q", title="Attention", format=".3f")],
-    ).properties(title=alt.TitleParams(title, anchor="start"), height=side, width=side)
+    ).properties(title=alt.TitleParams(title, anchor="start"), height=max(1, len(order)) * 18, autosize=FIT_WIDTH)
 
 
-def layer_counts_chart(counts: pd.DataFrame) -> alt.Chart:
-    """Bars of what a plan removes per layer (columns layer, kind, count), one panel per unit kind, since a layer
-    loses a few heads but hundreds of neurons."""
-    return alt.Chart(counts).mark_bar().encode(
-        x=alt.X("layer:O", title="Layer"), y=alt.Y("count:Q", title="Units removed"),
-        color=alt.Color("kind:N", title="Unit kind", legend=None),
-        tooltip=["layer", "kind", "count"],
-    ).properties(height=140, width=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent")
+def layer_counts_chart(counts: pd.DataFrame) -> alt.VConcatChart:
+    """Bars of what a plan removes per layer (columns layer, kind, count), one panel per unit kind (each with its own
+    y scale, since a layer loses a few heads but hundreds of neurons), stacked so they fit a narrow column: drawn
+    with width="stretch", Streamlit fits each panel's width to the column."""
+    panels = [
+        alt.Chart(counts[counts["kind"] == kind]).mark_bar().encode(
+            x=alt.X("layer:O", title="Layer", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("count:Q", title=f"{kind} removed"),
+            color=alt.Color("kind:N", title="Unit kind", legend=None),
+            tooltip=["layer", "kind", "count"],
+        ).properties(height=110)
+        for kind in dict.fromkeys(counts["kind"])
+    ]
+    return alt.vconcat(*panels).resolve_scale(y="independent")

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sentinel.charts import FIT_WIDTH
 from sentinel.metrics import LAYER_COLUMNS, UnitScores, compute_scores, needs_data
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.models.heads import model_heads
@@ -194,7 +195,10 @@ def percentile_heatmap(frame: pd.DataFrame, label: str, outline: Outline = TARGE
     )
     going = base.transform_filter("datum.going").mark_rect(fill=None, stroke=outline.colour, strokeWidth=2.5,
                                                            strokeDash=list(outline.dash))
-    return alt.layer(cells, going).properties(height=alt.Step(24))
+    # 24 pixels per layer row as a pixel height, not a step: Vega-Lite drops any fit (and warns "Dropping fit-y")
+    # when a size is a step; fit-x fits the width to the page and keeps this height for the plot
+    rows = frame["layer"].nunique() if len(frame) else 1
+    return alt.layer(cells, going).properties(height=rows * 24, autosize=FIT_WIDTH)
 
 
 def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
@@ -214,7 +218,10 @@ def neuron_histogram_chart(frame: pd.DataFrame, label: str, columns: int = 3,
         color=outline.colour, strokeDash=[4, 3], strokeWidth=2).encode(
         x="start:Q", tooltip=[alt.Tooltip("start:Q", format=".4g", title="cut")])
     drawn = [bars, cut] if (frame["row"] == "cut").any() else [bars]     # an empty layer makes Vega warn
-    return alt.layer(*drawn, data=frame).properties(height=110, width=150).facet(
+    # a facet cannot fit the page's width: 3 columns of 150 pixels fit the full-width Maps page at a 1024-pixel
+    # window, 2 columns of 100 the half-width column Prune draws them in
+    width = 150 if columns >= 3 else 100
+    return alt.layer(*drawn, data=frame).properties(height=110, width=width).facet(
         facet=alt.Facet("layer:O", title="Layer"), columns=columns)
 
 
@@ -245,5 +252,6 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     band = base.transform_filter("datum.selected").mark_rect(color=SELECTED_COLOUR, opacity=0.12)
     # layers drawn only when they have rows: an empty one makes Vega warn "Infinite extent" in the browser
     drawn = ([band] if frame["selected"].any() else []) + [bars] + ([marks] if frame["going"].any() else [])
-    return alt.layer(*drawn, data=frame).properties(height=200, width=220).facet(
+    # three 150-pixel panels with their axes fit the 1024-pixel window's page (a facet cannot fit the width)
+    return alt.layer(*drawn, data=frame).properties(height=200, width=150).facet(
         column=alt.Column("part:N", sort=list(LAYER_COLUMNS), title=None))

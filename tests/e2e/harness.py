@@ -185,6 +185,20 @@ def wait_pruned_marks(page: Any, count: int, timeout: float = 120.0) -> None:
     )
 
 
+def chart_boxes(page: Any) -> list[dict[str, float]]:
+    """Each chart on the page, in page order: `plot` (its first plotting area's height, the heat map's grid),
+    `drawn` (the drawing's width) and `room` (the width of the element holding it), in CSS pixels."""
+    return page.evaluate(
+        """(chart) => [...document.querySelectorAll(chart)].map(el => {
+            const svg = el.querySelector("svg"), plot = el.querySelector("svg path.background");
+            return {plot: plot ? plot.getBoundingClientRect().height : 0,
+                    drawn: svg ? svg.getBoundingClientRect().width : 0,
+                    room: el.parentElement.getBoundingClientRect().width};
+        })""",
+        CHART,
+    )
+
+
 def click_cell(page: Any, layer: int, head: int, layers: int, heads: int, shift: bool = False) -> None:
     """Click the heat-map cell of (layer, head), optionally with shift held."""
     frame = page.locator(f"{CHART} svg path.background").first.bounding_box()

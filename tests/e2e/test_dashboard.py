@@ -10,8 +10,8 @@ import pytest
 from sentinel.demo.prompts import default_prompts
 from sentinel.generation import generate_text
 from sentinel.models import load_model
-from tests.e2e.harness import (CHART, click_cell, launch_browser, open_page, pruned_marks, wait_heatmap,
-                               wait_idle, wait_pruned_marks)
+from tests.e2e.harness import (CHART, chart_boxes, click_cell, launch_browser, open_page, pruned_marks,
+                               wait_heatmap, wait_idle, wait_pruned_marks)
 
 pytestmark = pytest.mark.browser
 
@@ -54,6 +54,13 @@ def test_dashboard_end_to_end(app_server, artifacts):
             expect(selection).to_contain_text("L1 H2")
             wait_idle(page)
             shot("02-head-maps")
+            # the map's grid gets its CELL_HEIGHT rows (Streamlit's default autosize once squeezed it to 83 of
+            # 204 pixels), and every chart, the "look inside" grids included, fits the room it is given
+            page.wait_for_function("(chart) => [...document.querySelectorAll(chart)]"
+                                   ".filter(el => el.querySelector('svg path.background')).length === 3", arg=CHART)
+            boxes = chart_boxes(page)
+            assert boxes[0]["plot"] >= LAYERS * 25, boxes
+            assert len(boxes) == 3 and all(b["plot"] >= 100 and b["drawn"] <= b["room"] + 1 for b in boxes), boxes
 
             # the link opens Prune in "By my selection" mode with those two heads; Prune prunes exactly them
             page.get_by_role("button", name="Prune the 2 selected heads").click()

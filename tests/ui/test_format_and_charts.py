@@ -83,3 +83,26 @@ def test_signed_metrics_get_a_diverging_scale_centred_on_zero_and_legends_say_wh
     assert pruned_first("entropy_normalized").startswith("No strategy ranks by this metric alone")
     assert pruned_first("magnitude") == "The magnitude strategy prunes the lowest values (dark purple) first."
     assert pruned_first("loss_impact") == "The loss_impact strategy prunes the lowest values (blue) first."
+
+
+def test_stretched_charts_keep_their_plot_height():
+    """Streamlit gives a spec without `autosize` {"type": "fit"}, which squeezes the title, axes and legend into
+    `height` (a 6-layer head map kept an 83-pixel plot of 204): charts drawn with width="stretch" fit only
+    their width, with a pixel height (a step height makes Vega-Lite drop the fit and warn)."""
+    import pandas as pd
+
+    from sentinel.ui.charts import CELL_HEIGHT, attention_heatmap
+    from sentinel.ui.unit_maps import percentile_heatmap
+
+    frame = head_frame([[0.5, 0.25], [1.0, 2.0], [0.1, 0.2]], {})
+    tokens = ["0: a", "1: b", "2: c"]
+    attention = pd.DataFrame([{"query": q, "key": k, "query_token": tokens[q], "key_token": tokens[k], "weight": 0.5}
+                              for q in range(3) for k in range(3)])
+    grid = pd.DataFrame([{"layer": layer, "percentile": p, "value": 1.0, "active": 4, "removed": 0.0, "going": False}
+                         for layer in range(3) for p in (0, 50, 100)])
+    for spec, rows in ((head_heatmap(frame, METRICS["magnitude"]).to_dict(), 3),
+                       (attention_heatmap(attention, "L0 H0").to_dict(), 3),
+                       (percentile_heatmap(grid, "magnitude").to_dict(), 3)):
+        assert spec["autosize"] == {"type": "fit-x", "contains": "padding"}
+        assert isinstance(spec["height"], int) and spec["height"] >= rows * 18
+    assert head_heatmap(frame, METRICS["magnitude"]).to_dict()["height"] == 3 * CELL_HEIGHT
