@@ -125,7 +125,7 @@ with right:
                 st.caption(f"Layers are scored on {state.text.name}.")
             predicted = budget_prediction(state, working, budget)
         if predicted is not None:
-            going = ", ".join(f"{n} {k}" for k, n in predicted.counts.items() if n) or "nothing"
+            going = ", ".join(f"{n:,} {k}" for k, n in predicted.counts.items() if n) or "nothing"
             st.markdown(f"**Pressing Prune would remove** {going}:")
             st.table(prediction_table(predicted))
             if predicted.reason:

@@ -33,10 +33,14 @@ def human_bytes(n: int) -> str:
 
 
 def signed_percent(before: float, after: float) -> str:
-    """Relative change from `before` to `after`, e.g. '+12.5%' (empty when it cannot be computed)."""
+    """Relative change from `before` to `after`, e.g. '+12.5%' (empty when it cannot be computed). A change under
+    0.1% keeps two significant digits ('-0.031%'), so a small change never reads as '-0.0%'."""
     if before == 0 or not (math.isfinite(before) and math.isfinite(after)):
         return ""
-    return f"{(after - before) / before * 100:+.1f}%"
+    change = (after - before) / before * 100
+    if change == 0:
+        return "0%"
+    return f"{change:+.2g}%" if abs(change) < 0.1 else f"{change:+.1f}%"
 
 
 def plain_error(error: BaseException, doing: str) -> str:

@@ -55,6 +55,7 @@ def settle(page: Any) -> None:
 def snap(page: Any, out: Path, name: str) -> None:
     """Screenshot the current view as `name` (one of SHOTS) at its height, then restore the window."""
     page.set_viewport_size({"width": WIDTH, "height": SHOTS[name]})
+    page.mouse.move(0, 0)                 # no tooltip from the last control the pointer rested on
     settle(page)
     wait_idle(page)
     page.wait_for_selector("[data-testid='stToast']", state="detached")     # toasts fade by themselves

@@ -19,6 +19,7 @@ def test_numbers():
     assert signed_percent(200, 150) == "-25.0%"
     assert signed_percent(8, 10) == "+25.0%"
     assert signed_percent(0, 3) == ""
+    assert signed_percent(1.516, 1.51595) == "-0.0033%" and signed_percent(2.0, 2.0) == "0%"
     assert signed_percent(1.0, math.inf) == ""
 
 
