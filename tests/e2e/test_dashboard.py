@@ -157,7 +157,7 @@ def test_prune_by_target_then_export_and_compare(app_server, artifacts):
             wait_idle(page)
             prediction = page.get_by_test_id("stTable").first
             expect(prediction).to_contain_text("-50.0%")
-            expect(page.get_by_text(re.compile(r"Pressing Prune would remove \d+ heads, \d+ neurons"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"Pressing Prune would remove [\d,]+ heads, [\d,]+ neurons"))).to_be_visible()
             shot("07-prune-target-preview")
             predicted = prediction.locator("tr", has_text="Parameters").first.inner_text().split()
             page.get_by_role("button", name="Prune", exact=True).click()
