@@ -164,28 +164,37 @@ def curves_chart(points: pd.DataFrame, value: str, title: str, log: bool = False
     return alt.Chart(points.dropna(subset=[value])).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
         # the axis title stays short (a long one is clipped on a 220-pixel axis); one point gets 4 digits, not 9
-        y=alt.Y(f"{value}:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
+        y=alt.Y(f"{value}:Q", title="log scale" if log else None, scale=scale),
         tooltip=[alt.Tooltip("step:Q", title="Step"), alt.Tooltip(f"{value}:Q", title=title, format=".4g")],
     ).properties(title=alt.TitleParams(title, anchor="start"), height=220, autosize=FIT_WIDTH)
+
+
+STAGE_SHAPES = {"pruned": "circle", "fine-tuned": "triangle-up", "distilled": "diamond"}   # the captions say so
 
 
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level",
                 log: bool = False) -> alt.Chart:
     """`value` against pruning level, one coloured line per strategy (and a dash and shape per `stage`)."""
-    encoding = {
-        "x": alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
-        "y": alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize() + (" (log scale)" if log else ""),
-                   scale=alt.Scale(type="log") if log else alt.Scale(zero=False), axis=alt.Axis(format=",.4~g")),
-        "color": alt.Color("strategy:N", title="Strategy"),
-        "tooltip": [alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
-                    for c in results.columns],
-    }
-    if "stage" in results.columns:
-        # a filled shape per stage (circle, triangle, ...): a dash pattern's legend shows identical dots
-        encoding["strokeDash"] = alt.StrokeDash("stage:N", title="Stage", legend=None)
-        encoding["shape"] = alt.Shape("stage:N", title="Stage")
-    return alt.Chart(results).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
-        **encoding).properties(title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
+    base = alt.Chart(results).encode(
+        x=alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
+        y=alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize() + (" (log scale)" if log else ""),
+                scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),
+        color=alt.Color("strategy:N", title="Strategy"),
+        tooltip=[alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
+                 for c in results.columns],
+    )
+    if "stage" not in results.columns:
+        return base.mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).properties(
+            title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
+    # lines and points drawn apart: a line mark has no shape channel, so its overlay points lose the Stage legend
+    stages = [s for s in STAGE_SHAPES if s in set(results["stage"])] + sorted(
+        set(results["stage"]) - set(STAGE_SHAPES))
+    shapes = [STAGE_SHAPES.get(s, "square") for s in stages]
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("stage:N", legend=None, sort=stages))
+    points = base.mark_point(filled=True, size=70).encode(
+        shape=alt.Shape("stage:N", title="Stage", scale=alt.Scale(domain=stages, range=shapes)))
+    return alt.layer(lines, points).properties(title=alt.TitleParams(title, anchor="start"), height=320,
+                                               autosize=FIT_WIDTH)
 
 
 def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
@@ -194,8 +203,7 @@ def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     return alt.Chart(points).mark_point(filled=True, size=80).encode(
         x=alt.X("removed:Q", title="Share of parameters removed (measured)", axis=alt.Axis(format=".0%")),
-        y=alt.Y("perplexity:Q", title="Perplexity" + (" (log scale)" if log else ""), scale=scale,
-                axis=alt.Axis(format=",.4~g")),
+        y=alt.Y("perplexity:Q", title="Perplexity" + (" (log scale)" if log else ""), scale=scale),
         color=alt.Color("series:N", title="Units, recovery"), shape=alt.Shape("stage:N", title="Stage"),
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("stage:N", title="Stage"),
                  alt.Tooltip("removed:Q", title="Removed", format=".1%"),
@@ -209,7 +217,7 @@ def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Ch
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     return alt.Chart(points).mark_line(point=True).encode(
         x=alt.X("step:Q", title="Step", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title="log scale" if log else None, scale=scale, axis=alt.Axis(format=",.4~g")),
+        y=alt.Y("value:Q", title="log scale" if log else None, scale=scale),
         # a long run name is cut to the plot's width (with "…"; the tooltip has it whole), not clipped by the page
         color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1,
                                                                 labelLimit=alt.ExprRef("max(80, width - 20)"))),
@@ -247,7 +255,7 @@ def strategy_chart(table: pd.DataFrame, baseline: float) -> alt.LayerChart:
     order = table["strategy"].tolist()
     bars = alt.Chart(table).mark_bar().encode(
         y=alt.Y("strategy:N", sort=order, title=None, axis=alt.Axis(labelLimit=0)),
-        x=alt.X("perplexity:Q", title="Perplexity (lower hurts less)", axis=alt.Axis(format=",.4~g")),
+        x=alt.X("perplexity:Q", title="Perplexity (lower hurts less)"),
         color=alt.condition(alt.datum.rank == 1, alt.value("#2e7d32"), alt.value("#8a8a8a")),
         tooltip=[alt.Tooltip(c) for c in table.columns],
     )
