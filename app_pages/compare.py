@@ -7,12 +7,11 @@ import streamlit as st
 
 from app_support.compare import Column, candidates, choose, column, perplexity, size, stable_identity, timed_model
 from app_support.state import dashboard, report_errors, require_model, shared_jobs, shared_store
+from app_support.progress import job_progress
 from sentinel.demo.prompts import default_prompts
 from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS
 from sentinel.generation import GenerationSettings, compare_generations
-from sentinel.jobs import ProgressEvent
 from sentinel.ui.compare import check_choice, speed_job_for, speed_of, speed_signature, speed_table, start_speed_job
-from sentinel.ui.finetune import queue_place
 from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
@@ -117,25 +116,10 @@ elif shown is not None:
 
 
 
-@st.fragment(run_every=1.0)
-def speed_progress(job_id: str) -> None:
-    """The running timing's progress and a Cancel button; hands over to the whole page when the job ends."""
-    job = shared_store().get_job(job_id)
-    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
-    share = min(1.0, event.step / event.total_steps) if event.total_steps else 0.0
-    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
-    st.progress(share, text=f"Measuring speed in the background: {words or 'starting'}")
-    if st.button("Cancel", key="compare_speed_cancel", icon=":material/cancel:",
-                 help="Stop timing; nothing else on the page changes."):
-        shared_jobs().cancel(job_id)
-        st.rerun(scope="app")
-    if job.state not in ("queued", "running"):
-        st.rerun(scope="app")
-
-
 own_job = speed_job is not None and speed_job.id == state.caches.get(SPEED_JOB)
 if timing:
-    speed_progress(speed_job.id)
+    job_progress(speed_job.id, "Measuring speed in the background", "compare_speed_cancel",
+                 "Stop timing; nothing else on the page changes.")
 elif speed_job is not None and speed_job.state == "succeeded":
     timed = speed_of(speed_job)
     st.subheader("Measured speed")

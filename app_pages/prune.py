@@ -14,9 +14,7 @@ from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, falls_short,
                                 needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
-from sentinel.jobs import ProgressEvent
 from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
-from sentinel.ui.finetune import queue_place
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.ui.speed import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
@@ -32,6 +30,7 @@ from app_support.state import (base_figures, budget_prediction, cached_speed, cu
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
 from app_support.widgets import head_map, layer_map, neuron_map, selection_list, unit_selection_list
+from app_support.progress import job_progress
 
 state = dashboard()
 st.title(":material/content_cut: Prune")
@@ -276,28 +275,13 @@ if st.button("Compare strategies", key="compare_strategies", icon=":material/lea
         state.compare_job_id = start_comparison(shared_jobs(), shared_store(), working, request, device)
 
 
-@st.fragment(run_every=1.0)
-def comparison_progress(job_id: str) -> None:
-    """Progress of the running comparison; hands over to the whole page when it ends."""
-    job = shared_store().get_job(job_id)
-    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
-    total = event.total_steps or 1
-    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
-    st.progress(min(1.0, event.step / total), text=f"Comparing strategies: {words or 'starting'}")
-    if st.button("Cancel", key="compare_strategies_cancel", icon=":material/cancel:",
-                 help="Stop the comparison; your model is not touched (the strategies run on a copy)."):
-        shared_jobs().cancel(job_id)
-        st.rerun(scope="app")
-    if job.state not in ("queued", "running"):
-        st.rerun(scope="app")
-
-
 if state.compare_job_id is not None:
     with report_errors("reading the strategy comparison") as failed:
         compare_job = shared_store().get_job(state.compare_job_id)
     if not failed:
         if compare_job.state in ("queued", "running"):
-            comparison_progress(compare_job.id)
+            job_progress(compare_job.id, "Comparing strategies", "compare_strategies_cancel",
+                         "Stop the comparison; your model is not touched (the strategies run on a copy).")
         elif compare_job.state == "succeeded":
             comparison = Comparison.from_dict(compare_job.result["comparison"])
             ranked = comparison.table()

@@ -10,14 +10,13 @@ import streamlit as st
 from app_support.compare import SPARSE_KEY
 from app_support.state import (current_figures, dashboard, keep_url, report_errors, require_model, shared_jobs,
                                shared_store, show_notices)
+from app_support.progress import job_progress
 from sentinel.evaluation.paired import SPEED_REPEATS
-from sentinel.jobs import ProgressEvent
 from sentinel.sparsity.masks import SCOPES, SparsityConfig
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS
 from sentinel.sparsity.scores import DATA_METHODS, METHODS
 from sentinel.sparsity.sensitivity import sensitivity_lines
 from sentinel.sparsity.storage import size_report
-from sentinel.ui.finetune import queue_place
 from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
@@ -88,24 +87,11 @@ if st.button("Sparsify a copy", type="primary", key="weights_go", icon=":materia
             keep_url(state)
 
 
-@st.fragment(run_every=1.0)
-def gradual_progress(job_id: str) -> None:
-    """Progress of the running gradual run with a Cancel button; hands over to the whole page when it ends."""
-    job = shared_store().get_job(job_id)
-    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
-    total = event.total_steps or 1
-    words = (f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued"
-             else f"step {event.step} of {event.total_steps}" if event.total_steps else "loading the model")
-    st.progress(min(1.0, event.step / total), text=f"Gradual pruning: {words}")
-    if st.button("Cancel the gradual run", key="weights_gradual_cancel", icon=":material/cancel:"):
-        shared_jobs().cancel(job_id)
-    if job.state not in ("queued", "running"):
-        st.rerun(scope="app")
-
-
 if gradual_job is not None:
     if gradual_job.state in ("queued", "running"):
-        gradual_progress(gradual_job.id)
+        job_progress(gradual_job.id, "Gradual pruning", "weights_gradual_cancel", cancel_label="Cancel the gradual run",
+                     describe=lambda event: f"step {event.step} of {event.total_steps}" if event.total_steps
+                     else "loading the model")
     elif gradual_job.state != "succeeded":
         st.warning(f"The gradual run {gradual_job.state}: {gradual_job.error or 'no result'}",
                    icon=":material/warning:")
@@ -225,26 +211,12 @@ if st.button("Scan layer sensitivity", key="weights_sens_go", icon=":material/qu
         keep_url(state)
 
 
-@st.fragment(run_every=1.0)
-def sensitivity_progress(job_id: str) -> None:
-    """Progress of the running scan with a Cancel button; hands over to the whole page when it ends."""
-    job = shared_store().get_job(job_id)
-    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
-    total = event.total_steps or 1
-    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
-    st.progress(min(1.0, event.step / total), text=f"Scanning: {words or 'starting'}")
-    if st.button("Cancel the scan", key="weights_sens_cancel", icon=":material/cancel:"):
-        shared_jobs().cancel(job_id)
-    if job.state not in ("queued", "running"):
-        st.rerun(scope="app")
-
-
 if state.sensitivity_job_id is not None:
     with report_errors("reading the sensitivity scan") as failed:
         sens_job = shared_store().get_job(state.sensitivity_job_id)
     if not failed:
         if sens_job.state in ("queued", "running"):
-            sensitivity_progress(sens_job.id)
+            job_progress(sens_job.id, "Scanning", "weights_sens_cancel", cancel_label="Cancel the scan")
         elif sens_job.state == "succeeded" and sensitivity_of(sens_job.result) is not None:
             result = sensitivity_of(sens_job.result)
             older = made_before(shared_store().get_experiment(sens_job.experiment_id).config, working,

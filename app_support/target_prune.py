@@ -6,10 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app_support.state import current_figures, notify, report_errors, shared_jobs, shared_store
-from sentinel.jobs import ProgressEvent
+from app_support.progress import job_progress
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, apply_budget
-from sentinel.ui.finetune import queue_place
 from sentinel.ui.session import PruneStep, WorkingModel, recovery_result
 from sentinel.ui.state import DashboardState, ModelChoice
 from sentinel.ui.target_prune import record_target_prune, start_target_prune
@@ -47,22 +46,6 @@ def prune_to_target(state: DashboardState, working: WorkingModel, budget: Budget
     return step
 
 
-@st.fragment(run_every=1.0)
-def _progress(job_id: str) -> None:
-    """The running job's progress and a cancel button; hands over to the whole page when the job ends."""
-    job = shared_store().get_job(job_id)
-    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
-    share = min(1.0, event.step / event.total_steps) if event.total_steps else 0.0
-    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
-    st.progress(share, text=f"Target prune with recovery: {words or 'starting'}")
-    if st.button("Cancel", key="target_prune_cancel", icon=":material/cancel:",
-                 help="Stop the job; your model stays as it is and nothing of the job is kept."):
-        shared_jobs().cancel(job_id)
-        st.rerun(scope="app")
-    if job.state not in ("queued", "running"):
-        st.rerun(scope="app")
-
-
 def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
     """Where the session's target-prune job stands: progress, adoption of its result, or why nothing was kept;
     and any note on a replay that re-fitted instead of loading saved weights."""
@@ -76,7 +59,8 @@ def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
         return
     name = shared_store().get_experiment(job.experiment_id).name if job.experiment_id else job.id
     if job.state in ("queued", "running"):
-        _progress(job.id)
+        job_progress(job.id, "Target prune with recovery", "target_prune_cancel",
+                     "Stop the job; your model stays as it is and nothing of the job is kept.")
     elif job.state == "succeeded":
         with report_errors("adopting the recovered model") as failed:
             step = working.adopt(PruneStep.from_dict(job.result["step"]), recovery_result(job.result["recovery"]))
