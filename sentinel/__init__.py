@@ -6,8 +6,7 @@ do not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sentinel.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -21,14 +20,4 @@ _EXPORTS = {**{name: "sentinel.models" for name in _MODELS}, **{name: "sentinel.
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sentinel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

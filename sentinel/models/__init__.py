@@ -7,8 +7,7 @@ lives) can be imported without torch: the dashboard's first map is drawn from th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sentinel.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(("ModelHeads", "get_layout", "model_heads"), "sentinel.models.heads"),
@@ -24,14 +23,4 @@ __all__ = [
     "save_model",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sentinel.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

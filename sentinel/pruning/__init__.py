@@ -6,8 +6,7 @@ without torch, e.g. by the chart builders the dashboard's first map uses.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sentinel.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(("apply_plan", "temporarily_masked"), "sentinel.pruning.apply"),
@@ -28,14 +27,4 @@ __all__ = [
     "remove_layers", "remove_neurons", "temporarily_masked", "unmask_heads", "unmask_layers", "unmask_neurons",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sentinel.pruning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
