@@ -2,6 +2,7 @@
 settings and seed: text, protocol perplexity, size, and (on request) speed timed in interleaved rounds."""
 
 import html
+import time
 
 import streamlit as st
 
@@ -114,12 +115,13 @@ elif shown is not None:
                     change = signed_percent(first_size.parameters, figures.parameters) or None
                 st.metric(label, value, change, delta_color="off")
 
-
-
 own_job = speed_job is not None and speed_job.id == state.caches.get(SPEED_JOB)
 if timing:
     job_progress(speed_job.id, "Measuring speed in the background", "compare_speed_cancel",
-                 "Stop timing; nothing else on the page changes.")
+                 "Stop timing; nothing else on the page changes.", can_cancel=own_job)
+    if not own_job:
+        st.caption(f"Job {speed_job.id} is timing exactly these models (same device and dtype); it was started "
+                   "before a reload or by another session, so only its result is shown here.")
 elif speed_job is not None and speed_job.state == "succeeded":
     timed = speed_of(speed_job)
     st.subheader("Measured speed")
@@ -127,7 +129,8 @@ elif speed_job is not None and speed_job.state == "succeeded":
     st.caption(f"Tokens per second: the median of {timed.repeats} interleaved rounds (lowest–highest in brackets), "
                f"{timed.prompt_tokens} prompt tokens then {timed.new_tokens} generated, {timed.threads} CPU threads. "
                "Each ratio to the first model is taken round by round; when its spread covers 1.0 there is no "
-               f"measurable difference. Measured by job {speed_job.id}.")
+               f"measurable difference. Measured by job {speed_job.id}, finished "
+               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(speed_job.finished or speed_job.created))}.")
 elif own_job and speed_job.state == "cancelled":
     st.info("The speed measurement was cancelled; press Measure speed to time the models again.",
             icon=":material/cancel:")

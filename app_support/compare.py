@@ -115,13 +115,16 @@ def timed_model(state: DashboardState, working: WorkingModel, col: Column) -> Ti
 
 def stable_identity(state: DashboardState, working: WorkingModel, col: Column) -> tuple:
     """A column's identity that a reload rebuilds the same (the session's models by how they were made, not by
-    object id), so a speed job started before a reload is found again."""
+    object id), so a speed job started before a reload is found again; with the device and dtype it runs in, so
+    a timing on another device or in another dtype is never shown for it."""
     key = col.candidate.key
+    timed = timed_model(state, working, col)
+    placement = (timed.device, timed.dtype)
     if key == "base":
-        return ("base", working.base.source)
+        return ("base", working.base.source, *placement)
     if key == "pruned":
-        return ("pruned", working.base.source, json.dumps(working.history(), sort_keys=True))
-    return col.identity                                  # tuned: its folder; sparse: its settings; saved: its files
+        return ("pruned", working.base.source, json.dumps(working.history(), sort_keys=True), *placement)
+    return (*col.identity, *placement)          # tuned: its folder; sparse: its settings; saved: its files
 
 
 @dataclass(frozen=True)
