@@ -24,7 +24,7 @@ from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, S
                                        interleaved_speed)
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.evaluation.size import weight_bytes
-from sentinel.files import mark_folder
+from sentinel.files import mark_folder, read_marker, remove_owned_folder
 from sentinel.models.int8 import INT8_FILE, is_int8_folder
 from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
@@ -220,20 +220,30 @@ def start_speed_job(jobs: JobManager, models: Sequence[TimedModel], signature: s
     check_choice([m.key for m in models])
     root = sentinel_home() / SPEED_RUNS / new_id()
     entries, copies = [], []
-    for m in models:
-        path = m.folder
-        if path is None:
-            if m.model is None:
-                raise DataError(f"{m.label} is neither held in this session nor saved; choose it again.")
-            path = str(save_model(m.model, m.tokenizer, root / m.key, note={"compare_speed": m.label}))
-            copies.append(path)
-        entries.append({"key": m.key, "label": m.label, "path": path, "copy": m.folder is None,
-                        "device": m.device, "dtype": m.dtype})
-    if copies:                                   # the job's folder is Sentinel's too, so it goes with the copies
-        mark_folder(root, kind="run")
-    params = {"models": entries, "signature": signature, "repeats": SPEED_REPEATS,
-              "prompt_tokens": SPEED_PROMPT_TOKENS, "new_tokens": SPEED_NEW_TOKENS}
-    return jobs.submit(SPEED_KIND, input_copy_params(params, *([root] if copies else [])), device=device)
+    try:
+        for m in models:
+            path = m.folder
+            if path is None:
+                if m.model is None:
+                    raise DataError(f"{m.label} is neither held in this session nor saved; choose it again.")
+                path = str(save_model(m.model, m.tokenizer, root / m.key, note={"compare_speed": m.label}))
+                copies.append(path)
+            entries.append({"key": m.key, "label": m.label, "path": path, "copy": m.folder is None,
+                            "device": m.device, "dtype": m.dtype})
+        if copies:                               # the job's folder is Sentinel's too, so it goes with the copies
+            mark_folder(root, kind="run")
+        params = {"models": entries, "signature": signature, "repeats": SPEED_REPEATS,
+                  "prompt_tokens": SPEED_PROMPT_TOKENS, "new_tokens": SPEED_NEW_TOKENS}
+        return jobs.submit(SPEED_KIND, input_copy_params(params, *([root] if copies else [])), device=device)
+    except BaseException:
+        # no job will ever remove copies it never got: remove them (Sentinel's own, marked by save_model) here
+        for path in copies:
+            remove_owned_folder(path)
+        if root.is_dir() and read_marker(root) is not None:
+            remove_owned_folder(root)
+        elif root.is_dir() and not any(root.iterdir()):     # the empty folder save_model made for the copies
+            root.rmdir()
+        raise
 
 
 def run_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -90,3 +90,30 @@ def test_the_speed_table_states_each_model_against_the_first():
     assert table.loc["Pruned", "Prefill vs. first"] == "1.50× faster (1.40–1.60×, 3 interleaved pairs)"
     assert (table.loc["Pruned", "Generation vs. first"]
             == "no measurable difference (0.90–1.10×, 3 interleaved pairs)")
+
+
+def test_a_failed_speed_job_start_leaves_no_model_copy(tmp_path, monkeypatch):
+    """Saving the session's models for the job, then failing to submit: the copies are removed, not left behind."""
+    from pathlib import Path
+
+    import pytest
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from sentinel.errors import JobError
+    from sentinel.ui import compare as compare_module
+    from sentinel.ui.compare import TimedModel, start_speed_job
+
+    monkeypatch.setenv("SENTINEL_HOME", str(tmp_path))
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=32)).eval()
+
+    class RefusingJobs:
+        def submit(self, kind, params, device="auto"):
+            saved = [entry["path"] for entry in params["models"] if entry["copy"]]
+            assert saved and all((Path(p) / "model.safetensors").is_file() for p in saved)   # the copy was made
+            raise JobError("the job store is read-only")
+
+    models = [TimedModel("base", "Base model", None, "cpu", "float32", model, None)]
+    with pytest.raises(JobError):
+        start_speed_job(RefusingJobs(), models, "sig")
+    runs = tmp_path / compare_module.SPEED_RUNS
+    assert not runs.exists() or not any(runs.iterdir())
