@@ -15,7 +15,7 @@ from sentinel.evaluation.paired import SPEED_REPEATS
 from sentinel.sparsity.masks import SCOPES, SparsityConfig
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS
 from sentinel.sparsity.scores import DATA_METHODS, METHODS
-from sentinel.sparsity.sensitivity import sensitivity_lines
+from sentinel.sparsity.sensitivity import SUGGESTED_AVERAGE, sensitivity_lines
 from sentinel.sparsity.storage import size_report
 from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
@@ -224,8 +224,9 @@ if state.sensitivity_job_id is not None:
             if older is not None:        # pruned since: the scan describes that earlier model
                 st.warning(older + " Scan again to see your model as it is now.", icon=":material/history:")
             st.altair_chart(sensitivity_lines(result), key="weights_sens_chart")
-            st.caption(f"Dashed: the unpruned model ({result.baseline:.2f}). "
-                       f"{sens_job.result.get('protocol', '')}. The suggested sparsity keeps an average of 50% but "
+            st.caption(f"Dashed: the scanned model with no weights zeroed ({readable(result.baseline)}). "
+                       f"{sens_job.result.get('protocol', '')}. The suggested sparsity keeps an average of "
+                       f"{SUGGESTED_AVERAGE:.0%} but "
                        "prunes the least sensitive matrices most (`sentinel sparsify --per-matrix`).")
             st.dataframe(sensitivity_table(result, sens_job.result.get("suggestion")), hide_index=True,
                          key="weights_sens_table")

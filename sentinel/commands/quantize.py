@@ -38,17 +38,17 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.sparsity import sparsity_stats
     from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
     from sentinel.sparsity.storage import size_report
+    from sentinel.models.positions import cap_to_positions
     from sentinel.sparsity.text import evaluator
 
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
-    positions = getattr(model.config, "max_position_embeddings", None) or 1024
-    evaluate, text = evaluator(tokenizer, args.text, seq_len=min(positions, 256), max_tokens=args.eval_tokens)
+    evaluate, text = evaluator(tokenizer, args.text, seq_len=cap_to_positions(model, 256), max_tokens=args.eval_tokens)
     quantized = quantize_int8(model)
     folder = save_int8(quantized, tokenizer, out)
     size = size_report(model, int8_bytes(folder))
     speed = interleaved_speed({"fp32": model, "int8": quantized}, tokenizer, repeats=args.runs,
-                              prompt_tokens=min(128, positions - 32), new_tokens=32)
+                              prompt_tokens=cap_to_positions(model, 160) - 32, new_tokens=32)
     result = {"model": loaded.source, "out": str(folder), "evaluation": text,
               "perplexity_fp32": evaluate(model), "perplexity_int8": evaluate(quantized),
               "sparsity": sparsity_stats(model).sparsity, "size": size.to_dict(), "speed": speed.report(),

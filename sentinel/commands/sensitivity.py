@@ -48,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     chart_path = check_new_file(args.chart, overwrite=args.overwrite) if args.chart else None
     from sentinel.models import load_model
     from sentinel.sparsity.sensitivity import layer_sensitivity, sensitivity_chart, suggest_sparsity
+    from sentinel.models.positions import cap_to_positions
     from sentinel.sparsity.text import evaluator
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    positions = getattr(loaded.model.config, "max_position_embeddings", None) or 1024
-    evaluate, text = evaluator(loaded.tokenizer, args.text, seq_len=min(positions, 256), max_tokens=args.eval_tokens)
+    evaluate, text = evaluator(loaded.tokenizer, args.text, seq_len=cap_to_positions(loaded.model, 256),
+                               max_tokens=args.eval_tokens)
     result = layer_sensitivity(loaded.model, evaluate, levels=sorted(args.sparsity), method=args.method)
     suggestion = suggest_sparsity(result, average=args.average)
     data = {"model": loaded.source, "evaluation": text, **result.to_dict(), "suggestion": suggestion,

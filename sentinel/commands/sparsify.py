@@ -113,21 +113,22 @@ def run(args: argparse.Namespace) -> int:
     )
     from sentinel.sparsity.scores import DATA_METHODS
     from sentinel.sparsity.storage import COMPRESSED_FILE, save_compressed
+    from sentinel.models.positions import cap_to_positions
     from sentinel.sparsity.text import calibration_blocks, evaluator
     from sentinel.training.config import FineTuneConfig
     from sentinel.training.finetune import describe_result, load_finetune_data
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
-    positions = getattr(model.config, "max_position_embeddings", None) or 1024
-    evaluate, text = evaluator(tokenizer, args.eval_text, seq_len=min(positions, 256), max_tokens=args.eval_tokens)
+    evaluate, text = evaluator(tokenizer, args.eval_text, seq_len=cap_to_positions(model, 256),
+                               max_tokens=args.eval_tokens)
     dense_ppl = evaluate(model)
     dense = copy.deepcopy(model) if (args.distill or args.report) else None
     result: dict[str, Any] = {"model": loaded.source, "config": config.to_dict(), "schedule": args.schedule,
                               "evaluation": text, "perplexity_dense": dense_ppl}
     if args.steps is not None:
         ft = FineTuneConfig(max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
-                            block_size=min(args.block_size, positions), eval_every=0, eval_max_tokens=args.eval_tokens,
+                            block_size=cap_to_positions(model, args.block_size), eval_every=0, eval_max_tokens=args.eval_tokens,
                             distill=args.distill, seed=args.seed, device=args.device)
         ft.validate()
         data = load_finetune_data(tokenizer, args.text, ft.block_size, max_validation_tokens=args.eval_tokens)
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = None
         if config.method in DATA_METHODS:
             calibration = calibration_blocks(tokenizer, args.calibration_text, args.calibration_blocks,
-                                             min(args.calibration_len, positions))
+                                             cap_to_positions(model, args.calibration_len))
         done = sparsify(model, config, calibration)
         result["perplexity_oneshot"] = evaluate(model)
         result["seconds_scoring"] = done.seconds
@@ -190,14 +191,15 @@ def measure_report(dense: Any, sparse: Any, tokenizer: Any, repeats: int = 5) ->
 
     from sentinel.sparsity.quantize import int8_bytes, quantize_int8, save_int8
     from sentinel.evaluation.paired import interleaved_speed
+    from sentinel.models.positions import cap_to_positions
     from sentinel.sparsity.storage import size_report
 
     quantized = quantize_int8(sparse)
     with tempfile.TemporaryDirectory(prefix="sentinel-int8-") as folder:
         size = size_report(sparse, int8_bytes(save_int8(quantized, None, Path(folder) / "int8")))
-    positions = getattr(sparse.config, "max_position_embeddings", None) or 1024
+    positions = cap_to_positions(sparse, 160)       # 128 prompt + 32 new tokens, fewer on a short model
     speed = interleaved_speed({"dense": dense.cpu(), "sparse (dense kernels)": sparse.cpu(), "sparse int8": quantized},
-                              tokenizer, repeats=repeats, prompt_tokens=min(128, positions - 32), new_tokens=32)
+                              tokenizer, repeats=repeats, prompt_tokens=positions - 32, new_tokens=32)
     return {"size": size.to_dict(), "speed": speed.report()}
 
 

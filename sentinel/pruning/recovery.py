@@ -32,6 +32,7 @@ from sentinel.errors import SentinelError
 from sentinel.metrics.batches import Batch, prepare_batches
 from sentinel.models.blocks import in_features, mlp_output_projection
 from sentinel.models.heads import ModelHeads, model_heads
+from sentinel.models.positions import cap_to_positions
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,7 @@ def calibration_batches(model: nn.Module, tokenizer: Any, config: CalibrationCon
     for name in ("samples", "seq_len", "batch_size"):
         if getattr(config, name) < 1:
             raise RecoveryError(f"Calibration {name} must be at least 1, got {getattr(config, name)}.")
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    seq_len = min(config.seq_len, limit) if limit else config.seq_len
+    seq_len = cap_to_positions(model, config.seq_len)
     blocks = load_text_blocks(tokenizer, config.text, block_size=seq_len, max_tokens=config.samples * seq_len)
     device = next(model.parameters()).device
     return prepare_batches(blocks.dataloader(batch_size=config.batch_size), device=device)

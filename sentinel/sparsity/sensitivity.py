@@ -92,7 +92,10 @@ def layer_sensitivity(model: nn.Module, evaluate: Callable[[nn.Module], float], 
     return result
 
 
-def suggest_sparsity(result: SensitivityResult, average: float = 0.5, spread: float = 0.2,
+SUGGESTED_AVERAGE = 0.5   # the mean sparsity a suggestion keeps unless told otherwise
+
+
+def suggest_sparsity(result: SensitivityResult, average: float = SUGGESTED_AVERAGE, spread: float = 0.2,
                      level: float | None = None) -> dict[str, float]:
     """Per-matrix sparsity: linear in sensitivity rank (least sensitive: average + spread, most: average − spread),
     then shifted so the size-weighted mean is `average`; each value clipped to [0, 0.95]."""

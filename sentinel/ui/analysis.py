@@ -26,6 +26,7 @@ from sentinel.ui.format import human_bytes, signed_percent
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.speed import SpeedComparison
+from sentinel.models.positions import cap_to_positions
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ def uploaded_text(name: str, data: bytes) -> SampleText:
 
 def block_size_for(model: nn.Module, wanted: int) -> int:
     """`wanted`, capped by the model's positions."""
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return min(wanted, int(limit)) if limit else wanted
+    return cap_to_positions(model, wanted)
 
 
 def score_source(metric: str) -> str:

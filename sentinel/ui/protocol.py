@@ -18,6 +18,7 @@ from sentinel.errors import DataError
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.heads import model_heads
 from sentinel.models.int8 import is_int8
+from sentinel.models.positions import cap_to_positions
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ class EvalProtocol:
 
     def window_for(self, model: nn.Module) -> int:
         """The window, capped by the model's positions."""
-        config = getattr(model, "config", None)
-        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        return min(self.window, int(limit)) if limit else self.window
+        return cap_to_positions(model, self.window)
 
     def describe(self, scored: int | None = None) -> str:
         """The sentence shown beside each perplexity, e.g. 'perplexity on 4,064 scored tokens of …'."""
