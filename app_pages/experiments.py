@@ -7,8 +7,7 @@ import streamlit as st
 from app_support.state import report_errors, shared_store
 from app_support.weights_runs import weights_run_charts
 from sentinel.store import sentinel_home
-from sentinel.charts import compress_chart
-from sentinel.ui.charts import level_chart, overlay_chart
+from sentinel.charts import compress_chart, level_chart, overlay_chart
 from sentinel.ui.compress_runs import compress_points, compress_runs_frame
 from sentinel.ui.history import config_diff, experiments_frame, level_frame, overlay_frame, readable_table
 from sentinel.ui.protocol import EVAL_PROTOCOL

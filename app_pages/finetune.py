@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
                                require_model, restore_job_session, shared_jobs, shared_store, show_notices)
-from sentinel.ui.charts import curves_chart
+from sentinel.charts import curves_chart
 from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_view,
                                   queue_place, start_finetune)
 from sentinel.ui.history import readable

@@ -18,9 +18,9 @@ from app_support.widgets import head_map, selection_list, unit_maps_view  # noqa
 from sentinel.demo.prompts import default_prompts
 from sentinel.errors import DataError, InvalidPruningPlan
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.analysis import (MIN_STABLE_TOKENS, ON_REQUEST, UPLOAD_ACCEPT_MB, UPLOAD_LIMIT_MB, HeadMaps,
-                                  SampleText, block_size_for, pasted_text, uploaded_text)
-from sentinel.ui.charts import METRICS, attention_heatmap
+from sentinel.ui.analysis import ON_REQUEST, UPLOAD_ACCEPT_MB, HeadMaps, block_size_for, pasted_text, uploaded_text
+from sentinel.ui.choices import MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText
+from sentinel.charts import METRICS, attention_heatmap
 from sentinel.ui.inside import MAX_TOKENS, head_pattern
 from sentinel.ui.pruning import preview_plan
 from sentinel.ui.selection import head_label

@@ -14,9 +14,9 @@ from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, falls_short,
                                 needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
-from sentinel.ui.charts import METRICS, layer_counts_chart, strategy_chart
+from sentinel.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.protocol import EVAL_PROTOCOL
-from sentinel.ui.speed import SPEED_REPEATS, SpeedComparison
+from sentinel.evaluation.paired import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import word_diff_html
 from sentinel.ui.export import export_session, load_lines

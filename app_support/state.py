@@ -35,7 +35,7 @@ from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predic
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
 from sentinel.ui.selection import HeadSelection, set_heads, set_layers
 from sentinel.ui.session import PruneStep, WorkingModel, ran_on
-from sentinel.ui.speed import SpeedComparison, compare_speed
+from sentinel.evaluation.paired import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
                                SessionSnapshot, TunedModel, bundled_model_available, configure_torch_threads,
                                disk_maps_key, maps_key, restorable_source, snapshot_of)

@@ -10,7 +10,7 @@ import streamlit as st
 from sentinel.metrics.scores import HeadScores, UnitScores
 from sentinel.pruning.plan import PruningPlan
 from app_support.state import keep_url
-from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
+from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
                                    forget_layer_clicks, forget_seen, head_label, keep_present, neurons_by_rule,
                                    parse_head_label, set_heads, set_layers, set_neurons)

@@ -20,12 +20,11 @@ from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.metrics.scores import HeadScores
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
-from sentinel.ui.choices import (MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText, TextKind,  # noqa: F401
-                                 check_upload)
+from sentinel.ui.choices import SampleText
 from sentinel.ui.format import human_bytes, signed_percent
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
-from sentinel.ui.speed import SpeedComparison
+from sentinel.evaluation.paired import SpeedComparison
 from sentinel.models.positions import cap_to_positions
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sentinel.errors import InvalidPruningPlan
-from sentinel.ui.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, level_chart
+from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, level_chart
 from sentinel.ui.format import human_count, plain_error, shared_prefix_words, signed_percent, word_diff_html
 
 import pandas as pd
@@ -71,7 +71,7 @@ def test_level_chart_lines_per_strategy():
 
 
 def test_signed_metrics_get_a_diverging_scale_centred_on_zero_and_legends_say_what_goes_first():
-    from sentinel.ui.charts import METRICS, head_frame, head_heatmap, pruned_first
+    from sentinel.charts import METRICS, head_frame, head_heatmap, pruned_first
 
     frame = head_frame([[-0.2, 0.5], [0.1, 0.0]], {}, preview=[(0, 1)])
     assert frame["preview"].tolist() == [False, True, False, False]
@@ -92,7 +92,7 @@ def test_stretched_charts_keep_their_plot_height():
     their width, with a pixel height (a step height makes Vega-Lite drop the fit and warn)."""
     import pandas as pd
 
-    from sentinel.ui.charts import CELL_HEIGHT, attention_heatmap
+    from sentinel.charts import CELL_HEIGHT, attention_heatmap
     from sentinel.ui.unit_maps import percentile_heatmap
 
     frame = head_frame([[0.5, 0.25], [1.0, 2.0], [0.1, 0.2]], {})

@@ -16,7 +16,7 @@ from sentinel.ui.finetune import JobView, best_step, judge_finetune, queue_place
 from sentinel.ui.history import finetune_run_name, step_name, target_run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.models.flops import forward_flops
-from sentinel.ui.speed import SpeedRatio, compare_speed, removed_head_count
+from sentinel.evaluation.paired import SpeedRatio, compare_speed, removed_head_count
 
 
 def test_protocol_scores_the_first_tokens_of_the_validation_text_in_fixed_windows(tiny_lm):

@@ -11,7 +11,7 @@ from sentinel.models import LoadedModel, get_layout
 from sentinel.pruning.plan import PruningPlan
 from sentinel.store import ExperimentRecord, MetricPoint
 from sentinel.ui.analysis import WHOLE_MODEL_PREDICTION, ModelFigures, before_after_table, heads_share
-from sentinel.ui.speed import SpeedComparison, SpeedRatio
+from sentinel.evaluation.paired import SpeedComparison, SpeedRatio
 from sentinel.ui.history import curves_frame, experiments_frame, final_perplexity, level_frame
 from sentinel.ui.pruning import choose_by_selection, choose_by_strategy
 from sentinel.ui.session import WorkingModel
