@@ -328,7 +328,11 @@ class FineTuneVerdict:
 def judge_finetune(view: JobView, before: float, after: float, tokens: int) -> FineTuneVerdict:
     """Compare the protocol perplexity before and after and find the run's best point (validation curve)."""
     points = view.curve_points("val_perplexity")
-    step, value = best_step(points, before)
+    recorded = view.job.result or {}
+    if "best_step" in recorded:          # the job chose it on the run's own curve and kept only that checkpoint
+        step, value = int(recorded["best_step"]), float(recorded["best_perplexity"])
+    else:                                # a run still going, or one recorded before jobs chose their best step
+        step, value = best_step(points, before)
     path = None
     if 0 < step < view.progress.step:
         folder = Path(view.job.params.get("out", "")) / CHECKPOINTS / f"step-{step}"
