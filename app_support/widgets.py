@@ -4,6 +4,7 @@ layer maps with their selection (layers by click or list, neurons by a rule)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -16,6 +17,9 @@ from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_c
                                    parse_head_label, set_heads, set_layers, set_neurons)
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
+
+if TYPE_CHECKING:
+    from sentinel.ui.unit_maps import UnitMap
 
 LIST_KEY = "selected_heads_list"
 LAYERS_LIST_KEY = "selected_layers_list"
@@ -73,6 +77,7 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     part), with what Prune's target would remove outlined when it has a prediction for the model as it is now."""
     from app_support.state import last_budget_preview, report_errors
     from sentinel.ui.analysis import block_size_for
+    from sentinel.ui.metric_jobs import runs_in_background
     from sentinel.ui.unit_maps import LAYER_METRICS, NEURON_METRICS, compute_unit_map, neuron_extremes
 
     metrics = NEURON_METRICS if kind == "neuron" else LAYER_METRICS
@@ -84,15 +89,17 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     key = ("unit-map", kind, metric, id(working), working.version, state.text.digest, state.map_samples,
            state.map_seq_len)
     if key not in state.caches:
-        if metric == "loss_impact" and not st.button("Compute loss impact", key="layer_loss_impact_run",
-                                                     type="primary", icon=":material/play_arrow:"):
-            st.info("Loss impact switches each layer and each of its parts off alone and measures the loss again: "
-                    "one pass over the text each.")
-            return
-        with report_errors(f"computing the {kind} map"), st.spinner(f"Computing {label.lower()}…"):
-            size = block_size_for(working.model, state.map_seq_len)
-            blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
-            state.caches[key] = compute_unit_map(working.model, working.tokenizer, kind, metric, blocks)
+        size = block_size_for(working.model, state.map_seq_len)
+        parameters = sum(p.numel() for p in working.model.parameters())
+        if runs_in_background(metric, parameters, state.map_samples * size):
+            computed = metric_job_view(state, working, kind, metric, size)
+            if computed is None:
+                return
+            state.caches[key] = computed
+        else:
+            with report_errors(f"computing the {kind} map"), st.spinner(f"Computing {label.lower()}…"):
+                blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
+                state.caches[key] = compute_unit_map(working.model, working.tokenizer, kind, metric, blocks)
     found = state.caches.get(key)
     if found is None:
         return
@@ -123,6 +130,76 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     st.download_button("Download these scores (CSV)", found.scores.to_frame().to_csv(index=False).encode("utf-8"),
                        file_name=f"{kind}_{metric}_scores.csv", mime="text/csv", icon=":material/download:",
                        key=f"{kind}_scores_csv")
+
+
+UNIT_METRICS_JOB = "unit-metrics-job"       # state.caches[(this, kind, metric)]: this session's latest job id
+
+
+def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, metric: str,
+                    block_size: int) -> UnitMap | None:
+    """An expensive neuron or layer metric as a background job: its scores once a job for exactly this model,
+    pruning, text and sampling has succeeded (this session's, or one found again after a reload); else the running
+    job's progress with Cancel, or the button that starts one (saying so when this session's last one was cancelled
+    or failed). None while there are no scores to draw."""
+    from app_support.state import report_errors, shared_jobs, shared_store
+    from sentinel.ui.choices import ModelChoice
+    from sentinel.ui.metric_jobs import (MetricRequest, metric_job_for, metric_signature, start_metric_job,
+                                         unit_map_of)
+    from sentinel.ui.unit_maps import LAYER_METRICS, NEURON_METRICS
+
+    label = (NEURON_METRICS if kind == "neuron" else LAYER_METRICS)[metric][0]
+    choice = state.choice or ModelChoice()
+    request = MetricRequest(kind, metric, state.map_samples, block_size, choice.device, choice.dtype)
+    signature = metric_signature(working.base.source, working.history(), state.text, request)
+    own_key = (UNIT_METRICS_JOB, kind, metric)
+    job = metric_job_for(shared_store(), signature, state.caches.get(own_key))
+    if job is not None and job.state == "succeeded":
+        with report_errors(f"reading the {kind} map the background job computed"):
+            return unit_map_of(job)
+        return None
+    if job is not None and job.state in ("queued", "running"):
+        metric_job_progress(job.id, label)
+        return None
+    if job is not None and job.state == "cancelled":          # only this session's own job is found in this state
+        st.info(f"Computing {label.lower()} was cancelled: nothing was kept. Press the button to compute it again.",
+                icon=":material/cancel:")
+    elif job is not None:
+        st.warning(f"Computing {label.lower()} {job.state}: {job.error or 'no result'}", icon=":material/warning:")
+    if metric == "loss_impact":
+        st.info(f"Loss impact switches each {kind} (and each layer's parts) off alone and measures the loss again: "
+                "one pass over the text each. It runs in the background with progress and Cancel, and a reload "
+                "finds it again.")
+    else:
+        st.info(f"{label} runs over the whole sample text, which takes a while on a model this size: it runs in "
+                "the background with progress and Cancel, and a reload finds it again.")
+    if st.button(f"Compute {label.lower()}", key=f"{kind}_{metric}_run", type="primary",
+                 icon=":material/play_arrow:"):
+        with report_errors(f"starting the {kind} map's job") as failed, st.spinner("Saving your model for the job…"):
+            state.caches[own_key] = start_metric_job(shared_jobs(), working.model, working.tokenizer, state.text,
+                                                     request, signature)
+        if not failed:
+            st.rerun()                 # draw the page again with the job's progress
+    return None
+
+
+@st.fragment(run_every=1.0)
+def metric_job_progress(job_id: str, label: str) -> None:
+    """The running metric job's progress and a Cancel button; hands over to the whole page when the job ends."""
+    from app_support.state import shared_jobs, shared_store
+    from sentinel.jobs import ProgressEvent
+    from sentinel.ui.finetune import queue_place
+
+    job = shared_store().get_job(job_id)
+    event = ProgressEvent.from_dict(job.progress) if job.progress else ProgressEvent(step=0)
+    share = min(1.0, event.step / event.total_steps) if event.total_steps else 0.0
+    words = f"queued — {queue_place(shared_store(), job).describe()}" if job.state == "queued" else event.message
+    st.progress(share, text=f"Computing {label.lower()} in the background: {words or 'starting'}")
+    if st.button("Cancel", key="unit_metrics_cancel", icon=":material/cancel:",
+                 help="Stop computing; nothing computed so far is kept."):
+        shared_jobs().cancel(job_id)
+        st.rerun(scope="app")
+    if job.state not in ("queued", "running"):
+        st.rerun(scope="app")
 
 
 NO_TARGET = ("Set a target on the Prune page ('By a size or FLOPs target') to see here, outlined in dashed orange, "
