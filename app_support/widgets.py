@@ -92,7 +92,10 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
         size = block_size_for(working.model, state.map_seq_len)
         parameters = sum(p.numel() for p in working.model.parameters())
         if runs_in_background(metric, parameters, state.map_samples * size):
-            computed = metric_job_view(state, working, kind, metric, size)
+            explain = (f"{label} runs over the whole sample text, which takes a while on a model this size."
+                       if metric != "loss_impact" else "Loss impact switches each layer and each of its parts off "
+                       "alone and measures the loss again: one pass over the text each.")
+            computed = metric_job_view(state, working, kind, metric, size, label, explain, f"{kind}_{metric}_run")
             if computed is None:
                 return
             state.caches[key] = computed
@@ -135,26 +138,24 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
 UNIT_METRICS_JOB = "unit-metrics-job"       # state.caches[(this, kind, metric)]: this session's latest job id
 
 
-def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, metric: str,
-                    block_size: int) -> UnitMap | None:
-    """An expensive neuron or layer metric as a background job: its scores once a job for exactly this model,
+def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, metric: str, block_size: int,
+                    label: str, explain: str, button_key: str) -> UnitMap | None:
+    """An expensive head, neuron or layer metric as a background job: its scores once a job for exactly this model,
     pruning, text and sampling has succeeded (this session's, or one found again after a reload); else the running
-    job's progress with Cancel, or the button that starts one (saying so when this session's last one was cancelled
-    or failed). None while there are no scores to draw."""
+    job's progress with Cancel, or `explain` and the button that starts one (saying so when this session's last one
+    was cancelled or failed). None while there are no scores to draw."""
     from app_support.state import report_errors, shared_jobs, shared_store
     from sentinel.ui.choices import ModelChoice
     from sentinel.ui.metric_jobs import (MetricRequest, metric_job_for, metric_signature, start_metric_job,
                                          unit_map_of)
-    from sentinel.ui.unit_maps import LAYER_METRICS, NEURON_METRICS
 
-    label = (NEURON_METRICS if kind == "neuron" else LAYER_METRICS)[metric][0]
     choice = state.choice or ModelChoice()
     request = MetricRequest(kind, metric, state.map_samples, block_size, choice.device, choice.dtype)
     signature = metric_signature(working.base.source, working.history(), state.text, request)
     own_key = (UNIT_METRICS_JOB, kind, metric)
     job = metric_job_for(shared_store(), signature, state.caches.get(own_key))
     if job is not None and job.state == "succeeded":
-        with report_errors(f"reading the {kind} map the background job computed"):
+        with report_errors(f"reading the {kind} scores the background job computed"):
             return unit_map_of(job)
         return None
     if job is not None and job.state in ("queued", "running"):
@@ -165,21 +166,36 @@ def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, met
                 icon=":material/cancel:")
     elif job is not None:
         st.warning(f"Computing {label.lower()} {job.state}: {job.error or 'no result'}", icon=":material/warning:")
-    if metric == "loss_impact":
-        st.info(f"Loss impact switches each {kind} (and each layer's parts) off alone and measures the loss again: "
-                "one pass over the text each. It runs in the background with progress and Cancel, and a reload "
-                "finds it again.")
-    else:
-        st.info(f"{label} runs over the whole sample text, which takes a while on a model this size: it runs in "
-                "the background with progress and Cancel, and a reload finds it again.")
-    if st.button(f"Compute {label.lower()}", key=f"{kind}_{metric}_run", type="primary",
-                 icon=":material/play_arrow:"):
-        with report_errors(f"starting the {kind} map's job") as failed, st.spinner("Saving your model for the job…"):
+    st.info(f"{explain} It runs in the background with progress and Cancel, and a reload finds it again.")
+    if st.button(f"Compute {label.lower()}", key=button_key, type="primary", icon=":material/play_arrow:"):
+        with report_errors(f"starting the {kind} scores' job") as failed, \
+                st.spinner("Saving your model for the job…"):
             state.caches[own_key] = start_metric_job(shared_jobs(), working.model, working.tokenizer, state.text,
                                                      request, signature)
         if not failed:
             st.rerun()                 # draw the page again with the job's progress
     return None
+
+
+def adopt_head_scores(state: DashboardState, working: WorkingModel, metric: str, found: UnitMap) -> None:
+    """Add a job's head scores to the session's head maps of the model as it is now (and to the maps kept on disk
+    for the next start), as if the page had computed them."""
+    from app_support.state import current_maps, report_errors
+    from sentinel.ui.maps_cache import save_cached_maps
+    from sentinel.ui.state import disk_maps_key, maps_key
+
+    maps = current_maps(state, working, [])
+    if maps is None:
+        return
+    maps.scores[metric] = found.scores
+    maps.seconds += found.seconds
+    if not maps.tokens:
+        maps.text, maps.tokens = found.text, found.tokens
+    state.caches["maps"] = (maps_key(state, working), maps)
+    disk_key = disk_maps_key(state, working)
+    if disk_key is not None:
+        with report_errors("keeping the head maps for the next start"):
+            save_cached_maps(disk_key, maps)
 
 
 @st.fragment(run_every=1.0)

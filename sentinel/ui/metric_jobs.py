@@ -1,6 +1,6 @@
-"""The Maps page's expensive neuron and layer metrics as the background job kind "unit-metrics".
+"""The Maps page's expensive metrics as the background job kind "unit-metrics".
 
-Layer loss impact runs one pass over the text per layer and part, and on a larger model the data metrics
+Loss impact runs one pass over the text per head, or per layer and part, and on a larger model the data metrics
 (activation, Wanda, gradient, block influence) take seconds too: those run as a job with progress, Cancel, and a
 result a reload finds again; cheap ones (magnitude, or any metric on a small model) stay in the page's run.
 
@@ -97,7 +97,7 @@ def start_metric_job(jobs: JobManager, model: Any, tokenizer: Any, text: SampleT
 
 def run_unit_metrics_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Job-manager entry point for kind "unit-metrics": load the copy, tokenise the text as the page does, compute
-    the metric with progress per layer and part (loss impact) and stop at the next one when cancelled."""
+    the metric with progress per head or layer part (loss impact) and stop at the next one when cancelled."""
     request = MetricRequest(**params["request"])
     ctx.report(ProgressEvent(step=0, message="loading the model copy"), record_metrics=False)
     loaded = load_job_copy(params["model"], ctx.device, "Maps",
@@ -107,8 +107,10 @@ def run_unit_metrics_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
     blocks = text.blocks(loaded.tokenizer, request.block_size, request.samples * request.block_size)
     ctx.raise_if_cancelled()
 
+    unit = {"head": "head", "layer": "layer part"}.get(request.kind, "step")
+
     def progress(done: int, total: int) -> None:
-        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"layer part {done} of {total}"),
+        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"{unit} {done} of {total}"),
                    record_metrics=False)
         ctx.raise_if_cancelled()               # raised from the callback: the scan stops before the next pass
 
@@ -119,7 +121,7 @@ def run_unit_metrics_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
     ctx.raise_if_cancelled()
     logger.info("Unit metrics %s/%s over %d tokens in %.2f s", request.kind, request.metric, found.tokens,
                 found.seconds)
-    return {"scores": found.scores.to_dict(), "tokens": found.tokens, "seconds": found.seconds}
+    return {"scores": found.scores.to_dict(), "tokens": found.tokens, "seconds": found.seconds, "text": found.text}
 
 
 def metric_job_for(store: Store, signature: str, own: str | None = None) -> JobRecord | None:
@@ -143,4 +145,5 @@ def unit_map_of(job: JobRecord) -> UnitMap:
     result = job.result or {}
     if "scores" not in result:
         raise DataError(f"Job {job.id} has no scores (it {job.state}); compute the map again.")
-    return UnitMap(UnitScores.from_dict(result["scores"]), int(result["tokens"]), float(result["seconds"]))
+    return UnitMap(UnitScores.from_dict(result["scores"]), int(result["tokens"]), float(result["seconds"]),
+                   str(result.get("text", "")))

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 import sentinel.ui.metric_jobs as metric_jobs
 from app_support.state import shared_store
@@ -154,3 +155,28 @@ def test_the_signature_changes_with_the_model_pruning_text_and_request():
                 metric_signature("/models/a", [], SampleText("pasted", "pasted text", b"other words"), request),
                 metric_signature("/models/a", [], SampleText(), MetricRequest("layer", "loss_impact", 4, 128)),
                 metric_signature("/models/a", [], SampleText(), MetricRequest("layer", "gradient", 8, 128))}) == 6
+
+
+def test_head_loss_impact_runs_as_a_job_and_joins_the_head_maps(monkeypatch):
+    from sentinel.ui.analysis import compute_maps
+
+    gate = Gate(monkeypatch)
+    at = open_app("head_maps")
+    dashboard(at).map_samples = SAMPLES
+    at.segmented_control(key="map_metric").set_value("loss_impact").run()
+    at.button(key="loss_impact_run").click().run()
+    gate.wait()
+    at.run()
+    assert_clean(at)
+    assert "head 1 of 48" in at.progress[0].proto.text and at.button(key="unit_metrics_cancel")
+    gate.release.set()
+    wait_for(at, lambda a: "loss_impact" in dashboard(a).caches["maps"][1].scores)
+    working = dashboard(at).working
+    size = block_size_for(working.model, dashboard(at).map_seq_len)
+    blocks = SampleText().blocks(working.tokenizer, size, SAMPLES * size)
+    direct = compute_maps(working.model, working.tokenizer, blocks, ["loss_impact"], working.version)
+    shown = dashboard(at).caches["maps"][1]
+    assert shown.tokens == direct.tokens
+    torch.testing.assert_close(shown.scores["loss_impact"].values, direct.scores["loss_impact"].values,
+                               rtol=1e-6, atol=1e-9, equal_nan=True)
+    assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]
