@@ -26,9 +26,9 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import needs_data
 from sentinel.metrics.scores import UnitScores
 from sentinel.models import save_model
-from sentinel.store import JobRecord, Store, StoreError, new_id, sentinel_home
+from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.choices import SampleText
-from sentinel.ui.job_copies import input_copy_params, load_job_copy
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
 from sentinel.ui.maps_cache import maps_fingerprint
 from sentinel.ui.unit_maps import UnitMap, compute_unit_map
 
@@ -127,17 +127,7 @@ def run_unit_metrics_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
 def metric_job_for(store: Store, signature: str, own: str | None = None) -> JobRecord | None:
     """The unit-metrics job for exactly these scores: this session's latest when it is, else the newest one queued,
     running or succeeded (so a reload finds it again); None when there is none."""
-    if own is not None:
-        try:
-            job = store.get_job(own)
-        except StoreError:                   # not in this store (the data folder changed): look it up below
-            job = None
-        if job is not None and job.params.get("signature") == signature:
-            return job
-    for job in store.list_jobs(("queued", "running", "succeeded")):
-        if job.kind == UNIT_METRICS_KIND and job.params.get("signature") == signature:
-            return job
-    return None
+    return matching_job(store, UNIT_METRICS_KIND, signature, own)
 
 
 def unit_map_of(job: JobRecord) -> UnitMap:

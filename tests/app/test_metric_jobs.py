@@ -4,6 +4,7 @@ Cancel, found again after a reload, the same scores as computing them directly; 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,47 @@ def test_head_loss_impact_runs_as_a_job_and_joins_the_head_maps(monkeypatch):
     torch.testing.assert_close(shown.scores["loss_impact"].values, direct.scores["loss_impact"].values,
                                rtol=1e-6, atol=1e-9, equal_nan=True)
     assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]
+
+
+def test_weights_measure_speed_is_a_job_found_after_a_reload_and_cancellable(monkeypatch):
+    """Weights' Measure speed runs as the job kind weights-speed: a reload (sparsifying again with the same settings)
+    finds the running job; Cancel stops it and nothing is shown."""
+    import sentinel.ui.weights as weights_module
+
+    started, real_speed = threading.Event(), weights_module.interleaved_speed
+
+    def until_cancelled(models, *args, **kwargs):
+        """Times nothing until the page's Cancel reaches the job (no timing race), then lets the job stop."""
+        for _ in range(2400):
+            kwargs["on_run"](0, 1, next(iter(models)))              # raises JobCancelled once cancelled
+            started.set()
+            time.sleep(0.05)
+        return real_speed(models, *args, **kwargs)
+
+    monkeypatch.setattr(weights_module, "interleaved_speed", until_cancelled)
+
+    def sparsified(query: dict[str, str] | None = None):
+        at = open_app("weights", query=query)
+        at.selectbox(key="weights_method").set_value("l1").run()
+        at.slider(key="weights_sparsity").set_value(0.3).run()
+        at.button(key="weights_go").click().run()
+        assert_clean(at)
+        return at
+
+    at = sparsified()
+    at.button(key="weights_speed").click().run()
+    job_id = dashboard(at).caches["weights-speed-job"]
+    copies = [Path(p) for p in shared_store().get_job(job_id).params["input_copies"]]
+    assert started.wait(120)
+    at.run()
+    assert at.button(key="weights_speed").disabled and at.button(key="weights_speed_cancel")
+    reloaded = sparsified(url_of(at))                            # a new session, the same sparse copy
+    assert reloaded.button(key="weights_speed").disabled and reloaded.progress
+    reloaded.button(key="weights_speed_cancel").click().run()
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    at.run()
+    assert_clean(at)
+    assert shared_store().get_job(job_id).state == "cancelled"
+    assert any("cancelled: nothing was kept" in i.value for i in at.info)
+    assert not any(m.value.startswith("Measured: prefill ") for m in at.markdown)
+    assert copies and not any(p.exists() for p in copies)
