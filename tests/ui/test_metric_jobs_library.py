@@ -40,3 +40,22 @@ def test_a_pasted_text_job_gives_the_direct_scores_and_leaves_nothing_behind(tmp
     assert metric_job_for(store, signature).id == job_id
     other = metric_signature(loaded.source, [], SampleText(), request)       # the bundled text: not this job
     assert metric_job_for(store, other) is None and metric_job_for(store, other, own=job_id) is None
+
+
+def test_a_pruned_models_copy_gives_the_same_layer_loss_impact(tmp_path, monkeypatch):
+    """The job reads a saved copy of a model with masked heads and neurons: its pruning state travels with it."""
+    from sentinel.pruning.apply import apply_plan
+
+    monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "home"))
+    loaded = load_model(None)
+    apply_plan(loaded.model, {"heads": {0: [1, 2], 3: [0]}, "neurons": {1: list(range(500))}, "layers": {}}, "mask")
+    request = MetricRequest("layer", "loss_impact", samples=2, block_size=32, device="cpu")
+    steps = [{"op": "test-mask"}]
+    with JobManager(Store(tmp_path / "s.db")) as jobs:
+        job = jobs.wait(start_metric_job(jobs, loaded.model, loaded.tokenizer, SampleText(), request,
+                                         metric_signature(loaded.source, steps, SampleText(), request)), timeout=120)
+    assert job.state == "succeeded", job.error
+    assert job.progress["message"] == "layer part 18 of 18"
+    direct = compute_unit_map(loaded.model, loaded.tokenizer, "layer", "loss_impact",
+                              SampleText().blocks(loaded.tokenizer, 32, 64))
+    torch.testing.assert_close(unit_map_of(job).scores.values, direct.scores.values, equal_nan=True)
