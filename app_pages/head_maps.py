@@ -12,9 +12,10 @@ controls = st.container()           # sample text, units and metric: filled once
 map_slot = st.empty()               # the head map: a new session's cached map is drawn before torch loads
 drawn_early = draw_cached_first_map(map_slot)
 
-from app_support.state import (cached_maps, current_maps, dashboard, report_errors,  # noqa: E402 (imports torch)
+from app_support.state import (current_maps, dashboard, report_errors,  # noqa: E402 (imports torch)
                                require_model, strategy_scores)
-from app_support.widgets import head_map, selection_list, unit_maps_view  # noqa: E402
+from app_support.widgets import (adopt_head_scores, head_map, metric_job_view, selection_list,  # noqa: E402
+                                 unit_maps_view)
 from sentinel.demo.prompts import default_prompts
 from sentinel.errors import DataError, InvalidPruningPlan
 from sentinel.pruning.plan import plan_to_pairs
@@ -72,19 +73,14 @@ metric = controls.segmented_control("Metric", list(labels), format_func=labels.g
                               key="map_metric", required=True)
 state.map_metric = metric
 
-if metric in ON_REQUEST and metric not in (cached_maps(state, working) or HeadMaps({}, 0, "", 0, 0.0)).scores:
-    st.info("Loss impact switches each head off alone and measures the loss again: one pass over the text per "
-            f"head ({len(working.active())} passes). It takes longer than the other maps.")
-    if not st.button("Compute loss impact", key="loss_impact_run", type="primary", icon=":material/play_arrow:"):
+if metric in ON_REQUEST and metric not in (current_maps(state, working, []) or HeadMaps({}, 0, "", 0, 0.0)).scores:
+    computed = metric_job_view(    # a background job: progress, Cancel, found again after a reload
+        state, working, "head", metric, block_size_for(working.model, state.map_seq_len), METRICS[metric].label,
+        "Loss impact switches each head off alone and measures the loss again: one pass over the text per head "
+        f"({len(working.active())} passes).", "loss_impact_run")
+    if computed is None:
         st.stop()
-    bar = st.progress(0.0, text="Starting…")
-
-    def step(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Head {done} of {total}")
-
-    if current_maps(state, working, [metric], progress=step) is None:
-        st.stop()
-    st.rerun()
+    adopt_head_scores(state, working, metric, computed)
 
 maps = current_maps(state, working, [metric])
 if maps is None:

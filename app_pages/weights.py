@@ -11,7 +11,7 @@ from app_support.compare import SPARSE_KEY
 from app_support.state import (current_figures, dashboard, keep_url, report_errors, require_model, shared_jobs,
                                shared_store, show_notices)
 from app_support.progress import job_progress
-from sentinel.evaluation.paired import SPEED_REPEATS
+from sentinel.evaluation.paired import SPEED_REPEATS, InterleavedSpeed
 from sentinel.sparsity.masks import SCOPES, SparsityConfig
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS
 from sentinel.sparsity.scores import DATA_METHODS, METHODS
@@ -22,10 +22,12 @@ from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import made_before
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
-                                 gradual_ran_on, gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, measure_sparse_speed, quantize_copy,
+                                 gradual_ran_on, gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, quantize_copy,
                                  record_sparsify, save_sparse, schedule_frame, sensitivity_of, sensitivity_table,
-                                 size_table, sparsify_copy, speed_sentence, start_gradual_sparsify,
-                                 start_sensitivity)
+                                 size_table, sparse_speed_job_for, sparse_speed_signature, sparsify_copy,
+                                 speed_sentence, start_gradual_sparsify, start_sensitivity, start_sparse_speed)
+
+SPEED_JOB = "weights-speed-job"      # state.caches: this session's latest speed job id
 
 state = dashboard()
 st.title(":material/blur_on: Weights")
@@ -155,19 +157,34 @@ else:
             if int8_ppl is not None and ("run-int8", key) not in state.caches:
                 state.caches[("run-int8", key)] = record_sparsify(store, working, sparse, now.perplexity,
                                                                   ppl.perplexity, sparse_size, int8_ppl.perplexity)
-    if st.button("Measure speed", key="weights_speed", icon=":material/speed:",
+    signature = sparse_speed_signature(working, sparse, int8_on)
+    speed_job = sparse_speed_job_for(shared_store(), signature, state.caches.get(SPEED_JOB))
+    timing = speed_job is not None and speed_job.state in ("queued", "running")
+    if st.button("Measure speed", key="weights_speed", icon=":material/speed:", disabled=timing,
                  help=f"Times your model, the sparse copy (and the int8 copy when made) in turns ({SPEED_REPEATS} "
-                      "rounds) and compares each with your model round by round, as on Compare."):
-        with report_errors("measuring speed"), st.spinner("Timing the models in turns…"):
-            quantized = state.caches.get(("int8", key)) if int8_on else None
-            state.caches[("speed-sparse", key, int8_on)] = measure_sparse_speed(
-                working.model, sparse.model, working.tokenizer, quantized.model if quantized is not None else None)
-    speed = state.caches.get(("speed-sparse", key, int8_on))
-    if speed is not None:
+                      "rounds) in the background and compares each with your model round by round, as on Compare."):
+        with report_errors("starting the speed measurement") as failed_start, \
+                st.spinner("Saving your model and the sparse copy for the job…"):
+            device = state.choice.device if state.choice else "auto"
+            state.caches[SPEED_JOB] = start_sparse_speed(shared_jobs(), working, sparse, int8_on, signature, device)
+        if not failed_start:
+            st.rerun()                          # draw the page again with the job's progress, the button disabled
+    own_speed = speed_job is not None and speed_job.id == state.caches.get(SPEED_JOB)
+    if timing:
+        job_progress(speed_job.id, "Measuring speed in the background", "weights_speed_cancel",
+                     "Stop timing; nothing measured so far is kept.")
+    elif speed_job is not None and speed_job.state == "succeeded":
+        speed = InterleavedSpeed.from_dict(speed_job.result["speed"])
         st.markdown(speed_sentence(speed, config.pattern))
         int8_line = int8_speed_sentence(speed)
         if int8_line is not None:
             st.markdown(int8_line)
+    elif own_speed and speed_job.state == "cancelled":
+        st.info("The speed measurement was cancelled: nothing was kept. Press Measure speed to time the models "
+                "again.", icon=":material/cancel:")
+    elif own_speed:
+        st.warning(f"The speed measurement {speed_job.state}: {speed_job.error or 'no result'}",
+                   icon=":material/warning:")
 
     st.subheader("Save the sparse copy")
     default = f"{Path(working.base.source).name}-{method}-{round(stats.sparsity * 100)}-sparse"

@@ -4,18 +4,23 @@ layer maps with their selection (layers by click or list, neurons by a rule)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from sentinel.metrics.scores import HeadScores, UnitScores
 from sentinel.pruning.plan import PruningPlan
 from app_support.state import keep_url
+from app_support.progress import job_progress
 from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
                                    forget_layer_clicks, forget_seen, head_label, keep_present, neurons_by_rule,
                                    parse_head_label, set_heads, set_layers, set_neurons)
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
+
+if TYPE_CHECKING:
+    from sentinel.ui.unit_maps import UnitMap
 
 LIST_KEY = "selected_heads_list"
 LAYERS_LIST_KEY = "selected_layers_list"
@@ -73,6 +78,7 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     part), with what Prune's target would remove outlined when it has a prediction for the model as it is now."""
     from app_support.state import last_budget_preview, report_errors
     from sentinel.ui.analysis import block_size_for
+    from sentinel.ui.metric_jobs import runs_in_background
     from sentinel.ui.unit_maps import LAYER_METRICS, NEURON_METRICS, compute_unit_map, neuron_extremes
 
     metrics = NEURON_METRICS if kind == "neuron" else LAYER_METRICS
@@ -84,15 +90,20 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     key = ("unit-map", kind, metric, id(working), working.version, state.text.digest, state.map_samples,
            state.map_seq_len)
     if key not in state.caches:
-        if metric == "loss_impact" and not st.button("Compute loss impact", key="layer_loss_impact_run",
-                                                     type="primary", icon=":material/play_arrow:"):
-            st.info("Loss impact switches each layer and each of its parts off alone and measures the loss again: "
-                    "one pass over the text each.")
-            return
-        with report_errors(f"computing the {kind} map"), st.spinner(f"Computing {label.lower()}…"):
-            size = block_size_for(working.model, state.map_seq_len)
-            blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
-            state.caches[key] = compute_unit_map(working.model, working.tokenizer, kind, metric, blocks)
+        size = block_size_for(working.model, state.map_seq_len)
+        parameters = sum(p.numel() for p in working.model.parameters())
+        if runs_in_background(metric, parameters, state.map_samples * size):
+            explain = (f"{label} runs over the whole sample text, which takes a while on a model this size."
+                       if metric != "loss_impact" else "Loss impact switches each layer and each of its parts off "
+                       "alone and measures the loss again: one pass over the text each.")
+            computed = metric_job_view(state, working, kind, metric, size, label, explain, f"{kind}_{metric}_run")
+            if computed is None:
+                return
+            state.caches[key] = computed
+        else:
+            with report_errors(f"computing the {kind} map"), st.spinner(f"Computing {label.lower()}…"):
+                blocks = state.text.blocks(working.tokenizer, size, state.map_samples * size)
+                state.caches[key] = compute_unit_map(working.model, working.tokenizer, kind, metric, blocks)
     found = state.caches.get(key)
     if found is None:
         return
@@ -123,6 +134,70 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
     st.download_button("Download these scores (CSV)", found.scores.to_frame().to_csv(index=False).encode("utf-8"),
                        file_name=f"{kind}_{metric}_scores.csv", mime="text/csv", icon=":material/download:",
                        key=f"{kind}_scores_csv")
+
+
+UNIT_METRICS_JOB = "unit-metrics-job"       # state.caches[(this, kind, metric)]: this session's latest job id
+
+
+def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, metric: str, block_size: int,
+                    label: str, explain: str, button_key: str) -> UnitMap | None:
+    """An expensive head, neuron or layer metric as a background job: its scores once a job for exactly this model,
+    pruning, text and sampling has succeeded (this session's, or one found again after a reload); else the running
+    job's progress with Cancel, or `explain` and the button that starts one (saying so when this session's last one
+    was cancelled or failed). None while there are no scores to draw."""
+    from app_support.state import report_errors, shared_jobs, shared_store
+    from sentinel.ui.choices import ModelChoice
+    from sentinel.ui.metric_jobs import (MetricRequest, metric_job_for, metric_signature, start_metric_job,
+                                         unit_map_of)
+
+    choice = state.choice or ModelChoice()
+    request = MetricRequest(kind, metric, state.map_samples, block_size, choice.device, choice.dtype)
+    signature = metric_signature(working.base.source, working.history(), state.text, request)
+    own_key = (UNIT_METRICS_JOB, kind, metric)
+    job = metric_job_for(shared_store(), signature, state.caches.get(own_key))
+    if job is not None and job.state == "succeeded":
+        with report_errors(f"reading the {kind} scores the background job computed"):
+            return unit_map_of(job)
+        return None
+    if job is not None and job.state in ("queued", "running"):
+        job_progress(job.id, f"Computing {label.lower()} in the background", "unit_metrics_cancel",
+                     "Stop computing; nothing computed so far is kept.")
+        return None
+    if job is not None and job.state == "cancelled":          # only this session's own job is found in this state
+        st.info(f"Computing {label.lower()} was cancelled: nothing was kept. Press the button to compute it again.",
+                icon=":material/cancel:")
+    elif job is not None:
+        st.warning(f"Computing {label.lower()} {job.state}: {job.error or 'no result'}", icon=":material/warning:")
+    st.info(f"{explain} It runs in the background with progress and Cancel, and a reload finds it again.")
+    if st.button(f"Compute {label.lower()}", key=button_key, type="primary", icon=":material/play_arrow:"):
+        with report_errors(f"starting the {kind} scores' job") as failed, \
+                st.spinner("Saving your model for the job…"):
+            state.caches[own_key] = start_metric_job(shared_jobs(), working.model, working.tokenizer, state.text,
+                                                     request, signature)
+        if not failed:
+            st.rerun()                 # draw the page again with the job's progress
+    return None
+
+
+def adopt_head_scores(state: DashboardState, working: WorkingModel, metric: str, found: UnitMap) -> None:
+    """Add a job's head scores to the session's head maps of the model as it is now (and to the maps kept on disk
+    for the next start), as if the page had computed them."""
+    from app_support.state import current_maps, report_errors
+    from sentinel.ui.maps_cache import save_cached_maps
+    from sentinel.ui.state import disk_maps_key, maps_key
+
+    maps = current_maps(state, working, [])
+    if maps is None:
+        return
+    maps.scores[metric] = found.scores
+    maps.seconds += found.seconds
+    if not maps.tokens:
+        maps.text, maps.tokens = found.text, found.tokens
+    state.caches["maps"] = (maps_key(state, working), maps)
+    disk_key = disk_maps_key(state, working)
+    if disk_key is not None:
+        with report_errors("keeping the head maps for the next start"):
+            save_cached_maps(disk_key, maps)
 
 
 NO_TARGET = ("Set a target on the Prune page ('By a size or FLOPs target') to see here, outlined in dashed orange, "

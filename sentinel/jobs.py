@@ -48,6 +48,8 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "weights-sensitivity": "sentinel.ui.weights:run_sensitivity_job",
     "weights-gradual": "sentinel.ui.weights:run_gradual_job",
     "compare-speed": "sentinel.ui.compare:run_speed_job",
+    "unit-metrics": "sentinel.ui.metric_jobs:run_unit_metrics_job",
+    "weights-speed": "sentinel.ui.weights:run_sparse_speed_job",
 }
 RESUMABLE_STATES = ("interrupted", "cancelled", "failed")
 # params key: folders Sentinel saved as a job's input only (e.g. the dashboard's copy of the session's model). The

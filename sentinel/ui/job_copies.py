@@ -16,6 +16,7 @@ from typing import Any
 from sentinel.errors import JobError
 from sentinel.jobs import INPUT_COPIES
 from sentinel.models import LoadedModel, load_model
+from sentinel.store import JobRecord, Store, StoreError
 
 
 def input_copy_params(params: Mapping[str, Any], *folders: str | Path) -> dict[str, Any]:
@@ -29,3 +30,20 @@ def load_job_copy(folder: str | Path, device: str, page: str, **kwargs: Any) -> 
         raise JobError(f"The model copy this job started from ({folder}) was removed when the job ended, so it "
                        f"cannot run again; start it again on the {page} page.")
     return load_model(str(folder), device=device, **kwargs)
+
+
+def matching_job(store: Store, kind: str, signature: str, own: str | None = None) -> JobRecord | None:
+    """The job of `kind` whose params carry `signature` (what its result was computed on): the session's own job
+    `own` when it matches, in any state, else the newest one queued, running or succeeded — so a reload or a second
+    tab finds a job again without an address field. None when there is none."""
+    if own is not None:
+        try:
+            job = store.get_job(own)
+        except StoreError:                   # not in this store (the data folder changed): look it up below
+            job = None
+        if job is not None and job.kind == kind and job.params.get("signature") == signature:
+            return job
+    for job in store.list_jobs(("queued", "running", "succeeded")):
+        if job.kind == kind and job.params.get("signature") == signature:
+            return job
+    return None

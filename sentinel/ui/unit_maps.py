@@ -12,8 +12,7 @@ by a rule) are outlined the same way in red, as selected heads are on the head m
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,16 +63,18 @@ SELECTION_OUTLINE = Outline(PICKED, SELECTED_COLOUR, (1, 0))
 
 @dataclass
 class UnitMap:
-    """One metric's scores for one unit kind, with how many tokens and seconds they took."""
+    """One metric's scores for one unit kind, with how many tokens (of which text) and seconds they took."""
 
     scores: UnitScores
     tokens: int
     seconds: float
+    text: str = ""
 
 
 def compute_unit_map(model: nn.Module, tokenizer: Any, kind: str, metric: str, blocks: Any,
-                     batch_size: int = 4) -> UnitMap:
-    """Run one neuron or layer metric over the text's blocks (`TextBlocks`)."""
+                     batch_size: int = 4, progress: Callable[[int, int], None] | None = None) -> UnitMap:
+    """Run one neuron or layer metric (or a head one: the head maps' loss-impact job) over the text's blocks
+    (`TextBlocks`); `progress(done, total)` hears of each unit loss impact switches off (raise from it to stop)."""
     start = time.perf_counter()
     batches, loss_batches, tokens = None, None, 0
     if needs_data([metric]):
@@ -82,8 +83,8 @@ def compute_unit_map(model: nn.Module, tokenizer: Any, kind: str, metric: str, b
         if not model_heads(model).adapter.is_causal(model.config):
             loss_batches = masked_lm_batches(batches, getattr(tokenizer, "mask_token_id", None))
         tokens = blocks.num_tokens
-    scores = compute_scores(model, [metric], batches, loss_data=loss_batches, kind=kind)[metric]
-    return UnitMap(scores, tokens, time.perf_counter() - start)
+    scores = compute_scores(model, [metric], batches, loss_data=loss_batches, kind=kind, progress=progress)[metric]
+    return UnitMap(scores, tokens, time.perf_counter() - start, blocks.source if tokens else "")
 
 
 def neurons_going(plan: PruningPlan | None, scores: UnitScores) -> torch.Tensor:

@@ -7,6 +7,7 @@ are recorded in the experiment store (kinds "weights-sparsify" and "weights-sens
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import tempfile
 import time
@@ -19,6 +20,7 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError
+from sentinel.files import mark_folder
 from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS, InterleavedSpeed,
                                        interleaved_speed)
 from sentinel.jobs import JobCancelled, JobContext, JobManager, ProgressEvent
@@ -31,11 +33,11 @@ from sentinel.sparsity.scores import DATA_METHODS
 from sentinel.sparsity.sensitivity import SensitivityResult, SensitivityRow, layer_sensitivity, suggest_sparsity
 from sentinel.sparsity.storage import COMPRESSED_FILE, SizeReport, save_compressed
 from sentinel.sparsity.text import calibration_blocks
-from sentinel.store import Store, new_id, sentinel_home
+from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.analysis import block_size_for
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import sensitivity_run_name, sparsify_run_name
-from sentinel.ui.job_copies import input_copy_params, load_job_copy
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.ui.session import WorkingModel, ran_on
@@ -196,9 +198,10 @@ def int8_speed_sentence(speed: InterleavedSpeed) -> str | None:
 
 
 def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, quantized: nn.Module | None = None,
-                         repeats: int = SPEED_REPEATS) -> InterleavedSpeed:
+                         repeats: int = SPEED_REPEATS,
+                         on_run: Callable[[int, int, str], None] | None = None) -> InterleavedSpeed:
     """Dense, sparse (and the int8 copy, on the CPU only) timed in turns (`interleaved_speed`, the Compare page's
-    rounds and token counts)."""
+    rounds and token counts); `on_run(done, total, name)` follows each run (a job's progress; it may raise)."""
     models = {"dense": dense, "sparse": sparse}
     if quantized is not None:
         if next(dense.parameters()).device.type != "cpu":
@@ -207,7 +210,63 @@ def measure_sparse_speed(dense: nn.Module, sparse: nn.Module, tokenizer: Any, qu
                             "formats. Load the model on the CPU to time int8, or untick int8.")
         models["sparse int8"] = quantized
     return interleaved_speed(models, tokenizer, repeats=repeats, prompt_tokens=SPEED_PROMPT_TOKENS,
-                             new_tokens=SPEED_NEW_TOKENS)
+                             new_tokens=SPEED_NEW_TOKENS, on_run=on_run)
+
+
+# -- Measure speed: a background job (2 or 3 models x SPEED_REPEATS rounds), as on the Compare page ------------------
+
+SPEED_KIND = "weights-speed"
+SPEED_RUNS = "weights-speed"       # $SENTINEL_HOME/<this>/<id>/{dense,sparse}: the job's input, removed when it ends
+
+
+def sparse_speed_signature(working: WorkingModel, sparse: SparseModel, int8: bool) -> str:
+    """What a speed result was measured on, stable across a reload: the session's model (base and steps), the sparse
+    copy's settings and zero count, and whether the int8 copy was timed too."""
+    return json.dumps({"base": working.base.source, "steps": working.history(),
+                       "config": sparse.result.config.to_dict(), "schedule": sparse.schedule.to_dict(),
+                       "zeros": sparse.result.stats.target_zeros, "int8": int8}, sort_keys=True, default=str)
+
+
+def start_sparse_speed(jobs: JobManager, working: WorkingModel, sparse: SparseModel, int8: bool, signature: str,
+                       device: str = "auto") -> str:
+    """Save your model and the sparse copy for the job (removed when it ends, in any state) and queue the timing;
+    returns the job id. The int8 copy is made again by the job from the sparse one (quantization is deterministic)."""
+    weight = next(working.model.parameters())
+    if int8 and weight.device.type != "cpu":
+        raise DataError("int8 dynamic quantization runs on the CPU and your model is on "
+                        f"{weight.device}; timing them together would compare devices, not formats. Load the model "
+                        "on the CPU to time int8, or untick int8.")
+    root = sentinel_home() / SPEED_RUNS / new_id()
+    save_model(working.model, working.tokenizer, root / "dense", note={"weights_speed": "your model"})
+    save_model(sparse.model, working.tokenizer, root / "sparse", note={"weights_speed": "sparse copy"})
+    mark_folder(root, kind="run")
+    params = {"dense": str(root / "dense"), "sparse": str(root / "sparse"), "int8": int8, "signature": signature,
+              "dtype": str(weight.dtype).removeprefix("torch."), "repeats": SPEED_REPEATS}
+    return jobs.submit(SPEED_KIND, input_copy_params(params, root), device=device)
+
+
+def run_sparse_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Job-manager entry point for kind "weights-speed": load both copies (quantize the sparse one when asked) and
+    time them in interleaved rounds with progress after each run and cancel between runs."""
+    ctx.report(ProgressEvent(step=0, message="loading your model and the sparse copy"), record_metrics=False)
+    dense = load_job_copy(params["dense"], ctx.device, "Weights", dtype=params["dtype"])
+    sparse = load_job_copy(params["sparse"], ctx.device, "Weights", dtype=params["dtype"])
+    quantized = quantize_int8(sparse.model) if params["int8"] else None      # a copy; the sparse one is kept
+    ctx.raise_if_cancelled()
+
+    def on_run(done: int, total: int, name: str) -> None:
+        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"timed {name} ({done} of {total} runs, "
+                                 "warm-ups included)"), record_metrics=False)
+        ctx.raise_if_cancelled()
+
+    speed = measure_sparse_speed(dense.model, sparse.model, dense.tokenizer, quantized,
+                                 repeats=int(params["repeats"]), on_run=on_run)
+    return {"speed": speed.to_dict()}
+
+
+def sparse_speed_job_for(store: Store, signature: str, own: str | None = None) -> JobRecord | None:
+    """The speed job that timed exactly these models (this session's, or the newest found again after a reload)."""
+    return matching_job(store, SPEED_KIND, signature, own)
 
 
 # -- gradual sparsify: a background job (it fine-tunes) ---------------------------------------------------------------

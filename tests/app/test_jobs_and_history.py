@@ -235,6 +235,9 @@ def test_loss_impact_on_request_with_progress():
     at.segmented_control(key="map_metric").set_value("loss_impact").run()
     at.button(key="loss_impact_run").click().run()
     assert_clean(at)
+    job = shared_store().get_job(dashboard(at).caches[("unit-metrics-job", "head", "loss_impact")])
+    assert job.kind == "unit-metrics"                       # computed in the background, with Cancel
+    wait_for(at, lambda a: "loss_impact" in a.session_state["sentinel_dashboard"].caches["maps"][1].scores)
     scores = dashboard(at).caches["maps"][1].scores["loss_impact"].values
     assert scores.shape == (6, 8) and bool(torch.isfinite(scores).all())
     assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]   # the map, then inside a head

@@ -18,6 +18,18 @@ from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, sensitivity_of, speed
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 
+def measure_speed(at) -> None:
+    """Press Measure speed and wait for its background job (kind weights-speed) to finish."""
+    at.button(key="weights_speed").click().run()
+    assert_clean(at)
+    job_id = dashboard(at).caches["weights-speed-job"]
+    assert shared_store().get_job(job_id).kind == "weights-speed"
+    wait_for(at, lambda a: shared_store().get_job(job_id).state not in ("queued", "running"))
+    at.run()
+    assert_clean(at)
+    assert shared_store().get_job(job_id).state == "succeeded", shared_store().get_job(job_id).error
+
+
 def test_the_weights_page_sparsifies_a_copy_and_reports_sizes():
     at = open_app("weights")
     at.selectbox(key="weights_method").set_value("l1").run()
@@ -30,8 +42,7 @@ def test_the_weights_page_sparsifies_a_copy_and_reports_sizes():
     dense, sparse = (int(v.replace(",", "")) for v in table.loc["Non-zero parameters"])
     assert sparse < dense
     assert any("Perplexity: your model" in m.value for m in at.markdown)
-    at.button(key="weights_speed").click().run()
-    assert_clean(at)
+    measure_speed(at)
     assert any(m.value.startswith("Measured: prefill ") for m in at.markdown)
     at.radio(key="weights_pattern").set_value("2:4").run()
     at.button(key="weights_go").click().run()
@@ -129,8 +140,7 @@ def test_prune_then_quantize_then_save_and_load_back():
     assert "int8 file (int8 weights + scales)" not in at.table[0].value.index
     at.toggle(key="weights_int8").set_value(True).run()
     assert len(shared_store().list_experiments(kind=SPARSIFY_KIND)) == len(runs)      # recorded once, not per rerun
-    at.button(key="weights_speed").click().run()
-    assert_clean(at)
+    measure_speed(at)
     assert any(m.value.startswith("Measured int8 (dynamic quantization, CPU): ") for m in at.markdown)
 
     at.text_input(key="weights_save_name").set_value("t-sparse").run()
