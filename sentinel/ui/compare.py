@@ -30,10 +30,10 @@ from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
 from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.models import LoadedModel, load_model, save_model
-from sentinel.store import JobRecord, Store, StoreError, new_id, sentinel_home
+from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
 from sentinel.ui.format import human_bytes, human_count
-from sentinel.ui.job_copies import input_copy_params, load_job_copy
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
 from sentinel.ui.library import exports_dir, saved_models
 
 logger = logging.getLogger(__name__)
@@ -272,19 +272,8 @@ def run_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 
 def speed_job_for(store: Store, signature: str, own: str | None = None) -> JobRecord | None:
-    """The speed job that timed exactly these models: this session's when it did, else the newest one that is
-    running or succeeded (so a reload finds it again); None when there is none."""
-    if own is not None:
-        try:
-            job = store.get_job(own)
-        except StoreError:                   # not in this store (the data folder changed): look it up below
-            job = None
-        if job is not None and job.params.get("signature") == signature:
-            return job
-    for job in store.list_jobs(("queued", "running", "succeeded")):
-        if job.kind == SPEED_KIND and job.params.get("signature") == signature:
-            return job
-    return None
+    """The speed job that timed exactly these models (`matching_job`: this session's, else the newest one)."""
+    return matching_job(store, SPEED_KIND, signature, own)
 
 
 def speed_of(job: JobRecord) -> InterleavedSpeed:
