@@ -3,6 +3,7 @@ layer maps with their selection (layers by click or list, neurons by a rule)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ LIST_KEY = "selected_heads_list"
 LAYERS_LIST_KEY = "selected_layers_list"
 LAYER_CHART_KEY = "layer_map_chart"
 RULE_SHARE_KEY, RULE_LAYERS_KEY = "neuron_rule_share", "neuron_rule_layers"
+
+logger = logging.getLogger(__name__)
 
 
 def read_chart_clicks(state: DashboardState, working: WorkingModel, chart_key: str) -> None:
@@ -186,13 +189,19 @@ def adopt_head_scores(state: DashboardState, working: WorkingModel, metric: str,
     from sentinel.ui.maps_cache import save_cached_maps
     from sentinel.ui.state import disk_maps_key, maps_key
 
+    from sentinel.ui.analysis import HeadMaps
+
     maps = current_maps(state, working, [])
     if maps is None:
         return
+    if maps.tokens and (maps.text, maps.tokens) != (found.text, found.tokens):
+        # scores of another text or sampling must not sit beside these under one "computed over N tokens"
+        logger.info("Head maps measured on %s tokens of %s replaced by the job's (%s tokens of %s).",
+                    maps.tokens, maps.text, found.tokens, found.text)
+        maps = HeadMaps({}, working.version, found.text, found.tokens, 0.0)
     maps.scores[metric] = found.scores
     maps.seconds += found.seconds
-    if not maps.tokens:
-        maps.text, maps.tokens = found.text, found.tokens
+    maps.text, maps.tokens = found.text, found.tokens
     state.caches["maps"] = (maps_key(state, working), maps)
     disk_key = disk_maps_key(state, working)
     if disk_key is not None:

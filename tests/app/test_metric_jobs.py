@@ -171,12 +171,19 @@ def test_head_loss_impact_runs_as_a_job_and_joins_the_head_maps(monkeypatch):
     assert_clean(at)
     assert "head 1 of 48" in at.progress[0].proto.text and at.button(key="unit_metrics_cancel")
     gate.release.set()
-    wait_for(at, lambda a: "loss_impact" in dashboard(a).caches["maps"][1].scores)
+    from app_support.state import cached_maps
+
+    def adopted(a):
+        """The maps of the model and sampling as they are now (not a stale entry kept under another key)."""
+        maps = cached_maps(dashboard(a), dashboard(a).working)
+        return maps is not None and "loss_impact" in maps.scores
+
+    wait_for(at, adopted)
     working = dashboard(at).working
     size = block_size_for(working.model, dashboard(at).map_seq_len)
     blocks = SampleText().blocks(working.tokenizer, size, SAMPLES * size)
     direct = compute_maps(working.model, working.tokenizer, blocks, ["loss_impact"], working.version)
-    shown = dashboard(at).caches["maps"][1]
+    shown = cached_maps(dashboard(at), working)
     assert shown.tokens == direct.tokens
     torch.testing.assert_close(shown.scores["loss_impact"].values, direct.scores["loss_impact"].values,
                                rtol=1e-6, atol=1e-9, equal_nan=True)
