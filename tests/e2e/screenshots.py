@@ -55,7 +55,8 @@ def settle(page: Any) -> None:
 def snap(page: Any, out: Path, name: str) -> None:
     """Screenshot the current view as `name` (one of SHOTS) at its height, then restore the window."""
     page.set_viewport_size({"width": WIDTH, "height": SHOTS[name]})
-    page.mouse.move(0, 0)                 # no tooltip from the last control the pointer rested on
+    page.mouse.move(0, 0)                 # no tooltip from the last control the pointer rested on or focused
+    page.evaluate("document.activeElement && document.activeElement.blur()")
     settle(page)
     wait_idle(page)
     page.wait_for_selector("[data-testid='stToast']", state="detached")     # toasts fade by themselves
