@@ -190,9 +190,11 @@ def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "
     stages = [s for s in STAGE_SHAPES if s in set(results["stage"])] + sorted(
         set(results["stage"]) - set(STAGE_SHAPES))
     shapes = [STAGE_SHAPES.get(s, "square") for s in stages]
-    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("stage:N", legend=None, sort=stages))
+    # the same field, title and order on both channels: Vega-Lite draws one "Stage" legend with the shapes (a
+    # legend=None on either channel would hide the merged legend altogether)
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("stage:N", title="Stage", sort=stages))
     points = base.mark_point(filled=True, size=70).encode(
-        shape=alt.Shape("stage:N", title="Stage", scale=alt.Scale(domain=stages, range=shapes)))
+        shape=alt.Shape("stage:N", title="Stage", sort=stages, scale=alt.Scale(domain=stages, range=shapes)))
     return alt.layer(lines, points).properties(title=alt.TitleParams(title, anchor="start"), height=320,
                                                autosize=FIT_WIDTH)
 
