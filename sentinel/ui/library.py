@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 from sentinel.errors import SentinelError
-from sentinel.models.loading import RECORD_FILE
 from sentinel.store import sentinel_home
 
 MODELS_FOLDER = "models"
@@ -29,10 +28,6 @@ def saved_models(root: Path | None = None) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def is_pruned_folder(folder: Path) -> bool:
-    return (folder / RECORD_FILE).is_file()
 
 
 def model_folder_for(name: str) -> Path:

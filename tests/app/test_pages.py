@@ -142,7 +142,7 @@ def test_a_model_that_cannot_be_loaded(app_home):
     # inside the data folder, a missing model is named as such
     at.text_input(key="model_folder").set_value(str(app_home / "no-such-model")).run()
     at.button(key="model_load").click().run()
-    assert errors(at) == [f"Could not finish loading the model: No model folder at <data folder>/no-such-model; "
+    assert errors(at) == ["Could not finish loading the model: No model folder at <data folder>/no-such-model; "
                           "check the path."]
 
 
