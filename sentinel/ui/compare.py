@@ -24,7 +24,7 @@ from sentinel.evaluation.paired import (SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, S
                                        interleaved_speed)
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.evaluation.size import weight_bytes
-from sentinel.files import mark_folder, read_marker, remove_owned_folder
+from sentinel.files import mark_folder
 from sentinel.models.int8 import INT8_FILE, is_int8_folder
 from sentinel.models.loading import WEIGHTS_FILE
 from sentinel.sparsity.masks import sparsity_stats
@@ -33,7 +33,7 @@ from sentinel.models import LoadedModel, load_model, save_model
 from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.finetune import CHECKPOINTS, DASHBOARD_FINETUNE
 from sentinel.ui.format import human_bytes, human_count
-from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job, staged_copies
 from sentinel.ui.library import exports_dir, saved_models
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def start_speed_job(jobs: JobManager, models: Sequence[TimedModel], signature: s
     check_choice([m.key for m in models])
     root = sentinel_home() / SPEED_RUNS / new_id()
     entries, copies = [], []
-    try:
+    with staged_copies(root):
         for m in models:
             path = m.folder
             if path is None:
@@ -235,15 +235,6 @@ def start_speed_job(jobs: JobManager, models: Sequence[TimedModel], signature: s
         params = {"models": entries, "signature": signature, "repeats": SPEED_REPEATS,
                   "prompt_tokens": SPEED_PROMPT_TOKENS, "new_tokens": SPEED_NEW_TOKENS}
         return jobs.submit(SPEED_KIND, input_copy_params(params, *([root] if copies else [])), device=device)
-    except BaseException:
-        # no job will ever remove copies it never got: remove them (Sentinel's own, marked by save_model) here
-        for path in copies:
-            remove_owned_folder(path)
-        if root.is_dir() and read_marker(root) is not None:
-            remove_owned_folder(root)
-        elif root.is_dir() and not any(root.iterdir()):     # the empty folder save_model made for the copies
-            root.rmdir()
-        raise
 
 
 def run_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

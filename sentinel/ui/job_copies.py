@@ -9,11 +9,13 @@ page needs after the job (its result, weights it adopts) is written elsewhere an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sentinel.errors import JobError
+from sentinel.files import read_marker, remove_owned_folder
 from sentinel.jobs import INPUT_COPIES
 from sentinel.models import LoadedModel, load_model
 from sentinel.store import JobRecord, Store, StoreError
@@ -22,6 +24,30 @@ from sentinel.store import JobRecord, Store, StoreError
 def input_copy_params(params: Mapping[str, Any], *folders: str | Path) -> dict[str, Any]:
     """`params` plus the folders the job manager removes when the job ends."""
     return {**params, INPUT_COPIES: [str(folder) for folder in folders]}
+
+
+@contextmanager
+def staged_copies(folder: Path) -> Iterator[Path]:
+    """Where a page saves a job's input copies and queues the job: when saving or queuing fails, the copies made so
+    far are removed here (no job will ever remove what it never got) — only what carries Sentinel's marker."""
+    try:
+        yield folder
+    except BaseException:
+        _remove_staged(folder)
+        raise
+
+
+def _remove_staged(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    if read_marker(folder) is not None:           # a finished save_model, or a job folder marked as a whole
+        remove_owned_folder(folder)
+        return
+    for child in folder.iterdir():                # the copies saved so far, each marked by save_model
+        if child.is_dir() and read_marker(child) is not None:
+            remove_owned_folder(child)
+    if not any(folder.iterdir()):                 # nothing else (nobody else's file) left: the folder we made
+        folder.rmdir()
 
 
 def load_job_copy(folder: str | Path, device: str, page: str, **kwargs: Any) -> LoadedModel:

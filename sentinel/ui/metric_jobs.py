@@ -28,7 +28,7 @@ from sentinel.metrics.scores import UnitScores
 from sentinel.models import save_model
 from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.choices import SampleText
-from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job, staged_copies
 from sentinel.ui.maps_cache import maps_fingerprint
 from sentinel.ui.unit_maps import UnitMap, compute_unit_map
 
@@ -85,14 +85,15 @@ def start_metric_job(jobs: JobManager, model: Any, tokenizer: Any, text: SampleT
     if request.samples < 1 or request.block_size < 2:
         raise DataError("Compute the map over at least one block of two or more tokens.")
     root = sentinel_home() / UNIT_METRICS_RUNS / new_id()
-    save_model(model, tokenizer, root / "model", note={"unit_metrics": f"{request.kind} {request.metric}"})
-    if text.data is not None:
-        write_file_atomically(root / TEXT_FILE, text.data)
-    mark_folder(root, kind="run")
-    params = {"model": str(root / "model"), "text": {"kind": text.kind, "name": text.name},
-              "text_file": str(root / TEXT_FILE) if text.data is not None else None,
-              "request": request.to_dict(), "signature": signature}
-    return jobs.submit(UNIT_METRICS_KIND, input_copy_params(params, root), device=request.device)
+    with staged_copies(root):
+        save_model(model, tokenizer, root / "model", note={"unit_metrics": f"{request.kind} {request.metric}"})
+        if text.data is not None:
+            write_file_atomically(root / TEXT_FILE, text.data)
+        mark_folder(root, kind="run")
+        params = {"model": str(root / "model"), "text": {"kind": text.kind, "name": text.name},
+                  "text_file": str(root / TEXT_FILE) if text.data is not None else None,
+                  "request": request.to_dict(), "signature": signature}
+        return jobs.submit(UNIT_METRICS_KIND, input_copy_params(params, root), device=request.device)
 
 
 def run_unit_metrics_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

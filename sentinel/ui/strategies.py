@@ -27,7 +27,7 @@ from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_n
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import score_source
 from sentinel.ui.history import readable, significant
-from sentinel.ui.job_copies import input_copy_params, load_job_copy
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, staged_copies
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import WorkingModel
 
@@ -182,10 +182,10 @@ def start_comparison(jobs: JobManager, store: Store, working: WorkingModel, requ
     experiment = store.create_experiment(name, {**request.to_dict(), "base_model": working.base.source,
                                                 "dashboard_steps": working.history()},
                                          kind=JOB_KIND, model=working.base.source)
-    out = sentinel_home() / RUNS / experiment
-    start = save_model(working.model, working.tokenizer, out / "start", note={"dashboard_steps": working.history()})
-    return jobs.submit(JOB_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
-                       device=device, experiment_id=experiment)
+    with staged_copies(sentinel_home() / RUNS / experiment / "start") as folder:
+        start = save_model(working.model, working.tokenizer, folder, note={"dashboard_steps": working.history()})
+        return jobs.submit(JOB_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
+                           device=device, experiment_id=experiment)
 
 
 def run_strategy_compare_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from sentinel.store import JobRecord, Store, new_id, sentinel_home
 from sentinel.ui.analysis import block_size_for
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import sensitivity_run_name, sparsify_run_name
-from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job
+from sentinel.ui.job_copies import input_copy_params, load_job_copy, matching_job, staged_copies
 from sentinel.ui.library import model_folder_for
 from sentinel.ui.protocol import EVAL_PROTOCOL, EvalProtocol, protocol_perplexity
 from sentinel.ui.session import WorkingModel, ran_on
@@ -237,12 +237,13 @@ def start_sparse_speed(jobs: JobManager, working: WorkingModel, sparse: SparseMo
                         f"{weight.device}; timing them together would compare devices, not formats. Load the model "
                         "on the CPU to time int8, or untick int8.")
     root = sentinel_home() / SPEED_RUNS / new_id()
-    save_model(working.model, working.tokenizer, root / "dense", note={"weights_speed": "your model"})
-    save_model(sparse.model, working.tokenizer, root / "sparse", note={"weights_speed": "sparse copy"})
-    mark_folder(root, kind="run")
-    params = {"dense": str(root / "dense"), "sparse": str(root / "sparse"), "int8": int8, "signature": signature,
-              "dtype": str(weight.dtype).removeprefix("torch."), "repeats": SPEED_REPEATS}
-    return jobs.submit(SPEED_KIND, input_copy_params(params, root), device=device)
+    with staged_copies(root):
+        save_model(working.model, working.tokenizer, root / "dense", note={"weights_speed": "your model"})
+        save_model(sparse.model, working.tokenizer, root / "sparse", note={"weights_speed": "sparse copy"})
+        mark_folder(root, kind="run")
+        params = {"dense": str(root / "dense"), "sparse": str(root / "sparse"), "int8": int8, "signature": signature,
+                  "dtype": str(weight.dtype).removeprefix("torch."), "repeats": SPEED_REPEATS}
+        return jobs.submit(SPEED_KIND, input_copy_params(params, root), device=device)
 
 
 def run_sparse_speed_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
@@ -282,10 +283,12 @@ def start_gradual_sparsify(jobs: JobManager, working: WorkingModel, config: Spar
     config.validate()
     schedule.validate(config)
     folder = sentinel_home() / GRADUAL_RUNS / new_id()
-    start = save_model(working.model, working.tokenizer, folder / "start", note={"dashboard_steps": working.history()})
-    params = {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
-              "schedule": schedule.to_dict(), "dashboard_steps": working.history(), "base_model": working.base.source}
-    return jobs.submit(GRADUAL_KIND, input_copy_params(params, start), device=device)
+    with staged_copies(folder / "start") as start_folder:
+        start = save_model(working.model, working.tokenizer, start_folder, note={"dashboard_steps": working.history()})
+        params = {"model": str(start), "out": str(folder / "sparse"), "config": config.to_dict(),
+                  "schedule": schedule.to_dict(), "dashboard_steps": working.history(),
+                  "base_model": working.base.source}
+        return jobs.submit(GRADUAL_KIND, input_copy_params(params, start), device=device)
 
 
 def run_gradual_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
@@ -418,10 +421,10 @@ def start_sensitivity(jobs: JobManager, store: Store, working: WorkingModel, req
               "protocol": request.protocol().describe()}
     experiment = store.create_experiment(sensitivity_run_name(request, layers), config, kind=SENSITIVITY_KIND,
                                          model=working.base.source)
-    start = save_model(working.model, working.tokenizer, sentinel_home() / SENSITIVITY_RUNS / experiment / "start",
-                       note={"dashboard_steps": working.history()})
-    return jobs.submit(SENSITIVITY_KIND, input_copy_params({"model": str(start), "request": request.to_dict()}, start),
-                       device=device, experiment_id=experiment)
+    with staged_copies(sentinel_home() / SENSITIVITY_RUNS / experiment / "start") as folder:
+        start = save_model(working.model, working.tokenizer, folder, note={"dashboard_steps": working.history()})
+        return jobs.submit(SENSITIVITY_KIND, input_copy_params({"model": str(start), "request": request.to_dict()},
+                                                               start), device=device, experiment_id=experiment)
 
 
 def run_sensitivity_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

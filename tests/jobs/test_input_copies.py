@@ -75,3 +75,27 @@ def test_a_job_cancelled_before_it_started_loses_its_copy_too(tmp_path):
 def test_a_job_resumed_after_its_copy_was_removed_says_so(tmp_path):
     with pytest.raises(JobError, match="removed when the job ended.*start it again on the Prune page"):
         load_job_copy(tmp_path / "gone", "cpu", "Prune")
+
+
+def test_a_job_that_cannot_be_queued_leaves_no_input_copy(tmp_path):
+    """staged_copies: copies saved for a job that then fails to be queued are removed; nobody else's file is."""
+    import pytest
+
+    from sentinel.errors import JobError
+    from sentinel.files import mark_folder, write_file_atomically
+    from sentinel.ui.job_copies import staged_copies
+
+    root = tmp_path / "run"
+    with pytest.raises(JobError), staged_copies(root):
+        (root / "model").mkdir(parents=True)
+        write_file_atomically(root / "model" / "weights.bin", b"x")
+        mark_folder(root / "model")                           # what save_model leaves: a marked folder
+        raise JobError("the job store is read-only")
+    assert not root.exists()
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("not Sentinel's")
+    with pytest.raises(JobError), staged_copies(theirs):
+        raise JobError("queueing failed")
+    assert (theirs / "notes.txt").read_text() == "not Sentinel's"
