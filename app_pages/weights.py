@@ -21,11 +21,12 @@ from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import made_before
-from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, SensitivityRequest, existing_targets,
-                                 gradual_ran_on, gradual_result, gradual_settings, int8_speed_sentence, layer_sparsity_frame, quantize_copy,
-                                 record_sparsify, save_sparse, schedule_frame, sensitivity_of, sensitivity_table,
-                                 size_table, sparse_speed_job_for, sparse_speed_signature, sparsify_copy,
-                                 speed_sentence, start_gradual_sparsify, start_sensitivity, start_sparse_speed)
+from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, existing_targets, gradual_ran_on, gradual_result,
+                                 gradual_settings, int8_speed_sentence, layer_sparsity_frame, quantize_copy,
+                                 record_sparsify, save_sparse, schedule_frame, size_table, sparse_speed_job_for,
+                                 sparse_speed_signature, sparsify_copy, speed_sentence, start_gradual_sparsify,
+                                 start_sparse_speed)
+from sentinel.ui.weights_sensitivity import SensitivityRequest, sensitivity_of, sensitivity_table, start_sensitivity
 
 SPEED_JOB = "weights-speed-job"      # state.caches: this session's latest speed job id
 

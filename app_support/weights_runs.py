@@ -5,8 +5,8 @@ import streamlit as st
 
 from sentinel.sparsity.sensitivity import sensitivity_lines
 from sentinel.store import ExperimentRecord
-from sentinel.ui.weights import (SENSITIVITY_KIND, SPARSIFY_KIND, layer_sparsity_of, schedule_frame, sensitivity_of,
-                                 sensitivity_table)
+from sentinel.ui.weights import SPARSIFY_KIND, layer_sparsity_of, schedule_frame
+from sentinel.ui.weights_sensitivity import SENSITIVITY_KIND, sensitivity_of, sensitivity_table
 
 
 def weights_run_charts(record: ExperimentRecord) -> None:

@@ -45,7 +45,7 @@ JOB_KINDS: dict[str, str | JobRunner] = {
     "dashboard-finetune": "sentinel.ui.finetune:run_dashboard_finetune",
     "strategy-compare": "sentinel.ui.strategies:run_strategy_compare_job",
     "target-prune": "sentinel.ui.target_prune:run_target_prune_job",
-    "weights-sensitivity": "sentinel.ui.weights:run_sensitivity_job",
+    "weights-sensitivity": "sentinel.ui.weights_sensitivity:run_sensitivity_job",
     "weights-gradual": "sentinel.ui.weights:run_gradual_job",
     "compare-speed": "sentinel.ui.compare:run_speed_job",
     "unit-metrics": "sentinel.ui.metric_jobs:run_unit_metrics_job",

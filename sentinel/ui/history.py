@@ -19,7 +19,8 @@ from sentinel.workflows.summary import RunSummary
 if TYPE_CHECKING:                    # types only: those modules import their run names from here
     from sentinel.sparsity.masks import SparsityConfig
     from sentinel.ui.budget import BudgetSettings
-    from sentinel.ui.weights import ScheduleSettings, SensitivityRequest
+    from sentinel.ui.weights import ScheduleSettings
+    from sentinel.ui.weights_sensitivity import SensitivityRequest
 
 
 # -- run names: every run the dashboard records is named here, by what it did ------------------------------------------

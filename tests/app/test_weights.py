@@ -14,7 +14,8 @@ from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import readable
 from sentinel.ui.library import model_folder_for, saved_models
-from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, sensitivity_of, speed_sentence
+from sentinel.ui.weights import NO_SPEEDUP, SPARSIFY_KIND, speed_sentence
+from sentinel.ui.weights_sensitivity import sensitivity_of
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, url_of, wait_for
 
 
