@@ -11,12 +11,17 @@ import argparse
 
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
+# the names sentinel.exporters.FORMATS knows, listed here so parsing imports no torch
+FORMAT_CHOICES = ("hf",)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="write a pruned model that plain transformers loads",
                               description=__doc__)
     add_model_arguments(p)
-    p.add_argument("--out", required=True, help="folder to write the stock checkpoint to")
+    p.add_argument("--out", required=True, help="folder to write the export to")
+    p.add_argument("--format", default="hf", choices=sorted(FORMAT_CHOICES),
+                   help="hf: a stock transformers folder (default); see `sentinel.exporters` for the others")
     p.add_argument("--no-verify", action="store_true",
                    help="skip reloading the export with plain transformers and comparing logits")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -24,15 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sentinel.export import export_model
+    from sentinel.exporters import export_format
     from sentinel.models import load_model
 
     out = writable_folder(args.out)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = export_model(loaded.model, loaded.tokenizer, out, note={"exported_from": loaded.source},
-                          verify=not args.no_verify)
+    writer = export_format(args.format)
+    result = writer.export(loaded.model, loaded.tokenizer, out, note={"exported_from": loaded.source},
+                           verify=not args.no_verify)
     if args.json:
         print_json(result.to_dict())
+        return 0
+    if args.format != "hf":
+        print(result.summary())
         return 0
     changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.config_changes.items()) or "none"
     for line in result.notes:
