@@ -12,7 +12,7 @@ import argparse
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
 # the names sentinel.exporters.FORMATS knows, listed here so parsing imports no torch
-FORMAT_CHOICES = ("hf",)
+FORMAT_CHOICES = ("hf", "gguf")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="folder to write the export to")
     p.add_argument("--format", default="hf", choices=sorted(FORMAT_CHOICES),
-                   help="hf: a stock transformers folder (default); see `sentinel.exporters` for the others")
+                   help="hf: a stock transformers folder (default); gguf: a folder with model.gguf for llama.cpp "
+                        "(Llama family, per-layer shapes allowed)")
+    p.add_argument("--quant", default=None, choices=("f32", "f16", "q8_0"),
+                   help="GGUF weight type (gguf format only; default f16; norms stay f32)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip reloading the export with plain transformers and comparing logits")
+                   help="skip the check after writing (hf: reload with plain transformers and compare logits; "
+                        "gguf: read the file back and compare weights)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -32,11 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.exporters import export_format
     from sentinel.models import load_model
 
+    if args.quant is not None and args.format != "gguf":
+        from sentinel.errors import SentinelError
+        raise SentinelError(f"--quant applies to --format gguf only, not {args.format}; drop it.")
+    options = {"quant": args.quant} if args.quant is not None else {}
     out = writable_folder(args.out)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     writer = export_format(args.format)
     result = writer.export(loaded.model, loaded.tokenizer, out, note={"exported_from": loaded.source},
-                           verify=not args.no_verify)
+                           verify=not args.no_verify, **options)
     if args.json:
         print_json(result.to_dict())
         return 0
