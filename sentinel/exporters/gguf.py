@@ -134,8 +134,7 @@ def export(model: nn.Module, tokenizer: Any, out: str | os.PathLike, *, verify: 
             writer.add_string("general.source.sentinel", json.dumps(note, default=str))
         for name, array, kind in written:
             data = gguf.quants.quantize(array, kind)
-            writer.add_tensor(name, data, raw_shape=array.shape if kind == gguf.GGMLQuantizationType.Q8_0 else None,
-                              raw_dtype=kind if kind == gguf.GGMLQuantizationType.Q8_0 else None)
+            writer.add_tensor(name, data, raw_dtype=kind if kind == gguf.GGMLQuantizationType.Q8_0 else None)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
