@@ -194,3 +194,19 @@ def test_cli_refusal_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Llama family" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_gguf_and_refuses_quant_for_hf(tmp_path):
+    from sentinel.models import save_model
+
+    model, tokenizer = _non_uniform()
+    folder = save_model(model, tokenizer, tmp_path / "pruned")
+    cmd = [sys.executable, "-m", "sentinel", "export", "--model", str(folder), "--out"]
+    proc = subprocess.run(cmd + [str(tmp_path / "g"), "--format", "gguf", "--quant", "q8_0", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["quant"] == "q8_0" and result["verified"] and (tmp_path / "g" / "model.gguf").is_file()
+    assert [x["heads"] for x in result["layers"]] == [6, 4, 6, 0]
+    proc = subprocess.run(cmd + [str(tmp_path / "h"), "--quant", "q8_0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--format gguf only" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
