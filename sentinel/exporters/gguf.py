@@ -1,4 +1,4 @@
-"""The `gguf` export format: one model.gguf that llama.cpp runs, per-layer shapes included.
+"""The `gguf` export format: one model.gguf that llama.cpp runs, per-layer shapes included (Llama family).
 
 Llama-family models (Llama, Mistral, Qwen2 where its biases fit) are always written as llama.cpp's `deci`
 architecture, whose head counts, K/V head counts and MLP widths are per-layer arrays (0 = part removed),
@@ -6,7 +6,8 @@ so uniform and non-uniform prunings take the same path. Two llama.cpp limits are
 exact zero-weight stand-ins: a layer with attention but no MLP gets a zero MLP of width 32 (deci.cpp
 skips the residual update of an MLP-less layer), and a first layer without attention gets one zero head
 (llama.cpp takes the head size from layer 0). Q/K rows get the rotary interleave permutation per layer.
-Layers with neither part are left out. GPT-2 and other families are refused.
+Layers with neither part are left out. GPT-2 is written as llama.cpp's `gpt2` architecture, which takes
+one shape for every block (all heads, one MLP width, blocks removed); other families are refused.
 """
 
 from __future__ import annotations
@@ -92,12 +93,15 @@ def export(model: nn.Module, tokenizer: Any, out: str | os.PathLike, *, verify: 
         raise ExportError(f"Unknown GGUF quantisation {quant!r}; choose one of {', '.join(QUANTS)}.")
     work, notes = _unmasked_copy(model)
     heads = model_heads(work)
-    _check_family(work, heads)
-    vocab = _tokenizer_keys(tokenizer, work.config.vocab_size, notes)
-    layers, skipped, tensors = _layer_tensors(work, heads, notes)
-    tensors = _global_tensors(work) + tensors
-    head_dim = heads.head_dim
     config = work.config
+    arch = _check_family(work, heads)
+    vocab = _tokenizer_keys(tokenizer, config.vocab_size, notes)
+    if arch == "gpt2":
+        layers, skipped, tensors = _gpt2_tensors(work, heads)
+    else:
+        layers, skipped, tensors = _layer_tensors(work, heads, notes)
+        tensors = _global_tensors(work) + tensors
+    head_dim = heads.head_dim
     qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
              "q8_0": gguf.GGMLQuantizationType.Q8_0}[quant]
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -114,20 +118,25 @@ def export(model: nn.Module, tokenizer: Any, out: str | os.PathLike, *, verify: 
         notes.append(f"{len(fallback)} tensors whose rows are not a multiple of 32 were written as f16, not q8_0")
 
     def write(staging: Path) -> None:
-        writer = gguf.GGUFWriter(str(staging / GGUF_FILE), ARCH)
+        writer = gguf.GGUFWriter(str(staging / GGUF_FILE), arch)
         writer.add_name(str(getattr(config, "_name_or_path", "") or "sentinel-pruned"))
         writer.add_file_type(int(ftype))
         writer.add_block_count(len(layers))
         writer.add_context_length(int(config.max_position_embeddings))
         writer.add_embedding_length(int(config.hidden_size))
-        writer.add_feed_forward_length([layer.mlp_width for layer in layers])
-        writer.add_head_count([layer.heads for layer in layers])
-        writer.add_head_count_kv([layer.kv_heads for layer in layers])
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(float(_rope_theta(config)))
-        writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+        if arch == "gpt2":              # uniform shapes (checked): plain numbers
+            writer.add_feed_forward_length(layers[0].mlp_width)
+            writer.add_head_count(layers[0].heads)
+            writer.add_layer_norm_eps(float(config.layer_norm_epsilon))
+        else:
+            writer.add_feed_forward_length([layer.mlp_width for layer in layers])
+            writer.add_head_count([layer.heads for layer in layers])
+            writer.add_head_count_kv([layer.kv_heads for layer in layers])
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
+            writer.add_rope_dimension_count(head_dim)
+            writer.add_rope_freq_base(float(_rope_theta(config)))
+            writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
         writer.add_vocab_size(int(config.vocab_size))
         _write_tokenizer(writer, vocab)
         if note:
@@ -143,13 +152,13 @@ def export(model: nn.Module, tokenizer: Any, out: str | os.PathLike, *, verify: 
     target = replace_folder_atomically(out, write)
     file = target / GGUF_FILE
     result = GGUFExportResult(
-        path=str(target), file=str(file), architecture=ARCH, quant=quant, layers=layers, skipped_layers=skipped,
+        path=str(target), file=str(file), architecture=arch, quant=quant, layers=layers, skipped_layers=skipped,
         tokenizer={k: vocab[k] for k in ("model", "pre")} | {"tokens": len(vocab["tokens"])},
         tensors=len(written), bytes=file.stat().st_size, notes=notes)
     for line in notes:
         logger.info("GGUF export: %s", line)
     if verify:
-        result.verified_max_abs_diff = verify_gguf(file, written, layers)
+        result.verified_max_abs_diff = verify_gguf(file, written, layers, arch)
         result.verified = True
     return result
 
@@ -198,10 +207,10 @@ def _check_family(model: nn.Module, heads: Any) -> None:
     family = heads.adapter.family
     config = model.config
     if family == "gpt2":
-        raise ExportError("GGUF export of GPT-2 is not implemented (llama.cpp's gpt2 architecture takes only uniform "
-                          "shapes); export with --format hf and convert that with llama.cpp's convert_hf_to_gguf.py.")
+        _check_gpt2(model, heads)
+        return "gpt2"
     if family != "llama":
-        raise ExportError(f"GGUF export supports the Llama family (Llama, Mistral, Qwen2), not {family}; "
+        raise ExportError(f"GGUF export supports the Llama family (Llama, Mistral, Qwen2) and GPT-2, not {family}; "
                           "export with --format hf instead.")
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if params.get("rope_type", params.get("type")) not in ROPE_TYPES:
@@ -224,6 +233,33 @@ def _check_family(model: nn.Module, heads: Any) -> None:
     if sliding and getattr(config, "use_sliding_window", True) and sliding < config.max_position_embeddings:
         raise ExportError(f"This model attends through a sliding window of {sliding} tokens, which llama.cpp's deci "
                           "architecture does not; export with --format hf instead.")
+    return ARCH
+
+
+def _check_gpt2(model: nn.Module, heads: Any) -> None:
+    """llama.cpp's gpt2 architecture: one head count (all heads: it derives head size) and one MLP width."""
+    config = model.config
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if getattr(config, flag, False):
+            raise ExportError(f"GPT-2 with {flag}=True computes attention differently from llama.cpp; export with "
+                              "--format hf instead.")
+    if getattr(config, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ExportError(f"llama.cpp's gpt2 uses tanh GELU; this model uses {config.activation_function!r}.")
+    problems = []
+    parts = [layer for layer in heads.present_blocks() if len(heads.present(layer, "part")) < 2]
+    if parts:
+        problems.append(f"blocks {', '.join(map(str, parts))} lost their attention or MLP part")
+    cut = [str(layer) for layer in heads.present_blocks() if len(heads.present(layer)) != heads.num_heads]
+    if cut:
+        problems.append(f"blocks {', '.join(cut)} lost attention heads (llama.cpp derives GPT-2's head size from "
+                        "hidden size / heads)")
+    widths = {len(heads.present(layer, "neuron")) for layer in heads.present_blocks()}
+    if len(widths) > 1:
+        problems.append("blocks keep different MLP widths")
+    if problems:
+        raise ExportError("llama.cpp's gpt2 architecture takes one shape for every block, but " + "; ".join(problems)
+                          + ". Prune GPT-2 by MLP neurons with a uniform allocation or by whole blocks for GGUF, or "
+                          "keep the Sentinel format.")
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
@@ -243,6 +279,26 @@ def _global_tensors(model: nn.Module) -> list[tuple[str, np.ndarray]]:
     if head is not None and head.weight.data_ptr() != embed.data_ptr():
         out.append(("output.weight", _np(head.weight)))
     return out
+
+
+def _gpt2_tensors(model: nn.Module, heads: Any) -> tuple[list[GGUFLayer], list[int], list]:
+    """GPT-2 under llama.cpp's gpt2 names; Conv1D weights are (in, out), so they are transposed."""
+    base = model.base_model
+    embed = _np(base.wte.weight)
+    tensors = [("token_embd.weight", embed), ("position_embd.weight", _np(base.wpe.weight)),
+               ("output_norm.weight", _np(base.ln_f.weight)), ("output_norm.bias", _np(base.ln_f.bias)),
+               ("output.weight", _np(model.get_output_embeddings().weight))]
+    layers = []
+    for i, layer in enumerate(heads.present_blocks()):
+        block, blk = heads.block(layer), f"blk.{i}."
+        for name, module in (("attn_norm", block.ln_1), ("ffn_norm", block.ln_2)):
+            tensors += [(blk + f"{name}.weight", _np(module.weight)), (blk + f"{name}.bias", _np(module.bias))]
+        for name, module in (("attn_qkv", block.attn.c_attn), ("attn_output", block.attn.c_proj),
+                             ("ffn_up", block.mlp.c_fc), ("ffn_down", block.mlp.c_proj)):
+            tensors += [(blk + f"{name}.weight", _np(module.weight).T.copy()), (blk + f"{name}.bias", _np(module.bias))]
+        layers.append(GGUFLayer(layer, heads.num_heads, heads.num_heads, int(block.mlp.c_fc.weight.shape[1])))
+    skipped = [layer for layer in range(heads.num_layers) if not heads.block_present(layer)]
+    return layers, skipped, tensors
 
 
 def _layer_tensors(model: nn.Module, heads: Any, notes: list[str]) -> tuple[list[GGUFLayer], list[int], list]:
@@ -367,15 +423,18 @@ def _write_tokenizer(writer: Any, vocab: dict[str, Any]) -> None:
 
 # --- read-back check ---------------------------------------------------------------------------------------
 
-def verify_gguf(file: Path, written: list[tuple[str, np.ndarray, Any]], layers: list[GGUFLayer]) -> float:
+def verify_gguf(file: Path, written: list[tuple[str, np.ndarray, Any]], layers: list[GGUFLayer],
+                arch: str = ARCH) -> float:
     """Read `file` back with gguf's reader: per-layer arrays, tensor names and shapes, and values must match."""
     import gguf
 
     reader = gguf.GGUFReader(str(file))
-    for key, want in ((f"{ARCH}.attention.head_count", [x.heads for x in layers]),
-                      (f"{ARCH}.attention.head_count_kv", [x.kv_heads for x in layers]),
-                      (f"{ARCH}.feed_forward_length", [x.mlp_width for x in layers])):
-        got = [int(v) for v in reader.get_field(key).contents()]
+    checks = ((f"{arch}.attention.head_count", [x.heads for x in layers]),
+              (f"{arch}.attention.head_count_kv", [x.kv_heads for x in layers]),
+              (f"{arch}.feed_forward_length", [x.mlp_width for x in layers]))
+    for key, want in checks if arch == ARCH else checks[::2]:
+        value = reader.get_field(key).contents()
+        got = [int(v) for v in value] if isinstance(value, list) else [int(value)] * len(layers)
         if got != want:
             raise ExportError(f"The GGUF file at {file} reads back {key} = {got}, not {want}; do not use it, and "
                               "please report this.")

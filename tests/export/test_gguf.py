@@ -33,13 +33,14 @@ case = json.load(open(sys.argv[1]))
 llm = llama_cpp.Llama(model_path=case["file"], n_ctx=64, logits_all=True, verbose=False, n_threads=1,
                       type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
 ids = case["ids"]
+tokenized = llm.tokenize(case["prompt"].encode(), add_bos=False, special=False) if case.get("prompt") else None
 llm.eval(ids)
 logits = np.array(llm.scores[:len(ids)])
 gen = []
 for _ in range(case["steps"]):
     gen.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
     llm.eval([gen[-1]])
-print(json.dumps({"logits": logits.tolist(), "generated": gen,
+print(json.dumps({"logits": logits.tolist(), "generated": gen, "tokenized": tokenized,
                   "sentinel_imported": any(m == "sentinel" or m.startswith("sentinel.") for m in sys.modules
                                            if sys.modules[m] is not None)}))
 """
@@ -81,9 +82,9 @@ def _reference(model, tokenizer) -> dict:
     return {"ids": ids, "logits": logits.numpy(), "generated": gen.tolist()}
 
 
-def _run_llama_cpp(file, ids, tmp_path) -> dict:
+def _run_llama_cpp(file, ids, tmp_path, prompt: str = PROMPT) -> dict:
     case = tmp_path / "case.json"
-    case.write_text(json.dumps({"file": str(file), "ids": ids, "steps": STEPS}))
+    case.write_text(json.dumps({"file": str(file), "ids": ids, "steps": STEPS, "prompt": prompt}))
     proc = subprocess.run([sys.executable, "-c", CHILD, str(case)], capture_output=True, text=True, timeout=300,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -105,6 +106,7 @@ def test_non_uniform_llama_runs_in_llama_cpp(tmp_path, quant):
     assert result.layers[1].stand_in == "zero MLP" and result.skipped_layers == [4]
     got = _run_llama_cpp(result.file, ref["ids"], tmp_path)
     assert not got["sentinel_imported"]
+    assert got["tokenized"] == ref["ids"]          # llama.cpp splits the text as the HF tokenizer does
     diff = float(np.abs(np.array(got["logits"]) - ref["logits"]).max())
     assert diff <= 1e-2 * float(np.abs(ref["logits"]).max()), diff
     assert got["generated"] == ref["generated"]
@@ -174,9 +176,34 @@ def test_file_keys_arrays_and_values_round_trip(tmp_path):
     assert np.array_equal(q[0], q_rows[0]) and np.array_equal(q[1], q_rows[4]) and np.array_equal(q[2], q_rows[1])
 
 
+def test_bundled_gpt2_uniform_prune_runs_in_llama_cpp(tmp_path):
+    """GPT-2 goes out as llama.cpp's gpt2 architecture: a third of the neurons in every block and block 1 removed."""
+    pytest.importorskip("llama_cpp")
+    from sentinel import load_model
+
+    loaded = load_model("assets/models/stories-gpt2")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    width = model.config.n_inner or 4 * model.config.n_embd
+    remove_neurons(model, {layer: list(range(0, width, 3)) for layer in range(model.config.n_layer)})
+    remove_layers(model, [1])
+    prompt = "Once upon a time there was a little"
+    ids = tokenizer(prompt).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].numpy()
+        gen = model.generate(torch.tensor([ids]), max_new_tokens=STEPS, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+    result = _export(model, tokenizer, tmp_path / "out", "f32")
+    assert result.architecture == "gpt2" and result.skipped_layers == [1]
+    got = _run_llama_cpp(result.file, ids, tmp_path, prompt)
+    assert got["tokenized"] == ids
+    assert float(np.abs(np.array(got["logits"]) - logits).max()) <= 1e-2 * float(np.abs(logits).max())
+    assert got["generated"] == gen
+
+
 def test_refusals(tmp_path):
     gpt2 = make_tiny_model("gpt2")
-    with pytest.raises(ExportError, match="GPT-2"):
+    remove_heads(gpt2, {0: [1]})
+    with pytest.raises(ExportError, match="lost attention heads"):
         _export(gpt2, make_tiny_tokenizer(), tmp_path / "a", "f16")
     qwen = make_tiny_model("qwen2")
     remove_heads(qwen, {0: [2, 3]})
