@@ -237,3 +237,27 @@ def test_cli_writes_gguf_and_refuses_quant_for_hf(tmp_path):
     assert [x["heads"] for x in result["layers"]] == [6, 4, 6, 0]
     proc = subprocess.run(cmd + [str(tmp_path / "h"), "--quant", "q8_0"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--format gguf only" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_qwen2_biases_and_tied_embeddings_run_in_llama_cpp(tmp_path):
+    """Qwen2 keeps its Q/K/V biases (permuted like the rows) and ties the LM head to the embeddings."""
+    pytest.importorskip("llama_cpp")
+    tokenizer = make_tiny_tokenizer()
+    config = transformers.Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, num_hidden_layers=3,
+                                      max_position_embeddings=64, tie_word_embeddings=True)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.normal_(0, 0.5) if name.endswith("bias") else param.mul_(3)
+    remove_neurons(model, {0: list(range(20)), 1: list(range(5))})
+    remove_layers(model, [2], part="attention")
+    ref = _reference(model, tokenizer)
+    result = _export(model, tokenizer, tmp_path / "out", "f32")
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(result.file).tensors}
+    got = _run_llama_cpp(result.file, ref["ids"], tmp_path)
+    diff = float(np.abs(np.array(got["logits"]) - ref["logits"]).max())
+    assert diff <= 1e-3 * float(np.abs(ref["logits"]).max()), diff
+    assert got["generated"] == ref["generated"]
