@@ -287,10 +287,11 @@ class ModelState:
         newly: UnitPlan = {}
         for layer, targets in plan.items():
             s = self.units(layer, kind)
+            self._note_absent(layer, kind, [u for u in targets if u not in s.present], "masking them does nothing")
             for unit in targets:
                 if unit not in s.present:
-                    logger.warning("Layer %d %s %s was already removed; masking it does nothing.", layer, kind, unit)
-                elif unit in s.masked:
+                    continue
+                if unit in s.masked:
                     logger.warning("Layer %d %s %s is already masked.", layer, kind, unit)
                 else:
                     s.masked.append(unit)
@@ -371,17 +372,38 @@ class ModelState:
                 + ". Or mask the heads instead."
             )
 
+    def _note_absent(self, layer: int, kind: str, absent: list, consequence: str) -> None:
+        """One log line for units a plan names that are no longer in the weights: a warning, unless their whole
+        part (or block) was removed, which leaves nothing of them by design (e.g. replaying a saved plan)."""
+        if not absent:
+            return
+        part = PART_NAMES.index("attention" if kind == "head" else "mlp") if kind in ("head", "neuron") else None
+        part_gone = part is not None and part not in self.units(layer, "part").present
+        log = logger.debug if part_gone or not self.block_present(layer) else logger.warning
+        shown = ", ".join(map(str, absent[:8])) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
+        log("Layer %d: %d %s(s) already removed (%s); %s.", layer, len(absent), kind, shown, consequence)
+
+    def check_removable(self, plan: UnitPlan) -> None:
+        """Refuse, before anything changes, head removal that the family's modules cannot make exact."""
+        for layer, targets in plan.items():
+            if not targets or len(targets) == len(self.present(layer)):
+                continue    # a layer that loses every head drops its attention output as a whole: still exact
+            reason = self.adapter.removal_refusal(self.unit_root(layer, "head"))
+            if reason is not None:
+                raise InvalidPruningPlan(f"Heads of layer {layer} cannot be removed exactly: {reason}. Mask them "
+                                         "instead (masking is exact), or remove the whole attention part.")
+
     def remove(self, kind: str, plan: UnitPlan) -> UnitPlan:
         """Physically remove units (original indices); returns those removed (already-removed ones are skipped)."""
         todo: UnitPlan = {}
         for layer, targets in plan.items():
             present = self.present(layer, kind)
-            for unit in targets:
-                if unit in present:
-                    todo.setdefault(layer, []).append(unit)
-                else:
-                    logger.warning("Layer %d %s %s was already removed; nothing to do.", layer, kind, unit)
+            self._note_absent(layer, kind, [u for u in targets if u not in present], "nothing to do")
+            here = [u for u in targets if u in present]
+            if here:
+                todo[layer] = here
         if kind == "head":
+            self.check_removable(todo)
             self.check_even_groups(todo)
         for layer, targets in todo.items():
             self._keep(layer, kind, [u for u in self.present(layer, kind) if u not in targets])

@@ -180,6 +180,7 @@ class AttrSpec:
     space: str
     per_unit: int = 1
     per_space: str | None = None
+    optional: bool = False               # only some members of the family have it (set only where present)
 
     def value(self, counts: dict[str, int]) -> int | None:
         if self.per_space is None:
@@ -275,8 +276,9 @@ def insert_units(root: nn.Module, spec: UnitSpec, kept_at: dict[str, list[int]],
 def _set_attrs(root: nn.Module, spec: UnitSpec, counts: dict[str, int]) -> None:
     for a in spec.attrs:
         value = a.value(counts)
-        if value is not None:
-            setattr(submodule(root, a.path), a.attr, value)
+        module = submodule(root, a.path)
+        if value is not None and (not a.optional or hasattr(module, a.attr)):
+            setattr(module, a.attr, value)
 
 
 class FamilyAdapter(ABC):
@@ -295,6 +297,12 @@ class FamilyAdapter(ABC):
     # The MLP output projection (down_proj / c_proj / fc2 / ...), as a path from the transformer block.
     mlp_output: ClassVar[str]
     emptied_path: ClassVar[str] = ""    # module (inside the attention) whose forward is replaced with no heads left
+
+    def removal_refusal(self, attn: nn.Module) -> str | None:
+        """Why removing some (not all) heads of this attention module cannot be exact, or None when it can.
+
+        Checked before anything changes; masking stays available either way."""
+        return None
 
     @abstractmethod
     def is_attention(self, module: nn.Module) -> bool:

@@ -26,13 +26,29 @@ class LlamaAdapter(FamilyAdapter):
         return (all(isinstance(getattr(m, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
                 and hasattr(m, "num_key_value_groups") and hasattr(m, "head_dim"))
 
+    def removal_refusal(self, attn: nn.Module) -> str | None:
+        head_dim = attn.head_dim
+        for name in ("q_norm", "k_norm"):
+            norm = getattr(attn, name, None)
+            weight = getattr(norm, "weight", None)
+            if weight is not None and weight.numel() != head_dim:
+                # OLMo2: one RMSNorm over all heads' channels, so each head's output depends on the others'
+                return (f"its {name} normalises all heads together ({weight.numel()} channels, not one head's "
+                        f"{head_dim}), so removing heads changes the heads that stay")
+        if getattr(attn, "qk_layernorm", False):
+            return "its per-head q/k layer norms (qk_layernorm) are not sliced by head removal"
+        return None
+
     def spec(self, config: Any) -> FamilySpec:
         d = self.head_config(config)[2]
         head = UnitSpec("head", "self_attn",
                         (SliceSpec("q_proj", "out", "head", d, ("q",)), SliceSpec("k_proj", "out", "kv", d, ("k",)),
                          SliceSpec("v_proj", "out", "kv", d, ("v",)), SliceSpec("o_proj", "in", "head", d, ("o",))),
                         gate="o_proj", gate_width=d,
-                        attrs=(AttrSpec("", "num_key_value_groups", "head", per_space="kv"),))
+                        attrs=(AttrSpec("", "num_key_value_groups", "head", per_space="kv"),
+                               # StableLM keeps the counts on the module and reshapes with them
+                               AttrSpec("", "num_heads", "head", optional=True),
+                               AttrSpec("", "num_key_value_heads", "kv", optional=True)))
         neuron = UnitSpec("neuron", "mlp",
                           (SliceSpec("gate_proj", "out", "neuron", 1, ("gate",)),
                            SliceSpec("up_proj", "out", "neuron", 1, ("up",)),
