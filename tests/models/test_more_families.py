@@ -19,6 +19,7 @@ BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_l
             num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
 
 EXACT = {
+    "phi3": ("Phi3Config", {}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
     "gemma": ("GemmaConfig", {"head_dim": 16}),
     "gemma2": ("Gemma2Config", {"head_dim": 16}),
@@ -110,3 +111,24 @@ def test_a_plan_naming_removed_units_warns_once_per_layer(caplog):
         remove_neurons(model, {0: list(range(30))})
     warnings = [r.getMessage() for r in caplog.records if "already removed" in r.getMessage()]
     assert len(warnings) == 1 and "20 neuron(s)" in warnings[0]
+
+
+@pytest.mark.parametrize("name", ["phi3", "stablelm"])
+def test_non_uniform_heads_and_neurons_are_exact(name, tmp_path):
+    from sentinel.pruning.units import mask_neurons, remove_neurons
+
+    model = build(*EXACT[name])
+    ids = sample_ids(vocab=VOCAB, length=10)
+    heads, neurons = {0: [2, 3]}, {0: [1, 5, 50], 1: list(range(0, 96, 3))}
+    mask_heads(model, heads)
+    mask_neurons(model, neurons)
+    with torch.no_grad():
+        masked = model(ids).logits
+    remove_heads(model, heads)
+    remove_neurons(model, neurons)
+    with torch.no_grad():
+        assert (model(ids).logits - masked).abs().max().item() < 1e-5
+    folder = save_model(model, make_char_tokenizer(), tmp_path / name)
+    reloaded = load_model(folder, device="cpu", attn_implementation="eager").model
+    with torch.no_grad():
+        assert (reloaded(ids).logits - masked).abs().max().item() < 1e-5

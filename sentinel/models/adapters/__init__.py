@@ -13,10 +13,12 @@ from sentinel.models.adapters.gpt2 import GPT2Adapter
 from sentinel.models.adapters.gpt_neox import GPTNeoXAdapter
 from sentinel.models.adapters.llama import LlamaAdapter
 from sentinel.models.adapters.opt import OPTAdapter
+from sentinel.models.adapters.phi3 import Phi3Adapter
 
 logger = logging.getLogger(__name__)
 
-ADAPTERS: tuple[FamilyAdapter, ...] = (GPT2Adapter(), BertAdapter(), LlamaAdapter(), OPTAdapter(), GPTNeoXAdapter())
+ADAPTERS: tuple[FamilyAdapter, ...] = (GPT2Adapter(), BertAdapter(), LlamaAdapter(), OPTAdapter(), GPTNeoXAdapter(),
+                                   Phi3Adapter())
 
 SUPPORTED_FAMILIES = "; ".join(a.examples for a in ADAPTERS)
 

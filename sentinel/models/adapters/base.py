@@ -13,6 +13,8 @@ maps them to original indices.
 
 from __future__ import annotations
 
+import copy
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,18 +159,34 @@ class SliceSpec:
     width: int
     roles: tuple[str, ...]
     interleaved: bool = False
+    # Per role, the space that counts its segment when the roles are different unit kinds in one fused
+    # projection (Phi-3's qkv_proj: [q heads | k heads | v heads] = ("head", "kv", "kv")); None: all `space`.
+    role_spaces: tuple[str, ...] | None = None
 
-    def channels(self, local: list[int], count: int) -> torch.Tensor:
-        """Channel indices (ascending) of local units `local` when the projection holds `count` units."""
-        roles = len(self.roles)
-        if self.interleaved:
-            return head_channels(local, roles * self.width)
-        return torch.cat([head_channels(local, self.width, r * count * self.width) for r in range(roles)])
+    def space_of(self, role: int) -> str:
+        return self.role_spaces[role] if self.role_spaces else self.space
 
-    def role_range(self, role: int, unit: int, count: int) -> slice:
+    def spaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.space_of(r) for r in range(len(self.roles))))
+
+    def _offset(self, role: int, counts: dict[str, int]) -> int:
+        return sum(counts[self.space_of(r)] * self.width for r in range(role))
+
+    def channels(self, local: dict[str, list[int]], counts: dict[str, int]) -> torch.Tensor:
+        """Channel indices (ascending) of local units `local[space]` when the projection holds `counts[space]`."""
         if self.interleaved:
-            return head_range(unit * len(self.roles) + role, self.width)
-        return head_range(unit, self.width, role * count * self.width)
+            return head_channels(local[self.space], len(self.roles) * self.width)
+        return torch.cat([head_channels(local[self.space_of(r)], self.width, self._offset(r, counts))
+                          for r in range(len(self.roles))])
+
+    def role_range(self, role: int, unit: dict[str, int], counts: dict[str, int]) -> slice:
+        if self.interleaved:
+            return head_range(unit[self.space] * len(self.roles) + role, self.width)
+        return head_range(unit[self.space_of(role)], self.width, self._offset(role, counts))
+
+    def size(self, counts: dict[str, int]) -> int:
+        """Channels along `axis` for these unit counts."""
+        return self._offset(len(self.roles), counts)
 
 
 @dataclass(frozen=True)
@@ -204,7 +222,7 @@ class UnitSpec:
     attrs: tuple[AttrSpec, ...] = ()
 
     def spaces(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s.space for s in self.slices))
+        return tuple(dict.fromkeys(space for s in self.slices for space in s.spaces()))
 
 
 @dataclass(frozen=True)
@@ -242,7 +260,7 @@ def unit_views(root: nn.Module, spec: UnitSpec, unit: dict[str, int], counts: di
     for s in spec.slices:
         module = submodule(root, s.path)
         for r, role in enumerate(s.roles):
-            channels = s.role_range(r, unit[s.space], counts[s.space])
+            channels = s.role_range(r, unit, counts)
             if s.axis == "out":
                 views[role] = out_rows(module, channels)
                 views[f"{role}_bias"] = bias_of(module, channels)
@@ -256,7 +274,7 @@ def keep_units(root: nn.Module, spec: UnitSpec, keep: dict[str, list[int]], coun
     with torch.no_grad():
         for s in spec.slices:
             module = submodule(root, s.path)
-            index = s.channels(keep[s.space], counts[s.space])
+            index = s.channels(keep, counts)
             (keep_out_features if s.axis == "out" else keep_in_features)(module, index)
     _set_attrs(root, spec, {space: len(units) for space, units in keep.items()})
 
@@ -267,9 +285,8 @@ def insert_units(root: nn.Module, spec: UnitSpec, kept_at: dict[str, list[int]],
     with torch.no_grad():
         for s in spec.slices:
             module = submodule(root, s.path)
-            index = s.channels(kept_at[s.space], sizes[s.space])
-            width = sizes[s.space] * s.width * len(s.roles)
-            (expand_out_features if s.axis == "out" else expand_in_features)(module, width, index)
+            index = s.channels(kept_at, sizes)
+            (expand_out_features if s.axis == "out" else expand_in_features)(module, s.size(sizes), index)
     _set_attrs(root, spec, sizes)
 
 
@@ -277,8 +294,15 @@ def _set_attrs(root: nn.Module, spec: UnitSpec, counts: dict[str, int]) -> None:
     for a in spec.attrs:
         value = a.value(counts)
         module = submodule(root, a.path)
-        if value is not None and (not a.optional or hasattr(module, a.attr)):
-            setattr(module, a.attr, value)
+        if a.attr.startswith("config."):    # a count the module reads from its config: give it a copy of its own
+            if not getattr(module, "_sentinel_own_config", False):
+                module.config = copy.copy(module.config)
+                module._sentinel_own_config = True
+            module, attr = module.config, a.attr.removeprefix("config.")
+        else:
+            attr = a.attr
+        if value is not None and (not a.optional or hasattr(module, attr)):
+            setattr(module, attr, value)
 
 
 class FamilyAdapter(ABC):
