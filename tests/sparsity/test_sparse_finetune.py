@@ -133,3 +133,15 @@ def test_sparsify_on_a_sparse_model_never_revives_its_zeros(tmp_path):
     sparsify(loaded.model, SparsityConfig(method="random", sparsity=0.3))
     make_permanent(loaded.model)
     assert all((w == 0)[zeros[n]].all() for n, w in weights_of(loaded.model).items())
+
+
+def test_one_step_with_the_default_warm_up_changes_the_weights(tiny_gpt2_dir, tmp_path, tiny_text_file, capsys):
+    before = weights_of(load_model(tiny_gpt2_dir, device="cpu").model)
+    code = main(["finetune", "--model", str(tiny_gpt2_dir), "--text", str(tiny_text_file), "--steps", "1",
+                 "--block-size", "16", "--batch-size", "2", "--eval-tokens", "64", "--device", "cpu",
+                 "--out", str(tmp_path / "one"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    after = weights_of(load_model(tmp_path / "one" / "model", device="cpu").model)
+    assert all(not torch.equal(w, before[n]) for n, w in after.items())
+    assert summary["steps"] == 1
