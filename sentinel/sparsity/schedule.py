@@ -1,7 +1,9 @@
 """Sparsity through training: keep zeros, gradual (Zhu & Gupta 2017) pruning, and lottery tickets.
 
-All three ride on sentinel.training.finetune through one Trainer callback, `SparsityCallback`:
-after every optimizer step it multiplies each pruned matrix's `weight_orig` by its mask (so pruned
+All three ride on sentinel.training.finetune through one Trainer callback, `SparsityCallback`, and so does
+every other fine-tune of a sparse model: finetune calls `hold_zeros`, which installs the masks a loaded
+model's record names (from its zeros, sentinel.sparsity.record) and adds the callback. The callback,
+after every optimizer step, multiplies each pruned matrix's `weight_orig` by its mask (so pruned
 weights are exactly zero in the parameter too, not only in the forward), and with a `GradualSchedule`
 it recomputes the masks every `every` steps to the cubic target
 
