@@ -145,3 +145,23 @@ def test_one_step_with_the_default_warm_up_changes_the_weights(tiny_gpt2_dir, tm
     after = weights_of(load_model(tmp_path / "one" / "model", device="cpu").model)
     assert all(not torch.equal(w, before[n]) for n, w in after.items())
     assert summary["steps"] == 1
+
+
+def test_masked_heads_stay_frozen_in_a_sparse_finetune_with_weight_decay(tmp_path, tiny_text_file):
+    from sentinel.models.state import model_state
+    from sentinel.pruning import apply_plan
+
+    model = make_tiny_model("gpt2")
+    model.config.eos_token_id = model.config.pad_token_id = 0
+    sparsify(model, SparsityConfig(sparsity=0.5))
+    make_permanent(model)
+    apply_plan(model, {"heads": {0: [1]}}, "mask")
+    loaded = load_model(save_model(model, make_char_tokenizer(), tmp_path / "m"), device="cpu")
+    state = model_state(loaded.model)
+    frozen, active = state.head_weights(0, 1).q.detach().clone(), state.head_weights(0, 0).q.detach().clone()
+    zeros = zeros_of(loaded.model)
+    data = load_finetune_data(loaded.tokenizer, tiny_text_file, block_size=16)
+    finetune(loaded.model, loaded.tokenizer, data, FineTuneConfig(**{**config(3).to_dict(), "weight_decay": 0.5}))
+    assert torch.equal(state.head_weights(0, 1).q, frozen)
+    assert not torch.equal(state.head_weights(0, 0).q, active)
+    assert all(torch.equal(w == 0, zeros[n]) for n, w in weights_of(loaded.model).items())
