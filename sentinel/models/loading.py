@@ -3,7 +3,9 @@
 A saved model is an ordinary Hugging Face folder (config, safetensors weights, tokenizer) plus
 `sentinel_pruning.json`, which says which original heads, neurons, parts and blocks each layer keeps
 or masks and how they were chosen; `load_model` rebuilds those shapes before loading the weights.
-Record format 2 adds neurons and layers to format 1 (heads only); both are read.
+Record format 2 adds neurons and layers to format 1 (heads only); both are read. Its `weight_sparsity`
+(absent in older folders) names, per matrix, that its zeros are a mask (pattern, method, sparsity): the
+loaded model carries it in its pruning state, and every fine-tune holds those zeros (sentinel.sparsity.record).
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ def _build_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_im
         state = model_state(model)
         _rebuild_shapes(state, record)
         state.state.history[:] = list(record.get("history", []))
+        state.state.weights.update({str(k): dict(v) for k, v in (record.get("weight_sparsity") or {}).items()})
     return model
 
 
@@ -338,8 +341,22 @@ def pruning_record(model: nn.Module, note: dict | None = None) -> dict[str, Any]
                              for layer in layers if state.masked(layer, "part")},
         },
         "history": list(state.state.history),
+        "weight_sparsity": _weight_sparsity(state),
         "note": note or {},
     }
+
+
+def _weight_sparsity(state: Any) -> dict[str, dict[str, Any]]:
+    """Per matrix whose zeros are a sparsity mask: its pattern and method, and the zero share it has now."""
+    found = {}
+    for key, entry in sorted(state.state.weights.items()):
+        module = state.weight_module(key)
+        if module is None:
+            continue
+        weight = module.weight_orig * module.weight_mask if hasattr(module, "weight_mask") else module.weight
+        zeros = int((weight == 0).sum())
+        found[key] = {**entry, "sparsity": zeros / weight.numel() if weight.numel() else 0.0}
+    return found
 
 
 def save_model(

@@ -75,6 +75,9 @@ class PruningState:
     layers: list[LayerState]
     history: list[dict] = field(default_factory=list)
     growing: list[Any] = field(default_factory=list)
+    # Matrices whose zeros are a weight-level sparsity mask, held through training (sentinel.sparsity.record):
+    # {"<original layer>.<path in block>" or a module path outside the body: {"pattern", "method", ...}}
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, num_layers: int, totals: dict[str, int]) -> PruningState:
@@ -192,6 +195,15 @@ class ModelState:
         v = self.views(layer, "head", head)
         return HeadWeights(q=v["q"], k=v["k"], v=v["v"], o=v["o"],
                            q_bias=v.get("q_bias"), k_bias=v.get("k_bias"), v_bias=v.get("v_bias"))
+
+    def weight_module(self, key: str) -> nn.Module | None:
+        """The module a weight-sparsity key names ("<original layer>.<path in block>" or a module path outside
+        the body); None when its block was removed."""
+        layer, _, path = key.partition(".")
+        if layer.isdigit():
+            block = self.block(int(layer))
+            return None if block is None else block.get_submodule(path)
+        return self.model.get_submodule(key)
 
     def layout(self) -> HeadLayout:
         config = self.model.config
@@ -489,6 +501,8 @@ class ModelState:
             state.block = False
             for s in state.units.values():
                 s.present, s.masked, s.scales = [], [], {}
+            for key in [k for k in self.state.weights if k.partition(".")[0] == str(layer)]:
+                del self.state.weights[key]      # its matrices are gone, and so are their sparsity masks
         for local, block in enumerate(self.blocks):
             for module in block.modules():
                 if isinstance(getattr(module, "layer_idx", None), int):
@@ -508,7 +522,8 @@ class ModelState:
 
     def snapshot(self) -> PruningState:
         """A copy of the state's unit sets and history (not of the weights), for `restore`."""
-        return PruningState(copy.deepcopy(self.state.layers), list(self.state.history), list(self.state.growing))
+        return PruningState(copy.deepcopy(self.state.layers), list(self.state.history), list(self.state.growing),
+                            copy.deepcopy(self.state.weights))
 
     def restore(self, saved: PruningState) -> None:
         """Put back the masks, scales and history of a snapshot taken with the same units present."""

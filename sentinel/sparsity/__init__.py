@@ -3,6 +3,7 @@
 Separate from unit pruning (sentinel.pruning), which removes heads, neurons and layers. Built on
 torch.nn.utils.prune: see masks.py (selection and masks), scores.py (l1, l2, random, gradient, snip,
 wanda), schedule.py (keeping zeros through fine-tuning, gradual pruning, lottery tickets),
+record.py (which matrices' zeros are a mask: saved, loaded, held by every fine-tune),
 sensitivity.py, storage.py (compressed sparse checkpoints, sizes), quantize.py (int8).
 """
 

@@ -171,7 +171,14 @@ def zero_pruned_(targets: Sequence[Target]) -> None:
 
 
 def make_permanent(model: nn.Module) -> int:
-    """Fold every prune reparametrization into a plain `weight` (prune.remove); returns how many modules."""
+    """Fold every prune reparametrization into a plain `weight` (prune.remove); returns how many modules.
+
+    The matrices stay recorded as sparse (sentinel.sparsity.record), so saving records their masks and
+    every later fine-tune holds their zeros.
+    """
+    from sentinel.sparsity.record import record_installed
+
+    record_installed(model)
     count = 0
     for module in model.modules():
         if is_sparse_pruned(module):
@@ -284,10 +291,14 @@ def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor
     unknown = sorted(set(config.per_matrix) - {t.name for t in targets})
     if unknown:
         raise SparsityError(f"Per-matrix sparsity names {unknown[0]}, which is not a target of this model.")
+    from sentinel.sparsity.record import install_recorded_masks, record_sparsity
+
     start = time.perf_counter()
+    install_recorded_masks(model)      # a sparse model's zeros are masks already: they are never revived
     scores = compute_scores(model, targets, config.method, calibration, config.calibration_batch_size, config.seed)
     masks = select_masks(scores, config.sparsity, config.scope, parse_pattern(config.pattern), config.per_matrix)
     apply_masks(targets, masks)
+    record_sparsity(model, targets, config.pattern, config.method)
     stats = sparsity_stats(model, targets)
     seconds = time.perf_counter() - start
     logger.info("Sparsified %d matrices with %s (%s, %s): %.1f%% zeros", len(targets), config.method, config.scope,

@@ -1,7 +1,9 @@
 """Sparsity through training: keep zeros, gradual (Zhu & Gupta 2017) pruning, and lottery tickets.
 
-All three ride on sentinel.training.finetune through one Trainer callback, `SparsityCallback`:
-after every optimizer step it multiplies each pruned matrix's `weight_orig` by its mask (so pruned
+All three ride on sentinel.training.finetune through one Trainer callback, `SparsityCallback`, and so does
+every other fine-tune of a sparse model: finetune calls `hold_zeros`, which installs the masks a loaded
+model's record names (from its zeros, sentinel.sparsity.record) and adds the callback. The callback,
+after every optimizer step, multiplies each pruned matrix's `weight_orig` by its mask (so pruned
 weights are exactly zero in the parameter too, not only in the forward), and with a `GradualSchedule`
 it recomputes the masks every `every` steps to the cubic target
 
@@ -15,17 +17,20 @@ remaining weights by magnitude → rewind the survivors (and every other paramet
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from sentinel.sparsity.masks import (
-    apply_masks, is_sparse_pruned, select_masks, sparsity_stats, zero_pruned_,
+    apply_masks, is_sparse_pruned, make_permanent, select_masks, sparsity_stats, zero_pruned_,
 )
+from sentinel.sparsity.record import install_recorded_masks, pruned_targets, record_sparsity, recorded
 from sentinel.sparsity.scores import compute_scores
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
@@ -132,30 +137,67 @@ def start_gradual(model: nn.Module, schedule: GradualSchedule, targets: Sequence
     """Install the initial masks (sparsity `initial`, all-ones when 0) and return the callback for finetune()."""
     schedule.validate()
     targets = find_targets(model) if targets is None else list(targets)
+    install_recorded_masks(model)      # a sparse model's zeros stay zero (apply_masks intersects)
     callback = SparsityCallback(model, targets, schedule)
     scores = compute_scores(model, targets, schedule.method, seed=schedule.seed)
     apply_masks(targets, select_masks(scores, schedule.initial, schedule.scope))
+    record_sparsity(model, targets, None, schedule.method)
     callback.history.append((0, schedule.initial, sparsity_stats(model, targets).sparsity))
     return callback
 
 
+@dataclass
+class HeldZeros:
+    """How one fine-tune holds a sparse model's zeros: the SparsityCallback it adds (None: a dense model, or the
+    caller brought one) and the masks it installed from the record, folded back into plain weights by `finish`."""
+
+    model: nn.Module
+    callback: SparsityCallback | None
+    installed: list[Target] = field(default_factory=list)
+
+    @contextmanager
+    def folded(self) -> Iterator[None]:
+        """Plain weights (zeros in place) for a save_model inside training; the masks come back on exit.
+
+        prune.remove and prune.custom_from_mask keep the same Parameter objects, so the optimizer is unaffected.
+        """
+        pruned = pruned_targets(self.model)
+        masks = {t.name: t.to_matrix(t.module.weight_mask) != 0 for t in pruned}
+        make_permanent(self.model)
+        try:
+            yield
+        finally:
+            apply_masks(pruned, masks)
+
+    def finish(self) -> None:
+        """Fold the masks this fine-tune installed (the model leaves as it came: plain weights, still recorded)."""
+        for t in self.installed:
+            if is_sparse_pruned(t.module):
+                prune.remove(t.module, "weight")
+        self.installed = []
+
+
+def hold_zeros(model: nn.Module, callbacks: Sequence[TrainerCallback] = ()) -> HeldZeros:
+    """What every fine-tune calls first: a model whose record (or reparametrization) says it is sparse gets its
+    masks installed from its zeros and a SparsityCallback (unless `callbacks` bring one), so the zeros, and an
+    N:M pattern with them, stay exactly where they are."""
+    installed = install_recorded_masks(model) if recorded(model) else []
+    if any(isinstance(c, SparsityCallback) for c in callbacks):
+        return HeldZeros(model, None, installed)
+    targets = pruned_targets(model)
+    return HeldZeros(model, SparsityCallback(model, targets) if targets else None, installed)
+
+
 def finetune_sparse(model: nn.Module, tokenizer: Any, data: Any, config: Any, *, teacher: nn.Module | None = None,
                     callback: SparsityCallback | None = None, **kwargs: Any) -> Any:
-    """sentinel.training.finetune with zeros kept after every optimizer step (distillation: give `teacher`).
-
-    Mid-run checkpoints are refused: they would hold weight_orig/weight_mask, not an ordinary checkpoint;
-    save after `make_permanent` instead.
-    """
+    """sentinel.training.finetune with `callback` (a gradual schedule or a lottery round) holding the zeros;
+    without one, finetune holds a sparse model's zeros by itself (hold_zeros)."""
     from sentinel.training.finetune import finetune
 
-    if kwargs.get("checkpoint_dir") is not None:
-        raise SparsityError("Sparse fine-tuning saves no mid-run checkpoints; call make_permanent(model) and "
-                            "save_model after it returns.")
-    if callback is None:
-        targets = [t for t in find_targets(model) if is_sparse_pruned(t.module)]
-        callback = SparsityCallback(model, targets)
     extra = list(kwargs.pop("callbacks", ()))
-    return finetune(model, tokenizer, data, config, teacher=teacher, callbacks=[callback, *extra], **kwargs)
+    if callback is not None:
+        extra.insert(0, callback)
+    return finetune(model, tokenizer, data, config, teacher=teacher, callbacks=extra, **kwargs)
 
 
 @dataclass
@@ -228,8 +270,10 @@ def lottery_ticket(model: nn.Module, tokenizer: Any, data: Any, finetune_config:
     """Find and train a lottery ticket in place (see module doc); returns perplexity per round."""
     config.validate()
     targets = find_targets(model)
+    install_recorded_masks(model)
     if not all(is_sparse_pruned(t.module) for t in targets):     # all-ones masks: names stay weight_orig throughout
         apply_masks(targets, {t.name: torch.ones_like(t.weight(), dtype=torch.bool) for t in targets})
+    record_sparsity(model, targets, None, config.method)
     ft = replace(finetune_config, max_steps=config.steps)
     saved: dict[str, dict[str, torch.Tensor]] = {}
     if config.rewind_step == 0:

@@ -148,7 +148,8 @@ class HeadSliceGuard(TrainerCallback):
             for index in heads.masked(layer, "part"):     # a masked part: all its projections stay as they are
                 unit = heads.spec.units[heads.spec.parts[index].units]
                 modules = [submodule(block, ".".join(p for p in (unit.root, s.path) if p)) for s in unit.slices]
-                params = [p for m in modules for p in (m.weight, m.bias) if isinstance(p, nn.Parameter)]
+                params = [p for m in modules for p in (getattr(m, "weight_orig", m.weight), m.bias)   # weight_orig:
+                          if isinstance(p, nn.Parameter)]                                       # a sparse model's
                 self.frozen += _slices(params, 0.0, (layer, index, "part"), seen)
             for neuron in heads.masked(layer, "neuron"):
                 views = heads.views(layer, "neuron", neuron)

@@ -4,7 +4,8 @@
     result = finetune(model, tokenizer, data, FineTuneConfig(max_steps=100), teacher=None)
 
 Masked heads stay masked with unchanged weights, removed heads stay removed (shapes never change),
-grown heads fade in; see sentinel.training.callbacks. With `teacher` (the unpruned model) the loss is
+grown heads fade in; see sentinel.training.callbacks. A sparse model's zeros (weight masks, unstructured
+or N:M) stay exactly zero: see sentinel.sparsity.schedule.hold_zeros. With `teacher` (the unpruned model) the loss is
 the distillation mix documented in sentinel.training.distill. The same code runs under
 `accelerate launch -m sentinel finetune ...` or `torchrun -m sentinel finetune ...` on several GPUs:
 the Trainer picks up the distributed environment.
@@ -29,6 +30,7 @@ from sentinel.errors import DataError, UnsupportedModelError
 from sentinel.jobs import ProgressEvent
 from sentinel.models.heads import model_heads
 from sentinel.models.loading import save_model
+from sentinel.sparsity.schedule import hold_zeros
 from sentinel.training.callbacks import HeadSliceGuard, ProgressCallback, StopCallback
 from sentinel.training.config import FineTuneConfig, FineTuneResult
 from sentinel.training.distill import DistillationTrainer
@@ -116,6 +118,7 @@ def finetune(
     if remaining <= 0:
         raise DataError(f"Nothing left to train: the run is at step {start_step} of {config.max_steps}.")
     device = pick_device(config.device)
+    zeros = hold_zeros(model, callbacks)   # a sparse model's zeros (its weight masks) stay zero throughout
     scratch = Path(tempfile.mkdtemp(prefix="sentinel-trainer-"))   # the Trainer's output_dir; it saves nothing
     try:   # the scratch folder is removed whatever happens, even if the Trainer cannot be built
         args = _training_arguments(config, remaining, device.type == "cpu", scratch, seed=config.seed + start_step)
@@ -128,13 +131,15 @@ def finetune(
             if checkpoint_dir is None or not trainer.is_world_process_zero():
                 return
             note = {"kind": "checkpoint", "step": step, "max_steps": config.max_steps, "config": config.to_dict()}
-            path = save_model(model, tokenizer, checkpoint_dir, note=note)
+            with zeros.folded():
+                path = save_model(model, tokenizer, checkpoint_dir, note=note)
             saved.append((path, step))
             if on_checkpoint is not None:
                 on_checkpoint(path, step)
 
         stop = StopCallback(should_stop, config.checkpoint_every, start_step, save)
-        extra: list[TrainerCallback] = [HeadSliceGuard(model), progress, stop, *callbacks]
+        held = [zeros.callback] if zeros.callback is not None else []
+        extra: list[TrainerCallback] = [HeadSliceGuard(model), *held, progress, stop, *callbacks]
         if config.early_stopping_patience:
             extra.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         common = dict(model=model, args=args, train_dataset=TokenBlocks(data.train),
@@ -155,6 +160,7 @@ def finetune(
         after = progress.evaluations[-1][1]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        zeros.finish()
         model.eval()
     if stop.cancelled:
         stopped = "cancelled"

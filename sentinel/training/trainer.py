@@ -56,8 +56,12 @@ class SentinelTrainer(Trainer):
         return metrics
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        if self.lr_scheduler is not None or self.start_step == 0:
-            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is not None:
+            return self.lr_scheduler
+        if self.start_step == 0:
+            scheduler = super().create_scheduler(num_training_steps, optimizer)
+            _warm_up_from_first_step(scheduler, self.args.get_warmup_steps(num_training_steps))
+            return scheduler
         optimizer = optimizer if optimizer is not None else self.optimizer
         total = num_training_steps + self.start_step
         for group in optimizer.param_groups:
@@ -66,4 +70,17 @@ class SentinelTrainer(Trainer):
             self.args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=self.args.get_warmup_steps(total),
             num_training_steps=total, scheduler_specific_kwargs={"last_epoch": self.start_step - 1},
         )
+        _warm_up_from_first_step(self.lr_scheduler, self.args.get_warmup_steps(total))
         return self.lr_scheduler
+
+
+def _warm_up_from_first_step(scheduler: Any, warmup: int) -> None:
+    """Make warm-up step s (0-based) use lr × (s + 1) / (warmup + 1) instead of transformers' s / warmup, whose
+    first step has learning rate 0 (a run of one step would not train at all); after warm-up nothing changes."""
+    if warmup <= 0:
+        return
+    scheduler.lr_lambdas = [lambda step, after=f: (step + 1) / (warmup + 1) if step < warmup else after(step)
+                            for f in scheduler.lr_lambdas]
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -108,18 +108,24 @@ def expand_in_features(module: nn.Module, size: int, index: torch.Tensor) -> Non
     _set_width(module, "in", size)
 
 
+def _trained_weight(module: nn.Module) -> torch.Tensor:
+    """The weight Parameter training updates: `weight_orig` under a torch prune reparametrization (a sparse
+    model being fine-tuned), whose `weight` is recomputed from it at every forward, else `weight`."""
+    return module.weight_orig if hasattr(module, "weight_orig") else module.weight
+
+
 def out_rows(module: nn.Module, channels: slice) -> torch.Tensor:
     """View of output channels `channels` as (len, in_features)."""
     if isinstance(module, Conv1D):
-        return module.weight[:, channels].T
-    return module.weight[channels]
+        return _trained_weight(module)[:, channels].T
+    return _trained_weight(module)[channels]
 
 
 def in_cols(module: nn.Module, channels: slice) -> torch.Tensor:
     """View of input channels `channels` as (out_features, len)."""
     if isinstance(module, Conv1D):
-        return module.weight[channels].T
-    return module.weight[:, channels]
+        return _trained_weight(module)[channels].T
+    return _trained_weight(module)[:, channels]
 
 
 def bias_of(module: nn.Module, channels: slice) -> torch.Tensor | None:
