@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from sentinel import remove_heads
 from sentinel.cli import main
 from sentinel.export import ExportError
 from sentinel.exporters import export_format
@@ -92,3 +93,16 @@ def test_cli_refuses_gpt2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Conv1D" in err
     assert not (tmp_path / "ct").exists()
+
+
+def test_cli_writes_a_sparse_llama_and_refuses_non_uniform_heads(tmp_path, capsys):
+    save_model(_sparse_llama("2:4"), make_char_tokenizer(), tmp_path / "sparse")
+    assert main(["export", "--model", str(tmp_path / "sparse"), "--device", "cpu", "--format",
+                 "compressed-tensors", "--out", str(tmp_path / "ct")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "sparse-24-bitmask" in out[0] and "bit for bit" in out[0]
+    model = _sparse_llama(None)
+    remove_heads(model, {0: [4, 5, 6, 7]})           # block 0 keeps 4 heads, the others 8
+    with pytest.raises(ExportError, match="different head counts"):
+        export_format("compressed-tensors").export(model, None, tmp_path / "uneven")
+    assert not (tmp_path / "uneven").exists()
