@@ -4,7 +4,10 @@ The exported config is derived from the model's actual module shapes (query and 
 per block, number of blocks), so any pruning that leaves uniform shapes can be exported. Masked units
 are removed first. Families differ in what their config can say:
 
-- Llama / Mistral / Qwen2 keep `head_dim` in the config, so uniform head and K/V head counts export;
+- Llama / Mistral / Qwen2 keep `head_dim` in the config, so uniform head and K/V head counts export. The
+  installed LlamaConfig may still insist that hidden size is a multiple of the head count (transformers 5
+  does, whatever `head_dim` says); such a Llama without biases is written as the identical Mistral
+  architecture (`MistralForCausalLM`, same weight names and math), otherwise refused;
 - GPT-2, OPT, BERT/RoBERTa and GPT-NeoX derive head size from hidden size / heads, so they export a
   uniform MLP width and removed blocks, but not removed heads.
 
@@ -114,6 +117,7 @@ def export_model(
         notes.append(f"removed {count} masked heads first (a stock checkpoint has no masks)")
         logger.warning("Export: removed %d masked heads first (a stock checkpoint has no masks).", count)
     stock, summary = stock_config(work)
+    notes.extend(summary["notes"])
     if not getattr(stock, "architectures", None):   # lets Auto classes and pipelines pick the right head
         stock.architectures = [type(work).__name__]
     export_note = {"export": {"config_changes": summary["changes"]}, **(note or {})}
@@ -167,9 +171,54 @@ def stock_config(model: nn.Module) -> tuple[Any, dict[str, Any]]:
         if before != value:
             changes[key] = [before, value]
         setattr(stock, key, value)
+    stock, rewritten = _validated(stock)
+    if rewritten:
+        changes["model_type"] = [original.model_type, stock.model_type]
     summary = {"family": family, "blocks": len(shapes), "heads": first.heads, "kv_heads": first.kv_heads,
-               "mlp_width": first.mlp_width, "changes": changes, "per_layer_config": support}
+               "mlp_width": first.mlp_width, "changes": changes, "per_layer_config": support,
+               "notes": [rewritten] if rewritten else []}
     return stock, summary
+
+
+# Llama config keys Mistral has no counterpart for, and the value under which Llama's code equals Mistral's.
+_LLAMA_ONLY_KEYS = {"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1}
+
+
+def _validated(stock: Any) -> tuple[Any, str]:
+    """`stock` if the installed transformers accepts it, else an equivalent Mistral config and why; else ExportError.
+
+    transformers 5's LlamaConfig refuses hidden_size % num_attention_heads != 0 even when `head_dim` is given,
+    while MistralConfig (the same modeling code without Llama's bias and tensor-parallel options) takes it.
+    """
+    try:
+        stock.validate()
+        return stock, ""
+    except (StrictDataclassClassValidationError, ValueError) as err:
+        reason = _first_line(getattr(err, "__cause__", None) or err)
+    blocking = {k: getattr(stock, k, None) for k, ok in _LLAMA_ONLY_KEYS.items()
+                if getattr(stock, k, ok) not in (ok, None)}
+    if stock.model_type != "llama" or blocking:
+        why = (f"and its {', '.join(f'{k}={v}' for k, v in blocking.items())} rules out writing it as the "
+               "equivalent Mistral architecture" if blocking else "and no equivalent stock architecture is known")
+        raise ExportError(f"The installed transformers {transformers.__version__} refuses this "
+                          f"{stock.model_type} config ({reason}), {why}; keep a head count that divides "
+                          f"hidden_size {stock.hidden_size}, or keep the Sentinel format.")
+    from transformers import MistralConfig
+
+    fields = {k: v for k, v in stock.to_dict().items() if k not in _LLAMA_ONLY_KEYS
+              and k not in ("model_type", "architectures", "transformers_version")}
+    mistral = MistralConfig(**{**fields, "sliding_window": None, "architectures": ["MistralForCausalLM"]})
+    if getattr(stock, "_attn_implementation", None):
+        mistral._attn_implementation = stock._attn_implementation
+    note = (f"written as MistralForCausalLM (same weights and math): the installed transformers "
+            f"{transformers.__version__} refuses a llama config with {reason[0].lower() + reason[1:]}")
+    logger.warning("Export: %s", note)
+    return mistral, note
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error's message, without the trailing period."""
+    return str(err).strip().splitlines()[0].rstrip(".")
 
 
 def _inexpressible(num_heads: int, shapes: list[BlockShape], keys: StockKeys, family: str) -> list[str]:

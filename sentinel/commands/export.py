@@ -12,7 +12,7 @@ import argparse
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
 # the names sentinel.exporters.FORMATS knows, listed here so parsing imports no torch
-FORMAT_CHOICES = ("hf", "gguf")
+FORMAT_CHOICES = ("hf", "gguf", "compressed-tensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write the export to")
     p.add_argument("--format", default="hf", choices=sorted(FORMAT_CHOICES),
                    help="hf: a stock transformers folder (default); gguf: a folder with model.gguf for llama.cpp "
-                        "(Llama family, per-layer shapes allowed)")
+                        "(Llama family, per-layer shapes allowed); compressed-tensors: a sparse model (sentinel "
+                        "sparsify) bitmask-compressed for vLLM / llm-compressor, unstructured or 2:4")
     p.add_argument("--quant", default=None, choices=("f32", "f16", "q8_0"),
                    help="GGUF weight type (gguf format only; default f16; norms stay f32)")
     p.add_argument("--no-verify", action="store_true",

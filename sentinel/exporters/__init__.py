@@ -6,6 +6,7 @@ Each format module exposes `export(model, tokenizer, out, **options) -> result` 
 
 - `hf`: a stock Hugging Face folder (`sentinel.export.export_model`), uniform shapes only.
 - `gguf`: one model.gguf for llama.cpp (`sentinel.exporters.gguf`), Llama family, per-layer shapes too.
+- `compressed-tensors`: weight-sparse models bitmask-compressed as llm-compressor writes them (vLLM's format).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 FORMATS: dict[str, str] = {
     "hf": "hf",
     "gguf": "gguf",
+    "compressed-tensors": "compressed_tensors",
 }
 
 
