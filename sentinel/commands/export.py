@@ -12,7 +12,7 @@ import argparse
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
 # the names sentinel.exporters.FORMATS knows, listed here so parsing imports no torch
-FORMAT_CHOICES = ("hf",)
+FORMAT_CHOICES = ("hf", "onnx")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="folder to write the export to")
     p.add_argument("--format", default="hf", choices=sorted(FORMAT_CHOICES),
-                   help="hf: a stock transformers folder (default); see `sentinel.exporters` for the others")
+                   help="hf: a stock transformers folder (default); onnx: a prefill graph for ONNX Runtime, any per-block shapes")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip reloading the export with plain transformers and comparing logits")
+                   help="skip reloading the export (plain transformers, or ONNX Runtime) and comparing logits")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 

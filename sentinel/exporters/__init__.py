@@ -5,6 +5,7 @@ Each format module exposes `export(model, tokenizer, out, **options) -> result` 
 `ExportError` (from `sentinel.export`) before anything is written.
 
 - `hf`: a stock Hugging Face folder (`sentinel.export.export_model`), uniform shapes only.
+- `onnx`: a prefill ONNX graph traced from the pruned modules (any per-block shapes), checked in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 # format name -> module under sentinel.exporters that writes it
 FORMATS: dict[str, str] = {
     "hf": "hf",
+    "onnx": "onnx",
 }
 
 
