@@ -131,10 +131,6 @@ def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out: str
     family = model_heads(work).adapter.family
     blocks = [{"layer": s.layer, "heads": s.heads, "kv_heads": s.kv_heads, "mlp_width": s.mlp_width}
               for s in block_shapes(work)]
-    if any(b["heads"] == 0 for b in blocks):
-        raise ExportError("Blocks " + ", ".join(str(b["layer"]) for b in blocks if b["heads"] == 0)
-                          + " have no attention heads left, which the traced attention cannot run; remove those "
-                          "blocks' attention part or the whole block (remove_layers), or keep one K/V group.")
     param = next(work.parameters())
     ids, mask = _sample(work.config.vocab_size)
     ids, mask = ids.to(param.device), mask.to(param.device)

@@ -116,12 +116,21 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert (tmp_path / "onnx" / "model.onnx").is_file()
 
 
-def test_cli_export_onnx_refuses_heads_left_zero(tmp_path, capsys):
-    model = make_tiny_model("llama")
-    remove_heads(model, {1: list(range(8))})
-    save_model(model, make_char_tokenizer(), tmp_path / "pruned")
+def test_cli_export_onnx_refuses_a_foreign_folder(tmp_path, capsys):
+    save_model(make_tiny_model("gpt2"), make_char_tokenizer(), tmp_path / "pruned")
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "notes.txt").write_text("mine")
     assert main(["export", "--model", str(tmp_path / "pruned"), "--device", "cpu", "--format", "onnx",
                  "--out", str(tmp_path / "onnx")]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "no attention heads left" in err
-    assert not (tmp_path / "onnx").exists()
+    assert len(err.strip().splitlines()) == 1 and "Sentinel did not write" in err
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == ["notes.txt"]
+
+
+def test_a_block_with_no_heads_left_exports(tmp_path):
+    """All 8 heads (both K/V groups) of block 1 removed: the traced graph skips that attention, ORT agrees."""
+    model = make_tiny_model("llama")
+    remove_heads(model, {1: list(range(8))})
+    result = export_format("onnx").export(model, None, tmp_path / "onnx")
+    assert [b["heads"] for b in result.blocks] == [8, 0, 8]
+    assert result.verified_max_abs_diff is not None and result.verified_max_abs_diff <= 1e-4
