@@ -89,7 +89,7 @@ def _is_encoder(model: nn.Module) -> bool:
 
 
 def _prepared(model: nn.Module) -> tuple[nn.Module, dict[str, dict[str, list[int]]], list[str]]:
-    """A copy of `model` in eval/fp32-as-loaded with masked heads and neurons removed; refuses fading units."""
+    """An eval-mode copy of `model` with masked heads and neurons removed; refuses fading units and sparsity masks."""
     for kind in ("head", "neuron"):
         if gate_scales(model, kind):
             raise ExportError(f"Some {kind}s are still fading in (fractional gate scales); an export would freeze "
