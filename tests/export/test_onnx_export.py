@@ -1,5 +1,6 @@
 """ONNX export: non-uniformly pruned GPT-2 and GQA Llama run in ONNX Runtime, in a process that never imports
-Sentinel, with the pruned torch model's logits (fp32, within 1e-4); the CLI writes it; refusals are one line."""
+Sentinel, with the pruned torch model's logits (fp32, within 1e-4) and its greedy generation through the
+KV-cache graph; the CLI writes it; refusals are one line."""
 
 from __future__ import annotations
 
@@ -29,7 +30,22 @@ session = onnxruntime.InferenceSession(case["model"], providers=["CPUExecutionPr
 ref = np.load(case["expected"])
 got = session.run(None, {"input_ids": ref["ids"], "attention_mask": ref["mask"]})[0]
 keep = ref["mask"].astype(bool)
-print(json.dumps({"max_abs_diff": float(np.abs(got - ref["logits"])[keep].max()), "shape": list(got.shape),
+# greedy decoding with the KV-cache graph: empty past, then one token at a time, feeding present back as past
+past_session = onnxruntime.InferenceSession(case["with_past"], providers=["CPUExecutionProvider"])
+names = [i.name for i in past_session.get_inputs()][2:]
+seq = ref["prompt"]
+feed_ids = seq
+past = {}
+for i, name in enumerate(names):
+    shape = case["past_shapes"][i // 2]
+    past[name] = np.zeros((seq.shape[0], shape[0], 0, shape[1]), dtype=np.float32)
+for _ in range(6):
+    outs = past_session.run(None, {"input_ids": feed_ids, "attention_mask": np.ones((seq.shape[0], seq.shape[1]), dtype=np.int64), **past})
+    nxt = outs[0][:, -1].argmax(-1)[:, None].astype(np.int64)
+    seq = np.concatenate([seq, nxt], axis=1)
+    feed_ids = nxt
+    past = dict(zip(names, outs[1:]))
+print(json.dumps({"same_generation": bool((seq == ref["generated"]).all()),"max_abs_diff": float(np.abs(got - ref["logits"])[keep].max()), "shape": list(got.shape),
                   "inputs": [i.name for i in session.get_inputs()],
                   "sentinel_imported": any(m == "sentinel" or m.startswith("sentinel.") for m in sys.modules
                                            if sys.modules[m] is not None)}))
@@ -58,11 +74,18 @@ def _run_child(tmp_path, model: torch.nn.Module, onnx_path) -> dict:
     ids = sample_ids(batch=3, length=13, seed=5)
     mask = torch.ones_like(ids)
     mask[2, :4] = 0                                   # a left-padded row
+    prompt = sample_ids(batch=2, length=5, seed=6)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
+        generated = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        cache = model(input_ids=prompt[:, :1], use_cache=True).past_key_values
     import numpy as np
-    np.savez(tmp_path / "expected.npz", ids=ids.numpy(), mask=mask.numpy(), logits=logits.numpy())
-    (tmp_path / "case.json").write_text(json.dumps({"model": str(onnx_path), "expected": str(tmp_path / "expected.npz")}))
+    np.savez(tmp_path / "expected.npz", ids=ids.numpy(), mask=mask.numpy(), logits=logits.numpy(),
+             prompt=prompt.numpy(), generated=generated.numpy())
+    past_shapes = [[layer.keys.shape[1], layer.keys.shape[3]] for layer in cache.layers if layer.keys is not None]
+    (tmp_path / "case.json").write_text(json.dumps({
+        "model": str(onnx_path), "with_past": str(onnx_path.with_name("model_with_past.onnx")),
+        "expected": str(tmp_path / "expected.npz"), "past_shapes": past_shapes}))
     (tmp_path / "child.py").write_text(CHILD)
     done = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "case.json")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -95,6 +118,8 @@ def test_non_uniform_model_runs_in_onnxruntime(tmp_path, build, shapes):
     assert child["inputs"] == ["input_ids", "attention_mask"]
     assert child["shape"] == [3, 13, 128]
     assert child["max_abs_diff"] <= 1e-4
+    assert result.kv_cache and result.verified_with_past_max_abs_diff <= 1e-4
+    assert child["same_generation"] is True             # greedy decoding with the KV-cache graph = torch generate
 
 
 def test_fading_heads_are_refused_before_writing(tmp_path):
