@@ -189,12 +189,13 @@ def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out: str
             logger.debug("torch.onnx.export: %s", w.message)
         if with_past is not None:
             _export_with_past(with_past, ids, staging / PAST_FILE)
-        if external:  # re-save with the weights beside the graph (protobuf cannot hold >2 GiB)
+        if external:  # re-save with the weights beside each graph (protobuf cannot hold >2 GiB)
             import onnx
 
-            proto = onnx.load(str(target))
-            onnx.save_model(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=MODEL_FILE + ".data")
+            for name in (MODEL_FILE, PAST_FILE) if with_past is not None else (MODEL_FILE,):
+                proto = onnx.load(str(staging / name))
+                onnx.save_model(proto, str(staging / name), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=name + ".data")
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         work.config.save_pretrained(staging)

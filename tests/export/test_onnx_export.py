@@ -159,3 +159,15 @@ def test_a_block_with_no_heads_left_exports(tmp_path):
     result = export_format("onnx").export(model, None, tmp_path / "onnx")
     assert [b["heads"] for b in result.blocks] == [8, 0, 8]
     assert result.verified_max_abs_diff is not None and result.verified_max_abs_diff <= 1e-4
+
+
+def test_external_data_above_the_threshold(tmp_path, monkeypatch):
+    """Past the size threshold the weights go to model.onnx.data files; ORT still loads and agrees."""
+    import sentinel.exporters.onnx as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    result = onnx_export.export(make_tiny_model("llama"), None, tmp_path / "onnx")
+    assert result.external_data and result.verified_max_abs_diff <= 1e-4
+    assert result.verified_with_past_max_abs_diff <= 1e-4
+    names = {p.name for p in (tmp_path / "onnx").iterdir()}
+    assert {"model.onnx.data", "model_with_past.onnx.data"} <= names
