@@ -3,6 +3,7 @@
 Masked heads are removed first. Shapes must be uniform across blocks and expressible in the family's
 config (Llama/Mistral/Qwen2: heads, K/V heads, MLP width, blocks; GPT-2/OPT/BERT/RoBERTa/GPT-NeoX: MLP
 width and blocks, not heads); otherwise one line says which blocks differ and what would make it exportable.
+`--format onnx` writes ONNX graphs (prefill, and a KV-cache graph for causal models) of any pruned shape.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
 # the names sentinel.exporters.FORMATS knows, listed here so parsing imports no torch
-FORMAT_CHOICES = ("hf", "gguf", "compressed-tensors")
+FORMAT_CHOICES = ("hf", "gguf", "onnx", "compressed-tensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write the export to")
     p.add_argument("--format", default="hf", choices=sorted(FORMAT_CHOICES),
                    help="hf: a stock transformers folder (default); gguf: a folder with model.gguf for llama.cpp "
-                        "(Llama family, per-layer shapes allowed); compressed-tensors: a sparse model (sentinel "
-                        "sparsify) bitmask-compressed for vLLM / llm-compressor, unstructured or 2:4")
+                        "(Llama family, per-layer shapes allowed); onnx: prefill and KV-cache graphs for ONNX "
+                        "Runtime, any per-block shapes; compressed-tensors: a sparse model (sentinel sparsify) "
+                        "bitmask-compressed for vLLM / llm-compressor, unstructured or 2:4")
     p.add_argument("--quant", default=None, choices=("f32", "f16", "q8_0"),
                    help="GGUF weight type (gguf format only; default f16; norms stay f32)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the check after writing (hf: reload with plain transformers and compare logits; "
-                        "gguf: read the file back and compare weights)")
+                        "onnx: run ONNX Runtime and compare logits; gguf and compressed-tensors: read the file "
+                        "back and compare weights)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 

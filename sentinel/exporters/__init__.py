@@ -7,6 +7,7 @@ Each format module exposes `export(model, tokenizer, out, **options) -> result` 
 - `hf`: a stock Hugging Face folder (`sentinel.export.export_model`), uniform shapes only.
 - `gguf`: one model.gguf for llama.cpp (`sentinel.exporters.gguf`), Llama family, per-layer shapes too.
 - `compressed-tensors`: weight-sparse models bitmask-compressed as llm-compressor writes them (vLLM's format).
+- `onnx`: prefill and KV-cache ONNX graphs traced from the pruned modules (any per-block shapes), checked in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ FORMATS: dict[str, str] = {
     "hf": "hf",
     "gguf": "gguf",
     "compressed-tensors": "compressed_tensors",
+    "onnx": "onnx",
 }
 
 
