@@ -34,6 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sentinel.export import ExportError, stock_config
 from sentinel.files import replace_folder_atomically
+from sentinel.models.card import write_model_card
 from sentinel.models.loading import RECORD_FILE, WEIGHTS_FILE, pruning_record
 from sentinel.pruning.masks import gate_scales, masked_heads
 from sentinel.pruning.removal import remove_heads
@@ -178,6 +179,7 @@ def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out: str
         record = pruning_record(work, {"export": {"format": "compressed-tensors", "sparsity_config": sparsity_config},
                                        **(note or {})})
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        write_model_card(staging, work, record, note, fmt="compressed-tensors")
 
     target = replace_folder_atomically(out, write, kind="model")
     dense_bytes = sum(t.numel() * t.element_size() for k, t in work.state_dict().items())

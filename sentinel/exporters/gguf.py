@@ -26,6 +26,8 @@ from torch import nn
 
 from sentinel.export import ExportError
 from sentinel.files import replace_folder_atomically
+from sentinel.models.card import write_model_card
+from sentinel.models.loading import pruning_record
 from sentinel.models.heads import model_heads
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ def export(model: nn.Module, tokenizer: Any, out: str | os.PathLike, *, verify: 
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        write_model_card(staging, work, pruning_record(work, note), note, fmt="gguf")
 
     target = replace_folder_atomically(out, write)
     file = target / GGUF_FILE

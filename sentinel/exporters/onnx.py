@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sentinel.export import ExportError
 from sentinel.files import replace_folder_atomically
+from sentinel.models.card import write_model_card
 from sentinel.models.blocks import block_shapes
 from sentinel.models.heads import model_heads
 from sentinel.models.loading import pruning_record
@@ -200,6 +201,7 @@ def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, out: str
             tokenizer.save_pretrained(staging)
         work.config.save_pretrained(staging)
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        write_model_card(staging, work, record, note, fmt="onnx")
 
     try:
         import onnx  # noqa: F401  (torch.onnx needs it)

@@ -93,3 +93,18 @@ def render_model_card(record: dict[str, Any], *, is_causal: bool, base_model: st
     body += ["", "Units are named by their original indices; `sentinel.load_model` reads `sentinel_pruning.json` "
              "to rebuild the pruned shapes.", ""]
     return "\n".join(front + body)
+
+
+def write_model_card(folder: Path, model: Any, record: dict[str, Any], note: dict[str, Any] | None = None,
+                     fmt: str = "transformers") -> Path:
+    """Write README.md into `folder` (a staging folder of Sentinel's own) for `model` and its pruning `record`."""
+    from sentinel.models.state import model_state
+
+    notes = note or {}
+    base = hub_base_model([notes.get("base_model"), notes.get("source"), notes.get("exported_from"),
+                           getattr(model.config, "name_or_path", None)])
+    card = render_model_card(record, is_causal=model_state(model).layout().is_causal, base_model=base,
+                             metrics=notes.get("metrics"), fmt=fmt)
+    path = Path(folder) / CARD_FILE
+    path.write_text(card, encoding="utf-8")
+    return path

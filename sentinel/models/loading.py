@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 
 from sentinel.device import parse_dtype, pick_device
 from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError, UnsupportedModelError
-from sentinel.models.card import CARD_FILE, hub_base_model, render_model_card
+from sentinel.models.card import write_model_card
 from sentinel.files import refuse_unsafe_folder, replace_folder_atomically
 from sentinel.models.adapters.base import PART_NAMES
 from sentinel.models.bundled import (BUNDLED_MODEL_DIR, BUNDLED_MODEL_ENV, BUNDLED_MODEL_NAME,  # noqa: F401
@@ -399,12 +399,7 @@ def save_model(
             original, written = model.config.to_dict(), config.to_dict()
             record["original_config"] = {k: v for k, v in original.items() if k in written and written[k] != v}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        notes = note or {}
-        base = hub_base_model([notes.get("base_model"), notes.get("source"), notes.get("exported_from"),
-                               getattr(model.config, "name_or_path", None)])
-        card = render_model_card(record, is_causal=model_state(model).layout().is_causal, base_model=base,
-                                 metrics=notes.get("metrics"))
-        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        write_model_card(staging, model, record, note)
         if also_write is not None:
             also_write(staging)
 

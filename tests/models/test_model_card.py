@@ -64,3 +64,20 @@ def test_exported_folder_has_a_card(tmp_path):
 def test_local_folders_are_never_named_as_base_model(tmp_path):
     assert hub_base_model([str(tmp_path), None, "meta-llama/Llama-3.2-1B"]) == "meta-llama/Llama-3.2-1B"
     assert hub_base_model(["/abs/path/model", "runs/x/y/z"]) is None
+
+
+def test_onnx_gguf_and_compressed_tensors_exports_have_a_card(tmp_path):
+    from sentinel.exporters import export_format
+    from sentinel.sparsity import SparsityConfig, make_permanent, sparsify
+
+    model = make_tiny_model("llama")
+    remove_neurons(model, {0: list(range(8))})
+    export_format("onnx").export(model, None, tmp_path / "onnx", verify=False)
+    assert "MLP neurons removed: 8 of" in (tmp_path / "onnx" / "README.md").read_text()
+    sparse = make_tiny_model("llama")
+    sparsify(sparse, SparsityConfig(sparsity=0.5, pattern="2:4"))
+    make_permanent(sparse)
+    export_format("compressed-tensors").export(sparse, None, tmp_path / "ct", verify=False)
+    card = (tmp_path / "ct" / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "compressed-tensors"
+    assert "Weight sparsity:" in card
