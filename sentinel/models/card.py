@@ -67,7 +67,7 @@ def pruning_summary(record: dict[str, Any]) -> list[str]:
 
 def render_model_card(record: dict[str, Any], *, is_causal: bool, base_model: str | None = None,
                       metrics: dict[str, dict[str, Any]] | None = None, fmt: str = "transformers") -> str:
-    """The card's Markdown. `metrics`: {name: {"value": ..., "protocol": "..."}} as measured by the caller."""
+    """The card's Markdown. `metrics`: {name: {"value": ..., "protocol": "..."}} as measured by the caller (a note's `measured_metrics`)."""
     front = ["---", f"library_name: {'transformers' if fmt == 'transformers' else fmt}",
              f"pipeline_tag: {'text-generation' if is_causal else 'fill-mask'}",
              f"tags: {_yaml_value(['pruned', 'sentinel'])}"]
@@ -104,7 +104,7 @@ def write_model_card(folder: Path, model: Any, record: dict[str, Any], note: dic
     base = hub_base_model([notes.get("base_model"), notes.get("source"), notes.get("exported_from"),
                            getattr(model.config, "name_or_path", None)])
     card = render_model_card(record, is_causal=model_state(model).layout().is_causal, base_model=base,
-                             metrics=notes.get("metrics"), fmt=fmt)
+                             metrics=notes.get("measured_metrics"), fmt=fmt)
     path = Path(folder) / CARD_FILE
     path.write_text(card, encoding="utf-8")
     return path

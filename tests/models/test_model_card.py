@@ -43,7 +43,7 @@ def test_saved_folder_has_a_card_saying_what_was_pruned(tmp_path):
 def test_card_lists_only_the_metrics_passed_in(tmp_path):
     model = make_tiny_model("bert")
     metrics = {"validation perplexity": {"value": 12.5, "protocol": "256-token windows of the model's own text"}}
-    folder = save_model(model, None, tmp_path / "b", note={"metrics": metrics})
+    folder = save_model(model, None, tmp_path / "b", note={"measured_metrics": metrics})
     card = (folder / "README.md").read_text()
     assert front_matter(card)["pipeline_tag"] == "fill-mask"
     assert "base_model" not in front_matter(card)
