@@ -1,9 +1,9 @@
 """`sentinel sparsify`: zero individual weights of the body's matrices (one-shot, gradual or lottery ticket),
 optionally fine-tune with the zeros held, and save an ordinary checkpoint (masks made permanent).
 
-Method scores: l1/l2 |w|, random, gradient |dL/dw|, snip |w*dL/dw|, wanda |w|*||x||; sparsegpt
-prunes block by block and updates the kept weights to reconstruct each matrix's calibration outputs; scope layer (each
-matrix the same sparsity), global (one threshold) or row (each output row); pattern unstructured or N:M along the input dimension.
+Method scores: l1/l2 |w|, random, gradient |dL/dw|, snip |w*dL/dw|, wanda |w|*||x||;
+sparsegpt prunes block by block and updates the kept weights to reconstruct each matrix's calibration outputs;
+scope layer (each matrix the same sparsity), global (one threshold) or row (each output row); pattern unstructured or N:M along the input dimension.
 """
 
 from __future__ import annotations

@@ -307,9 +307,9 @@ def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor
         raise SparsityError(f"Per-matrix sparsity names {unknown[0]}, which is not a target of this model.")
     start = time.perf_counter()
     if config.method == "sparsegpt":
-        sparsegpt_prune(model, targets, calibration, config.sparsity, parse_pattern(config.pattern),
-                        config.per_matrix, config.column_block, config.dampening, config.calibration_batch_size,
-                        install=_install_updated)
+        sparsegpt_prune(model, targets, calibration, _install_updated, config.sparsity,
+                        parse_pattern(config.pattern), config.per_matrix, config.column_block, config.dampening,
+                        config.calibration_batch_size)
     else:
         scores = compute_scores(model, targets, config.method, calibration, config.calibration_batch_size,
                                 config.seed)

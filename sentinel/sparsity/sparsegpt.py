@@ -139,12 +139,11 @@ def _groups(model: nn.Module, targets: Sequence[Target]) -> list[tuple[nn.Module
 
 
 def sparsegpt_prune(model: nn.Module, targets: Sequence[Target], calibration: torch.Tensor,
-                    sparsity: float = 0.5, pattern: tuple[int, int] | None = None,
+                    install: Callable[[Target, torch.Tensor, torch.Tensor], None], sparsity: float = 0.5, pattern: tuple[int, int] | None = None,
                     per_matrix: Mapping[str, float] | None = None, block_size: int = 128,
-                    dampening: float = 0.01, batch_size: int = 4,
-                    install: Callable[[Target, torch.Tensor, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
-    """Sequential SparseGPT over the targets; `install(target, weight, keep)` writes each block's result
-    before the next block is calibrated. Returns the keep masks, (out, in)."""
+                    dampening: float = 0.01, batch_size: int = 4) -> dict[str, torch.Tensor]:
+    """Sequential SparseGPT over the targets; `install(target, weight, keep)` must write each matrix's result
+    into the model (the next block is calibrated through it). Returns the keep masks, (out, in)."""
     if calibration is None or calibration.ndim != 2 or calibration.shape[0] == 0:
         raise SparsityError("SparseGPT needs calibration text: give token blocks [n, seq] (at least one).")
     per_matrix = per_matrix or {}
@@ -176,9 +175,9 @@ def sparsegpt_prune(model: nn.Module, targets: Sequence[Target], calibration: to
                                                 per_matrix.get(t.name, sparsity), pattern, block_size, dampening,
                                                 pruned=None if old is None else t.to_matrix(old) == 0)
                 masks[t.name] = keep
-                if install is not None:
-                    install(t, weight.to(current.dtype), keep)
-            logger.info("SparseGPT pruned %d matrices of %s", len(group), "a block" if block is not None else "the rest")
+                install(t, weight.to(current.dtype), keep)
+            logger.info("SparseGPT pruned %d matrices of %s", len(group),
+                        "a block" if block is not None else "the rest")
     finally:
         model.train(was_training)
     return masks
