@@ -1,8 +1,9 @@
 """`sentinel sparsify`: zero individual weights of the body's matrices (one-shot, gradual or lottery ticket),
 optionally fine-tune with the zeros held, and save an ordinary checkpoint (masks made permanent).
 
-Method scores: l1/l2 |w|, random, gradient |dL/dw|, snip |w*dL/dw|, wanda |w|*||x||; scope layer (each
-matrix the same sparsity), global (one threshold) or row (each output row); pattern unstructured or N:M along the input dimension.
+Method scores: l1/l2 |w|, random, gradient |dL/dw|, snip |w*dL/dw|, wanda |w|*||x||;
+sparsegpt prunes block by block and updates the kept weights to reconstruct each matrix's calibration outputs;
+scope layer (each matrix the same sparsity), global (one threshold) or row (each output row); pattern unstructured or N:M along the input dimension.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from sentinel.commands.common import add_model_arguments, print_json, writable_folder
 
-METHOD_NAMES = ("l1", "l2", "random", "gradient", "snip", "wanda")
+METHOD_NAMES = ("l1", "l2", "random", "gradient", "snip", "wanda", "sparsegpt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default=None, help="fine-tuning text (default: the bundled train split)")
     p.add_argument("--eval-text", default=None, help="evaluation text (default: the bundled validation split)")
     p.add_argument("--eval-tokens", type=int, default=8192, help="evaluation tokens (default 8192)")
+    p.add_argument("--dampening", type=float, default=0.01,
+                   help="sparsegpt: add this fraction of the Hessian's mean diagonal to its diagonal (default 0.01)")
+    p.add_argument("--column-block", type=int, default=128,
+                   help="sparsegpt: columns per lazy-update block (default 128; a multiple of M for N:M)")
     p.add_argument("--calibration-text", default=None,
-                   help="text for gradient/snip/wanda scores (default: the bundled train split)")
+                   help="text for gradient/snip/wanda/sparsegpt (default: the bundled train split)")
     p.add_argument("--calibration-blocks", type=int, default=16, help="calibration blocks (default 16)")
     p.add_argument("--calibration-len", type=int, default=128, help="tokens per calibration block (default 128)")
     p.add_argument("--per-matrix", default=None, help="JSON from `sentinel sensitivity --out`: use its suggested "
@@ -89,7 +94,8 @@ def _check(args: argparse.Namespace) -> Any:
             raise SparsityError(f"--per-matrix {args.per_matrix}: not a `sentinel sensitivity` JSON with a "
                                 f"'suggestion' ({err}).") from None
     config = SparsityConfig(method=args.method, sparsity=args.sparsity, scope=args.scope, pattern=args.pattern,
-                            seed=args.seed, include=tuple(args.include), per_matrix=per_matrix)
+                            seed=args.seed, include=tuple(args.include), per_matrix=per_matrix,
+                            dampening=args.dampening, column_block=args.column_block)
     config.validate()
     if args.schedule != "oneshot":
         if config.pattern not in (None, "unstructured"):

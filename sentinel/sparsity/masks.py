@@ -24,6 +24,7 @@ from torch.nn.utils import prune
 
 from sentinel.models.int8 import int8_weights, is_int8
 from sentinel.sparsity.scores import DATA_METHODS, METHODS, compute_scores
+from sentinel.sparsity.sparsegpt import sparsegpt_prune
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class SparsityConfig:
     calibration_batch_size: int = 4
     include: tuple[str, ...] = ()         # extra modules outside the body, e.g. ("lm_head",) when untied
     per_matrix: dict[str, float] = field(default_factory=dict)   # per-target sparsity (layer scope), e.g. from sensitivity
+    dampening: float = 0.01               # sparsegpt: λ = dampening × mean diag(H) added to H's diagonal
+    column_block: int = 128               # sparsegpt: columns per lazy-update block
 
     def validate(self) -> None:
         """Raise SparsityError naming the first bad setting."""
@@ -71,6 +74,14 @@ class SparsityConfig:
         for name, value in self.per_matrix.items():
             if not 0 <= value < 1:
                 raise SparsityError(f"Sparsity for {name} must be in [0, 1), got {value}.")
+        if self.method == "sparsegpt":
+            if self.scope == "global":
+                raise SparsityError("sparsegpt prunes each output row of each matrix to the sparsity; use scope "
+                                    "'layer' or 'row' (the same for sparsegpt), not 'global'.")
+            if not self.dampening > 0:
+                raise SparsityError(f"SparseGPT dampening must be > 0 (e.g. 0.01), got {self.dampening}.")
+            if self.column_block < 1:
+                raise SparsityError(f"SparseGPT column block must be at least 1, got {self.column_block}.")
         if self.per_matrix and (self.scope != "layer" or nm is not None):
             raise SparsityError("Per-matrix sparsities need scope 'layer' and an unstructured pattern.")
 
@@ -266,6 +277,15 @@ def _int8_stats(model: nn.Module) -> SparsityStats:
     return SparsityStats(matrices, total, nonzero)
 
 
+def _install_updated(target: Target, weight: torch.Tensor, keep: torch.Tensor) -> None:
+    """Write a method's updated (out, in) weight into the target, then record its mask like every method's."""
+    module = target.module
+    with torch.no_grad():
+        parameter = module.weight_orig if is_sparse_pruned(module) else module.weight
+        parameter.copy_(target.to_storage(weight).to(parameter))
+    apply_masks([target], {target.name: keep})
+
+
 @dataclass
 class SparsifyResult:
     """What `sparsify` did: the config, achieved zeros, and the seconds scoring took."""
@@ -282,7 +302,8 @@ def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor
              targets: Sequence[Target] | None = None) -> SparsifyResult:
     """One-shot: score the targets, select masks, install them with torch.nn.utils.prune (model in place).
 
-    `calibration` (LongTensor [n, seq] of token ids) is needed by gradient, snip and wanda.
+    `calibration` (LongTensor [n, seq] of token ids) is needed by gradient, snip, wanda and sparsegpt
+    (which also updates the kept weights, block by block; see sparsity/sparsegpt.py).
     """
     config.validate()
     if config.method in DATA_METHODS and calibration is None:
@@ -295,9 +316,15 @@ def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor
 
     start = time.perf_counter()
     install_recorded_masks(model)      # a sparse model's zeros are masks already: they are never revived
-    scores = compute_scores(model, targets, config.method, calibration, config.calibration_batch_size, config.seed)
-    masks = select_masks(scores, config.sparsity, config.scope, parse_pattern(config.pattern), config.per_matrix)
-    apply_masks(targets, masks)
+    if config.method == "sparsegpt":
+        sparsegpt_prune(model, targets, calibration, _install_updated, config.sparsity,
+                        parse_pattern(config.pattern), config.per_matrix, config.column_block, config.dampening,
+                        config.calibration_batch_size)
+    else:
+        scores = compute_scores(model, targets, config.method, calibration, config.calibration_batch_size,
+                                config.seed)
+        masks = select_masks(scores, config.sparsity, config.scope, parse_pattern(config.pattern), config.per_matrix)
+        apply_masks(targets, masks)
     record_sparsity(model, targets, config.pattern, config.method)
     stats = sparsity_stats(model, targets)
     seconds = time.perf_counter() - start

@@ -22,8 +22,9 @@ from sentinel.sparsity.targets import SparsityError, Target
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("l1", "l2", "random", "gradient", "snip", "wanda")
-DATA_METHODS = ("gradient", "snip", "wanda")
+METHODS = ("l1", "l2", "random", "gradient", "snip", "wanda", "sparsegpt")
+DATA_METHODS = ("gradient", "snip", "wanda", "sparsegpt")
+UPDATING_METHODS = ("sparsegpt",)     # change the kept weights too, so they have no score (see sparsegpt.py)
 
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -100,6 +101,8 @@ def compute_scores(model: nn.Module, targets: Sequence[Target], method: str,
     """Scores per target, (out, in), float32; already-pruned weights score -inf (see module doc)."""
     if method not in METHODS:
         raise SparsityError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method in UPDATING_METHODS:
+        raise SparsityError(f"{method} prunes and updates weights together and has no scores; use sparsify().")
     weights = {t.name: t.weight().detach().float() for t in targets}
     if method == "l1":
         scores = {n: w.abs() for n, w in weights.items()}

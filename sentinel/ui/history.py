@@ -26,7 +26,7 @@ if TYPE_CHECKING:                    # types only: those modules import their ru
 # -- run names: every run the dashboard records is named here, by what it did ------------------------------------------
 
 METHOD_LABELS = {"l1": "magnitude", "l2": "magnitude (l2)", "random": "random", "gradient": "gradient",
-                 "snip": "SNIP", "wanda": "Wanda"}
+                 "snip": "SNIP", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 
 
 def target_words(measure: str, share: float) -> str:
