@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     add_model_arguments(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--text", help="local .txt, .jsonl or .csv file (default: the bundled validation split)")
+    source.add_argument("--text", help="local .txt, .jsonl or .csv file (default: a model folder's own corpus/validation.jsonl, else the bundled validation split)")
     source.add_argument("--dataset", help="hub dataset name:config:split, e.g. wikitext:wikitext-2-raw-v1:test")
     p.add_argument("--text-column", default="text", help="column holding the text in .jsonl/.csv/datasets")
     p.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's positions, "
