@@ -439,3 +439,30 @@ def load_text_blocks(
     pieces = iter_text_pieces(source, data=data, filename=filename, text_column=text_column, max_bytes=max_bytes)
     ids, documents = stream_token_ids(tokenizer, pieces, max_tokens)
     return _blocks(tokenizer, ids, block_size, name, documents)
+
+
+OWN_VALIDATION_FILE = Path("corpus") / "validation.jsonl"   # the held-out split a demo model folder was built with
+
+
+@dataclass(frozen=True)
+class EvalText:
+    """The text a model's perplexity is measured on: its source for `load_texts`, the name shown beside the
+    number, and whether it is the model folder's own held-out split."""
+
+    source: str | None
+    name: str
+    own: bool
+
+
+def evaluation_text(model_source: str | Path | None, chosen: str | None = None,
+                    chosen_name: str | None = None) -> EvalText:
+    """One rule for the CLI and the dashboard: a chosen text wins; otherwise a model folder that carries its own
+    corpus is scored on its validation split; otherwise the bundled validation text."""
+    if chosen is not None:
+        return EvalText(chosen, chosen_name or str(chosen), own=False)
+    if model_source is not None:
+        folder = Path(model_source)
+        own = folder / OWN_VALIDATION_FILE
+        if own.is_file():
+            return EvalText(str(own), f"{folder.name}'s own validation split ({OWN_VALIDATION_FILE})", own=True)
+    return EvalText(None, "the bundled validation text", own=False)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     add_model_arguments(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--text", help="local .txt, .jsonl or .csv file (default: the bundled validation split)")
+    source.add_argument("--text", help="local .txt, .jsonl or .csv file (default: a model folder's own corpus/validation.jsonl, else the bundled validation split)")
     source.add_argument("--dataset", help="hub dataset name:config:split, e.g. wikitext:wikitext-2-raw-v1:test")
     p.add_argument("--text-column", default="text", help="column holding the text in .jsonl/.csv/datasets")
     p.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's positions, "
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and text, measure, print; returns the exit code."""
     import torch
 
-    from sentinel.data import blocks_from_texts, describe_source, load_texts
+    from sentinel.data import blocks_from_texts, describe_source, evaluation_text, load_texts
     from sentinel.evaluation.perplexity import perplexity
     from sentinel.evaluation.speed import measure_speed
     from sentinel.models import load_model
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     source = args.dataset or args.text
+    chosen = evaluation_text(args.model, source)   # a model folder's own validation split unless text was chosen
+    source = chosen.source
     texts = load_texts(source, text_column=args.text_column)  # fail fast on bad text, before loading the model
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     if not loaded.layout.is_causal:
@@ -64,16 +66,23 @@ def run(args: argparse.Namespace) -> int:
                                     "are defined for causal LMs only.")
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or MAX_DEFAULT_SEQ_LEN
     seq_len = args.seq_len if args.seq_len is not None else min(positions, MAX_DEFAULT_SEQ_LEN)
-    blocks = blocks_from_texts(loaded.tokenizer, texts, seq_len, describe_source(source), args.max_tokens)
-    data = blocks.stream() if args.stride else blocks.input_ids
-    ppl = perplexity(loaded.model, loaded.tokenizer, data, seq_len=seq_len, stride=args.stride,
-                     batch_size=args.batch_size)
+    if chosen.own and args.stride is None:   # the dashboard's protocol for a folder's own split, same numbers
+        from sentinel.ui.protocol import own_text_perplexity
+
+        ppl = own_text_perplexity(loaded.model, loaded.tokenizer, chosen, args.max_tokens, seq_len, args.batch_size)
+        text_name = chosen.name
+    else:
+        blocks = blocks_from_texts(loaded.tokenizer, texts, seq_len, describe_source(source), args.max_tokens)
+        data = blocks.stream() if args.stride else blocks.input_ids
+        ppl = perplexity(loaded.model, loaded.tokenizer, data, seq_len=seq_len, stride=args.stride,
+                         batch_size=args.batch_size)
+        text_name = blocks.source
     prompt_tokens = max(1, min(args.prompt_tokens, positions - args.new_tokens))
     speed = measure_speed(loaded.model, loaded.tokenizer, prompt_tokens=prompt_tokens, new_tokens=args.new_tokens,
                           runs=args.runs)
     result = {
         "model": loaded.source,
-        "text": blocks.source,
+        "text": text_name,
         "perplexity": ppl.perplexity,
         "nll": ppl.nll,
         "tokens_evaluated": ppl.tokens_evaluated,

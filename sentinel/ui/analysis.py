@@ -23,7 +23,7 @@ from sentinel.pruning import active_heads
 from sentinel.ui.choices import SampleText
 from sentinel.ui.format import human_bytes, signed_percent
 from sentinel.ui.history import readable
-from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
+from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, protocol_perplexity
 from sentinel.evaluation.paired import SpeedComparison
 from sentinel.models.positions import cap_to_positions
 
@@ -110,6 +110,7 @@ class ModelFigures:
     perplexity: float
     perplexity_tokens: int
     extra: dict[str, Any] = field(default_factory=dict)
+    protocol_note: str | None = None    # the sentence naming the text and windows this perplexity was measured on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +122,7 @@ class ModelFigures:
     @property
     def perplexity_note(self) -> str:
         """The protocol sentence for this perplexity, shown beside it."""
-        return EVAL_PROTOCOL.describe(self.perplexity_tokens)
+        return self.protocol_note or EVAL_PROTOCOL.describe(self.perplexity_tokens)
 
 
 def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
@@ -130,7 +131,8 @@ def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
     ppl = protocol_perplexity(model, tokenizer)
     active = sum(len(h) for h in active_heads(model).values())
     return ModelFigures(active, heads.num_layers * heads.num_heads, parameter_count(model), weight_bytes(model),
-                        ppl.perplexity, ppl.tokens_evaluated)
+                        ppl.perplexity, ppl.tokens_evaluated,
+                        protocol_note=describe_for(model, ppl.tokens_evaluated))
 
 
 WHOLE_MODEL_PREDICTION = "Speed-up predicted (whole model's FLOPs, LM head included)"

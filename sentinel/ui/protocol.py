@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from sentinel.data import join_documents, load_texts
+from sentinel.data import EvalText, evaluation_text, join_documents, load_texts
 from sentinel.errors import DataError
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.heads import model_heads
@@ -52,7 +52,41 @@ def protocol_perplexity(model: nn.Module, tokenizer: Any, protocol: EvalProtocol
     if not causal:
         raise DataError("Perplexity needs a causal language model; this is a masked-LM model, so the dashboard "
                         "shows no perplexity for it. Use a GPT-2, Llama, OPT or GPT-NeoX model.")
+    if protocol is EVAL_PROTOCOL:
+        text = model_eval_text(model)
+        if text.own:   # the folder's own held-out split: the same numbers as `sentinel evaluate` and the card
+            return own_text_perplexity(model, tokenizer, text)
     ids = join_documents(tokenizer, load_texts(protocol.source))[:protocol.tokens]
     result = perplexity(model, tokenizer, ids, seq_len=protocol.window_for(model), batch_size=8)
     logger.info("Protocol perplexity %.3f over %d tokens", result.perplexity, result.tokens_evaluated)
     return result
+
+
+OWN_TEXT_MAX_WINDOW = 1024
+
+
+def model_eval_text(model: nn.Module) -> EvalText:
+    """The text the dashboard scores `model` on: its folder's own validation split when it carries one."""
+    return evaluation_text(getattr(model.config, "name_or_path", None) or None)
+
+
+def own_text_perplexity(model: nn.Module, tokenizer: Any, text: EvalText, max_tokens: int | None = None,
+                        window: int | None = None, batch_size: int = 8) -> PerplexityResult:
+    """The one protocol for a model folder's own split, shared by `sentinel evaluate` and the dashboard: every
+    token of the split (or the first `max_tokens`), non-overlapping windows of the model's positions (≤ 1024)."""
+    ids = join_documents(tokenizer, load_texts(text.source))
+    ids = ids[:max_tokens] if max_tokens is not None else ids
+    seq_len = window if window is not None else cap_to_positions(model, OWN_TEXT_MAX_WINDOW)
+    result = perplexity(model, tokenizer, ids, seq_len=seq_len, batch_size=batch_size)
+    logger.info("Perplexity %.3f over %d tokens of %s", result.perplexity, result.tokens_evaluated, text.name)
+    return result
+
+
+def describe_for(model: nn.Module, scored: int | None = None) -> str:
+    """The protocol sentence for `model`'s perplexity, naming the text it was measured on."""
+    text = model_eval_text(model)
+    if not text.own:
+        return EVAL_PROTOCOL.describe(scored)
+    count = f"{scored:,} scored tokens" if scored is not None else "every token"
+    window = cap_to_positions(model, OWN_TEXT_MAX_WINDOW)
+    return f"perplexity on {count} of {text.name} (windows of {window} tokens; lower is better)"
