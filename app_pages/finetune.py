@@ -37,11 +37,14 @@ def show(view: JobView) -> None:
     loss, ppl = view.latest("loss"), view.latest("val_perplexity")
     cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
     block = job.params.get("config", {}).get("block_size", EVAL_PROTOCOL.window)
+    own = job.params.get("validation_text")
+    text = "the model's own validation split" if own else "the bundled validation text"
+    same = not own and block == EVAL_PROTOCOL.window
     cols[1].metric("Validation perplexity", readable(ppl) if ppl is not None else "–",
-                   help=f"On the first {EVAL_PROTOCOL.tokens:,} tokens of the bundled validation text in blocks of "
-                        f"{block} tokens" + (" — exactly the app's protocol." if block == EVAL_PROTOCOL.window else
-                                             f"; the app's protocol uses windows of {EVAL_PROTOCOL.window}, so "
-                                             "the judged numbers below are measured again."))
+                   help=f"The run's own curve: the first {EVAL_PROTOCOL.tokens:,} tokens of {text} in blocks of "
+                        f"{block} tokens" + (" — exactly the app's protocol." if same else
+                                             "; the judged numbers below use the app's protocol, measured "
+                                             "again on the model before and after."))
     speed = view.latest("tokens_per_second")
     cols[2].metric("Training tokens/s", f"{speed:,.0f}" if speed else "–")
     eta = progress.eta_seconds

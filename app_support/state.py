@@ -354,7 +354,10 @@ def job_verdict(state: DashboardState, working: WorkingModel, view: JobView) -> 
                     before = measure_figures(start.model, start.tokenizer)
                     after = measure_figures(load_tuned(view, device), start.tokenizer)
                 numbers = (before.perplexity, after.perplexity, after.perplexity_tokens)
-            verdict = judge_finetune(view, *numbers)
+                described = after.protocol_note
+            else:
+                described = summary.get("protocol") if isinstance(summary.get("protocol"), str) else None
+            verdict = judge_finetune(view, *numbers, described=described)
             if protocol_numbers(summary) is None:
                 record_verdict(view, verdict)
             state.caches[key] = verdict

@@ -442,6 +442,7 @@ def load_text_blocks(
 
 
 OWN_VALIDATION_FILE = Path("corpus") / "validation.jsonl"   # the held-out split a demo model folder was built with
+OWN_TEXT_ORIGIN = Path("corpus") / "origin.json"           # in a copy: which model that split belongs to
 
 
 @dataclass(frozen=True)
@@ -464,5 +465,31 @@ def evaluation_text(model_source: str | Path | None, chosen: str | None = None,
         folder = Path(model_source)
         own = folder / OWN_VALIDATION_FILE
         if own.is_file():
-            return EvalText(str(own), f"{folder.name}'s own validation split ({OWN_VALIDATION_FILE})", own=True)
+            return EvalText(str(own), f"{own_text_owner(folder)}'s own validation split ({OWN_VALIDATION_FILE})",
+                            own=True)
     return EvalText(None, "the bundled validation text", own=False)
+
+
+def own_text_owner(folder: Path) -> str:
+    """The model whose held-out split `folder` carries: its own name, or the base it was pruned from."""
+    origin = folder / OWN_TEXT_ORIGIN
+    if origin.is_file():
+        name = json.loads(origin.read_text(encoding="utf-8")).get("model")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"{origin} does not name the model its validation split belongs to; delete the file "
+                            "or write {\"model\": \"<name>\"} into it.")
+        return name
+    return folder.name
+
+
+def carry_own_text(model_source: str | Path | None, target: Path) -> bool:
+    """Copy the held-out split of the folder a model came from into `target` (a folder being written), so a
+    pruned or fine-tuned copy is scored on the same text as its base; False when the source carries none."""
+    text = evaluation_text(model_source)
+    if not text.own:
+        return False
+    source = Path(str(model_source))
+    (target / OWN_VALIDATION_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (target / OWN_VALIDATION_FILE).write_bytes((source / OWN_VALIDATION_FILE).read_bytes())
+    (target / OWN_TEXT_ORIGIN).write_text(json.dumps({"model": own_text_owner(source)}), encoding="utf-8")
+    return True

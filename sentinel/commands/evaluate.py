@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or MAX_DEFAULT_SEQ_LEN
     seq_len = args.seq_len if args.seq_len is not None else min(positions, MAX_DEFAULT_SEQ_LEN)
     if chosen.own and args.stride is None:   # the dashboard's protocol for a folder's own split, same numbers
-        from sentinel.ui.protocol import own_text_perplexity
+        from sentinel.evaluation.own_text import own_text_perplexity
 
         ppl = own_text_perplexity(loaded.model, loaded.tokenizer, chosen, args.max_tokens, seq_len, args.batch_size)
         text_name = chosen.name

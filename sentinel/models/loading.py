@@ -27,6 +27,7 @@ from safetensors.torch import save_model as safetensors_save_from
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from sentinel.data import carry_own_text
 from sentinel.device import parse_dtype, pick_device
 from sentinel.errors import CorruptModelError, ModelLoadError, UnsafeModelError, UnsupportedModelError
 from sentinel.models.card import write_model_card
@@ -399,6 +400,7 @@ def save_model(
             original, written = model.config.to_dict(), config.to_dict()
             record["original_config"] = {k: v for k, v in original.items() if k in written and written[k] != v}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        carry_own_text(getattr(model.config, "name_or_path", None) or None, staging)
         write_model_card(staging, model, record, note)
         if also_write is not None:
             also_write(staging)

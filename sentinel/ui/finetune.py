@@ -25,7 +25,8 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
 from sentinel.ui.history import curves_frame, finetune_run_name, readable
-from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
+from sentinel.data import evaluation_text
+from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, protocol_perplexity
 from sentinel.ui.session import PruneStep, WorkingModel
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
@@ -100,10 +101,12 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
     )
     out = prepare_run_folder(sentinel_home() / DASHBOARD_RUNS / experiment)
     start = save_model(working.model, working.tokenizer, out / "start", note={"dashboard_steps": working.history()})
+    own = evaluation_text(start)     # the base's held-out split travels with the copy; validate on it
     for number, step in enumerate(working.steps, start=1):
         store.record_pruned_heads(experiment, step.heads, step.mode, stage=f"dashboard step {number}")
     job = FineTuneJob(out=str(out), config=config, model=str(start),
-                      teacher=str(base_source) if request.distill else None)
+                      teacher=str(base_source) if request.distill else None,
+                      validation_text=own.source if own.own else None)
     job_id = jobs.submit(DASHBOARD_FINETUNE, job.to_dict(), device=device, experiment_id=experiment)
     logger.info("Queued fine-tune job %s (experiment %s) for %s", job_id, experiment, base_source)
     return job_id
@@ -260,7 +263,7 @@ def protocol_before_after(start: str, tuned: str, device: str) -> dict[str, Any]
     after = protocol_perplexity(load_model(tuned, device=device).model, loaded.tokenizer)
     logger.info("Fine-tune judged on the app's protocol: %.3f -> %.3f", before.perplexity, after.perplexity)
     return {"protocol_perplexity_before": before.perplexity, "protocol_perplexity_after": after.perplexity,
-            "protocol_tokens": after.tokens_evaluated}
+            "protocol_tokens": after.tokens_evaluated, "protocol": describe_for(loaded.model, after.tokens_evaluated)}
 
 
 def protocol_numbers(summary: Mapping[str, Any]) -> tuple[float, float, int] | None:
@@ -293,6 +296,7 @@ class FineTuneVerdict:
     best_value: float
     last_value: float              # the validation curve's last point (the run's own windows)
     best_path: str | None          # the kept checkpoint of the best step (None: step 0 or the last step)
+    described: str | None = None   # the protocol sentence (which text, how many tokens); None: the bundled text's
 
     @property
     def change(self) -> float:
@@ -322,10 +326,11 @@ class FineTuneVerdict:
             said = f"no measurable change in perplexity, {numbers}, under the {FINETUNE_TOLERANCE:.1%} tolerance)"
         else:
             said = f"perplexity {'improved' if self.improved else 'got worse'}, {numbers})"
-        return f"Fine-tuning for {self.steps} steps: {said} ({EVAL_PROTOCOL.describe(self.tokens)})."
+        return f"Fine-tuning for {self.steps} steps: {said} ({self.described or EVAL_PROTOCOL.describe(self.tokens)})."
 
 
-def judge_finetune(view: JobView, before: float, after: float, tokens: int) -> FineTuneVerdict:
+def judge_finetune(view: JobView, before: float, after: float, tokens: int,
+                   described: str | None = None) -> FineTuneVerdict:
     """Compare the protocol perplexity before and after and find the run's best point (validation curve)."""
     points = view.curve_points("val_perplexity")
     recorded = view.job.result or {}
@@ -339,4 +344,4 @@ def judge_finetune(view: JobView, before: float, after: float, tokens: int) -> F
         path = str(folder) if (folder / "config.json").is_file() else None
     steps = int((view.job.result or {}).get("steps") or view.progress.step)
     last = points[-1].value if points else after
-    return FineTuneVerdict(steps, before, after, tokens, step, value, last, path)
+    return FineTuneVerdict(steps, before, after, tokens, step, value, last, path, described)

@@ -15,6 +15,7 @@ from torch import nn
 
 from sentinel.data import EvalText, evaluation_text, join_documents, load_texts
 from sentinel.errors import DataError
+from sentinel.evaluation.own_text import own_text_perplexity, own_text_window
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.heads import model_heads
 from sentinel.models.int8 import is_int8
@@ -62,24 +63,9 @@ def protocol_perplexity(model: nn.Module, tokenizer: Any, protocol: EvalProtocol
     return result
 
 
-OWN_TEXT_MAX_WINDOW = 1024
-
-
 def model_eval_text(model: nn.Module) -> EvalText:
     """The text the dashboard scores `model` on: its folder's own validation split when it carries one."""
     return evaluation_text(getattr(model.config, "name_or_path", None) or None)
-
-
-def own_text_perplexity(model: nn.Module, tokenizer: Any, text: EvalText, max_tokens: int | None = None,
-                        window: int | None = None, batch_size: int = 8) -> PerplexityResult:
-    """The one protocol for a model folder's own split, shared by `sentinel evaluate` and the dashboard: every
-    token of the split (or the first `max_tokens`), non-overlapping windows of the model's positions (≤ 1024)."""
-    ids = join_documents(tokenizer, load_texts(text.source))
-    ids = ids[:max_tokens] if max_tokens is not None else ids
-    seq_len = window if window is not None else cap_to_positions(model, OWN_TEXT_MAX_WINDOW)
-    result = perplexity(model, tokenizer, ids, seq_len=seq_len, batch_size=batch_size)
-    logger.info("Perplexity %.3f over %d tokens of %s", result.perplexity, result.tokens_evaluated, text.name)
-    return result
 
 
 def describe_for(model: nn.Module, scored: int | None = None) -> str:
@@ -88,5 +74,5 @@ def describe_for(model: nn.Module, scored: int | None = None) -> str:
     if not text.own:
         return EVAL_PROTOCOL.describe(scored)
     count = f"{scored:,} scored tokens" if scored is not None else "every token"
-    window = cap_to_positions(model, OWN_TEXT_MAX_WINDOW)
+    window = own_text_window(model)
     return f"perplexity on {count} of {text.name} (windows of {window} tokens; lower is better)"

@@ -53,3 +53,37 @@ def test_cli_and_dashboard_give_the_cards_perplexity_for_stdlib() -> None:
     assert round(dash.perplexity, 2) == round(card, 2)
     assert dash.tokens_evaluated == cli["tokens_evaluated"] and dash.window_length == cli["window_length"]
     assert "stdlib-gpt2's own validation split" in describe_for(loaded.model, dash.tokens_evaluated)
+
+
+def test_a_pruned_copy_is_scored_on_its_bases_split(tmp_path: Path) -> None:
+    """A saved pruned model (and a copy of that copy) carries its base's held-out split, so the CLI, the dashboard
+    and every job copy score it on the same text as the base — not on the bundled stories text."""
+    from sentinel.models import load_model, save_model
+    from sentinel.pruning import mask_heads
+    from sentinel.ui.protocol import describe_for, protocol_perplexity
+
+    loaded = load_model(str(STDLIB))
+    base = protocol_perplexity(loaded.model, loaded.tokenizer)
+    mask_heads(loaded.model, {0: [0, 1]})
+    pruned = protocol_perplexity(loaded.model, loaded.tokenizer)
+    first = save_model(loaded.model, loaded.tokenizer, tmp_path / "pruned")
+    second_model = load_model(str(first))
+    second = save_model(second_model.model, second_model.tokenizer, tmp_path / "copy")
+    text = evaluation_text(second)
+    assert text.own and text.name.startswith("stdlib-gpt2's own validation split")
+    assert (second / "corpus" / "validation.jsonl").read_bytes() == (STDLIB / "corpus" / "validation.jsonl").read_bytes()
+    again = load_model(str(second))
+    measured = protocol_perplexity(again.model, again.tokenizer)
+    assert measured.tokens_evaluated == base.tokens_evaluated and measured.perplexity == pytest.approx(pruned.perplexity, rel=1e-5)
+    assert measured.perplexity != pytest.approx(base.perplexity, rel=1e-4)       # the prune is visible, on that text
+    assert "stdlib-gpt2's own validation split" in describe_for(again.model)
+
+
+def test_a_damaged_origin_file_is_a_clear_error(tmp_path: Path) -> None:
+    from sentinel.data import carry_own_text
+    from sentinel.errors import DataError
+
+    assert carry_own_text(STORIES, tmp_path) and evaluation_text(tmp_path).name.startswith("stories-gpt2's")
+    (tmp_path / "corpus" / "origin.json").write_text("{}")
+    with pytest.raises(DataError, match="does not name the model"):
+        evaluation_text(tmp_path)
