@@ -13,7 +13,7 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.compare import check_choice, speed_job_for, speed_of, speed_signature, speed_table, start_speed_job
-from sentinel.ui.format import shared_prefix_words, signed_percent, word_diff_html
+from sentinel.ui.format import plural, shared_prefix_words, signed_percent, word_diff_html
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -127,7 +127,7 @@ elif speed_job is not None and speed_job.state == "succeeded":
     st.subheader("Measured speed")
     st.table(speed_table(timed, labels))
     st.caption(f"Tokens per second: the median of {timed.repeats} interleaved rounds (lowest–highest in brackets), "
-               f"{timed.prompt_tokens} prompt tokens then {timed.new_tokens} generated, {timed.threads} CPU threads. "
+               f"{timed.prompt_tokens} prompt tokens then {timed.new_tokens} generated, {plural(timed.threads, 'CPU thread')}. "
                "Each ratio to the first model is taken round by round; when its spread covers 1.0 there is no "
                f"measurable difference. Measured by job {speed_job.id}, finished "
                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(speed_job.finished or speed_job.created))}.")

@@ -24,6 +24,7 @@ from sentinel.ui.choices import MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText
 from sentinel.charts import METRICS, attention_heatmap
 from sentinel.ui.inside import MAX_TOKENS, head_pattern
 from sentinel.ui.pruning import preview_plan
+from sentinel.ui.format import plural
 from sentinel.ui.selection import head_label
 
 state = dashboard()
@@ -140,7 +141,7 @@ with st.expander("Look inside a head", expanded=bool(state.selection.heads), ico
     st.caption("Each row is a token and how it spreads its attention over the earlier tokens (a causal model "
                "only looks back); the percentages are the mean attention each token receives.")
 
-st.caption(f"Computed on your model ({len(working.steps)} pruning steps) over {maps.tokens:,} tokens of "
+st.caption(f"Computed on your model ({plural(len(working.steps), 'pruning step')}) over {maps.tokens:,} tokens of "
            f"{state.text.name}; {maps.seconds:.2f} s of computing so far.")
 st.download_button("Download the scores computed so far (CSV)", maps.frame().to_csv(index=False).encode("utf-8"),
                    file_name="head_scores.csv", mime="text/csv", icon=":material/download:", key="scores_csv")

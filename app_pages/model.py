@@ -85,7 +85,8 @@ figures = base_figures(state, working)
 if figures is not None:
     st.metric("Perplexity (as loaded)", readable(figures.perplexity), help=f"The app's one protocol: "
               f"{figures.perplexity_note}. Prune, Fine-tune, Compare and Experiments use the same.")
-    st.caption(f"Perplexity {readable(figures.perplexity)}: {figures.perplexity_note}.")
+    spread = f" ({figures.perplexity_interval}, bootstrap over windows)" if figures.perplexity_interval else ""
+    st.caption(f"Perplexity {readable(figures.perplexity)}{spread}: {figures.perplexity_note}.")
 if base.record:
     st.caption(f"Loaded a Sentinel-saved pruned model from {base.source}; its pruning history:")
     st.json(base.record.get("history", []), expanded=False)

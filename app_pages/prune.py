@@ -18,7 +18,7 @@ from sentinel.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.evaluation.paired import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
-from sentinel.ui.format import word_diff_html
+from sentinel.ui.format import plural, word_diff_html
 from sentinel.ui.export import export_session, load_lines
 from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
@@ -243,8 +243,11 @@ def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
                            "predicted from the body's FLOPs; the embeddings, the LM head, memory traffic and per-layer "
                            "overheads do not shrink with them. Raise the target (or remove whole layers) to get "
                            "closer.", icon=":material/speed:")
-        st.caption(f"Before = the model as loaded; after = your copy with {len(working.steps)} pruning steps. "
-                   f"Perplexity: {after.perplexity_note}, the same on every page. Speed: the two models timed in "
+        spread = (f" Perplexity spread (bootstrap over windows): before {before.perplexity_interval or 'n/a'}, after "
+                  f"{after.perplexity_interval or 'n/a'}." if before.perplexity_interval or after.perplexity_interval
+                  else "")
+        st.caption(f"Before = the model as loaded; after = your copy with {plural(len(working.steps), 'pruning step')}. "
+                   f"Perplexity: {after.perplexity_note}, the same on every page.{spread} Speed: the two models timed in "
                    "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
                    "includes 1.00× the difference is within the noise. The predicted speed-up here counts the whole "
                    "model's FLOPs, LM head included (pruning does not shrink it), so it is lower than the body-only "

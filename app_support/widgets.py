@@ -17,6 +17,7 @@ from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, p
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
                                    forget_layer_clicks, forget_seen, head_label, keep_present, neurons_by_rule,
                                    parse_head_label, set_heads, set_layers, set_neurons)
+from sentinel.ui.format import plural
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
 
@@ -133,7 +134,7 @@ def unit_maps_view(state: DashboardState, working: WorkingModel, kind: str) -> N
         layer_selection_list(state, working)
         layer_selection_link(state)
     where = f" over {found.tokens:,} tokens of {state.text.name}" if found.tokens else " from the weights alone"
-    st.caption(f"Computed on your model ({len(working.steps)} pruning steps){where} in {found.seconds:.2f} s.")
+    st.caption(f"Computed on your model ({plural(len(working.steps), 'pruning step')}){where} in {found.seconds:.2f} s.")
     st.download_button("Download these scores (CSV)", found.scores.to_frame().to_csv(index=False).encode("utf-8"),
                        file_name=f"{kind}_{metric}_scores.csv", mime="text/csv", icon=":material/download:",
                        key=f"{kind}_scores_csv")

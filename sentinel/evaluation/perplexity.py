@@ -27,6 +27,14 @@ class PerplexityResult:
     window_length: int
     stride: int
     seconds: float = 0.0
+    ci_low: float | None = None    # 95% bootstrap interval over the scored windows (None: fewer than 2 windows)
+    ci_high: float | None = None
+
+    def interval(self) -> str:
+        """'95% CI 1.43–1.45' for the screen and the report; '' when there were too few windows."""
+        if self.ci_low is None or self.ci_high is None:
+            return ""
+        return f"95% CI {self.ci_low:.4g}–{self.ci_high:.4g}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON and the experiment store."""
@@ -93,16 +101,40 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
     return type(config) not in AutoModelForMaskedLM._model_mapping
 
 
-def masked_nll_sum(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[float, int]:
-    """Sum of next-token NLL over labels != -100 and attention_mask == 1, and how many tokens that was."""
+def masked_nll_rows(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of next-token NLL over labels != -100 and attention_mask == 1, and the token count."""
     labels = labels.masked_fill(attention_mask == 0, -100)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [batch, pos, vocab]
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                          ignore_index=-100, reduction="sum")
-    return float(nll.detach()), int((shift_labels != -100).sum())
+                          ignore_index=-100, reduction="none").view(shift_labels.shape)
+    return nll.detach().double().sum(dim=1).cpu(), (shift_labels != -100).sum(dim=1).cpu()
+
+
+def masked_nll_sum(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[float, int]:
+    """Sum of next-token NLL over labels != -100 and attention_mask == 1, and how many tokens that was."""
+    sums, counts = masked_nll_rows(model, input_ids, attention_mask, labels)
+    return float(sums.sum()), int(counts.sum())
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_interval(window_nll: torch.Tensor, window_tokens: torch.Tensor, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile interval of exp(Σnll/Σtokens) over windows resampled with replacement (seeded, so one model
+    on one text always gets the same interval); None for fewer than 2 windows."""
+    count = int(window_nll.numel())
+    if count < 2:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, count, (resamples, count), generator=generator)
+    means = window_nll[picks].sum(dim=1) / window_tokens[picks].sum(dim=1).double()
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return math.exp(min(low, 709.0)), math.exp(min(high, 709.0))
 
 
 def perplexity(
@@ -141,7 +173,8 @@ def perplexity(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_nll, total_tokens = 0.0, 0
+    window_sums: list[torch.Tensor] = []
+    window_counts: list[torch.Tensor] = []
     start = time.perf_counter()
     try:
         with torch.no_grad():
@@ -156,16 +189,20 @@ def perplexity(
                     input_ids[row, :length] = torch.tensor(window, dtype=torch.long)
                     attention_mask[row, :length] = 1
                     labels[row, length - n_target:length] = input_ids[row, length - n_target:length]
-                nll, count = masked_nll_sum(model, input_ids.to(device), attention_mask.to(device),
-                                            labels.to(device))
-                total_nll += nll
-                total_tokens += count
+                sums, counts = masked_nll_rows(model, input_ids.to(device), attention_mask.to(device),
+                                               labels.to(device))
+                window_sums.append(sums)
+                window_counts.append(counts)
     finally:
         model.train(was_training)
+    window_nll, window_tokens = torch.cat(window_sums), torch.cat(window_counts)
+    total_nll, total_tokens = float(window_nll.sum()), int(window_tokens.sum())
     mean_nll = total_nll / total_tokens
+    interval = bootstrap_interval(window_nll, window_tokens)
     # exp overflows a float above ~709 nats: such a model is reported as infinitely perplexed, not as an error
     result = PerplexityResult(perplexity=math.exp(mean_nll) if mean_nll < 709.0 else math.inf, nll=mean_nll, tokens_evaluated=total_tokens,
-                              window_length=seq_len, stride=stride, seconds=time.perf_counter() - start)
+                              window_length=seq_len, stride=stride, seconds=time.perf_counter() - start,
+                              ci_low=interval[0] if interval else None, ci_high=interval[1] if interval else None)
     logger.info("Perplexity %.3f over %d tokens (window %d, stride %d)", result.perplexity, total_tokens,
                 seq_len, stride)
     return result

@@ -111,6 +111,7 @@ class ModelFigures:
     perplexity_tokens: int
     extra: dict[str, Any] = field(default_factory=dict)
     protocol_note: str | None = None    # the sentence naming the text and windows this perplexity was measured on
+    perplexity_interval: str = ""       # '95% CI a–b', bootstrap over the scored windows ('' with one window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +133,7 @@ def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
     active = sum(len(h) for h in active_heads(model).values())
     return ModelFigures(active, heads.num_layers * heads.num_heads, parameter_count(model), weight_bytes(model),
                         ppl.perplexity, ppl.tokens_evaluated,
-                        protocol_note=describe_for(model, ppl.tokens_evaluated))
+                        protocol_note=describe_for(model, ppl.tokens_evaluated), perplexity_interval=ppl.interval())
 
 
 WHOLE_MODEL_PREDICTION = "Speed-up predicted (whole model's FLOPs, LM head included)"

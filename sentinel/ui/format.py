@@ -25,6 +25,11 @@ def human_count(n: int | float) -> str:
     return f"{n:g}"
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 pruning step', '3 pruning steps': a count with its noun in the right number."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 def human_bytes(n: int) -> str:
     """Bytes in MiB/GiB with two decimals."""
     if n >= 1 << 30:
