@@ -134,7 +134,7 @@ def bootstrap_interval(window_nll: torch.Tensor, window_tokens: torch.Tensor, re
     picks = torch.randint(0, count, (resamples, count), generator=generator)
     means = window_nll[picks].sum(dim=1) / window_tokens[picks].sum(dim=1).double()
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return math.exp(min(low, 709.0)), math.exp(min(high, 709.0))
+    return tuple(math.exp(v) if v < 709.0 else math.inf for v in (low, high))   # as the perplexity itself
 
 
 def perplexity(

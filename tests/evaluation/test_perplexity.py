@@ -94,6 +94,30 @@ def test_a_diverged_model_has_infinite_perplexity_not_an_overflow(monkeypatch):
     from tests.conftest import make_tiny_model, sample_ids
 
     module = importlib.import_module("sentinel.evaluation.perplexity")  # the package re-exports a same-named function
-    monkeypatch.setattr(module, "masked_nll_sum", lambda *args: (1.0e6, 10))  # mean NLL 1e5 nats
+    def diverged(model, input_ids, *args):   # every window: mean NLL 1e5 nats
+        rows = input_ids.shape[0]
+        return torch.full((rows,), 1.0e6, dtype=torch.float64), torch.full((rows,), 10)
+
+    monkeypatch.setattr(module, "masked_nll_rows", diverged)
     result = perplexity(make_tiny_model("gpt2"), None, sample_ids(), seq_len=8)
     assert result.perplexity == math.inf and result.nll == 1.0e5
+    assert result.ci_low == result.ci_high == math.inf                  # like the value: infinite, never an overflow
+
+
+def test_the_interval_brackets_the_perplexity_and_is_repeatable(tiny_gpt2):
+    from sentinel.evaluation.perplexity import bootstrap_interval
+
+    ids = _ids(400)
+    first = perplexity(tiny_gpt2, None, ids, seq_len=32)
+    again = perplexity(tiny_gpt2, None, ids, seq_len=32, batch_size=3)
+    assert first.ci_low is not None and first.ci_low < first.perplexity < first.ci_high
+    assert (first.ci_low, first.ci_high) == pytest.approx((again.ci_low, again.ci_high), rel=1e-9)
+    assert first.interval().startswith("95% CI ")
+    # one window: no spread to estimate, and nothing pretends there is
+    single = perplexity(tiny_gpt2, None, ids[:20], seq_len=32)
+    assert single.ci_low is None and single.interval() == ""
+    # identical windows have no spread; very different ones a wide interval around the pooled value
+    same = bootstrap_interval(torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64), torch.tensor([1, 1, 1]))
+    assert same == pytest.approx((math.exp(2.0), math.exp(2.0)))
+    low, high = bootstrap_interval(torch.tensor([0.0, 4.0] * 20, dtype=torch.float64), torch.tensor([1, 1] * 20))
+    assert low < math.exp(2.0) < high and high / low > 1.5
