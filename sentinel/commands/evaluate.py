@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
                                     "are defined for causal LMs only.")
     positions = getattr(loaded.model.config, "max_position_embeddings", None) or MAX_DEFAULT_SEQ_LEN
     seq_len = args.seq_len if args.seq_len is not None else min(positions, MAX_DEFAULT_SEQ_LEN)
-    if chosen.own and args.stride is None:   # the dashboard's protocol for a folder's own split, same numbers
-        from sentinel.evaluation.own_text import own_text_perplexity
+    if chosen.own and args.stride is None:   # the one function `sentinel report` and the dashboard share
+        from sentinel.evaluation.own_text import text_perplexity
 
-        ppl = own_text_perplexity(loaded.model, loaded.tokenizer, chosen, args.max_tokens, seq_len, args.batch_size)
+        ppl = text_perplexity(loaded.model, loaded.tokenizer, chosen, args.max_tokens, seq_len, args.batch_size)
         text_name = chosen.name
     else:
         blocks = blocks_from_texts(loaded.tokenizer, texts, seq_len, describe_source(source), args.max_tokens)

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from sentinel.data import EvalText, join_documents, load_texts
+from sentinel.data import EvalText, blocks_from_texts, describe_source, join_documents, load_texts
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.positions import cap_to_positions
 
@@ -31,3 +31,14 @@ def own_text_perplexity(model: nn.Module, tokenizer: Any, text: EvalText, max_to
     result = perplexity(model, tokenizer, ids, seq_len=seq_len, batch_size=batch_size)
     logger.info("Perplexity %.3f over %d tokens of %s", result.perplexity, result.tokens_evaluated, text.name)
     return result
+
+
+def text_perplexity(model: nn.Module, tokenizer: Any, text: EvalText, max_tokens: int | None = None,
+                    window: int | None = None, batch_size: int = 8) -> PerplexityResult:
+    """`sentinel evaluate`'s perplexity (no stride) of `model` on `text`, whichever text it is: the report and the
+    CLI call this one function, so they print the same number for the same model."""
+    if text.own:
+        return own_text_perplexity(model, tokenizer, text, max_tokens, window, batch_size)
+    seq_len = window if window is not None else own_text_window(model)
+    blocks = blocks_from_texts(tokenizer, load_texts(text.source), seq_len, describe_source(text.source), max_tokens)
+    return perplexity(model, tokenizer, blocks.input_ids, seq_len=seq_len, batch_size=batch_size)

@@ -28,6 +28,7 @@ from sentinel.models.heads import model_heads
 logger = logging.getLogger(__name__)
 
 SPEED_REPEATS = 5
+NOISY_SPREAD = 2.0       # pairs ranging wider than this factor give no verdict
 FLOPS_CONTEXT = 128          # the context the whole-model FLOP prediction is counted at (the app's window)
 SPEED_PROMPT_TOKENS = 64     # the dashboard's timed prompt (prefill) length, in tokens
 SPEED_NEW_TOKENS = 16        # the dashboard's timed generated (decode) tokens
@@ -43,15 +44,24 @@ class SpeedRatio:
     pairs: int
 
     @property
+    def noisy(self) -> bool:
+        """True when the pairs range over more than NOISY_SPREAD (e.g. 0.22–9.27×): the machine was too busy for
+        the timings to say anything, in either direction."""
+        return self.pairs >= 2 and self.high > NOISY_SPREAD * self.low
+
+    @property
     def measurable(self) -> bool:
-        """False when the spread covers 1.0 (the pairs disagree on which model is faster) or there is only one
-        pair (no spread at all, as with `sentinel quantize --runs 1`)."""
-        return self.pairs >= 2 and not (self.low <= 1.0 <= self.high)
+        """False when the spread covers 1.0 (the pairs disagree on which model is faster), is too wide to trust
+        (`noisy`), or there is only one pair (no spread at all, as with `sentinel quantize --runs 1`)."""
+        return self.pairs >= 2 and not (self.low <= 1.0 <= self.high) and not self.noisy
 
     def describe(self) -> str:
-        """'1.21× faster (1.12–1.30×, 5 pairs)' or 'no measurable difference (0.93–1.08×, 5 pairs)'."""
+        """'1.21× faster (1.12–1.30×, 5 pairs)', 'no measurable difference (0.93–1.08×, 5 pairs)' or 'too noisy to
+        conclude — rerun (0.22–9.27×, 5 pairs)'."""
         spread = (f"{self.low:.2f}–{self.high:.2f}×, {self.pairs} interleaved pairs" if self.pairs >= 2
                   else f"{self.median:.2f}× in 1 pair; a spread needs 2 rounds or more")
+        if self.noisy:
+            return f"too noisy to conclude — rerun on a quieter machine ({spread})"
         if not self.measurable:
             return f"no measurable difference ({spread})"
         word = "faster" if self.median > 1 else "slower"

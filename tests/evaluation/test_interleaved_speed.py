@@ -100,3 +100,13 @@ def test_per_model_tokenizers_and_refusals(tiny_lm):
         interleaved_speed({}, tokenizer)
     with pytest.raises(DataError, match="at least 1 round"):
         interleaved_speed(models, tokenizer, repeats=0)
+
+
+def test_a_range_wider_than_twofold_is_too_noisy_for_a_verdict():
+    from sentinel.evaluation.paired import SpeedRatio
+
+    noisy = SpeedRatio(median=1.34, low=1.26, high=7.58, pairs=5)     # every pair "faster", yet 6× apart
+    assert noisy.noisy and not noisy.measurable and not noisy.faster
+    assert noisy.describe().startswith("too noisy to conclude — rerun")
+    steady = SpeedRatio(median=1.34, low=1.26, high=1.45, pairs=5)
+    assert not steady.noisy and steady.faster and steady.describe().startswith("1.34× faster")
