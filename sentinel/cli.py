@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "sentinel.commands.sparsify",
     "sentinel.commands.sensitivity",
     "sentinel.commands.quantize",
+    "sentinel.commands.report",
 ]
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
-import html
 import math
 
 import torch
 
 from sentinel.errors import SentinelError
 from sentinel.files import redact_server_paths
+from sentinel.textdiff import word_diff_html  # noqa: F401  (the pages' import; one implementation)
 
 OUT_OF_MEMORY_ADVICE = (
     "Try a shorter sample text or fewer samples, close other sessions' jobs, choose the CPU device, "
@@ -65,19 +64,6 @@ def plain_error(error: BaseException, doing: str) -> str:
 
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (SentinelError, torch.OutOfMemoryError, MemoryError, OSError)
-
-
-def word_diff_html(reference: str, other: str) -> str:
-    """`other` as HTML with every word that differs from `reference` wrapped in <mark> (text HTML-escaped)."""
-    ref_words, words = reference.split(" "), other.split(" ")
-    matcher = difflib.SequenceMatcher(a=ref_words, b=words, autojunk=False)
-    parts: list[str] = []
-    for op, _, _, start, end in matcher.get_opcodes():
-        chunk = html.escape(" ".join(words[start:end]))
-        if not chunk:
-            continue
-        parts.append(chunk if op == "equal" else f"<mark>{chunk}</mark>")
-    return " ".join(parts)
 
 
 def shared_prefix_words(reference: str, other: str) -> int:
