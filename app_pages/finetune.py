@@ -5,8 +5,8 @@ import streamlit as st
 from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
                                require_model, restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.charts import curves_chart
-from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_view,
-                                  queue_place, start_finetune)
+from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_texts, job_view,
+                                  planned_texts, queue_place, start_finetune)
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -38,7 +38,7 @@ def show(view: JobView) -> None:
     cols[0].metric("Training loss", f"{loss:.3f}" if loss is not None else "–")
     block = job.params.get("config", {}).get("block_size", EVAL_PROTOCOL.window)
     own = job.params.get("validation_text")
-    text = "the model's own validation split" if own else "the bundled validation text"
+    text = job_texts(job).validation
     same = not own and block == EVAL_PROTOCOL.window
     cols[1].metric("Validation perplexity", readable(ppl) if ppl is not None else "–",
                    help=f"The run's own curve: the first {EVAL_PROTOCOL.tokens:,} tokens of {text} in blocks of "
@@ -107,8 +107,7 @@ with st.form("finetune_settings"):
         cols = st.columns(2)
         batch = cols[0].number_input("Batch size", 1, 256, 8, key="finetune_batch")
         block = cols[1].select_slider("Tokens per example", [32, 64, 128, 256, 512], 128, key="finetune_block")
-    st.caption("Trains on the bundled stdlib-docstring corpus (train split) and measures perplexity on its "
-               "validation split five times during the run.")
+    st.caption(planned_texts(working).sentence())
     start = st.form_submit_button("Start fine-tuning", type="primary", icon=":material/play_arrow:")
 
 if start:

@@ -25,8 +25,8 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
 from sentinel.ui.history import curves_frame, finetune_run_name, readable
-from sentinel.data import evaluation_text
-from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, protocol_perplexity
+from sentinel.data import OWN_VALIDATION_FILE, evaluation_text, own_text_owner
+from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, model_eval_text, protocol_perplexity
 from sentinel.ui.session import PruneStep, WorkingModel
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
@@ -110,6 +110,46 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
     job_id = jobs.submit(DASHBOARD_FINETUNE, job.to_dict(), device=device, experiment_id=experiment)
     logger.info("Queued fine-tune job %s (experiment %s) for %s", job_id, experiment, base_source)
     return job_id
+
+
+@dataclass(frozen=True)
+class FineTuneTexts:
+    """What a dashboard fine-tune trains and validates on, named for the page."""
+
+    train: str
+    validation: str
+
+    def sentence(self) -> str:
+        """'Trains on … and measures perplexity on … five times during the run.'"""
+        return f"Trains on {self.train} and measures perplexity on {self.validation} five times during the run."
+
+
+def finetune_texts(text: str | None, validation_text: str | None) -> FineTuneTexts:
+    """Name a fine-tune job's `text` and `validation_text` params as load_finetune_data reads them: None trains on
+    the bundled model's train split; a validation file is a model folder's own split, None the bundled one."""
+    bundled = BUNDLED_MODEL_DIR.name
+    train = f"the bundled {bundled} corpus (its train split)" if text is None else Path(text).name
+    if validation_text is not None:
+        path = Path(validation_text)
+        folder = path.parents[len(OWN_VALIDATION_FILE.parts) - 1]
+        validation = (f"{own_text_owner(folder)}'s own validation split" if path.parts[-2:] == OWN_VALIDATION_FILE.parts
+                      else path.name)
+    elif text is None:
+        validation = f"the bundled {bundled} corpus's validation split"
+    else:
+        validation = f"the last tenth of {train}"
+    return FineTuneTexts(train, validation)
+
+
+def planned_texts(working: WorkingModel) -> FineTuneTexts:
+    """What start_finetune's job will train and validate on for the session's model (before it is started)."""
+    own = model_eval_text(working.model)    # save_model carries this split into the job's start copy
+    return finetune_texts(None, own.source if own.own else None)
+
+
+def job_texts(job: JobRecord) -> FineTuneTexts:
+    """What a started job trains and validates on, from its own params."""
+    return finetune_texts(job.params.get("text"), job.params.get("validation_text"))
 
 
 @dataclass(frozen=True)

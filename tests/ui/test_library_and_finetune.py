@@ -88,3 +88,20 @@ def test_torch_threads_for_the_app(monkeypatch):
     finally:
         configure_torch_threads.cache_clear()
         torch.set_num_threads(before)
+
+
+def test_the_finetune_texts_are_the_ones_the_job_reads(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from sentinel.ui.finetune import finetune_texts
+
+    stdlib = Path(__file__).resolve().parents[2] / "assets" / "models" / "stdlib-gpt2"
+    loaded = load_model(stdlib)
+    copy = save_model(loaded.model, loaded.tokenizer, tmp_path / "start")
+    validation = copy / "corpus" / "validation.jsonl"
+    assert validation.is_file()
+    texts = finetune_texts(None, str(validation))
+    assert texts.train == "the bundled stories-gpt2 corpus (its train split)"
+    assert texts.validation == "stdlib-gpt2's own validation split"
+    assert finetune_texts(None, None).validation == "the bundled stories-gpt2 corpus's validation split"
+    assert str(tmp_path) not in texts.sentence()
