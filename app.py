@@ -40,6 +40,8 @@ def main() -> None:
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:",
                 help="Up to four models of any kind (base, pruned, fine-tuned, saved, sparse): the same prompt's text "
                      "side by side, with perplexity, size and measured speed."),
+        st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:",
+                help="A one-page verdict on your pruned model against thresholds you set, to download and share."),
         st.Page("app_pages/experiments.py", title="Experiments", icon=":material/history:",
                 help="Every recorded run: settings, pruned heads, curves, final numbers and samples."),
     ]

@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sentinel", description="Prune the attention heads of transformer language models.")
+    parser = _Parser(prog="sentinel", description="Prune transformer language models: heads, neurons, layers and weights; recover, fine-tune, export, review.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

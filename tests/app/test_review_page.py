@@ -1,0 +1,34 @@
+"""The Review page: a verdict on the session's pruned model with the same numbers as `sentinel report`, and the
+same HTML to download."""
+
+from __future__ import annotations
+
+from tests.app.conftest import assert_clean, dashboard, open_app
+
+
+def test_review_page_judges_the_pruned_model_and_offers_the_report():
+    from sentinel.data import evaluation_text
+    from sentinel.evaluation.own_text import text_perplexity
+
+    at = open_app("review")
+    assert_clean(at)
+    assert any("no pruning steps yet" in i.value for i in at.info)       # nothing to review before a prune
+    at.switch_page("app_pages/prune.py").run()
+    at.button(key="prune_go").click().run()
+    assert_clean(at)
+    at.switch_page("app_pages/review.py").run()
+    at.number_input(key="review_ppl").set_value(1.0)
+    at.number_input(key="review_rounds").set_value(2)
+    at.button(key="FormSubmitter:review_settings-Build the review").click().run()
+    assert_clean(at)
+    _, review, page = dashboard(at).caches["review"]
+    verdict = review.verdicts[0]
+    shown = {"pass": at.success, "fail": at.error, "inconclusive": at.warning}[verdict.status]
+    assert shown[0].value == verdict.headline()
+    working = dashboard(at).working
+    expected = text_perplexity(working.model, working.tokenizer, evaluation_text(working.base.source))
+    assert review.models[0].perplexity == expected.perplexity
+    rise = review.models[0].perplexity / review.base.perplexity - 1
+    assert (verdict.criteria[0].status == "pass") == (rise <= 0.01)   # the reviewer's 1%, not the default 5%
+    assert "<script" not in page and "sentinel-review" in page
+    assert at.get("download_button")
