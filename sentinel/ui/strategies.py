@@ -22,6 +22,7 @@ from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
 from sentinel.metrics.batches import prepare_batches
 from sentinel.models import save_model
+from sentinel.models.loading import pruning_record
 from sentinel.pruning import active_heads, mask_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_names
 from sentinel.store import Store, sentinel_home
@@ -82,6 +83,14 @@ class Comparison:
     ratio: float
     baseline: float
     results: list[StrategyResult] = field(default_factory=list)
+    prior_steps: int = 0        # pruning steps the compared model already had: its baseline is not "unpruned"
+
+    @property
+    def reference(self) -> str:
+        """What the baseline is: 'unpruned', or the current model with its earlier steps."""
+        if not self.prior_steps:
+            return "unpruned"
+        return f"for your current model (already pruned in {self.prior_steps} step{'s' if self.prior_steps != 1 else ''})"
 
     def table(self) -> pd.DataFrame:
         """Ranked by perplexity (lower hurts less): rank, strategy, heads pruned, perplexity, rise over unpruned."""
@@ -104,7 +113,7 @@ class Comparison:
         seeds = sum(r.strategy == "random" for r in self.results)
         if spread is None:
             return (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** gives the "
-                    f"lowest perplexity: {readable(best.perplexity)} against {readable(self.baseline)} unpruned "
+                    f"lowest perplexity: {readable(best.perplexity)} against {readable(self.baseline)} {self.reference} "
                     "(no random seeds to judge the margin by).")
         low, median, high = spread
         noise = (f"random's spread over {seeds} seed{'s' if seeds != 1 else ''}: {readable(low)}–{readable(high)}, "
@@ -112,11 +121,11 @@ class Comparison:
         winner = best.strategy != "random" and best.perplexity < low
         if not winner:
             text = (f"On this model, no strategy clearly hurts least: the lowest perplexity, "
-                    f"{readable(best.perplexity)} (**{best.label}**, against {readable(self.baseline)} unpruned), "
+                    f"{readable(best.perplexity)} (**{best.label}**, against {readable(self.baseline)} {self.reference}), "
                     f"is within {noise}.")
         else:
             text = (f"On this model, masking {best.pruned} of {best.total} heads with **{best.label}** hurts least: "
-                    f"perplexity {readable(best.perplexity)} against {readable(self.baseline)} unpruned, below "
+                    f"perplexity {readable(best.perplexity)} against {readable(self.baseline)} {self.reference}, below "
                     f"{noise}.")
         default = next((r for r in self.results if r.strategy == DEFAULT_STRATEGY), None)
         if default is not None and default is not best:
@@ -131,11 +140,13 @@ class Comparison:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "baseline": self.baseline, "results": [asdict(r) for r in self.results]}
+        return {"ratio": self.ratio, "baseline": self.baseline, "results": [asdict(r) for r in self.results],
+                "prior_steps": self.prior_steps}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
-        return cls(data["ratio"], data["baseline"], [StrategyResult(**r) for r in data["results"]])
+        return cls(data["ratio"], data["baseline"], [StrategyResult(**r) for r in data["results"]],
+                   int(data.get("prior_steps", 0)))
 
 
 def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,
@@ -154,8 +165,8 @@ def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,
     batches = prepare_batches(blocks.dataloader(batch_size=4))
     scores = compute_scores(model, needed, batches, loss_data=batches) if needed else {}
     baseline = protocol_perplexity(model, tokenizer).perplexity
-    comparison = Comparison(request.ratio, baseline)
-    tell(ProgressEvent(step=2, total_steps=steps, message="Measured the unpruned model"))
+    comparison = Comparison(request.ratio, baseline, prior_steps=len(pruning_record(model).get("history", [])))
+    tell(ProgressEvent(step=2, total_steps=steps, message="Measured the model before this comparison's masks"))
     for index, (name, seed) in enumerate(runs, start=3):
         if should_stop is not None and should_stop():
             break

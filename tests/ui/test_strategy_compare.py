@@ -59,3 +59,27 @@ def test_no_winner_is_named_inside_randoms_spread():
     beaten = Comparison(0.3, 1.5012, [*results[:2], StrategyResult("random", 0, 14, 48, 1.53, 4064)])
     assert "The entropy rule (the default) beats every random seed here (1.524)." in beaten.recommendation()
     assert "**magnitude** hurts least" in beaten.recommendation()
+
+
+def test_an_already_pruned_model_is_not_called_unpruned():
+    results = [StrategyResult("entropy", None, 14, 48, 1.584, 4064), StrategyResult("random", 0, 14, 48, 1.60, 4064)]
+    text = Comparison(0.3, 1.581, results, prior_steps=2).recommendation()
+    assert "unpruned" not in text and "1.581 for your current model (already pruned in 2 steps)" in text
+    again = Comparison.from_dict(Comparison(0.3, 1.581, results, prior_steps=1).to_dict())
+    assert again.prior_steps == 1 and again.reference.endswith("(already pruned in 1 step)")
+    assert Comparison(0.3, 1.516, results).reference == "unpruned"
+
+
+def test_compare_strategies_counts_the_models_earlier_steps(tiny_lm, monkeypatch):
+    import sentinel.ui.strategies as strategies
+    from sentinel.pruning import mask_heads
+    from sentinel.ui.protocol import protocol_perplexity
+
+    model, tokenizer = tiny_lm
+    small = EvalProtocol(tokens=256, window=32)
+    monkeypatch.setattr(strategies, "protocol_perplexity", lambda m, t: protocol_perplexity(m, t, small))
+    monkeypatch.setattr(strategies, "strategy_names", lambda: ["random"])
+    mask_heads(model, {0: [0]})
+    comparison = compare_strategies(model, tokenizer, CompareRequest(ratio=0.25, random_seeds=1, score_tokens=128,
+                                                                      score_block=32))
+    assert comparison.prior_steps == 1 and "already pruned in 1 step" in comparison.recommendation()
