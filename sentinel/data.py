@@ -488,8 +488,8 @@ def carry_own_text(model_source: str | Path | None, target: Path) -> bool:
     text = evaluation_text(model_source)
     if not text.own:
         return False
-    source = Path(str(model_source))
     (target / OWN_VALIDATION_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (target / OWN_VALIDATION_FILE).write_bytes((source / OWN_VALIDATION_FILE).read_bytes())
-    (target / OWN_TEXT_ORIGIN).write_text(json.dumps({"model": own_text_owner(source)}), encoding="utf-8")
+    (target / OWN_VALIDATION_FILE).write_bytes(Path(str(text.source)).read_bytes())
+    (target / OWN_TEXT_ORIGIN).write_text(json.dumps({"model": own_text_owner(Path(str(model_source)))}),
+                                          encoding="utf-8")
     return True

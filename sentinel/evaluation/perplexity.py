@@ -113,13 +113,6 @@ def masked_nll_rows(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     return nll.detach().double().sum(dim=1).cpu(), (shift_labels != -100).sum(dim=1).cpu()
 
 
-def masked_nll_sum(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[float, int]:
-    """Sum of next-token NLL over labels != -100 and attention_mask == 1, and how many tokens that was."""
-    sums, counts = masked_nll_rows(model, input_ids, attention_mask, labels)
-    return float(sums.sum()), int(counts.sum())
-
-
 BOOTSTRAP_RESAMPLES = 1000
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from sentinel.data import EvalText, evaluation_text, join_documents, load_texts
 from sentinel.errors import DataError
-from sentinel.evaluation.own_text import own_text_perplexity, own_text_window
+from sentinel.evaluation.own_text import own_text_window, text_perplexity
 from sentinel.evaluation.perplexity import PerplexityResult, perplexity
 from sentinel.models.heads import model_heads
 from sentinel.models.int8 import is_int8
@@ -56,7 +56,7 @@ def protocol_perplexity(model: nn.Module, tokenizer: Any, protocol: EvalProtocol
     if protocol is EVAL_PROTOCOL:
         text = model_eval_text(model)
         if text.own:   # the folder's own held-out split: the same numbers as `sentinel evaluate` and the card
-            return own_text_perplexity(model, tokenizer, text)
+            return text_perplexity(model, tokenizer, text)
     ids = join_documents(tokenizer, load_texts(protocol.source))[:protocol.tokens]
     result = perplexity(model, tokenizer, ids, seq_len=protocol.window_for(model), batch_size=8)
     logger.info("Protocol perplexity %.3f over %d tokens", result.perplexity, result.tokens_evaluated)

@@ -27,6 +27,7 @@ from sentinel.pruning import active_heads, mask_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_names
 from sentinel.store import Store, sentinel_home
 from sentinel.ui.analysis import score_source
+from sentinel.ui.format import plural
 from sentinel.ui.history import readable, significant
 from sentinel.ui.job_copies import input_copy_params, load_job_copy, staged_copies
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
@@ -90,7 +91,7 @@ class Comparison:
         """What the baseline is: 'unpruned', or the current model with its earlier steps."""
         if not self.prior_steps:
             return "unpruned"
-        return f"for your current model (already pruned in {self.prior_steps} step{'s' if self.prior_steps != 1 else ''})"
+        return f"for your current model (already pruned in {plural(self.prior_steps, 'step')})"
 
     def table(self) -> pd.DataFrame:
         """Ranked by perplexity (lower hurts less): rank, strategy, heads pruned, perplexity, rise over unpruned."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sentinel.errors import DataError
-from sentinel.evaluation.perplexity import masked_nll_sum, perplexity
+from sentinel.evaluation.perplexity import masked_nll_rows, perplexity
 
 
 def _hand_nll(model, window: list[int], n_target: int) -> tuple[float, int]:
@@ -60,10 +60,11 @@ def test_padding_and_batch_size_do_not_change_the_result(tiny_gpt2):
 
 def test_masked_nll_ignores_padded_positions_even_with_labels(tiny_gpt2):
     ids = torch.tensor([_ids(10)])
-    plain = masked_nll_sum(tiny_gpt2, ids, torch.ones_like(ids), ids.clone())
+    plain = [t.sum().item() for t in masked_nll_rows(tiny_gpt2, ids, torch.ones_like(ids), ids.clone())]
     padded_ids = torch.cat([ids, torch.full((1, 4), 7)], dim=1)
     mask = torch.cat([torch.ones_like(ids), torch.zeros(1, 4, dtype=torch.long)], dim=1)
-    padded = masked_nll_sum(tiny_gpt2, padded_ids, mask, padded_ids.clone())  # labels on pads: must be dropped
+    # labels on pads: must be dropped
+    padded = [t.sum().item() for t in masked_nll_rows(tiny_gpt2, padded_ids, mask, padded_ids.clone())]
     assert padded[1] == plain[1] == 9
     assert padded[0] == pytest.approx(plain[0], rel=1e-5)
 
