@@ -5,11 +5,16 @@ import streamlit as st
 from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
                                require_model, restore_job_session, shared_jobs, shared_store, show_notices)
 from sentinel.charts import curves_chart
-from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_texts, job_view,
-                                  planned_texts, queue_place, start_finetune)
+from sentinel.data import DEFAULT_MAX_BYTES
+from sentinel.models.bundled import BUNDLED_MODEL_DIR
+from sentinel.ui.analysis import UPLOAD_ACCEPT_MB
+from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, has_own_training_text,
+                                  job_texts, job_view, planned_texts, queue_place, start_finetune)
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
+TRAIN_TEXTS = {"own": "The model's own train split", "bundled": f"The bundled {BUNDLED_MODEL_DIR.name} corpus",
+               "uploaded": "A file I upload"}
 STATE_WORDS = {"queued": "waiting to start", "running": "running", "succeeded": "finished",
                "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted (the app stopped)"}
 
@@ -97,6 +102,17 @@ def adopt_buttons(view: JobView, verdict: FineTuneVerdict, adopted: str | None) 
         cols[1].caption("Best is the model you started from: keep your pruned model (nothing to adopt).")
 
 
+choices = (["own"] if has_own_training_text(working) else []) + ["bundled", "uploaded"]
+train_text = st.radio("Training text", choices, format_func=TRAIN_TEXTS.get, horizontal=True, key="finetune_text",
+                      help="What the model learns from. Its own train split is the text it was trained on; a "
+                           "different text teaches it that text's style.")
+upload = None
+if train_text == "uploaded":
+    file = st.file_uploader(f"A .txt, .jsonl or .csv file (up to {DEFAULT_MAX_BYTES // 2**20} MB; jsonl/csv need a "
+                            "'text' column)", type=["txt", "jsonl", "csv"], key="finetune_upload",
+                            max_upload_size=UPLOAD_ACCEPT_MB)
+    upload = (file.name, file.getvalue()) if file is not None else None
+
 with st.form("finetune_settings"):
     cols = st.columns(3)
     steps = cols[0].number_input("Training steps", 1, 100_000, 60, key="finetune_steps")
@@ -107,7 +123,7 @@ with st.form("finetune_settings"):
         cols = st.columns(2)
         batch = cols[0].number_input("Batch size", 1, 256, 8, key="finetune_batch")
         block = cols[1].select_slider("Tokens per example", [32, 64, 128, 256, 512], 128, key="finetune_block")
-    st.caption(planned_texts(working).sentence())
+    st.caption(planned_texts(working, train_text).sentence())
     start = st.form_submit_button("Start fine-tuning", type="primary", icon=":material/play_arrow:")
 
 if start:
@@ -117,9 +133,9 @@ if start:
                  icon=":material/error:")
     else:
         with report_errors("starting the fine-tune"):
-            request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block))
+            request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block), train_text)
             device = state.choice.device if state.choice else "auto"
-            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device)
+            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device, upload)
             st.query_params[JOB_KEY] = state.job_id
 
 if state.job_id is None:

@@ -44,8 +44,9 @@ with controls.expander(f"Sample text: {state.text.name}", expanded=False, icon="
         if upload is not None:
             candidate = uploaded_text(upload.name, upload.getvalue())
     cols = st.columns(2)
-    samples = cols[0].slider("Samples", 1, 32, state.map_samples, key="map_samples",
-                             help="How many blocks of the text the maps average over.")
+    samples = cols[0].slider("Samples", 1, 128, state.map_samples, key="map_samples",
+                             help="How many blocks of the text the maps average over (the `sentinel` command "
+                                  "uses the same default, so both choose the same units).")
     seq_len = cols[1].select_slider("Tokens per sample", [32, 64, 128, 256, 512], state.map_seq_len,
                                     key="map_seq_len")
     if st.button("Use this text", key="text_apply", icon=":material/check:"):

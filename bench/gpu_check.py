@@ -23,6 +23,12 @@ and the run goes on to the next, exiting 1 if any step failed:
                        interleaved rounds, medians), decode tokens/s, and measured vs FLOP-predicted speedup
   7. evaluate_cli      `python -m sentinel evaluate --device cuda` as a subprocess (and on the CPU, to compare
                        perplexities)
+  8. sparse_2of4       2:4 weight sparsity on the GPU: every Linear of the Llama-shaped body masked 2:4 by
+                       `sentinel.sparsity.masks.nm_mask` (largest |w| of each 4), then run through torch's
+                       semi-structured sparse kernels (`torch.sparse.to_sparse_semi_structured`, fp16/bf16, compute
+                       capability 8.0+) against the same masked weights stored dense: the outputs agree within
+                       SPARSE_24_TOL and the body is timed both ways (interleaved, medians). Without CUDA only the
+                       2:4 mask is checked (the sparse kernels exist on CUDA only) and the step says so.
 
 Everything goes into one JSON file (--out) and a short table is printed. Without a CUDA device the same
 steps run on the CPU at tiny sizes (--quick implied), the run says no CUDA device was found, and exits 0
@@ -87,6 +93,9 @@ UNMASK_TOL = 0.0
 ANALYSIS_TOL = {"entropy": 1e-4, "entropy_normalized": 1e-4, "magnitude": 1e-6, "gradient": 1e-3}
 # `sentinel evaluate` perplexity on the device vs on the CPU (fp32 both), relative.
 PERPLEXITY_TOL = 1e-3
+# 2:4 sparse kernels vs the same masked weights stored dense (fp16/bf16 body output), relative: the kernels sum the
+# kept products in another order.
+SPARSE_24_TOL = {"float16": 1e-2, "bfloat16": 5e-2}
 
 
 # ----------------------------------------------------------------------------------------------- sizes
@@ -790,6 +799,66 @@ def step_evaluate_cli(ctx: Context) -> tuple[str, dict[str, Any]]:
         "tolerances": {"perplexity_vs_cpu": PERPLEXITY_TOL}, "runs": runs, "checks": checks.rows}
 
 
+def _mask_2of4(model: nn.Module) -> list[str]:
+    """Zero all but the 2 largest-|w| weights of every 4 inputs in each body Linear (in place); their names."""
+    from sentinel.sparsity.masks import nm_mask
+
+    names = []
+    with torch.no_grad():
+        for name, module in model.base_model.named_modules():
+            if isinstance(module, nn.Linear) and module.in_features % 4 == 0:
+                module.weight.mul_(nm_mask(module.weight.abs().float(), 2, 4).to(module.weight.dtype))
+                names.append(name)
+    return names
+
+
+def step_sparse_2of4(ctx: Context) -> tuple[str, dict[str, Any]]:
+    """2:4 sparse kernels vs dense storage of the same masked weights: equal outputs, timed body (CUDA only)."""
+    s = ctx.sizes
+    checks = Checks()
+    model = copy.deepcopy(ctx.base_model("llama-gqa"))
+    names = _mask_2of4(model)
+    for name, module in model.base_model.named_modules():
+        if name in names:
+            groups = (module.weight.reshape(module.out_features, -1, 4) != 0).sum(dim=2)
+            checks.true(f"{name}: at most 2 non-zero weights in every group of 4", bool((groups <= 2).all()))
+    if ctx.device.type != "cuda":
+        checks.raise_if_failed()
+        return (f"2:4 masks checked on {len(names)} matrices; sparse kernels not timed (no CUDA device: "
+                "torch's semi-structured sparse kernels run on CUDA only)"), {"matrices": len(names),
+                                                                             "checks": checks.rows}
+    major, minor = torch.cuda.get_device_capability(ctx.device)
+    if major < 8:
+        raise RuntimeError(f"2:4 sparse kernels need compute capability 8.0 or newer; this GPU has {major}.{minor}")
+    from torch.sparse import to_sparse_semi_structured
+
+    dtype = "bfloat16" if "bfloat16" in supported_dtypes(ctx.device) else "float16"
+    dense = model.to(device=ctx.device, dtype=DTYPES[dtype]).eval()
+    sparse = copy.deepcopy(dense)
+    for name, module in sparse.base_model.named_modules():
+        if name in names:
+            module.weight = nn.Parameter(to_sparse_semi_structured(module.weight.detach()), requires_grad=False)
+    ids = random_ids(dense.config.vocab_size, s.time_batch, s.time_seq, seed=6, device=ctx.device)
+
+    def body(m: nn.Module) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.inference_mode():
+                return m.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        return call
+
+    checks.within(f"2:4 sparse vs dense-stored body output ({dtype}), relative", rel_diff(body(sparse)(),
+                  body(dense)()), SPARSE_24_TOL[dtype])
+    times = time_calls({"dense": body(dense), "sparse_2of4": body(sparse)}, ctx.device, s.time_warmup,
+                       s.time_repeats)
+    dense_t, sparse_t = statistics.median(times["dense"]), statistics.median(times["sparse_2of4"])
+    checks.raise_if_failed()
+    return (f"2:4 sparse body {dense_t / sparse_t:.2f}x dense ({dtype}, batch {s.time_batch} x {s.time_seq}, "
+            f"{len(names)} matrices)"), {
+        "dtype": dtype, "matrices": len(names), "batch": s.time_batch, "seq": s.time_seq,
+        "dense_ms": [t * 1000 for t in times["dense"]], "sparse_ms": [t * 1000 for t in times["sparse_2of4"]],
+        "speedup_median": dense_t / sparse_t, "checks": checks.rows}
+
+
 STEPS: tuple[tuple[str, Callable[[Context], tuple[str, dict[str, Any]]]], ...] = (
     ("environment", step_environment),
     ("load", step_load),
@@ -798,6 +867,7 @@ STEPS: tuple[tuple[str, Callable[[Context], tuple[str, dict[str, Any]]]], ...] =
     ("finetune", step_finetune),
     ("timings", step_timings),
     ("evaluate_cli", step_evaluate_cli),
+    ("sparse_2of4", step_sparse_2of4),
 )
 STEP_NAMES = [name for name, _ in STEPS]
 
@@ -900,7 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         "unit_kinds": list(KINDS), "timing_variants": ["+".join(v) for v in TIMING_VARIANTS],
         "sizes": asdict(ctx.sizes),
         "tolerances": {"masked_vs_removed": MASKED_VS_REMOVED_TOL, "unmask": UNMASK_TOL,
-                       "analysis_vs_cpu": ANALYSIS_TOL, "perplexity_vs_cpu": PERPLEXITY_TOL},
+                       "analysis_vs_cpu": ANALYSIS_TOL, "perplexity_vs_cpu": PERPLEXITY_TOL,
+                       "sparse_2of4": SPARSE_24_TOL},
         "all_passed": passed, "steps": [asdict(r) for r in results],
     }
     write_json(args.out, data)

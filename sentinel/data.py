@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import json
 import logging
@@ -169,7 +170,23 @@ def load_file_texts(path: str | Path, text_column: str = "text", max_bytes: int 
         raise DataError(f"Text file {path} does not exist; check the path.")
     if path.stat().st_size > max_bytes:
         raise DataError(_too_large(str(path), path.stat().st_size, max_bytes))
+    if path.suffix.lower() == ".gz":     # e.g. a demo folder's corpus/train.jsonl.gz: the limit is on the text
+        return parse_texts(decode_upload(read_gzip(path, max_bytes), str(path), max_bytes), path.stem, text_column)
     return parse_texts(decode_upload(path.read_bytes(), str(path), max_bytes), path.name, text_column)
+
+
+def read_gzip(path: Path, max_bytes: int) -> bytes:
+    """The decompressed bytes of a gzip file, reading at most one byte past `max_bytes` (so a small file that
+    expands enormously is refused, not unpacked)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path} is not a readable gzip file ({err}); give the uncompressed .jsonl/.txt/.csv "
+                        "instead.") from err
+    if len(data) > max_bytes:
+        raise DataError(_too_large(f"{path} (uncompressed)", len(data), max_bytes))
+    return data
 
 
 def load_bundled_texts(split: str = "validation", model_dir: str | Path | None = None) -> list[str]:
@@ -443,6 +460,15 @@ def load_text_blocks(
 
 OWN_VALIDATION_FILE = Path("corpus") / "validation.jsonl"   # the held-out split a demo model folder was built with
 OWN_TEXT_ORIGIN = Path("corpus") / "origin.json"           # in a copy: which model that split belongs to
+OWN_TRAIN_FILE = Path("corpus") / "train.jsonl.gz"          # the split a demo model folder was trained on
+
+
+def own_training_text(model_source: str | Path | None) -> Path | None:
+    """A model folder's own train split (what it was trained on), or None when the folder carries none."""
+    if model_source is None:
+        return None
+    path = Path(model_source) / OWN_TRAIN_FILE
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -482,14 +508,32 @@ def own_text_owner(folder: Path) -> str:
     return folder.name
 
 
+def finetune_text_sources(model_source: str | Path | None, text: str | None = None,
+                          validation_text: str | None = None) -> tuple[str | None, str | None]:
+    """(train, validation) sources a fine-tune of `model_source` uses: the chosen ones; without a chosen training
+    text, the model folder's own train split and its own held-out split where it carries them (None: the bundled
+    corpus's). One rule for `sentinel finetune` and the dashboard, so neither trains a model on another's text."""
+    if text is not None:
+        return text, validation_text
+    train = own_training_text(model_source)
+    if validation_text is None:
+        held = evaluation_text(model_source)
+        validation_text = held.source if held.own else None
+    return (str(train) if train is not None else None), validation_text
+
+
 def carry_own_text(model_source: str | Path | None, target: Path) -> bool:
-    """Copy the held-out split of the folder a model came from into `target` (a folder being written), so a
-    pruned or fine-tuned copy is scored on the same text as its base; False when the source carries none."""
+    """Copy the held-out split (and the train split, where there is one) of the folder a model came from into
+    `target` (a folder being written), so a pruned or fine-tuned copy is scored on the same text as its base and
+    fine-tuned on the text its base was trained on; False when the source carries no held-out split."""
     text = evaluation_text(model_source)
     if not text.own:
         return False
     (target / OWN_VALIDATION_FILE).parent.mkdir(parents=True, exist_ok=True)
     (target / OWN_VALIDATION_FILE).write_bytes(Path(str(text.source)).read_bytes())
+    train = own_training_text(model_source)
+    if train is not None:
+        (target / OWN_TRAIN_FILE).write_bytes(train.read_bytes())
     (target / OWN_TEXT_ORIGIN).write_text(json.dumps({"model": own_text_owner(Path(str(model_source)))}),
                                           encoding="utf-8")
     return True

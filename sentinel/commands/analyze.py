@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.defaults import ANALYSIS_SAMPLES, ANALYSIS_SEQ_LEN
 from sentinel.errors import DataError, SentinelError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ DEFAULT_METRICS = "entropy,magnitude,gradient"
 KIND_DEFAULTS = {"head": DEFAULT_METRICS, "neuron": "magnitude,activation,gradient", "layer": "block_influence,gradient"}
 UNIT_NAMES = {"heads": "head", "neurons": "neuron", "layers": "layer"}
 LOSS_NAMES = frozenset({"gradient", "loss_impact"})     # metrics that need labels on masked-LM models
-DEFAULT_SEQ_LEN = 128
+DEFAULT_SEQ_LEN = ANALYSIS_SEQ_LEN
 
 
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,8 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", default=None,
                         help="text to analyse: a .txt/.jsonl/.csv file, bundled:<split>, or a hub dataset "
                              "name:config:split (default: the bundled validation split)")
-    parser.add_argument("--samples", type=int, default=32, help="number of token sequences (default 32)")
+    parser.add_argument("--samples", type=int, default=ANALYSIS_SAMPLES,
+                        help=f"number of token sequences (default {ANALYSIS_SAMPLES})")
     parser.add_argument("--seq-len", type=int, default=None,
                         help=f"tokens per sequence (default {DEFAULT_SEQ_LEN}, or the model's maximum if smaller)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")

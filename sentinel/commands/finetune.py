@@ -36,9 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T (default 2)")
     p.add_argument("--text", default=None,
                    help="training text: .txt/.jsonl/.csv file, bundled:<split> or name:config:split "
-                        "(default: the bundled corpus; its validation split is used for evaluation)")
+                        "(default: a model folder's own corpus/train.jsonl.gz and its validation split, else the "
+                        "bundled corpus and its validation split)")
     p.add_argument("--validation-text", default=None,
-                   help="validation text (default: the last 10%% of --text)")
+                   help="validation text (default: the last 10%% of --text; without --text, the model's own or the "
+                        "bundled validation split)")
     p.add_argument("--heads", default=None, help='prune these heads first, e.g. "0:1,3;5:0"')
     p.add_argument("--mode", choices=["mask", "remove"], default="mask", help="how --heads are pruned (default mask)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per step per device (default 8)")
@@ -64,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_job(args: argparse.Namespace) -> FineTuneJob:
     """The FineTuneJob the arguments describe; bad values raise a SentinelError before anything loads."""
     from sentinel.commands.jobrun import output_folder
+    from sentinel.data import finetune_text_sources
     from sentinel.pruning import parse_plan_text
     from sentinel.pruning.plan import plan_to_json
     from sentinel.training.config import FineTuneConfig
@@ -78,8 +81,9 @@ def build_job(args: argparse.Namespace) -> FineTuneJob:
     config.validate()
     plan = plan_to_json(parse_plan_text(args.heads)) if args.heads else None
     out = output_folder(args.out)
-    return FineTuneJob(out=str(out), config=config, model=args.model, text=args.text,
-                       validation_text=args.validation_text, teacher=args.teacher, prune_plan=plan,
+    text, validation = finetune_text_sources(args.model, args.text, args.validation_text)
+    return FineTuneJob(out=str(out), config=config, model=args.model, text=text,
+                       validation_text=validation, teacher=args.teacher, prune_plan=plan,
                        prune_mode=args.mode, dtype=args.dtype)
 
 

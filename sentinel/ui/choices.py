@@ -13,13 +13,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sentinel.defaults import ANALYSIS_SAMPLES, ANALYSIS_SEQ_LEN
 from sentinel.errors import DataError
 from sentinel.models.bundled import BUNDLED_MODEL_DIR
 
 STATE_KEY = "sentinel_dashboard"   # where st.session_state keeps a session's DashboardState
 URL_KEY = "s"                      # the query parameter that carries a session's snapshot
-MAP_SAMPLES = 8                    # blocks of sample text the maps run on
-MAP_SEQ_LEN = 128                  # tokens per block
+MAP_SAMPLES = ANALYSIS_SAMPLES     # blocks of sample text the maps run on: the CLI's default, so both choose alike
+MAP_SEQ_LEN = ANALYSIS_SEQ_LEN     # tokens per block
 MAP_METRIC = "entropy_normalized"  # the head map a session shows first
 MIN_STABLE_TOKENS = 256            # fewer tokens than this give maps that change a lot with the text
 UPLOAD_LIMIT_MB = 5                # the largest sample text the maps accept

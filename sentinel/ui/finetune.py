@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from torch import nn
 
-from sentinel.errors import JobError
-from sentinel.files import prepare_run_folder
+from sentinel.errors import DataError, JobError
+from sentinel.files import prepare_run_folder, write_file_atomically
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.store import FINISHED_STATES, JobRecord, Store, sentinel_home
 from sentinel.ui.history import curves_frame, finetune_run_name, readable
-from sentinel.data import OWN_VALIDATION_FILE, evaluation_text, own_text_owner
-from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, model_eval_text, protocol_perplexity
+from sentinel.data import OWN_TRAIN_FILE, OWN_VALIDATION_FILE, finetune_text_sources, load_texts, own_text_owner
+from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, protocol_perplexity
 from sentinel.ui.session import PruneStep, WorkingModel
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
@@ -40,6 +40,8 @@ CHECKPOINTS = "checkpoints"
 ENDED_STATES = (*FINISHED_STATES, "interrupted")
 FINETUNE_TOLERANCE = 0.005     # moving the protocol perplexity by less than 0.5% is "no measurable change"
 Outcome = Literal["improved", "unchanged", "worse"]
+TrainText = Literal["own", "bundled", "uploaded"]
+UPLOADED_TRAIN = "train-text"     # an uploaded training text is kept in the run folder under this name + its suffix
 
 
 @dataclass
@@ -51,6 +53,7 @@ class FineTuneRequest:
     distill: bool = False
     batch_size: int = 8
     block_size: int = 128
+    train_text: TrainText = "own"     # the model's own train split where it has one, or the bundled corpus
 
     def config(self, device: str) -> FineTuneConfig:
         """The job's FineTuneConfig: evaluation five times per run, a checkpoint every fifth of it."""
@@ -85,11 +88,18 @@ def pruning_summary(working: WorkingModel) -> dict[str, Any]:
 
 
 def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, request: FineTuneRequest,
-                   device: str = "auto") -> str:
-    """Save the session's model, record an experiment and queue the fine-tune; returns the job id."""
+                   device: str = "auto", upload: tuple[str, bytes] | None = None) -> str:
+    """Save the session's model, record an experiment and queue the fine-tune; returns the job id. `upload`
+    (file name, bytes) is the training text when `request.train_text` is "uploaded"; it is checked before
+    anything is written."""
     from sentinel.training.job import FineTuneJob
 
     config = request.config(device)
+    if (request.train_text == "uploaded") != (upload is not None):
+        raise DataError("Choose a training text file to upload, or another training text."
+                        if upload is None else "A file was given but the training text is not 'uploaded'.")
+    if upload is not None:
+        load_texts(data=upload[1], filename=upload[0])    # empty, binary, too large or column-less: refused now
     base_source = working.base.source
     summary = pruning_summary(working)
     experiment = store.create_experiment(
@@ -101,12 +111,19 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
     )
     out = prepare_run_folder(sentinel_home() / DASHBOARD_RUNS / experiment)
     start = save_model(working.model, working.tokenizer, out / "start", note={"dashboard_steps": working.history()})
-    own = evaluation_text(start)     # the base's held-out split travels with the copy; validate on it
+    # the base's own splits travel with the copy: train on its train split and validate on its held-out one
+    text, validation = finetune_text_sources(start)
+    if request.train_text == "bundled":
+        text = None
+    elif upload is not None:
+        kept = out / (UPLOADED_TRAIN + (Path(upload[0]).suffix.lower() or ".txt"))
+        write_file_atomically(kept, upload[1])
+        text, validation = str(kept), None         # validated on its own last tenth, as `sentinel finetune --text`
     for number, step in enumerate(working.steps, start=1):
         store.record_pruned_heads(experiment, step.heads, step.mode, stage=f"dashboard step {number}")
     job = FineTuneJob(out=str(out), config=config, model=str(start),
                       teacher=str(base_source) if request.distill else None,
-                      validation_text=own.source if own.own else None)
+                      text=text, validation_text=validation)
     job_id = jobs.submit(DASHBOARD_FINETUNE, job.to_dict(), device=device, experiment_id=experiment)
     logger.info("Queued fine-tune job %s (experiment %s) for %s", job_id, experiment, base_source)
     return job_id
@@ -128,7 +145,14 @@ def finetune_texts(text: str | None, validation_text: str | None) -> FineTuneTex
     """Name a fine-tune job's `text` and `validation_text` params as load_finetune_data reads them: None trains on
     the bundled model's train split; a validation file is a model folder's own split, None the bundled one."""
     bundled = BUNDLED_MODEL_DIR.name
-    train = f"the bundled {bundled} corpus (its train split)" if text is None else Path(text).name
+    if text is None:
+        train = f"the bundled {bundled} corpus (its train split)"
+    elif Path(text).parts[-2:] == OWN_TRAIN_FILE.parts:
+        train = f"{own_text_owner(Path(text).parents[len(OWN_TRAIN_FILE.parts) - 1])}'s own train split"
+    elif Path(text).stem == UPLOADED_TRAIN:
+        train = "your uploaded text"
+    else:
+        train = Path(text).name
     if validation_text is not None:
         path = Path(validation_text)
         folder = path.parents[len(OWN_VALIDATION_FILE.parts) - 1]
@@ -141,10 +165,20 @@ def finetune_texts(text: str | None, validation_text: str | None) -> FineTuneTex
     return FineTuneTexts(train, validation)
 
 
-def planned_texts(working: WorkingModel) -> FineTuneTexts:
+def planned_texts(working: WorkingModel, train_text: TrainText = "own") -> FineTuneTexts:
     """What start_finetune's job will train and validate on for the session's model (before it is started)."""
-    own = model_eval_text(working.model)    # save_model carries this split into the job's start copy
-    return finetune_texts(None, own.source if own.own else None)
+    # save_model carries the base folder's splits into the job's start copy
+    text, validation = finetune_text_sources(getattr(working.model.config, "name_or_path", None) or None)
+    if train_text == "bundled":
+        text = None
+    elif train_text == "uploaded":
+        text, validation = UPLOADED_TRAIN + ".txt", None
+    return finetune_texts(text, validation)
+
+
+def has_own_training_text(working: WorkingModel) -> bool:
+    """Whether the session's model came from a folder with its own train split (the page's default text)."""
+    return finetune_text_sources(getattr(working.model.config, "name_or_path", None) or None)[0] is not None
 
 
 def job_texts(job: JobRecord) -> FineTuneTexts:

@@ -18,7 +18,7 @@ from tests.conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
-STEPS = ["environment", "load", "masked_vs_removed", "analysis_vs_cpu", "finetune", "timings", "evaluate_cli"]
+STEPS = ["environment", "load", "masked_vs_removed", "analysis_vs_cpu", "finetune", "timings", "evaluate_cli", "sparse_2of4"]
 
 
 def _load_script(name: str, path: Path):
@@ -108,6 +108,21 @@ def test_dry_run_states_its_tolerances_and_meets_them(dry_run):
         assert predicted["heads+neurons removed"] > max(predicted["heads removed"], predicted["neurons removed"])
     run = steps["evaluate_cli"]["details"]["runs"]["cpu"]
     assert run["result"]["device"] == "cpu" and math.isfinite(run["result"]["perplexity"])
+    sparse = steps["sparse_2of4"]["details"]             # the CPU dry run checks the masks, and says why no timing
+    assert sparse["matrices"] == 7 * data["sizes"]["llama"]["num_hidden_layers"]   # q k v o gate up down
+    assert "no CUDA device" in steps["sparse_2of4"]["summary"]
+
+
+def test_the_2of4_masks_keep_two_of_every_four_weights(gpu_check):
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model("llama")
+    names = gpu_check._mask_2of4(model)
+    assert names
+    for name, module in model.base_model.named_modules():
+        if name in names:
+            groups = (module.weight.reshape(module.out_features, -1, 4) != 0).sum(dim=2)
+            assert bool((groups == 2).all()), name     # random weights: no exact ties, so exactly two survive
 
 
 def test_body_flops_is_the_hand_count_for_gpt2(gpu_check):

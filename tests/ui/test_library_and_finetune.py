@@ -100,8 +100,11 @@ def test_the_finetune_texts_are_the_ones_the_job_reads(tmp_path, monkeypatch):
     copy = save_model(loaded.model, loaded.tokenizer, tmp_path / "start")
     validation = copy / "corpus" / "validation.jsonl"
     assert validation.is_file()
-    texts = finetune_texts(None, str(validation))
-    assert texts.train == "the bundled stories-gpt2 corpus (its train split)"
+    train = copy / "corpus" / "train.jsonl.gz"
+    assert train.read_bytes() == (stdlib / "corpus" / "train.jsonl.gz").read_bytes()   # carried with the copy
+    texts = finetune_texts(str(train), str(validation))
+    assert texts.train == "stdlib-gpt2's own train split"
     assert texts.validation == "stdlib-gpt2's own validation split"
+    assert finetune_texts(None, str(validation)).train == "the bundled stories-gpt2 corpus (its train split)"
     assert finetune_texts(None, None).validation == "the bundled stories-gpt2 corpus's validation split"
     assert str(tmp_path) not in texts.sentence()
