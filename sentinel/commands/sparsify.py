@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         if config.method in DATA_METHODS:
             calibration = calibration_blocks(tokenizer, args.calibration_text, args.calibration_blocks,
                                              cap_to_positions(model, args.calibration_len))
-        done = sparsify(model, config, calibration)
+        # without fine-tuning, the zeros go straight into the weights (one matrix at a time, no mask copies)
+        done = sparsify(model, config, calibration, hold=args.steps is not None)
         result["perplexity_oneshot"] = evaluate(model)
         result["seconds_scoring"] = done.seconds
         if args.steps is not None:

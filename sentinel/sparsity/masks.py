@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from sentinel.models.int8 import int8_weights, is_int8
-from sentinel.sparsity.scores import DATA_METHODS, METHODS, compute_scores
+from sentinel.sparsity.scores import DATA_METHODS, METHODS, PER_MATRIX_METHODS, compute_scores, iter_scores
 from sentinel.sparsity.sparsegpt import sparsegpt_prune
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
@@ -144,6 +144,46 @@ def select_masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str
         masks[name] = keep[offset:offset + s.numel()].view_as(s).to(s.device)
         offset += s.numel()
     return masks
+
+
+def _order_keys(scores: torch.Tensor) -> torch.Tensor:
+    """int64 keys with the same order as float32 `scores` (-inf first), so a threshold can be searched exactly."""
+    bits = scores.float().contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+
+
+def global_cut(passes: Callable[[], Iterable[tuple[Target, torch.Tensor]]], k: int) -> tuple[int, int]:
+    """(key, ties) of the k-th lowest score (k ≥ 1) over every matrix, without holding the matrices together:
+    prune every score whose order key is below `key`, then the first `ties` scores equal to it (in target order,
+    flat index order). Each call of `passes()` yields the scores one matrix at a time; every pass counts the keys
+    in 1024 buckets of the range that holds the k-th lowest, so five passes pin the exact float32 value."""
+    lo, hi, below = -(2 ** 31), 2 ** 31 - 1, 0     # the k-th lowest key lies in [lo, hi]; `below` keys are < lo
+    while lo < hi:
+        width = hi - lo + 1
+        edges = lo + torch.linspace(0, width, steps=min(width, 1024) + 1, dtype=torch.float64).floor().to(torch.int64)
+        buckets = len(edges) - 1                   # bucket j holds keys in [edges[j], edges[j + 1])
+        counts = torch.zeros(buckets + 2, dtype=torch.int64)
+        for _, scores in passes():
+            keys = _order_keys(scores).flatten().cpu()
+            counts += torch.bincount(torch.bucketize(keys, edges, right=True), minlength=buckets + 2)
+        within = below + torch.cumsum(counts[1:buckets + 1], 0)    # within[j]: keys < edges[j + 1]
+        j = int(torch.searchsorted(within, torch.tensor([k]))[0])   # first bucket reaching k
+        lo, hi = int(edges[j]), int(edges[j + 1]) - 1
+        below = below if j == 0 else int(within[j - 1])
+    return lo, k - below
+
+
+def _global_keep(scores: torch.Tensor, key: int, ties_left: int) -> tuple[torch.Tensor, int]:
+    """This matrix's keep-mask under a global cut, and the ties still to prune after it."""
+    keys = _order_keys(scores)
+    keep = keys > key
+    if ties_left > 0:
+        tied = (keys == key).flatten().nonzero().flatten()
+        keep.view(-1)[tied[ties_left:]] = True              # past the quota: kept
+        ties_left -= min(ties_left, len(tied))
+    else:
+        keep |= keys == key
+    return keep, ties_left
 
 
 def is_sparse_pruned(module: nn.Module) -> bool:
@@ -298,12 +338,56 @@ class SparsifyResult:
         return {"config": self.config.to_dict(), "seconds": self.seconds, **self.stats.to_dict()}
 
 
+def _zero_in_place(target: Target, keep: torch.Tensor) -> None:
+    """Zero the pruned weights of an unmasked matrix directly (no reparametrization: no extra copies)."""
+    with torch.no_grad():
+        parameter = target.module.weight
+        parameter.mul_(target.to_storage(keep).to(device=parameter.device, dtype=parameter.dtype))
+
+
+def _sparsify_per_matrix(model: nn.Module, targets: Sequence[Target], config: SparsityConfig,
+                         calibration: torch.Tensor | None, hold: bool, zeros_are_mask: set[str]) -> None:
+    """Score, select and install one matrix at a time (PER_MATRIX_METHODS): peak memory is the model plus one
+    matrix's scores (and, with `hold`, the masks). The masks equal `select_masks` on all scores at once."""
+    norms = None
+    if config.method == "wanda":
+        from sentinel.sparsity.scores import input_norms
+
+        norms = input_norms(model, targets, calibration, config.calibration_batch_size)
+
+    def passes() -> Iterable[tuple[Target, torch.Tensor]]:
+        return iter_scores(model, targets, config.method, seed=config.seed, norms=norms,
+                           zeros_are_mask=zeros_are_mask)
+
+    pattern = parse_pattern(config.pattern)
+    cut: tuple[int, int] | None = None
+    if config.scope == "global" and pattern is None:
+        k = round(config.sparsity * sum(t.numel for t in targets))
+        cut = global_cut(passes, k) if k > 0 else None
+    ties_left = cut[1] if cut is not None else 0
+    for t, scores in passes():
+        if cut is not None:
+            keep, ties_left = _global_keep(scores, cut[0], ties_left)
+        elif config.scope == "global" and pattern is None:
+            keep = torch.ones_like(scores, dtype=torch.bool)      # 0 of the weights to prune
+        else:
+            keep = select_masks({t.name: scores}, config.sparsity, config.scope, pattern, config.per_matrix)[t.name]
+        del scores
+        if hold or is_sparse_pruned(t.module):
+            apply_masks([t], {t.name: keep})
+        else:
+            _zero_in_place(t, keep)
+
+
 def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor | None = None,
-             targets: Sequence[Target] | None = None) -> SparsifyResult:
+             targets: Sequence[Target] | None = None, hold: bool = True) -> SparsifyResult:
     """One-shot: score the targets, select masks, install them with torch.nn.utils.prune (model in place).
 
     `calibration` (LongTensor [n, seq] of token ids) is needed by gradient, snip, wanda and sparsegpt
-    (which also updates the kept weights, block by block; see sparsity/sparsegpt.py).
+    (which also updates the kept weights, block by block; see sparsity/sparsegpt.py). l1, l2, random and wanda
+    work one matrix at a time. `hold=False` zeros the weights in place instead of installing masks (the lean
+    path for a one-shot prune that is saved next: the saved record makes every later load and fine-tune hold
+    the zeros); a matrix that already carries a mask keeps it either way.
     """
     config.validate()
     if config.method in DATA_METHODS and calibration is None:
@@ -312,15 +396,22 @@ def sparsify(model: nn.Module, config: SparsityConfig, calibration: torch.Tensor
     unknown = sorted(set(config.per_matrix) - {t.name for t in targets})
     if unknown:
         raise SparsityError(f"Per-matrix sparsity names {unknown[0]}, which is not a target of this model.")
-    from sentinel.sparsity.record import install_recorded_masks, record_sparsity
+    from sentinel.sparsity.record import install_recorded_masks, record_sparsity, recorded_targets
 
     start = time.perf_counter()
-    install_recorded_masks(model)      # a sparse model's zeros are masks already: they are never revived
-    if config.method == "sparsegpt":
+    if config.method in PER_MATRIX_METHODS:
+        # a sparse model's zeros are masks already: held (installed) or, lean, scored -inf so none is revived
+        zeros_are_mask = set() if hold else {t.name for t in recorded_targets(model)}
+        if hold:
+            install_recorded_masks(model)
+        _sparsify_per_matrix(model, targets, config, calibration, hold, zeros_are_mask)
+    elif config.method == "sparsegpt":
+        install_recorded_masks(model)
         sparsegpt_prune(model, targets, calibration, _install_updated, config.sparsity,
                         parse_pattern(config.pattern), config.per_matrix, config.column_block, config.dampening,
                         config.calibration_batch_size)
     else:
+        install_recorded_masks(model)
         scores = compute_scores(model, targets, config.method, calibration, config.calibration_batch_size,
                                 config.seed)
         masks = select_masks(scores, config.sparsity, config.scope, parse_pattern(config.pattern), config.per_matrix)

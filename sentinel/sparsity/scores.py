@@ -13,7 +13,7 @@ Weights that are already pruned score -inf, so a new mask always contains the ol
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("l1", "l2", "random", "gradient", "snip", "wanda", "sparsegpt")
 DATA_METHODS = ("gradient", "snip", "wanda", "sparsegpt")
 UPDATING_METHODS = ("sparsegpt",)     # change the kept weights too, so they have no score (see sparsegpt.py)
+PER_MATRIX_METHODS = ("l1", "l2", "random", "wanda")   # one matrix's scores need only it (and its input norms)
 
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -95,33 +96,65 @@ def input_norms(model: nn.Module, targets: Sequence[Target], calibration: torch.
     return {name: value.sqrt() for name, value in sums.items()}
 
 
-def compute_scores(model: nn.Module, targets: Sequence[Target], method: str,
-                   calibration: torch.Tensor | None = None, batch_size: int = 4, seed: int = 0,
-                   loss_fn: LossFn = causal_lm_loss) -> dict[str, torch.Tensor]:
-    """Scores per target, (out, in), float32; already-pruned weights score -inf (see module doc)."""
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise SparsityError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     if method in UPDATING_METHODS:
         raise SparsityError(f"{method} prunes and updates weights together and has no scores; use sparsify().")
-    weights = {t.name: t.weight().detach().float() for t in targets}
+
+
+def _with_old_zeros(t: Target, scores: torch.Tensor, zeros_are_mask: bool = False) -> torch.Tensor:
+    """Already-pruned weights score -inf: those under an installed mask, or (`zeros_are_mask`, a matrix recorded
+    as sparse whose mask is not installed) its zeros."""
+    mask = getattr(t.module, "weight_mask", None)
+    if mask is not None:
+        return scores.masked_fill(t.to_matrix(mask) == 0, float("-inf"))
+    if zeros_are_mask:
+        return scores.masked_fill(t.weight().detach() == 0, float("-inf"))
+    return scores
+
+
+def _matrix_scores(t: Target, method: str, norms: dict[str, torch.Tensor] | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """One target's scores for a PER_MATRIX_METHODS method, (out, in), float32."""
+    w = t.weight().detach().float()     # the weight itself when it is fp32 already: never change it in place
     if method == "l1":
-        scores = {n: w.abs() for n, w in weights.items()}
-    elif method == "l2":
-        scores = {n: w.pow(2) for n, w in weights.items()}
-    elif method == "random":
-        generator = torch.Generator().manual_seed(seed)
-        scores = {n: torch.rand(w.shape, generator=generator).to(w.device) for n, w in weights.items()}
-    elif method in ("gradient", "snip"):
+        return w.abs()
+    if method == "l2":
+        return w.pow(2)
+    if method == "random":
+        return torch.rand(w.shape, generator=generator).to(w.device)
+    return w.abs().mul_(norms[t.name].to(w.device)[None, :])        # wanda: abs() is a new tensor
+
+
+def iter_scores(model: nn.Module, targets: Sequence[Target], method: str, calibration: torch.Tensor | None = None,
+                batch_size: int = 4, seed: int = 0, norms: dict[str, torch.Tensor] | None = None,
+                zeros_are_mask: Collection[str] = ()) -> Iterator[tuple[Target, torch.Tensor]]:
+    """(target, scores) one matrix at a time, in target order, for a PER_MATRIX_METHODS method: only one
+    matrix's scores exist at once, so scoring costs one matrix of memory, not the model's size. The same
+    values as `compute_scores` (random: the same seeded stream). `norms`: wanda's input norms, if computed."""
+    _check_method(method)
+    if method not in PER_MATRIX_METHODS:
+        raise SparsityError(f"{method} scores need the whole model at once; use compute_scores().")
+    if method == "wanda" and norms is None:
+        norms = input_norms(model, targets, calibration, batch_size)
+    generator = torch.Generator().manual_seed(seed) if method == "random" else None
+    for t in targets:
+        yield t, _with_old_zeros(t, _matrix_scores(t, method, norms, generator), t.name in zeros_are_mask)
+
+
+def compute_scores(model: nn.Module, targets: Sequence[Target], method: str,
+                   calibration: torch.Tensor | None = None, batch_size: int = 4, seed: int = 0,
+                   loss_fn: LossFn = causal_lm_loss) -> dict[str, torch.Tensor]:
+    """Scores per target, (out, in), float32; already-pruned weights score -inf (see module doc)."""
+    _check_method(method)
+    if method in PER_MATRIX_METHODS:
+        return {t.name: s for t, s in iter_scores(model, targets, method, calibration, batch_size, seed)}
+    weights = {t.name: t.weight().detach().float() for t in targets}
+    if method in ("gradient", "snip"):
         grads = accumulated_gradients(model, targets, calibration, batch_size, loss_fn)
         if method == "gradient":
             scores = {n: grads[n].float().abs() for n in weights}
         else:
             scores = {n: (weights[n] * grads[n].float()).abs() for n in weights}
-    else:  # wanda
-        norms = input_norms(model, targets, calibration, batch_size)
-        scores = {n: w.abs() * norms[n].to(w.device)[None, :] for n, w in weights.items()}
-    for t in targets:
-        mask = getattr(t.module, "weight_mask", None)
-        if mask is not None:
-            scores[t.name] = scores[t.name].masked_fill(t.to_matrix(mask) == 0, float("-inf"))
-    return scores
+    return {t.name: _with_old_zeros(t, scores[t.name]) for t in targets}
