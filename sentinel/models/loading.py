@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 import transformers
-from safetensors import SafetensorError
-from safetensors.torch import load_model as safetensors_load_into
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model as safetensors_save_from
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -205,7 +204,7 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
     if not weights.is_file():
         raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE} (Sentinel never loads pickle files).")
     try:
-        missing, unexpected = safetensors_load_into(model, str(weights), strict=False)
+        missing, unexpected = stream_weights_into(model, weights)
     except SafetensorError as err:
         raise CorruptModelError(f"{weights} is truncated or corrupt ({_first_line(err)}); save the model again.") from None
     except RuntimeError as err:  # shape mismatch: the weights were not cut the way the record says
@@ -220,6 +219,33 @@ def _load_pruned(folder: Path, record: dict, dtype: torch.dtype | None, attn_imp
         )
     _apply_masks(state, record)
     return model
+
+
+def stream_weights_into(model: nn.Module, weights: Path) -> tuple[list[str], list[str]]:
+    """Copy a safetensors file into the model's parameters and buffers one tensor at a time, so loading never
+    holds a second full copy of the weights; (missing, unexpected) names as `safetensors.torch.load_model`
+    gives them (a tied tensor stored once under one of its names is not missing)."""
+    targets = model.state_dict(keep_vars=True)       # the live tensors, under every name they have
+    same: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+    for name, tensor in targets.items():
+        same.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(name)
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    # pread, not mmap: a mapped file's pages would stay resident beside the copies (twice the weights in RSS)
+    with safe_open(str(weights), framework="pt", device="cpu", backend="pread") as handle, torch.no_grad():
+        for key in handle.keys():
+            target = targets.get(key)
+            if target is None:
+                unexpected.append(key)
+                continue
+            tensor = handle.get_tensor(key)
+            if tensor.shape != target.shape:
+                raise RuntimeError(f"size mismatch for {key}: the file holds {tuple(tensor.shape)}, the model "
+                                   f"{tuple(target.shape)}")
+            target.copy_(tensor)
+            loaded.add(key)
+    covered = {name for names in same.values() if loaded.intersection(names) for name in names}
+    return [name for name in targets if name not in covered], unexpected
 
 
 def _as_plan(data: dict) -> dict[int, list]:
