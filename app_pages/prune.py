@@ -339,7 +339,8 @@ if not bad_name:
 
 st.subheader("Export for plain transformers")
 st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
-           "family's config (for GPT-2, OPT and GPT-NeoX: a uniform MLP width and whole layers, not removed heads); "
+           "family's config (for GPT-2, OPT, GPT-NeoX, GPT-J, Phi and Falcon: a uniform MLP width and whole layers, "
+           "not removed heads); "
            f"saved under {exports_dir()} and checked by reloading it with plain transformers.")
 export_name = st.text_input("Export name", f"{Path(working.base.source).name}-stock", key="export_name")
 with report_errors("checking the export name") as bad_export_name:

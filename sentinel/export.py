@@ -8,8 +8,8 @@ are removed first. Families differ in what their config can say:
   installed LlamaConfig may still insist that hidden size is a multiple of the head count (transformers 5
   does, whatever `head_dim` says); such a Llama without biases is written as the identical Mistral
   architecture (`MistralForCausalLM`, same weight names and math), otherwise refused;
-- GPT-2, OPT, BERT/RoBERTa and GPT-NeoX derive head size from hidden size / heads, so they export a
-  uniform MLP width and removed blocks, but not removed heads.
+- GPT-2, OPT, BERT/RoBERTa, GPT-NeoX, GPT-J, Phi and Falcon derive head size from hidden size / heads, so
+  they export a uniform MLP width and removed blocks, but not removed heads.
 
 Per-layer shapes would need `per_layer_config`; whether the installed transformers builds a family's
 modules from it is probed at run time (it did not for these families in transformers 5.24).
@@ -65,6 +65,9 @@ STOCK_KEYS: dict[str, StockKeys] = {
     "bert": StockKeys("num_hidden_layers", "intermediate_size", derived_head_size="hidden_size / num_attention_heads"),
     "gpt_neox": StockKeys("num_hidden_layers", "intermediate_size",
                           derived_head_size="hidden_size / num_attention_heads"),
+    "gptj": StockKeys("n_layer", "n_inner", derived_head_size="n_embd / n_head"),
+    "phi": StockKeys("num_hidden_layers", "intermediate_size", derived_head_size="hidden_size / num_attention_heads"),
+    "falcon": StockKeys("num_hidden_layers", "ffn_hidden_size", derived_head_size="hidden_size / num_attention_heads"),
     "llama": StockKeys("num_hidden_layers", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                        "head_dim", per_layer_lists=("layer_types",)),
 }

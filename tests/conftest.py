@@ -32,9 +32,17 @@ TINY_MODELS: dict[str, tuple[str, str, dict]] = {
             dict(_COMMON, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64)),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(_COMMON, intermediate_size=64,
                                                              max_position_embeddings=64)),
+    # attention and MLP in parallel from one layer norm, rotary on half of each head's channels
+    "gptj": ("GPTJConfig", "GPTJForCausalLM", dict(vocab_size=TINY_VOCAB, n_embd=32, n_head=4, n_layer=3, n_inner=64,
+                                                   n_positions=64, rotary_dim=4)),
+    "phi": ("PhiConfig", "PhiForCausalLM", dict(_COMMON, intermediate_size=64, max_position_embeddings=64,
+                                                partial_rotary_factor=0.5)),
+    # Falcon's new decoder: fused query_key_value grouped per K/V head ([q q k v] x 2)
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(_COMMON, new_decoder_architecture=True, num_kv_heads=2,
+                                                         ffn_hidden_size=64, bias=True)),
 }
 
-CAUSAL_FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "opt", "gpt_neox"]
+CAUSAL_FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "opt", "gpt_neox", "gptj", "phi", "falcon"]
 ALL_FAMILIES = list(TINY_MODELS)
 
 

@@ -1,8 +1,8 @@
 """`sentinel export`: write a pruned model as a stock Hugging Face checkpoint that plain transformers loads.
 
 Masked heads are removed first. Shapes must be uniform across blocks and expressible in the family's
-config (Llama/Mistral/Qwen2: heads, K/V heads, MLP width, blocks; GPT-2/OPT/BERT/RoBERTa/GPT-NeoX: MLP
-width and blocks, not heads); otherwise one line says which blocks differ and what would make it exportable.
+config (Llama/Mistral/Qwen2: heads, K/V heads, MLP width, blocks; GPT-2/OPT/BERT/RoBERTa/GPT-NeoX/GPT-J/Phi/
+Falcon: MLP width and blocks, not heads); otherwise one line says which blocks differ and what would make it exportable.
 `--format onnx` writes ONNX graphs (prefill, and a KV-cache graph for causal models) of any pruned shape.
 """
 

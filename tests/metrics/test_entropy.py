@@ -13,7 +13,7 @@ from tests.conftest import ALL_FAMILIES, make_tiny_model, sample_ids
 from tests.metrics.util import reference_entropy, sharpen_attention
 
 CAUSAL = {"gpt2": True, "bert": False, "roberta": False, "llama": True, "mistral": True, "qwen2": True,
-          "opt": True, "gpt_neox": True}
+          "opt": True, "gpt_neox": True, "gptj": True, "phi": True, "falcon": True}
 
 
 def test_uniform_attention_has_entropy_log_n():

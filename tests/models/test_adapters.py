@@ -22,6 +22,9 @@ EXPECTED = {
     "qwen2": ("llama", 4, 2, 8, True),
     "opt": ("opt", 4, 4, 8, True),
     "gpt_neox": ("gpt_neox", 4, 4, 8, True),
+    "gptj": ("gptj", 4, 4, 8, True),
+    "phi": ("phi", 4, 4, 8, True),
+    "falcon": ("falcon", 4, 2, 8, True),
 }
 
 

@@ -21,19 +21,25 @@ from tests.conftest import make_tiny_model
 PLANS = {
     "gpt2": {"heads": {0: [1, 3]}, "neurons": {2: [0, 5, 7]}, "layers": {1: ["block"]}},
     "llama": {"heads": {0: [0, 1, 2, 3]}, "neurons": {2: [0, 5, 7]}, "layers": {1: ["block"]}},
+    "gptj": {"heads": {0: [1, 3]}, "neurons": {2: [0, 5, 7]}, "layers": {1: ["block"]}},
+    "phi": {"heads": {0: [1, 3]}, "neurons": {2: [0, 5, 7]}, "layers": {1: ["block"]}},
+    "falcon": {"heads": {0: [0, 1]}, "neurons": {2: [0, 5, 7]}, "layers": {1: ["block"]}},   # 2 per K/V head
 }
+# (query heads, K/V heads) each family's plan takes from layer 0
+LOST = {"gpt2": (2, 2), "llama": (4, 1), "gptj": (2, 2), "phi": (2, 2), "falcon": (2, 1)}
 
 
 def shapes(config) -> dict[str, int]:
     """hidden, heads, K/V heads, head size, MLP width, vocabulary and the number of MLP input projections,
-    read from a GPT-2 or Llama config."""
-    if config.model_type == "gpt2":
+    read from a GPT-2, GPT-J, Llama, Phi or Falcon config."""
+    if config.model_type in ("gpt2", "gptj"):
         d, h = config.n_embd, config.n_head
         return dict(d=d, h=h, kv=h, hd=d // h, mlp=config.n_inner or 4 * d, vocab=config.vocab_size, mlp_in=1)
     d, h = config.hidden_size, config.num_attention_heads
     hd = getattr(config, "head_dim", None) or d // h
-    return dict(d=d, h=h, kv=config.num_key_value_heads, hd=hd, mlp=config.intermediate_size,
-                vocab=config.vocab_size, mlp_in=2)                       # gate_proj and up_proj
+    mlp = config.ffn_hidden_size if config.model_type == "falcon" else config.intermediate_size
+    return dict(d=d, h=h, kv=config.num_key_value_heads, hd=hd, mlp=mlp, vocab=config.vocab_size,
+                mlp_in=2 if config.model_type == "llama" else 1)    # Llama: gate_proj and up_proj
 
 
 def expected_body(config, seq: int, layers: list[tuple[int, int, int]]) -> int:
@@ -60,10 +66,10 @@ def unpruned(config) -> list[tuple[int, int, int]]:
 
 
 def pruned_layers(config, family: str) -> list[tuple[int, int, int]]:
-    """The layers PLANS[family] leaves: layer 0 lost two heads (Llama: one whole K/V group of 4 query heads),
-    layer 1's block is gone, layer 2 lost three neurons."""
+    """The layers PLANS[family] leaves: layer 0 lost LOST[family] query and K/V heads (Llama: one whole K/V group
+    of 4 query heads), layer 1's block is gone, layer 2 lost three neurons."""
     s = shapes(config)
-    lost_heads, lost_kv = (2, 2) if family == "gpt2" else (4, 1)     # GPT-2: every head its own K/V
+    lost_heads, lost_kv = LOST[family]
     return [(s["h"] - lost_heads, s["kv"] - lost_kv, s["mlp"]), (s["h"], s["kv"], s["mlp"] - 3)]
 
 
@@ -77,10 +83,12 @@ def every_linear_layer(model: nn.Module, context: int) -> int:
             query += m.weight.shape[0]                   # Linear: [out, in]
         elif name.endswith("c_attn"):
             query += m.weight.shape[1] // 3              # Conv1D: [in, out], out = q, k and v
+        elif name.endswith("self_attention"):
+            query += m.num_heads * m.head_dim            # Falcon: q, k and v fused in query_key_value
     return 2 * weights + 4 * context * query
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", sorted(PLANS))
 def test_whole_model_is_body_plus_lm_head_read_off_the_shapes(family):
     model = make_tiny_model(family)
     config = model.config

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from sentinel import active_heads, load_model, mask_heads, present_heads, remove_heads, save_model
+from sentinel import active_heads, get_layout, load_model, mask_heads, present_heads, remove_heads, save_model
 from sentinel.errors import ModelLoadError
 from sentinel.models.loading import RECORD_FILE
 from tests.conftest import ALL_FAMILIES, make_tiny_model, make_char_tokenizer, sample_ids
 
 
 def _prune(model, name):
-    g = 4 if name == "llama" else (2 if name in ("mistral", "qwen2") else 1)
+    g = get_layout(model).kv_group_size       # whole K/V groups (one head without grouped-query attention)
     remove_heads(model, {0: list(range(g)), 1: list(range(model.config.num_attention_heads))}, note={"how": "test"})
     mask_heads(model, {2: list(range(g, 2 * g))})
 

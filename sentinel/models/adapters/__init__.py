@@ -9,16 +9,19 @@ from torch import nn
 from sentinel.errors import UnsupportedModelError
 from sentinel.models.adapters.base import FamilyAdapter
 from sentinel.models.adapters.bert import BertAdapter
+from sentinel.models.adapters.falcon import FalconAdapter
 from sentinel.models.adapters.gpt2 import GPT2Adapter
 from sentinel.models.adapters.gpt_neox import GPTNeoXAdapter
+from sentinel.models.adapters.gptj import GPTJAdapter
 from sentinel.models.adapters.llama import LlamaAdapter
 from sentinel.models.adapters.opt import OPTAdapter
+from sentinel.models.adapters.phi import PhiAdapter
 from sentinel.models.adapters.phi3 import Phi3Adapter
 
 logger = logging.getLogger(__name__)
 
 ADAPTERS: tuple[FamilyAdapter, ...] = (GPT2Adapter(), BertAdapter(), LlamaAdapter(), OPTAdapter(), GPTNeoXAdapter(),
-                                   Phi3Adapter())
+                                   Phi3Adapter(), PhiAdapter(), GPTJAdapter(), FalconAdapter())
 
 SUPPORTED_FAMILIES = "; ".join(a.examples for a in ADAPTERS)
 

@@ -156,7 +156,9 @@ class SliceSpec:
     `space` names the index that selects the slice ("head" query heads, "kv" key/value heads,
     "neuron"). Each unit owns `width` channels per role along `axis`; with several roles the
     projection holds one segment per role ([Q | K | V], GPT-2) or, `interleaved`, the roles inside
-    each unit ([q k v] per head, GPT-NeoX).
+    each unit ([q k v] per head, GPT-NeoX) or, `grouped`, one block per unit of the later roles' space
+    holding its share of the first role's units and then one slice of each later role (Falcon's new
+    decoder: [q q .. k v] per K/V group, every group with the same number of query heads).
     """
 
     path: str
@@ -168,6 +170,7 @@ class SliceSpec:
     # Per role, the space that counts its segment when the roles are different unit kinds in one fused
     # projection (Phi-3's qkv_proj: [q heads | k heads | v heads] = ("head", "kv", "kv")); None: all `space`.
     role_spaces: tuple[str, ...] | None = None
+    grouped: bool = False                # per unit of role 1's space: its role-0 units, then one of each later role
 
     def space_of(self, role: int) -> str:
         return self.role_spaces[role] if self.role_spaces else self.space
@@ -178,16 +181,30 @@ class SliceSpec:
     def _offset(self, role: int, counts: dict[str, int]) -> int:
         return sum(counts[self.space_of(r)] * self.width for r in range(role))
 
+    def _slot(self, role: int, unit: int, counts: dict[str, int]) -> int:
+        """Position (in widths) of local unit `unit` of `role` in a `grouped` projection holding `counts`."""
+        groups = counts[self.space_of(1)]
+        per_group = counts[self.space_of(0)] // groups if groups else 0
+        stride = per_group + len(self.roles) - 1              # slots per group: its first-role units, then one each
+        if role == 0:
+            return unit // per_group * stride + unit % per_group
+        return unit * stride + per_group + role - 1
+
     def channels(self, local: dict[str, list[int]], counts: dict[str, int]) -> torch.Tensor:
         """Channel indices (ascending) of local units `local[space]` when the projection holds `counts[space]`."""
         if self.interleaved:
             return head_channels(local[self.space], len(self.roles) * self.width)
+        if self.grouped:
+            slots = sorted(self._slot(r, u, counts) for r in range(len(self.roles)) for u in local[self.space_of(r)])
+            return head_channels(slots, self.width)
         return torch.cat([head_channels(local[self.space_of(r)], self.width, self._offset(r, counts))
                           for r in range(len(self.roles))])
 
     def role_range(self, role: int, unit: dict[str, int], counts: dict[str, int]) -> slice:
         if self.interleaved:
             return head_range(unit[self.space] * len(self.roles) + role, self.width)
+        if self.grouped:
+            return head_range(self._slot(role, unit[self.space_of(role)], counts), self.width)
         return head_range(unit[self.space_of(role)], self.width, self._offset(role, counts))
 
     def size(self, counts: dict[str, int]) -> int:
