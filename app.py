@@ -45,7 +45,11 @@ def main() -> None:
         st.Page("app_pages/experiments.py", title="Experiments", icon=":material/history:",
                 help="Every recorded run: settings, pruned heads, curves, final numbers and samples."),
     ]
-    st.navigation(pages).run()
+    page = st.navigation(pages)
+    from app_support.tour import show_tour   # Streamlit only: no torch before the page draws
+
+    show_tour(page.url_path)
+    page.run()
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ import streamlit as st
 from app_support.compare import Column, candidates, choose, column, perplexity, size, stable_identity, timed_model
 from app_support.state import dashboard, report_errors, require_model, shared_jobs, shared_store
 from app_support.progress import job_progress
-from sentinel.demo.prompts import default_prompts
+from app_support.widgets import prompt_input
 from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.compare import check_choice, speed_job_for, speed_of, speed_signature, speed_table, start_speed_job
@@ -33,7 +33,7 @@ with report_errors("choosing the models") as bad_choice:
 if bad_choice:
     st.stop()
 
-prompt = st.text_area("Prompt", default_prompts()[0], key="compare_prompt", height=80)
+prompt = prompt_input("Prompt", "compare_prompt", working, area=True)
 cols = st.columns(5)
 max_new = cols[0].number_input("New tokens", 1, 200, 40, key="compare_tokens")
 greedy = cols[1].toggle("Greedy", True, key="compare_greedy", help="Always take the most likely next token.")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
@@ -29,7 +28,7 @@ from app_support.state import (base_figures, budget_prediction, cached_speed, cu
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
-from app_support.widgets import head_map, layer_map, neuron_map, selection_list, unit_selection_list
+from app_support.widgets import head_map, layer_map, neuron_map, prompt_input, selection_list, unit_selection_list
 from app_support.progress import job_progress
 
 state = dashboard()
@@ -202,7 +201,7 @@ with left:
                       key_prefix="prune_layer_map")
 
 st.subheader("Quick sample")
-prompt = st.text_input("Prompt", default_prompts()[0], key="prune_prompt")
+prompt = prompt_input("Prompt", "prune_prompt", working)
 with report_errors("generating the quick sample"):
     base_text = quick_sample(state, working, prompt, tuned=False)
     now_text = quick_sample(state, working, prompt, tuned=True)

@@ -388,3 +388,35 @@ def unit_selection_list(state: DashboardState, working: WorkingModel) -> None:
                       help="Drop the neuron selection (set a new rule on Maps → MLP neurons)."):
         state.units = set_neurons(state.units, {}, None)
         st.rerun()
+
+
+EXAMPLES_SHOWN = 3
+
+
+def prompt_input(label: str, key: str, working: WorkingModel, area: bool = False) -> str:
+    """A prompt box that starts with a prompt fitting the session's model, with example prompts to click: a
+    stdlib-gpt2 session gets docstring openings, the stories model story openings. A prompt the user typed is
+    kept across pages; one of the examples (untouched) follows the model when another is loaded."""
+    from sentinel.demo.prompts import PROMPTS, prompts_for_source
+
+    kept = f"{key}_kept"         # not a widget's key: Streamlit drops those when their page is not shown
+    examples = prompts_for_source(working.base.source)
+    every_example = {p for prompts in PROMPTS.values() for p in prompts}
+    current = st.session_state.get(kept)
+    if current is None or (current in every_example and current not in examples):
+        current = st.session_state[kept] = examples[0]
+    st.session_state[key] = current
+
+    def use_example() -> None:
+        chosen = st.session_state.get(f"{key}_example")
+        if chosen:
+            st.session_state[kept] = st.session_state[key] = chosen
+
+    def keep_typed() -> None:
+        st.session_state[kept] = st.session_state[key]
+
+    st.pills("Example prompts", examples[:EXAMPLES_SHOWN], key=f"{key}_example", on_change=use_example,
+             help="Prompts that fit the loaded model's own text; click one to use it.")
+    if area:
+        return st.text_area(label, key=key, height=80, on_change=keep_typed)
+    return st.text_input(label, key=key, on_change=keep_typed)

@@ -34,6 +34,24 @@ PROMPTS: dict[str, tuple[str, ...]] = {
 SAMPLE_COUNT = 5
 
 
+def prompts_for_source(source: str | None) -> tuple[str, ...]:
+    """The prompts that fit a model folder: a bundled model's (or a copy's: its corpus names its base), else
+    the stories prompts. None is the bundled model Sentinel opens on."""
+    from pathlib import Path
+
+    if source is None:
+        return default_prompts()
+    folder = Path(source)
+    origin = folder / "corpus" / "origin.json"
+    if origin.is_file():
+        import json
+
+        name = json.loads(origin.read_text(encoding="utf-8")).get("model")
+        if isinstance(name, str) and name in PROMPTS:
+            return PROMPTS[name]
+    return prompts_for(folder.name)
+
+
 def prompts_for(model_name: str) -> tuple[str, ...]:
     """The ten prompts of a bundled model by folder name; other models get the stories prompts (plain English)."""
     return PROMPTS.get(model_name, PROMPTS["stories-gpt2"])

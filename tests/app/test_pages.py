@@ -12,6 +12,7 @@ from sentinel.metrics import weight_magnitude
 from sentinel.models import load_model
 from sentinel.pruning import active_heads
 from sentinel.ui.analysis import WHOLE_MODEL_PREDICTION
+from sentinel.ui.choices import MAP_SAMPLES, MAP_SEQ_LEN
 from tests.app.conftest import assert_clean, dashboard, errors, open_app, wait_for
 
 # The bundled demo model: GPT-2, 6 layers x 8 heads of 32 dims (n_embd 256). One head of GPT-2 holds
@@ -45,7 +46,7 @@ def test_head_maps_are_computed_on_the_session_model(bundled, monkeypatch):
     assert set(maps.scores) == {"entropy", "entropy_normalized"}       # what the first map shows, nothing more
     normalized = maps.scores["entropy_normalized"].values
     assert normalized.shape == (LAYERS, HEADS) and bool(((normalized >= 0) & (normalized <= 1)).all())
-    assert maps.tokens == 8 * 128
+    assert maps.tokens == MAP_SAMPLES * MAP_SEQ_LEN                  # the same default sampling as the CLI
     assert [c.key for c in at.get("vega_lite_chart")][:1] == ["head_map_chart"]   # the map, then inside a head
     captions = " ".join(c.value for c in at.caption)
     assert "Near 1: the head looks at every visible word" in captions       # the plain-language legend
