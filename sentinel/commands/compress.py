@@ -128,7 +128,7 @@ def _comparison(s: dict) -> str:
     rows = s.get("metric_comparison") or []
     if not rows:
         return ""
-    measured = ", ".join(f"{r['metric']} {r['perplexity']:.1f}" + (" (median)" if "seeds" in r else "")
+    measured = ", ".join(f"{r['metric']} {r['perplexity']:.4g}" + (" (median)" if "seeds" in r else "")
                          for r in rows)
     lines = [f"metric comparison (calibration perplexity with each plan masked): {measured}"]
     return "\n" + "\n".join(lines + [f"  {line}" for line in s.get("versus_random") or []])

@@ -381,8 +381,8 @@ def versus_random(comparison: list[dict[str, Any]]) -> list[str]:
     if baseline is None:
         return []
     seeds = len(baseline["seeds"])
-    median = f"{baseline['perplexity']:.1f}"
-    span = f"{baseline['perplexity_low']:.1f}–{baseline['perplexity_high']:.1f}"
+    median = f"{baseline['perplexity']:.4g}"
+    span = f"{baseline['perplexity_low']:.4g}–{baseline['perplexity_high']:.4g}"
     spread = f"median {median} over {seeds} seed{'s' if seeds != 1 else ''}, range {span}"
     lines = []
     if len(comparison) > 1 and min(comparison, key=lambda row: row["loss"]) is baseline:
@@ -391,7 +391,7 @@ def versus_random(comparison: list[dict[str, Any]]) -> list[str]:
     for row in comparison:
         if row["metric"] == RANDOM:
             continue
-        ppl = f"{row['metric']}: {row['perplexity']:.1f}"
+        ppl = f"{row['metric']}: {row['perplexity']:.4g}"
         if row["loss"] > baseline["loss"]:
             lines.append(f"{ppl} — worse than random ({spread})")
         elif row["loss"] == baseline["loss"]:
