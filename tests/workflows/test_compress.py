@@ -213,3 +213,20 @@ def test_a_metric_worse_than_the_random_median_is_said_plainly():
     assert lost[0] == "no metric beat random selection: compress uses random seed 1, the median of 3 seeds"
     assert lost[1].startswith("gradient: 185.9 — worse than random (median 155.2")
     assert versus_random([_row("gradient", 185.9)]) == []                      # random not measured: nothing said
+
+
+def test_cli_compress_prints_the_comparison_and_each_metric_against_random(tiny_lm_dir, tiny_text_file, tmp_path,
+                                                                          capsys):
+    code = main(["compress", "--model", str(tiny_lm_dir), "--device", "cpu", "--target", "params=0.3", "--units",
+                 "neurons", "--calibration-text", str(tiny_text_file), "--text", str(tiny_text_file),
+                 "--calibration-samples", "8", "--seq-len", "16", "--recover", "none", "--random-seeds", "2",
+                 "--out", str(tmp_path / "t")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    summary = json.loads((tmp_path / "t" / "result.json").read_text())
+    comparison = next(line for line in lines if line.startswith("metric comparison"))
+    assert "random" in comparison and "(median)" in comparison
+    for verdict in summary["versus_random"]:
+        assert f"  {verdict}" in lines
+    assert any("random" in v and "over 2 seeds" in v for v in summary["versus_random"])
