@@ -12,7 +12,8 @@ from app_support.state import (current_figures, dashboard, keep_url, report_erro
                                shared_store, show_notices)
 from app_support.progress import job_progress
 from sentinel.evaluation.paired import SPEED_REPEATS, InterleavedSpeed
-from sentinel.sparsity.masks import SCOPES, SparsityConfig
+from sentinel.sparsity.masks import (ROW_ONLY_METHODS, SPARSEGPT_COLUMN_BLOCK, SPARSEGPT_DAMPENING, SparsityConfig,
+                                     scopes_for)
 from sentinel.sparsity.schedule import MASK_ONLY_METHODS
 from sentinel.sparsity.scores import DATA_METHODS, METHODS
 from sentinel.sparsity.sensitivity import SUGGESTED_AVERAGE, sensitivity_lines
@@ -24,8 +25,8 @@ from sentinel.ui.session import made_before
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, existing_targets, gradual_ran_on, gradual_result,
                                  gradual_settings, int8_speed_sentence, layer_sparsity_frame, quantize_copy,
                                  record_sparsify, save_sparse, schedule_frame, size_table, sparse_speed_job_for,
-                                 sparse_speed_signature, sparsify_copy, speed_sentence, start_gradual_sparsify,
-                                 start_sparse_speed)
+                                 sparse_speed_signature, sparsegpt_settings, sparsify_copy, speed_sentence,
+                                 start_gradual_sparsify, start_sparse_speed)
 from sentinel.ui.weights_sensitivity import SensitivityRequest, sensitivity_of, sensitivity_table, start_sensitivity
 
 SPEED_JOB = "weights-speed-job"      # state.caches: this session's latest speed job id
@@ -60,9 +61,14 @@ pattern = cols[1].radio("Pattern", ["unstructured", "2:4"], key="weights_pattern
                              "cores accelerate.")
 sparsity = cols[2].slider("Sparsity", 0.0, 0.9, 0.5, 0.05, key="weights_sparsity", format="%.2f",
                           disabled=pattern == "2:4")
-scope = cols[3].radio("Scope", SCOPES, key="weights_scope", disabled=pattern == "2:4",
+scopes = scopes_for(method)
+if st.session_state.get("weights_scope", scopes[0]) not in scopes:
+    st.session_state["weights_scope"] = scopes[0]        # e.g. global chosen, then SparseGPT: never offer what fails
+scope = cols[3].radio("Scope", scopes, key="weights_scope", disabled=pattern == "2:4",
                       help="layer: the same share in every matrix; global: one ranking over all; row: per output "
                            "row (Wanda's comparison group).")
+if method in ROW_ONLY_METHODS:
+    cols[3].caption("SparseGPT prunes every row to the share, so it has no global ranking.")
 cols = st.columns(4)
 schedule_kind = cols[0].radio("Schedule", PAGE_SCHEDULES, key="weights_schedule", horizontal=True,
                               format_func={"oneshot": "One-shot", "gradual": "Gradual"}.get,
@@ -72,8 +78,20 @@ schedule_kind = cols[0].radio("Schedule", PAGE_SCHEDULES, key="weights_schedule"
                                    " only). Lottery tickets: `sentinel sparsify --schedule lottery`.")
 steps = cols[1].number_input("Training steps", 2, 500, 20, key="weights_steps", disabled=schedule_kind == "oneshot",
                              help="Gradual only: fine-tuning steps of 4 sequences × 64 tokens, in the background.")
+dampening, column_block = SPARSEGPT_DAMPENING, SPARSEGPT_COLUMN_BLOCK
+if method == "sparsegpt":                # its two settings, shown only for it
+    dampening = cols[2].number_input("Dampening", 0.0001, 1.0, SPARSEGPT_DAMPENING, 0.005, format="%.4f",
+                                     key="weights_dampening",
+                                     help="SparseGPT adds this share of the calibration Hessian's mean diagonal to "
+                                          f"its diagonal before inverting it (default {SPARSEGPT_DAMPENING:g}); "
+                                          "raise it if the Hessian is reported not invertible.")
+    column_block = cols[3].number_input("Column block", 1, 4096, SPARSEGPT_COLUMN_BLOCK, 32,
+                                        key="weights_column_block",
+                                        help="Columns SparseGPT prunes together before it updates the rest of the "
+                                             f"row (default {SPARSEGPT_COLUMN_BLOCK}); a multiple of 4 for 2:4.")
 config = SparsityConfig(method, float(sparsity), "layer" if pattern == "2:4" else scope,
-                        None if pattern == "unstructured" else pattern)
+                        None if pattern == "unstructured" else pattern, dampening=float(dampening),
+                        column_block=int(column_block))
 schedule = ScheduleSettings(schedule_kind, int(steps))
 key = ("sparse", id(working), working.version, json.dumps(config.to_dict(), sort_keys=True),
        json.dumps(schedule.to_dict(), sort_keys=True))
@@ -116,6 +134,9 @@ else:
     st.markdown(f"**{stats.sparsity:.1%}** of the targeted weights are zero ({stats.target_zeros:,} of "
                 f"{stats.target_size:,}), {sparse.result.seconds:.1f} s "
                 f"{'of scoring' if sparse.schedule.kind == 'oneshot' else 'of gradual pruning and training'}.")
+    settings_line = sparsegpt_settings(sparse.result.config.to_dict())
+    if settings_line is not None:
+        st.caption(settings_line)
     cols = st.columns([3, 2]) if sparse.history else [st.container()]
     cols[0].bar_chart(layer_sparsity_frame(sparse.result), x="layer", y="sparsity", color="matrix", stack=False,
                       x_label="Layer", y_label="Share of zero weights")

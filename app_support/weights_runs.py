@@ -5,7 +5,7 @@ import streamlit as st
 
 from sentinel.sparsity.sensitivity import sensitivity_lines
 from sentinel.store import ExperimentRecord
-from sentinel.ui.weights import SPARSIFY_KIND, layer_sparsity_of, schedule_frame
+from sentinel.ui.weights import SPARSIFY_KIND, layer_sparsity_of, schedule_frame, sparsegpt_settings
 from sentinel.ui.weights_sensitivity import SENSITIVITY_KIND, sensitivity_of, sensitivity_table
 
 
@@ -21,6 +21,9 @@ def weights_run_charts(record: ExperimentRecord) -> None:
         st.dataframe(sensitivity_table(scan, record.summary.get("suggestion")), hide_index=True,
                      key="experiments_sensitivity_table")
     elif record.kind == SPARSIFY_KIND:
+        settings = sparsegpt_settings(record.config)
+        if settings is not None:
+            st.caption(settings)
         layers = layer_sparsity_of(record.summary)
         if layers is None:
             return

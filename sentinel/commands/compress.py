@@ -1,6 +1,7 @@
 """`sentinel compress`: give a target (params=0.5, flops=0.5 or speed=1.8) and get the best model that meets it.
 
-It measures the original, picks the importance metric from a short measured comparison on calibration text,
+It measures the original, picks the importance metric from a short measured comparison on calibration text
+(random selection, with --random-seeds seeds, is measured beside the metrics and the report says which lose to it),
 selects units with the budget (or, for speed, steps the parameter share up until interleaved timings meet the
 target), removes them, recovers (lstsq / bias), optionally fine-tunes (--finetune-steps, --distill), saves to
 OUT/model (and with --export a stock Hugging Face folder in OUT/export) and writes OUT/result.json. It runs as
@@ -32,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="re-fit the output projections on calibration text after removal (default lstsq)")
     p.add_argument("--metrics", default="magnitude,gradient",
                    help="candidate importance metrics compared on calibration text (default magnitude,gradient)")
+    p.add_argument("--random-seeds", type=int, default=3,
+                   help="also measure random selection with this many seeds (seed, seed+1, ...), the baseline every "
+                        "metric must beat; its median stands in the comparison (default 3; 0 skips it)")
     p.add_argument("--calibration-text", default=None, help="text for the metric comparison, data metrics and "
                                                            "recovery (default the bundled train split)")
     p.add_argument("--calibration-samples", type=int, default=128, help="calibration sequences (default 128)")
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     config = CompressConfig(
         out=args.out, target=args.target, model=args.model, units=_units(args.units), allocation=args.allocation,
         recover=args.recover, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+        random_seeds=args.random_seeds,
         calibration_text=args.calibration_text, calibration_samples=args.calibration_samples, seq_len=args.seq_len,
         text=args.text, validation_text=args.validation_text, eval_max_tokens=args.eval_tokens,
         finetune_steps=args.finetune_steps, distill=args.distill, learning_rate=args.lr, batch_size=args.batch_size,
@@ -104,8 +109,26 @@ def _describe(s: dict) -> str:
         p = s["speed"]["prefill"]
         speed = (f"; prefill {p['median']:.2f}x (range {p['low']:.2f}-{p['high']:.2f}x, {p['pairs']} interleaved "
                  f"pairs; predicted {s['speed']['predicted_speedup']:.2f}x)")
-    return (f"{s['target']} with {s['metric']} scores: parameters {s['params_before']:,} -> {s['params_after']:,}, "
+    return (f"{s['target']} with {_chosen(s)} scores: parameters {s['params_before']:,} -> {s['params_after']:,}, "
             f"body FLOPs {s['body_flops_before']:,} -> {s['body_flops_after']:,}{speed}; perplexity {stages}; "
             f"{s['wall_seconds']:.1f}s; saved to {s['model']}"
             + (f" and {s['export']['path']}" if s.get("export") else "")
-            + (f"; note: {s['budget']['reason']}" if s["budget"].get("reason") else ""))
+            + (f"; note: {s['budget']['reason']}" if s["budget"].get("reason") else "")
+            + _comparison(s))
+
+
+def _chosen(s: dict) -> str:
+    """The chosen metric, with its seed when it is random selection."""
+    row = next((r for r in s.get("metric_comparison", []) if r["metric"] == s["metric"]), {})
+    return f"{s['metric']} (seed {row['seed']})" if "seed" in row else s["metric"]
+
+
+def _comparison(s: dict) -> str:
+    """The measured metric comparison, then each metric against random selection, one line each."""
+    rows = s.get("metric_comparison") or []
+    if not rows:
+        return ""
+    measured = ", ".join(f"{r['metric']} {r['perplexity']:.4g}" + (" (median)" if "seeds" in r else "")
+                         for r in rows)
+    lines = [f"metric comparison (calibration perplexity with each plan masked): {measured}"]
+    return "\n" + "\n".join(lines + [f"  {line}" for line in s.get("versus_random") or []])

@@ -24,12 +24,18 @@ from torch.nn.utils import prune
 
 from sentinel.models.int8 import int8_weights, is_int8
 from sentinel.sparsity.scores import DATA_METHODS, METHODS, PER_MATRIX_METHODS, compute_scores, iter_scores
-from sentinel.sparsity.sparsegpt import sparsegpt_prune
+from sentinel.sparsity.sparsegpt import SPARSEGPT_COLUMN_BLOCK, SPARSEGPT_DAMPENING, sparsegpt_prune
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
 logger = logging.getLogger(__name__)
 
 SCOPES = ("layer", "global", "row")     # row: each output row of each matrix alone (Wanda's comparison group)
+ROW_ONLY_METHODS = ("sparsegpt",)       # prune every output row to the share: layer = row, no global ranking
+
+
+def scopes_for(method: str) -> tuple[str, ...]:
+    """The scopes `method` accepts: every one, or for SparseGPT (each row pruned to the share) layer and row."""
+    return tuple(s for s in SCOPES if s != "global") if method in ROW_ONLY_METHODS else SCOPES
 
 
 def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
@@ -57,8 +63,8 @@ class SparsityConfig:
     calibration_batch_size: int = 4
     include: tuple[str, ...] = ()         # extra modules outside the body, e.g. ("lm_head",) when untied
     per_matrix: dict[str, float] = field(default_factory=dict)   # per-target sparsity (layer scope), e.g. from sensitivity
-    dampening: float = 0.01               # sparsegpt: λ = dampening × mean diag(H) added to H's diagonal
-    column_block: int = 128               # sparsegpt: columns per lazy-update block
+    dampening: float = SPARSEGPT_DAMPENING      # sparsegpt: λ = dampening × mean diag(H) added to H's diagonal
+    column_block: int = SPARSEGPT_COLUMN_BLOCK  # sparsegpt: columns per lazy-update block
 
     def validate(self) -> None:
         """Raise SparsityError naming the first bad setting."""
@@ -74,14 +80,18 @@ class SparsityConfig:
         for name, value in self.per_matrix.items():
             if not 0 <= value < 1:
                 raise SparsityError(f"Sparsity for {name} must be in [0, 1), got {value}.")
+        if self.scope not in scopes_for(self.method):
+            raise SparsityError(f"{self.method} prunes each output row of each matrix to the sparsity; use scope "
+                                f"{' or '.join(repr(s) for s in scopes_for(self.method))} (the same for "
+                                f"{self.method}), not {self.scope!r}.")
         if self.method == "sparsegpt":
-            if self.scope == "global":
-                raise SparsityError("sparsegpt prunes each output row of each matrix to the sparsity; use scope "
-                                    "'layer' or 'row' (the same for sparsegpt), not 'global'.")
             if not self.dampening > 0:
                 raise SparsityError(f"SparseGPT dampening must be > 0 (e.g. 0.01), got {self.dampening}.")
             if self.column_block < 1:
                 raise SparsityError(f"SparseGPT column block must be at least 1, got {self.column_block}.")
+            if nm is not None and self.column_block % nm[1]:
+                raise SparsityError(f"SparseGPT with {self.pattern} needs the column block divisible by {nm[1]}, "
+                                    f"got {self.column_block} (e.g. {SPARSEGPT_COLUMN_BLOCK}).")
         if self.per_matrix and (self.scope != "layer" or nm is not None):
             raise SparsityError("Per-matrix sparsities need scope 'layer' and an unstructured pattern.")
 

@@ -19,6 +19,9 @@ from sentinel.sparsity.targets import SparsityError, Target
 
 logger = logging.getLogger(__name__)
 
+SPARSEGPT_DAMPENING = 0.01              # λ = this × mean diag(H), added to H's diagonal (the paper's 1%)
+SPARSEGPT_COLUMN_BLOCK = 128            # columns per lazy-update block (the paper's B)
+
 
 class HessianAccumulator:
     """Running H = 2/n · Σ xᵀx over the n calibration tokens that reach one matrix (float64)."""
@@ -54,7 +57,8 @@ def _row_prune_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def sparsegpt_matrix(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5,
-                     pattern: tuple[int, int] | None = None, block_size: int = 128, dampening: float = 0.01,
+                     pattern: tuple[int, int] | None = None, block_size: int = SPARSEGPT_COLUMN_BLOCK,
+                     dampening: float = SPARSEGPT_DAMPENING,
                      pruned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune one (out, in) matrix with SparseGPT; returns (new weight, keep mask), both (out, in).
 
@@ -140,8 +144,8 @@ def _groups(model: nn.Module, targets: Sequence[Target]) -> list[tuple[nn.Module
 
 def sparsegpt_prune(model: nn.Module, targets: Sequence[Target], calibration: torch.Tensor,
                     install: Callable[[Target, torch.Tensor, torch.Tensor], None], sparsity: float = 0.5, pattern: tuple[int, int] | None = None,
-                    per_matrix: Mapping[str, float] | None = None, block_size: int = 128,
-                    dampening: float = 0.01, batch_size: int = 4) -> dict[str, torch.Tensor]:
+                    per_matrix: Mapping[str, float] | None = None, block_size: int = SPARSEGPT_COLUMN_BLOCK,
+                    dampening: float = SPARSEGPT_DAMPENING, batch_size: int = 4) -> dict[str, torch.Tensor]:
     """Sequential SparseGPT over the targets; `install(target, weight, keep)` must write each matrix's result
     into the model (the next block is calibrated through it). Returns the keep masks, (out, in)."""
     if calibration is None or calibration.ndim != 2 or calibration.shape[0] == 0:

@@ -127,6 +127,15 @@ def sparsify_copy(model: nn.Module, tokenizer: Any, config: SparsityConfig,
     return SparseModel(work, result, schedule, list(callback.history), describe_result(trained))
 
 
+def sparsegpt_settings(config: Mapping[str, Any]) -> str | None:
+    """The SparseGPT settings of a sparsify config (its `to_dict`) in words; None for the other methods."""
+    if config.get("method") != "sparsegpt":
+        return None
+    return (f"SparseGPT: dampening {config['dampening']:g} × the Hessian's mean diagonal, column blocks of "
+            f"{config['column_block']}; the kept weights were updated to reconstruct each matrix's calibration "
+            "outputs.")
+
+
 def layer_sparsity_frame(result: SparsifyResult) -> pd.DataFrame:
     """One row per masked matrix: layer, matrix, sparsity (exact zero share)."""
     return pd.DataFrame([{"layer": m.layer if m.layer is not None else -1, "matrix": m.matrix,

@@ -3,7 +3,9 @@
 Stages, each reported as a progress event and checked for cancellation:
 1. measure the original (perplexity on the validation blocks, parameters, body FLOPs);
 2. choose the importance metric: for each candidate metric, score every unit kind, select the budget's plan,
-   mask it temporarily and measure the loss on a few calibration batches; the lowest loss wins (all reported);
+   mask it temporarily and measure the loss on a few calibration batches; the lowest loss wins (all reported).
+   Random selection is measured the same way with several seeds (median and range) as the baseline every metric
+   must beat; the report says which metrics lose to it (`versus_random`);
 3. select the plan with `select_budget` (params / flops targets), or, for a speed target, step the params
    share up until the measured median prefill speed ratio (interleaved pairs, `compare_speed`) meets it;
 4. remove the units and measure; 5. recover (`recover`, lstsq / bias) and measure;
@@ -17,6 +19,7 @@ import copy
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +39,7 @@ DEFAULT_METRIC = {"head": "magnitude", "neuron": "magnitude", "layer": "block_in
 RECOVER_CHOICES = ("none", "bias", "lstsq")
 MAX_SHARE = 0.95          # the largest params share a speed target may step up to
 STAGES = ("measure", "metric", "select", "remove", "recover", "finetune", "save")
+RANDOM = "random"         # the baseline candidate, measured with `random_seeds` seeds
 
 
 class CompressError(SentinelError):
@@ -80,6 +84,7 @@ class CompressConfig:
     allocation: str = "global"
     recover: str = "lstsq"
     metrics: list[str] = field(default_factory=lambda: ["magnitude", "gradient"])   # candidates compared
+    random_seeds: int = 3                         # random selection, seeds seed .. seed+n-1 (0: not measured)
     compare_batches: int = 2                      # calibration batches the metric comparison measures loss on
     calibration_text: str | None = None           # None = the bundled train split
     calibration_samples: int = 128
@@ -122,8 +127,12 @@ class CompressConfig:
                                 "--allocation global.")
         if self.recover not in RECOVER_CHOICES:
             raise CompressError(f"Unknown recovery {self.recover!r}; use one of {', '.join(RECOVER_CHOICES)}.")
-        if not self.metrics:
-            raise CompressError("Give at least one candidate metric.")
+        if self.random_seeds < 0:
+            raise CompressError(f"random-seeds must be 0 or more, got {self.random_seeds}.")
+        if RANDOM in self.metrics and self.random_seeds == 0:
+            raise CompressError("--metrics random is measured with --random-seeds seeds: give 1 or more.")
+        if not self.metrics and self.random_seeds == 0:
+            raise CompressError("Give at least one candidate metric (or --random-seeds 1 or more).")
         from sentinel.metrics import KIND_METRICS
 
         every = {m for kind in self.units for m in KIND_METRICS[kind]}
@@ -234,9 +243,10 @@ def run_compress(config: CompressConfig, device: str = "auto",
     first_target = f"{target.kind if target.kind != 'speed' else 'params'}={first_share}"
     comparison, scores = _choose_metric(model, config, batches, first_target, stages)
     best = min(comparison, key=lambda row: row["loss"])
+    verdicts = versus_random(comparison)
     timings["metric"] = time.perf_counter() - t0
     losses = ", ".join(f"{row['metric']} {row['loss']:.4f}" for row in comparison)
-    stages.done(f"metric {best['metric']} (calibration loss: {losses})")
+    stages.done(f"metric {best['metric']} (calibration loss: {losses})" + "".join(f"; {v}" for v in verdicts))
 
     t0 = time.perf_counter()
     chosen_scores = scores[best["metric"]]
@@ -253,6 +263,8 @@ def run_compress(config: CompressConfig, device: str = "auto",
     reference = copy.deepcopy(model)        # unpruned: the recovery target and the distillation teacher
     note: dict[str, Any] = {"how": "compress", "target": target.describe(), "allocation": config.allocation,
                             "metric": best["metric"], "metrics": budget.metrics, "plan": budget.plan.to_dict()}
+    if best["metric"] == RANDOM:
+        note["seed"] = best["seed"]
     apply_plan(model, budget.plan, "remove", note=note)
     if config.export:
         from sentinel.export import stock_config
@@ -300,7 +312,7 @@ def run_compress(config: CompressConfig, device: str = "auto",
         "status": "completed", "baseline_perplexity": perplexities["original"],
         "perplexity_pruned": perplexities["pruned"], "perplexity_after": list(perplexities.values())[-1],
         "target": target.describe(), "units": config.units, "allocation": config.allocation,
-        "metric": best["metric"], "metric_comparison": comparison,
+        "metric": best["metric"], "metric_comparison": comparison, "versus_random": verdicts,
         "budget": {k: v for k, v in budget.to_dict().items() if k != "plan"}, "plan": budget.plan.to_dict(),
         "params_before": before["params"], "params_after": parameter_count(model),
         "prunable_params_before": before["prunable_params"], "prunable_params_after": prunable_params(model),
@@ -316,26 +328,79 @@ def run_compress(config: CompressConfig, device: str = "auto",
 
 def _choose_metric(model: nn.Module, config: CompressConfig, batches: list, target: str, stages: _Stages
                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Score with every candidate metric, mask each one's plan in turn and measure the calibration loss."""
-    from sentinel.metrics import compute_scores
-    from sentinel.pruning.apply import temporarily_masked
-
+    """Score with every candidate metric, mask each one's plan in turn and measure the calibration loss; random
+    selection is measured the same way once per seed and stands as one row (median loss, its seed's plan)."""
     probe = batches[:config.compare_batches]
     rows, every = [], {}
-    for candidate in config.metrics:
-        scores = {}
-        for kind in config.units:
-            name = _metric_for(kind, candidate)
-            scores[kind] = compute_scores(model, [name], batches, kind=kind, seed=config.seed)[name]
-            stages.check()
-        budget = _select(model, config, scores, target)
-        with temporarily_masked(model, budget.plan):
-            loss = _calibration_loss(model, probe)
+    for candidate in dict.fromkeys(m for m in config.metrics if m != RANDOM):
+        loss, budget, scores = _plan_loss(model, config, batches, probe, target, candidate, config.seed, stages)
         rows.append({"metric": candidate, "per_kind": {k: s.metric for k, s in scores.items()}, "loss": loss,
                      "perplexity": math.exp(loss), "counts": budget.counts})
         every[candidate] = scores
-        stages.check()
+    if config.random_seeds:
+        draws = []
+        for seed in range(config.seed, config.seed + config.random_seeds):
+            loss, budget, scores = _plan_loss(model, config, batches, probe, target, RANDOM, seed, stages)
+            draws.append((loss, seed, budget.counts, scores))
+        median = statistics.median(loss for loss, *_ in draws)
+        loss, seed, counts, scores = sorted(draws, key=lambda d: (d[0], d[1]))[(len(draws) - 1) // 2]   # median_low
+        rows.append({"metric": RANDOM, "per_kind": {k: s.metric for k, s in scores.items()}, "loss": median,
+                     "perplexity": math.exp(median), "counts": counts, "seed": seed,
+                     "perplexity_low": math.exp(min(d[0] for d in draws)),
+                     "perplexity_high": math.exp(max(d[0] for d in draws)),
+                     "seeds": [{"seed": d[1], "loss": d[0], "perplexity": math.exp(d[0])} for d in draws]})
+        every[RANDOM] = scores
+        for row in rows[:-1]:
+            row["beats_random"] = row["loss"] < median
     return rows, every
+
+
+def _plan_loss(model: nn.Module, config: CompressConfig, batches: list, probe: list, target: str, candidate: str,
+               seed: int, stages: _Stages) -> tuple[float, Any, dict[str, Any]]:
+    """One candidate's measure: its scores per unit kind, the budget's plan from them, and the calibration loss on
+    `probe` with that plan masked (the model is restored after)."""
+    from sentinel.metrics import compute_scores
+    from sentinel.pruning.apply import temporarily_masked
+
+    scores = {}
+    for kind in config.units:
+        name = _metric_for(kind, candidate)
+        scores[kind] = compute_scores(model, [name], batches, kind=kind, seed=seed)[name]
+        stages.check()
+    budget = _select(model, config, scores, target)
+    with temporarily_masked(model, budget.plan):
+        loss = _calibration_loss(model, probe)
+    stages.check()
+    return loss, budget, scores
+
+
+def versus_random(comparison: list[dict[str, Any]]) -> list[str]:
+    """One plain line per measured metric against random selection's median over its seeds (calibration
+    perplexity of each plan, masked); empty when random was not measured."""
+    baseline = next((row for row in comparison if row["metric"] == RANDOM), None)
+    if baseline is None:
+        return []
+    seeds = len(baseline["seeds"])
+    median = f"{baseline['perplexity']:.4g}"
+    span = f"{baseline['perplexity_low']:.4g}–{baseline['perplexity_high']:.4g}"
+    spread = f"median {median} over {seeds} seed{'s' if seeds != 1 else ''}, range {span}"
+    lines = []
+    if len(comparison) > 1 and min(comparison, key=lambda row: row["loss"]) is baseline:
+        lines.append(f"no metric beat random selection: compress uses random seed {baseline['seed']}, the median of "
+                     f"{seeds} seed{'s' if seeds != 1 else ''}")
+    for row in comparison:
+        if row["metric"] == RANDOM:
+            continue
+        ppl = f"{row['metric']}: {row['perplexity']:.4g}"
+        if row["loss"] > baseline["loss"]:
+            lines.append(f"{ppl} — worse than random ({spread})")
+        elif row["loss"] == baseline["loss"]:
+            lines.append(f"{ppl} — level with random ({spread})")
+        elif row["perplexity"] >= baseline["perplexity_low"]:
+            lines.append(f"{ppl} — better than random's median but inside its range ({spread})")
+        else:
+            lines.append(f"{ppl} — better than every random seed ({spread})")
+    return lines
 
 
 def _select(model: nn.Module, config: CompressConfig, scores: dict[str, Any], target: str) -> Any:

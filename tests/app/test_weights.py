@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from app_support.state import shared_store
 from sentinel.models import load_model
 from sentinel.models.int8 import is_int8
 from sentinel.evaluation.paired import InterleavedSpeed, ModelTimings
+from sentinel.sparsity.masks import SPARSEGPT_COLUMN_BLOCK, SPARSEGPT_DAMPENING, SparsityConfig
 from sentinel.sparsity.storage import COMPRESSED_FILE
 from sentinel.ui.format import human_bytes
 from sentinel.ui.history import readable
@@ -215,3 +217,59 @@ def test_a_sensitivity_scan_can_be_cancelled():
     assert shared_store().get_job(job_id).state == "cancelled"
     assert any("The sensitivity scan cancelled" in w.value for w in at.warning)
     assert not Path(shared_store().get_job(job_id).params["model"]).exists()
+
+
+def _sparsify_on_page(at, method: str):
+    """Choose `method` at 2:4 on the page, press Sparsify and return (the sparse copy, its protocol perplexity)."""
+    at.selectbox(key="weights_method").set_value(method).run()
+    at.radio(key="weights_pattern").set_value("2:4").run()
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    assert not at.error, errors(at)
+    key, sparse = dashboard(at).caches["sparse-latest"]
+    return sparse, dashboard(at).caches[("ppl-sparse", key)].perplexity
+
+
+@pytest.mark.slow
+def test_sparsegpt_on_the_page_offers_only_its_scopes_passes_its_settings_and_beats_l1_at_2_4():
+    at = open_app("weights")
+    at.radio(key="weights_scope").set_value("global").run()
+    assert "weights_dampening" not in [n.key for n in at.number_input]     # SparseGPT's settings: only for it
+    at.selectbox(key="weights_method").set_value("sparsegpt").run()
+    assert_clean(at)
+    offered = at.radio(key="weights_scope").options
+    assert "global" not in offered and at.radio(key="weights_scope").value == "layer"
+    for scope in offered:                                                   # every scope offered is one it takes
+        SparsityConfig("sparsegpt", 0.5, scope).validate()
+    assert any("no global ranking" in c.value for c in at.caption)
+    assert at.number_input(key="weights_dampening").value == SPARSEGPT_DAMPENING
+    assert at.number_input(key="weights_column_block").value == SPARSEGPT_COLUMN_BLOCK
+
+    l1, l1_ppl = _sparsify_on_page(at, "l1")                                # the same settings, the same protocol
+    sparsegpt, sparsegpt_ppl = _sparsify_on_page(at, "sparsegpt")
+    for copy in (l1, sparsegpt):
+        assert abs(copy.result.stats.sparsity - 0.5) < 0.005
+        assert all(abs(m.sparsity - 0.5) < 0.005 for m in copy.result.stats.matrices)
+    assert any(m.value.startswith("**50.0%** of the targeted weights are zero") for m in at.markdown)
+    assert sparsegpt_ppl <= l1_ppl, (sparsegpt_ppl, l1_ppl)                # the OBS update repairs what l1 breaks
+    assert any(c.value.startswith("SparseGPT: dampening 0.01 × the Hessian's mean diagonal, column blocks of 128")
+               for c in at.caption)
+
+    at.number_input(key="weights_dampening").set_value(0.05)               # passed through to the library
+    at.number_input(key="weights_column_block").set_value(66).run()         # not a multiple of 4: said, not raised
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    assert any("column block divisible by 4, got 66" in e for e in errors(at))
+    at.number_input(key="weights_column_block").set_value(64).run()
+    at.button(key="weights_go").click().run()
+    assert_clean(at)
+    config = dashboard(at).caches["sparse-latest"][1].result.config
+    assert (config.method, config.pattern, config.dampening, config.column_block) == ("sparsegpt", "2:4", 0.05, 64)
+    records = [r for r in shared_store().list_experiments(kind=SPARSIFY_KIND) if r.name == "SparseGPT 50% 2:4 sparsify"]
+    assert sorted(r.config["column_block"] for r in records) == [64, 128]
+    page = open_app("experiments")                                          # the run's settings said there too
+    page.selectbox(key="experiments_pick").set_value(next(r.id for r in records if r.config["column_block"] == 64))
+    page.run()
+    assert_clean(page)
+    assert any(c.value.startswith("SparseGPT: dampening 0.05 × the Hessian's mean diagonal, column blocks of 64")
+               for c in page.caption)

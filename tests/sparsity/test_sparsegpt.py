@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sentinel.sparsity import SparsityConfig, SparsityError, find_targets, sparsify
+from sentinel.sparsity.masks import SCOPES, scopes_for
 from sentinel.sparsity.sparsegpt import HessianAccumulator, sparsegpt_matrix
 from tests.conftest import make_tiny_model, sample_ids
 from tests.sparsity.test_cli import run_json, text_args  # noqa: F401  (fixture)
@@ -141,6 +142,19 @@ def test_bad_settings_are_refused():
     with pytest.raises(SparsityError, match="divisible"):
         sparsify(make_tiny_model("gpt2"), SparsityConfig("sparsegpt", pattern="4:8", column_block=12),
                  calibration=CALIBRATION)
+
+
+def test_scopes_offered_for_sparsegpt_are_the_ones_it_accepts():
+    assert scopes_for("sparsegpt") == ("layer", "row") and scopes_for("wanda") == SCOPES
+    for scope in SCOPES:
+        config = SparsityConfig("sparsegpt", 0.5, scope)
+        if scope in scopes_for("sparsegpt"):
+            config.validate()
+        else:
+            with pytest.raises(SparsityError, match="not 'global'"):
+                config.validate()
+    with pytest.raises(SparsityError, match="column block divisible by 4, got 66"):     # before any calibration
+        SparsityConfig("sparsegpt", pattern="2:4", column_block=66).validate()
 
 
 def test_earlier_zeros_stay(tiny_gpt2):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from sentinel.models import load_model
 from sentinel.models.flops import forward_flops
 from sentinel.pruning.budget import prunable_params
 from sentinel.store import Store
-from sentinel.workflows.compress import CompressConfig, CompressError, run_compress
+from sentinel.workflows.compress import CompressConfig, CompressError, run_compress, versus_random
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +54,8 @@ def test_budget_targets_are_met_exactly_or_as_closely_as_one_unit_allows(tiny_lm
     else:   # whole units: off by less than the largest single unit, and the reason says so
         assert 0 < abs(removed - goal) and "closest feasible" in budget["reason"]
         assert abs(removed - goal) < 0.1 * before
-    assert summary["metric"] in ("magnitude", "gradient")
-    assert {row["metric"] for row in summary["metric_comparison"]} == {"magnitude", "gradient"}
+    assert summary["metric"] in ("magnitude", "gradient", "random")
+    assert {row["metric"] for row in summary["metric_comparison"]} == {"magnitude", "gradient", "random"}
     assert summary["metric"] == min(summary["metric_comparison"], key=lambda r: r["loss"])["metric"]
     assert set(summary["perplexity"]) >= {"original", "pruned"}
     assert json.loads((tmp_path / "o" / "result.json").read_text())["params_after"] == summary["params_after"]
@@ -72,6 +74,8 @@ def test_cli_compress_recovers_finetunes_exports_and_records(tiny_lm_dir, tiny_t
     assert summary["baseline_perplexity"] == summary["perplexity"]["original"]
     assert summary["perplexity_after"] == summary["perplexity"]["finetuned"]
     assert summary["recovery"]["method"] == "lstsq" and summary["finetune"]["steps"] == 2
+    assert [row["metric"] for row in summary["metric_comparison"]][-1] == "random"
+    assert len(summary["versus_random"]) == 2                          # magnitude and gradient against random
     # the export loads with plain transformers and computes what the Sentinel model computes
     stock = transformers.AutoModelForCausalLM.from_pretrained(out / "export").eval()
     ours = load_model(out / "model", device="cpu").model.eval()
@@ -150,3 +154,79 @@ def test_compress_help_does_not_import_torch():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--target" in done.stdout and done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_random_selection_is_measured_with_its_seeds_beside_the_metrics(tiny_lm_dir, tiny_text_file, tmp_path):
+    summary = run_compress(config(tiny_lm_dir, tiny_text_file, tmp_path / "r", recover="none", seed=5,
+                                  random_seeds=3), device="cpu")
+    rows = {row["metric"]: row for row in summary["metric_comparison"]}
+    assert list(rows) == ["magnitude", "gradient", "random"]
+    random = rows["random"]
+    assert [s["seed"] for s in random["seeds"]] == [5, 6, 7]
+    losses = [s["loss"] for s in random["seeds"]]
+    assert len(set(losses)) > 1                                      # the seeds draw different plans
+    assert random["loss"] == statistics.median(losses) and random["seed"] in (5, 6, 7)
+    assert random["perplexity_low"] == pytest.approx(math.exp(min(losses)))
+    assert random["perplexity_high"] == pytest.approx(math.exp(max(losses)))
+    assert random["per_kind"] == {"head": "random", "neuron": "random"}
+    assert random["counts"] == rows["magnitude"]["counts"]          # the same budget for every candidate
+    for name in ("magnitude", "gradient"):
+        assert rows[name]["beats_random"] == (rows[name]["loss"] < random["loss"])
+    assert len(summary["versus_random"]) >= 2
+    assert all("random" in line and "over 3 seeds" in line for line in summary["versus_random"])
+    assert summary["metric"] == min(summary["metric_comparison"], key=lambda r: r["loss"])["metric"]
+
+
+def test_random_seeds_zero_skips_random_and_bad_counts_are_refused(tiny_lm_dir, tiny_text_file, tmp_path):
+    summary = run_compress(config(tiny_lm_dir, tiny_text_file, tmp_path / "n", recover="none", random_seeds=0,
+                                  metrics=["magnitude"]), device="cpu")
+    assert [row["metric"] for row in summary["metric_comparison"]] == ["magnitude"]
+    assert summary["versus_random"] == []
+    with pytest.raises(CompressError, match="random-seeds must be 0 or more"):
+        config(tiny_lm_dir, tiny_text_file, tmp_path / "x", random_seeds=-1).validate()
+    with pytest.raises(CompressError, match="--random-seeds"):
+        config(tiny_lm_dir, tiny_text_file, tmp_path / "x", random_seeds=0, metrics=["random"]).validate()
+
+
+def _row(metric: str, perplexity: float) -> dict:
+    return {"metric": metric, "loss": math.log(perplexity), "perplexity": perplexity}
+
+
+def _random_row(*perplexities: float) -> dict:
+    losses = sorted(math.log(p) for p in perplexities)
+    median = statistics.median(losses)
+    return {"metric": "random", "loss": median, "perplexity": math.exp(median), "seed": 1,
+            "perplexity_low": min(perplexities), "perplexity_high": max(perplexities),
+            "seeds": [{"seed": i, "loss": math.log(p), "perplexity": p} for i, p in enumerate(perplexities)]}
+
+
+def test_a_metric_worse_than_the_random_median_is_said_plainly():
+    comparison = [_row("magnitude", 140.2), _row("gradient", 185.9), _row("wanda", 153.1),
+                  _random_row(151.3, 155.2, 159.3)]
+    assert versus_random(comparison) == [
+        "magnitude: 140.2 — better than every random seed (median 155.2 over 3 seeds, range 151.3–159.3)",
+        "gradient: 185.9 — worse than random (median 155.2 over 3 seeds, range 151.3–159.3)",
+        "wanda: 153.1 — better than random's median but inside its range (median 155.2 over 3 seeds, range "
+        "151.3–159.3)",
+    ]
+    lost = versus_random([_row("gradient", 185.9), _random_row(151.3, 155.2, 159.3)])
+    assert lost[0] == "no metric beat random selection: compress uses random seed 1, the median of 3 seeds"
+    assert lost[1].startswith("gradient: 185.9 — worse than random (median 155.2")
+    assert versus_random([_row("gradient", 185.9)]) == []                      # random not measured: nothing said
+
+
+def test_cli_compress_prints_the_comparison_and_each_metric_against_random(tiny_lm_dir, tiny_text_file, tmp_path,
+                                                                          capsys):
+    code = main(["compress", "--model", str(tiny_lm_dir), "--device", "cpu", "--target", "params=0.3", "--units",
+                 "neurons", "--calibration-text", str(tiny_text_file), "--text", str(tiny_text_file),
+                 "--calibration-samples", "8", "--seq-len", "16", "--recover", "none", "--random-seeds", "2",
+                 "--out", str(tmp_path / "t")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    summary = json.loads((tmp_path / "t" / "result.json").read_text())
+    comparison = next(line for line in lines if line.startswith("metric comparison"))
+    assert "random" in comparison and "(median)" in comparison
+    for verdict in summary["versus_random"]:
+        assert f"  {verdict}" in lines
+    assert any("random" in v and "over 2 seeds" in v for v in summary["versus_random"])
