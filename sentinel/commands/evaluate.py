@@ -1,4 +1,5 @@
-"""`sentinel evaluate`: perplexity on text plus size and prefill/decode speed of a (pruned) model."""
+"""`sentinel evaluate`: perplexity on text plus size and prefill/decode speed of a (pruned) model, and with
+--tasks its accuracy on lm-evaluation-harness tasks (a bundled task, a task folder, or a standard task name)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=32, help="generated tokens for the decode speed test")
     p.add_argument("--runs", type=int, default=5, help="timed speed runs (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated lm-eval tasks run on the model as it is in memory: a bundled task "
+                        "(stories-gpt2-continuation, stdlib-gpt2-continuation), a folder of task YAML, or a "
+                        "standard name such as arc_easy (its data comes from the hub). Needs pip install "
+                        "'sentinel[eval]'; --batch-size is used for it too")
+    p.add_argument("--task-limit", type=int, default=None,
+                   help="score only the first N documents of each task (a quick check; default: all)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -52,6 +60,15 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.seq_len is not None and args.stride > args.seq_len:
         raise DataError(f"--stride {args.stride} is longer than the window (--seq-len {args.seq_len}); "
                         "use a stride of at most the window.")
+    selection = None
+    if args.tasks is not None:             # resolved before the model loads: a missing lm-eval or task fails fast
+        from sentinel.evaluation.tasks import select_tasks
+
+        if args.task_limit is not None and args.task_limit < 1:
+            raise DataError(f"--task-limit must be at least 1, got {args.task_limit}.")
+        selection = select_tasks(args.tasks.split(","))
+    elif args.task_limit is not None:
+        raise DataError("--task-limit applies to --tasks; name the tasks to run.")
     if args.threads is not None:
         if args.threads < 1:
             raise DataError(f"--threads must be at least 1, got {args.threads}.")
@@ -103,6 +120,13 @@ def run(args: argparse.Namespace) -> int:
     if sparse.sparsity >= MIN_REPORTED_SPARSITY:     # weight-level sparsity (sentinel sparsify) is reported when present
         result["sparsity"] = sparse.sparsity
         result["nonzero_parameters"] = sparse.nonzero_parameters
+    tasks = []
+    if selection is not None:
+        from sentinel.evaluation.tasks import evaluate_tasks
+
+        tasks = evaluate_tasks(loaded.model, loaded.tokenizer, selection, limit=args.task_limit,
+                               batch_size=args.batch_size)
+        result["tasks"] = [t.to_dict() for t in tasks]
     if args.json:
         print_json(result)
     else:
@@ -115,4 +139,6 @@ def run(args: argparse.Namespace) -> int:
         if "sparsity" in result:
             print(f"sparsity    {result['sparsity']:.1%} of the body's weights are zero "
                   f"({result['nonzero_parameters']:,} non-zero parameters; dense kernels, so no speed-up from it)")
+        for t in tasks:
+            print(f"task        {t.task}: {t.text()}")
     return 0
