@@ -71,13 +71,13 @@ def _own_accuracy(model: torch.nn.Module, tokenizer, items: list[dict]) -> float
     """Independent of lm-eval: argmax over choices of log p(" " + choice | context), summed over its tokens."""
     right = 0
     for item in items:
-        context = tokenizer(item["context"])["input_ids"]
-        scores = []
-        for choice in item["choices"]:
-            ids = tokenizer(item["context"] + " " + choice)["input_ids"]
-            with torch.no_grad():
-                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), dim=-1)
-            scores.append(sum(logp[t - 1, ids[t]].item() for t in range(len(context), len(ids))))
+        start = len(tokenizer(item["context"])["input_ids"])
+        rows = [tokenizer(item["context"] + " " + choice)["input_ids"] for choice in item["choices"]]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])      # right padding: causal, never read
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[:, :-1].double(), dim=-1)   # [choice, pos, vocab]
+        scores = [sum(logp[c, t - 1, row[t]].item() for t in range(start, len(row))) for c, row in enumerate(rows)]
         right += int(max(range(CHOICES), key=scores.__getitem__) == item["label"])
     return right / len(items)
 
@@ -137,3 +137,24 @@ def test_standard_name_goes_to_lm_eval_unchanged(tiny_lm):
     assert selection.names == ["arc_easy"] and selection.standard == ["arc_easy"] and not selection.include_paths
     with pytest.raises(TaskError, match="could not be fetched.*bundled task"):
         evaluate_tasks(model, tokenizer, selection, limit=2)
+
+
+@pytest.mark.slow
+def test_same_numbers_as_lm_evals_own_cli_on_the_model_folder(tmp_path):
+    """lm-eval's CLI, in a process that does not import sentinel, on the stock stdlib-gpt2 folder and its task."""
+    import os
+    import subprocess
+
+    folder, task, limit = BUNDLED_MODELS_DIR / "stdlib-gpt2", "stdlib-gpt2-continuation", 16
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={folder}",
+               "--include_path", str(BUNDLED_TASKS_DIR / task), "--tasks", task, "--limit", str(limit),
+               "--batch_size", "8", "--device", "cpu", "--output_path", str(tmp_path / "out")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(command, check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    theirs = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"][task]
+    loaded = load_model(folder, device="cpu")
+    ours = _by_metric(evaluate_tasks(loaded.model, loaded.tokenizer, [task], limit=limit, batch_size=8))
+    for metric in ("acc", "acc_norm"):
+        assert ours[metric].value == pytest.approx(theirs[f"{metric},none"], abs=1e-6)
+        assert ours[metric].stderr == pytest.approx(theirs[f"{metric}_stderr,none"], abs=1e-6)
+    assert 0.0 < ours["acc"].value < 1.0
