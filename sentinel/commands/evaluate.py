@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.commands.common import add_model_arguments, add_task_arguments, print_json, task_selection
 from sentinel.errors import DataError, UnsupportedModelError
 
 MAX_DEFAULT_SEQ_LEN = 1024
@@ -30,13 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=32, help="generated tokens for the decode speed test")
     p.add_argument("--runs", type=int, default=5, help="timed speed runs (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated lm-eval tasks run on the model as it is in memory: a bundled task "
-                        "(stories-gpt2-continuation, stdlib-gpt2-continuation), a folder of task YAML, or a "
-                        "standard name such as arc_easy (its data comes from the hub). Needs pip install "
-                        "'sentinel[eval]'; --batch-size is used for it too")
-    p.add_argument("--task-limit", type=int, default=None,
-                   help="score only the first N documents of each task (a quick check; default: all)")
+    add_task_arguments(p, "run on the model as it is in memory (--batch-size is used for them too)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -60,15 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.seq_len is not None and args.stride > args.seq_len:
         raise DataError(f"--stride {args.stride} is longer than the window (--seq-len {args.seq_len}); "
                         "use a stride of at most the window.")
-    selection = None
-    if args.tasks is not None:             # resolved before the model loads: a missing lm-eval or task fails fast
-        from sentinel.evaluation.tasks import select_tasks
-
-        if args.task_limit is not None and args.task_limit < 1:
-            raise DataError(f"--task-limit must be at least 1, got {args.task_limit}.")
-        selection = select_tasks(args.tasks.split(","))
-    elif args.task_limit is not None:
-        raise DataError("--task-limit applies to --tasks; name the tasks to run.")
+    selection = task_selection(args)   # resolved before the model loads: a missing lm-eval or task fails fast
     if args.threads is not None:
         if args.threads < 1:
             raise DataError(f"--threads must be at least 1, got {args.threads}.")

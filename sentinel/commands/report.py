@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sentinel.commands.common import print_json
+from sentinel.commands.common import add_task_arguments, print_json, task_selection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,10 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", default=None,
                    help="a prompt for the before/after generations (repeat; default: the base model's sample prompts)")
     p.add_argument("--speed-rounds", type=int, default=5, help="interleaved timing rounds (0: do not time)")
-    p.add_argument("--tasks", default=None, help="comma-separated lm-eval tasks to show beside perplexity, as in "
-                   "`sentinel evaluate --tasks` (needs pip install 'sentinel[eval]')")
-    p.add_argument("--task-limit", type=int, default=None,
-                   help="score only the first N documents of each task (default: all)")
+    add_task_arguments(p, "whose accuracy is shown beside perplexity, for every model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--json", action="store_true", help="also print the review's numbers as JSON")
     p.set_defaults(func=run)
@@ -47,15 +44,7 @@ def run(args: argparse.Namespace) -> int:
     criteria = ReviewCriteria(args.max_perplexity_increase, args.min_size_reduction, args.min_speedup)
     criteria.validate()
     check_new_file(args.out, overwrite=args.overwrite)        # fail before minutes of measuring
-    selection = None
-    if args.tasks is not None:
-        from sentinel.evaluation.tasks import select_tasks
-
-        if args.task_limit is not None and args.task_limit < 1:
-            raise DataError(f"--task-limit must be at least 1, got {args.task_limit}.")
-        selection = select_tasks(args.tasks.split(","))
-    elif args.task_limit is not None:
-        raise DataError("--task-limit applies to --tasks; name the tasks to run.")
+    selection = task_selection(args)
     base = load_model(args.base, device=args.device)
     base_name = Path(base.source).name if args.base is None else args.base
     prompts = args.prompt or list(prompts_for(Path(base.source).name)[:SAMPLE_COUNT])

@@ -94,7 +94,7 @@ def _manager(include_paths: tuple[str, ...], defaults: bool) -> Any:
 
 
 def _tasks_defined_in(paths: Sequence[Path], folder: Path) -> list[str]:
-    """The task (or group) names whose YAML lies in `paths` (files inside `folder`)."""
+    """The task (or group) names whose YAML lies in `paths` (files inside `folder`, which lm-eval indexes)."""
     wanted = {p.resolve() for p in paths}
     index = _manager((str(folder.resolve()),), False).task_index
     found = {kind: sorted(name for name, entry in index.items()
@@ -115,16 +115,17 @@ def select_tasks(specs: Sequence[str], tasks_dir: Path = BUNDLED_TASKS_DIR) -> T
         if not spec:
             continue
         path = Path(spec).expanduser()
-        if (tasks_dir / spec).is_dir() and "/" not in spec:
+        bare = len(path.parts) == 1
+        if bare and (tasks_dir / spec).is_dir():    # a bundled name wins over a folder of that name in the cwd
             path = tasks_dir / spec
         if path.is_dir() or (path.is_file() and path.suffix in (".yaml", ".yml")):
             folder = path if path.is_dir() else path.parent
-            defined = _tasks_defined_in(sorted(folder.glob("*.y*ml")) if path.is_dir() else [path], folder)
+            defined = _tasks_defined_in(sorted(folder.rglob("*.y*ml")) if path.is_dir() else [path], folder)
             if not defined:
                 raise TaskError(f"{path} holds no lm-eval task config (a YAML file with a `task:` key).")
             names += defined
             include.append(folder.resolve())
-        elif path.suffix in (".yaml", ".yml") or "/" in spec:
+        elif path.suffix in (".yaml", ".yml") or not bare:
             raise TaskError(f"Task folder or file {spec} does not exist.")
         else:
             names.append(spec)
