@@ -41,3 +41,7 @@ class UnsafeModelError(ModelLoadError):
 
 class CorruptModelError(ModelLoadError):
     """A model file is truncated, corrupt, or its shapes do not match the config (or the tokenizer is unreadable)."""
+
+
+class MissingDependencyError(SentinelError):
+    """An optional feature's package is not installed; the message names the extra to install."""

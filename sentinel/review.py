@@ -25,6 +25,7 @@ from sentinel.errors import DataError, InvalidOutputError
 from sentinel.evaluation.own_text import text_perplexity
 from sentinel.evaluation.paired import FLOPS_CONTEXT, SpeedRatio, interleaved_speed
 from sentinel.evaluation.size import parameter_count, weight_bytes
+from sentinel.evaluation.tasks import TaskResult, TaskSelection, evaluate_tasks
 from sentinel.files import check_new_file, write_file_atomically
 from sentinel.generation import generate_text
 from sentinel.models.flops import forward_flops
@@ -86,6 +87,7 @@ class ModelFacts:
     text: str
     steps: list[dict[str, Any]] = field(default_factory=list)
     generations: list[str] = field(default_factory=list)
+    tasks: list[TaskResult] = field(default_factory=list)     # lm-eval task accuracy, when tasks were asked for
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Review:
     speed_rounds: int
     speed_setup: str
     created: str
+    task_limit: int | None = None
+
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -151,8 +155,10 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def measure_subject(subject: ReviewSubject, prompts: Sequence[str], new_tokens: int = REVIEW_NEW_TOKENS) -> ModelFacts:
-    """Size, FLOPs, perplexity with its interval, the pruning steps and greedy generations of one model."""
+def measure_subject(subject: ReviewSubject, prompts: Sequence[str], new_tokens: int = REVIEW_NEW_TOKENS,
+                    tasks: TaskSelection | None = None, task_limit: int | None = None) -> ModelFacts:
+    """Size, FLOPs, perplexity with its interval, the pruning steps and greedy generations of one model, and its
+    task accuracy when `tasks` are given."""
     text = evaluation_text(subject.source or getattr(subject.model.config, "name_or_path", None) or None)
     ppl = text_perplexity(subject.model, subject.tokenizer, text)
     generations = [generate_text(subject.model, subject.tokenizer, p, max_new_tokens=new_tokens, greedy=True).text
@@ -160,7 +166,8 @@ def measure_subject(subject: ReviewSubject, prompts: Sequence[str], new_tokens: 
     return ModelFacts(subject.label, subject.name, weights_digest(subject.model), parameter_count(subject.model),
                       weight_bytes(subject.model), forward_flops(subject.model, FLOPS_CONTEXT, lm_head=True),
                       ppl.perplexity, ppl.ci_low, ppl.ci_high, ppl.tokens_evaluated, ppl.window_length, text.name,
-                      list(pruning_record(subject.model).get("history", [])), generations)
+                      list(pruning_record(subject.model).get("history", [])), generations,
+                      evaluate_tasks(subject.model, subject.tokenizer, tasks, limit=task_limit) if tasks else [])
 
 
 def judge(base: ModelFacts, model: ModelFacts, criteria: ReviewCriteria, prefill: SpeedRatio | None,
@@ -192,8 +199,10 @@ def judge(base: ModelFacts, model: ModelFacts, criteria: ReviewCriteria, prefill
 
 def build_review(base: ReviewSubject, models: Sequence[ReviewSubject], criteria: ReviewCriteria,
                  prompts: Sequence[str], speed_rounds: int = 5, prompt_tokens: int = 64, new_tokens: int = 32,
-                 report: Callable[[str], None] | None = None) -> Review:
-    """Measure the base and every pruned model, time them in turns and judge each against `criteria`."""
+                 report: Callable[[str], None] | None = None, tasks: TaskSelection | None = None,
+                 task_limit: int | None = None) -> Review:
+    """Measure the base and every pruned model, time them in turns and judge each against `criteria`; with
+    `tasks` (see `sentinel.evaluation.tasks.select_tasks`) each model's task accuracy is shown beside perplexity."""
     criteria.validate()
     if not models:
         raise DataError("A review needs at least one pruned model besides the base; give --model.")
@@ -206,7 +215,7 @@ def build_review(base: ReviewSubject, models: Sequence[ReviewSubject], criteria:
     facts = []
     for subject in (base, *models):
         tell(f"Measuring {subject.label}")
-        facts.append(measure_subject(subject, prompts))
+        facts.append(measure_subject(subject, prompts, tasks=tasks, task_limit=task_limit))
     speed = None
     if speed_rounds > 0:
         tell(f"Timing the models in turns ({speed_rounds} rounds)")
@@ -218,7 +227,7 @@ def build_review(base: ReviewSubject, models: Sequence[ReviewSubject], criteria:
     setup = (f"{speed_rounds} interleaved rounds, {prompt_tokens} prompt tokens then {new_tokens} generated, "
              f"{speed.threads} CPU threads" if speed else "not timed")
     return Review(facts[0], facts[1:], verdicts, criteria, list(prompts), speed_rounds, setup,
-                  datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                  datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), task_limit if tasks else None)
 
 
 # -- HTML ---------------------------------------------------------------------------------------------------------
@@ -270,6 +279,25 @@ def _steps(facts: ModelFacts) -> str:
     return "<ol>" + "".join(items) + "</ol>"
 
 
+def _task_table(models: list[ModelFacts], limit: int | None) -> str:
+    """Task accuracy of every model, metric by metric, with its standard error and the change against the base."""
+    base = {(t.task, t.metric): t for t in models[0].tasks}
+    head = "".join(f"<th>{_e(m.label)}</th>" for m in models)
+    rows = []
+    for key, reference in base.items():
+        cells = []
+        for m in models:
+            mine = {(t.task, t.metric): t for t in m.tasks}.get(key)
+            change = f", {mine.value - reference.value:+.3f}" if mine is not None and m is not models[0] else ""
+            cells.append(f"<td>{_e(mine.text() + change) if mine is not None else 'not measured'}</td>")
+        rows.append(f"<tr><td>{_e(key[0])}</td><td>{_e(key[1])}</td>{''.join(cells)}</tr>")
+    scope = f"the first {limit} documents of each task" if limit else "every document of each task"
+    return ("<h2>Task accuracy</h2><p>lm-evaluation-harness run on each model as it is in memory, on "
+            f"{_e(scope)}; ± is the standard error, the signed number the change against the base. Bundled "
+            "next-sentence tasks have four choices: chance is 0.25.</p>"
+            f"<table><tr><th>Task</th><th>Metric</th>{head}</tr>{''.join(rows)}</table>")
+
+
 def render_html(review: Review) -> str:
     """The review as one self-contained HTML page (inline CSS and SVG)."""
     base, out = review.base, []
@@ -291,6 +319,8 @@ def render_html(review: Review) -> str:
                f"text while a doubling is not. Each model is scored on {_e(base.text)}, every token once, in windows "
                f"of {base.window} tokens; the interval is a 95% bootstrap over those windows.</p>")
     out.append(_bars([(m.label, m.perplexity, m.ci_low, m.ci_high) for m in models], "perplexity"))
+    if base.tasks:
+        out.append(_task_table(models, review.task_limit))
     out.append("<h2>Size, compute and speed</h2><table><tr><th>Model</th><th>Parameters</th><th>Weights</th>"
                f"<th>FLOPs per token (context {FLOPS_CONTEXT})</th><th>Prefill speed</th><th>Generation speed</th></tr>")
     speeds = {v.label: v for v in review.verdicts}

@@ -1,4 +1,4 @@
-"""Helpers the command modules share: model arguments, JSON output, writable folders."""
+"""Helpers the command modules share: model and task arguments, JSON output, writable folders."""
 
 from __future__ import annotations
 
@@ -33,6 +33,32 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="hub id or folder (default: the bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
     parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float32 on CPU)")
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--tasks and --task-limit, the same for `evaluate` and `report`."""
+    parser.add_argument("--tasks", default=None,
+                        help=f"comma-separated lm-eval tasks {purpose}: a bundled task (stories-gpt2-continuation, "
+                             "stdlib-gpt2-continuation), a folder of task YAML, or a standard name such as arc_easy "
+                             "(its data comes from the hub); needs pip install 'sentinel[eval]'")
+    parser.add_argument("--task-limit", type=int, default=None,
+                        help="score only the first N documents of each task (a quick check; default: all)")
+
+
+def task_selection(args: argparse.Namespace) -> Any:
+    """The resolved --tasks (a TaskSelection), or None; checked before any model loads, so a missing lm-eval or
+    an unknown task fails at once."""
+    from sentinel.errors import DataError
+
+    if args.tasks is None:
+        if args.task_limit is not None:
+            raise DataError("--task-limit applies to --tasks; name the tasks to run.")
+        return None
+    if args.task_limit is not None and args.task_limit < 1:
+        raise DataError(f"--task-limit must be at least 1, got {args.task_limit}.")
+    from sentinel.evaluation.tasks import select_tasks
+
+    return select_tasks(args.tasks.split(","))
 
 
 def print_json(data: Any) -> None:

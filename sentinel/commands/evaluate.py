@@ -1,10 +1,11 @@
-"""`sentinel evaluate`: perplexity on text plus size and prefill/decode speed of a (pruned) model."""
+"""`sentinel evaluate`: perplexity on text plus size and prefill/decode speed of a (pruned) model, and with
+--tasks its accuracy on lm-evaluation-harness tasks (a bundled task, a task folder, or a standard task name)."""
 
 from __future__ import annotations
 
 import argparse
 
-from sentinel.commands.common import add_model_arguments, print_json
+from sentinel.commands.common import add_model_arguments, add_task_arguments, print_json, task_selection
 from sentinel.errors import DataError, UnsupportedModelError
 
 MAX_DEFAULT_SEQ_LEN = 1024
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=32, help="generated tokens for the decode speed test")
     p.add_argument("--runs", type=int, default=5, help="timed speed runs (median reported)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    add_task_arguments(p, "run on the model as it is in memory (--batch-size is used for them too)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.seq_len is not None and args.stride > args.seq_len:
         raise DataError(f"--stride {args.stride} is longer than the window (--seq-len {args.seq_len}); "
                         "use a stride of at most the window.")
+    selection = task_selection(args)   # resolved before the model loads: a missing lm-eval or task fails fast
     if args.threads is not None:
         if args.threads < 1:
             raise DataError(f"--threads must be at least 1, got {args.threads}.")
@@ -103,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
     if sparse.sparsity >= MIN_REPORTED_SPARSITY:     # weight-level sparsity (sentinel sparsify) is reported when present
         result["sparsity"] = sparse.sparsity
         result["nonzero_parameters"] = sparse.nonzero_parameters
+    tasks = []
+    if selection is not None:
+        from sentinel.evaluation.tasks import evaluate_tasks
+
+        tasks = evaluate_tasks(loaded.model, loaded.tokenizer, selection, limit=args.task_limit,
+                               batch_size=args.batch_size)
+        result["tasks"] = [t.to_dict() for t in tasks]
     if args.json:
         print_json(result)
     else:
@@ -115,4 +125,6 @@ def run(args: argparse.Namespace) -> int:
         if "sparsity" in result:
             print(f"sparsity    {result['sparsity']:.1%} of the body's weights are zero "
                   f"({result['nonzero_parameters']:,} non-zero parameters; dense kernels, so no speed-up from it)")
+        for t in tasks:
+            print(f"task        {t.task}: {t.text()}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sentinel.commands.common import print_json
+from sentinel.commands.common import add_task_arguments, print_json, task_selection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", default=None,
                    help="a prompt for the before/after generations (repeat; default: the base model's sample prompts)")
     p.add_argument("--speed-rounds", type=int, default=5, help="interleaved timing rounds (0: do not time)")
+    add_task_arguments(p, "whose accuracy is shown beside perplexity, for every model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--json", action="store_true", help="also print the review's numbers as JSON")
     p.set_defaults(func=run)
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     criteria = ReviewCriteria(args.max_perplexity_increase, args.min_size_reduction, args.min_speedup)
     criteria.validate()
     check_new_file(args.out, overwrite=args.overwrite)        # fail before minutes of measuring
+    selection = task_selection(args)
     base = load_model(args.base, device=args.device)
     base_name = Path(base.source).name if args.base is None else args.base
     prompts = args.prompt or list(prompts_for(Path(base.source).name)[:SAMPLE_COUNT])
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         subjects.append(ReviewSubject(f"pruned {number}" if len(args.model) > 1 else "pruned", folder,
                                       loaded.model, loaded.tokenizer, loaded.source))
     review = build_review(ReviewSubject("base", base_name, base.model, base.tokenizer, base.source), subjects,
-                          criteria, prompts, speed_rounds=args.speed_rounds)
+                          criteria, prompts, speed_rounds=args.speed_rounds, tasks=selection,
+                          task_limit=args.task_limit)
     path = write_report(review, args.out, overwrite=args.overwrite)
     if args.json:
         print_json({"report": str(path), **review.to_dict()})
@@ -61,5 +64,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{verdict.status.upper():13s}{verdict.headline()}")
             for c in verdict.criteria:
                 print(f"  {c.name:11s}{c.status:13s}{c.measured} (required: {c.required})")
+        for facts in (review.base, *review.models):
+            for t in facts.tasks:
+                print(f"task        {facts.label}: {t.task} {t.text()}")
         print(f"report      {path}")
     return 0

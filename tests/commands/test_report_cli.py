@@ -70,3 +70,17 @@ def test_an_earlier_report_is_replaced_only_with_overwrite(pruned_copy, tmp_path
     assert main(args) == 0
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0 and "sentinel-review" in out.read_text()
+
+
+def test_report_shows_task_accuracy_beside_perplexity(pruned_copy, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert main(["report", "--model", str(pruned_copy), "--out", str(out), "--speed-rounds", "0", "--prompt", "Once",
+                 "--tasks", "stories-gpt2-continuation", "--task-limit", "4", "--json"]) == 0
+    review = json.loads(capsys.readouterr().out)
+    page = out.read_text(encoding="utf-8")
+    for facts in (review["base"], review["models"][0]):
+        assert [(t["task"], t["metric"], t["n"]) for t in facts["tasks"]] == [
+            ("stories-gpt2-continuation", "acc", 4), ("stories-gpt2-continuation", "acc_norm", 4)]
+    assert review["task_limit"] == 4 and "<h2>Task accuracy</h2>" in page and "the first 4 documents" in page
+    base_acc = review["base"]["tasks"][0]
+    assert f"acc {base_acc['value']:.3f}" in page and "chance is 0.25" in page
