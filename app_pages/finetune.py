@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
-                               require_model, restore_job_session, shared_jobs, shared_store, show_notices)
+from app_support.state import (JOB_KEY, adopt_tuned, base_figures, dashboard, job_model_note, job_verdict,
+                               report_errors, require_model, restore_job_session, shared_jobs, shared_store,
+                               show_notices)
 from sentinel.charts import curves_chart
 from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_texts, job_view,
                                   planned_texts, queue_place, start_finetune)
@@ -119,7 +120,9 @@ if start:
         with report_errors("starting the fine-tune"):
             request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block))
             device = state.choice.device if state.choice else "auto"
-            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device)
+            base = base_figures(state, working)       # measured once per model; the reference on Experiments
+            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device,
+                                          baseline=base.perplexity if base is not None else None)
             st.query_params[JOB_KEY] = state.job_id
 
 if state.job_id is None:
