@@ -52,7 +52,6 @@ if failed:
     st.stop()
 
 
-
 def kept_reports() -> None:
     """The review reports the Review page kept, each with its read-only link (at the end of the page)."""
     if not reports:
