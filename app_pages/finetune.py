@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, job_verdict, report_errors,
-                               require_model, restore_job_session, shared_jobs, shared_store, show_notices)
+from app_support.state import (JOB_KEY, adopt_tuned, base_figures, dashboard, job_model_note, job_verdict,
+                               report_errors, require_model, restore_job_session, shared_jobs, shared_store,
+                               show_notices)
 from sentinel.charts import curves_chart
 from sentinel.data import DEFAULT_MAX_BYTES
 from sentinel.models.bundled import BUNDLED_MODEL_DIR
@@ -135,7 +136,9 @@ if start:
         with report_errors("starting the fine-tune"):
             request = FineTuneRequest(int(steps), float(rate), bool(distill), int(batch), int(block), train_text)
             device = state.choice.device if state.choice else "auto"
-            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device, upload)
+            base = base_figures(state, working)       # measured once per model; the reference on Experiments
+            state.job_id = start_finetune(shared_jobs(), shared_store(), working, request, device, upload,
+                                          baseline=base.perplexity if base is not None else None)
             st.query_params[JOB_KEY] = state.job_id
 
 if state.job_id is None:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_support.state import dashboard, report_errors, require_model
+from app_support.state import dashboard, report_errors, require_model, shared_store
 from sentinel.demo.prompts import SAMPLE_COUNT, prompts_for
 from sentinel.ui.format import plural
+from sentinel.ui.reports import REPORT_PARAM, REPORTS_PAGE, embeddable, keep_report
 
-REVIEW_CACHE = "review"      # state.caches: (model identity, version, criteria) -> (Review, html)
+REVIEW_CACHE = "review"      # state.caches: (model identity, version, criteria) -> (Review, html, kept report id)
 
 state = dashboard()
 st.title(":material/fact_check: Review")
@@ -50,21 +51,28 @@ if go:
                 [ReviewSubject("pruned", f"{name}, {plural(len(working.steps), 'pruning step')}", working.model,
                                working.tokenizer, working.base.source)],
                 criteria, prompts, speed_rounds=int(rounds))
-        state.caches[REVIEW_CACHE] = (key, review, render_html(review))
+        page = render_html(review)
+        state.caches[REVIEW_CACHE] = (key, review, page, None)
     if failed:
         st.stop()
+    with report_errors("keeping the report in the data folder"):      # the review stays shown if this fails
+        state.caches[REVIEW_CACHE] = (key, review, page, keep_report(shared_store(), review, page))
 
 cached = state.caches.get(REVIEW_CACHE)
 if cached is None or cached[0] != key:
     st.caption("Press **Build the review** to measure (about half a minute on the bundled model).")
     st.stop()
-_, review, page = cached
+_, review, page, report_id = cached
 verdict = review.verdicts[0]
 show = {"pass": st.success, "fail": st.error, "inconclusive": st.warning}[verdict.status]
 show(verdict.headline())
 st.table({"Criterion": [c.name for c in verdict.criteria], "Required": [c.required for c in verdict.criteria],
           "Measured": [c.measured for c in verdict.criteria], "Result": [c.status for c in verdict.criteria]})
-st.download_button("Download the review (HTML)", page, file_name="sentinel-review.html", mime="text/html",
-                   key="review_download", icon=":material/download:")
-style = page[page.index("<style>"):page.index("</style>") + len("</style>")]
-st.html(style + page[page.index("<body>") + len("<body>"):page.index("</body>")])
+cols = st.columns([1, 2])
+cols[0].download_button("Download the review (HTML)", page, file_name="sentinel-review.html", mime="text/html",
+                        key="review_download", icon=":material/download:")
+if report_id is not None:
+    cols[1].page_link(REPORTS_PAGE, label="Read-only link to this report (kept in the data folder, listed on "
+                                          "Experiments)", icon=":material/link:",
+                      query_params={REPORT_PARAM: report_id})
+st.html(embeddable(page))

@@ -3,6 +3,7 @@ scan (records of kinds "weights-sparsify" and "weights-sensitivity"), drawn from
 
 import streamlit as st
 
+from app_support.tables import table_downloads
 from sentinel.sparsity.sensitivity import sensitivity_lines
 from sentinel.store import ExperimentRecord
 from sentinel.ui.weights import SPARSIFY_KIND, layer_sparsity_of, schedule_frame, sparsegpt_settings
@@ -18,8 +19,9 @@ def weights_run_charts(record: ExperimentRecord) -> None:
             return
         st.markdown("**Layer sensitivity**")
         st.altair_chart(sensitivity_lines(scan), key="experiments_sensitivity_chart")
-        st.dataframe(sensitivity_table(scan, record.summary.get("suggestion")), hide_index=True,
-                     key="experiments_sensitivity_table")
+        table = sensitivity_table(scan, record.summary.get("suggestion"))
+        st.dataframe(table, hide_index=True, key="experiments_sensitivity_table")
+        table_downloads(table, f"run-{record.id}-sensitivity", "experiments_sensitivity_table")
     elif record.kind == SPARSIFY_KIND:
         settings = sparsegpt_settings(record.config)
         if settings is not None:

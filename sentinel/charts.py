@@ -173,30 +173,50 @@ STAGE_SHAPES = {"pruned": "circle", "fine-tuned": "triangle-up", "distilled": "d
 
 
 def level_chart(results: pd.DataFrame, value: str = "perplexity", title: str = "Perplexity vs. pruning level",
-                log: bool = False) -> alt.Chart:
-    """`value` against pruning level, one coloured line per strategy (and a dash and shape per `stage`)."""
+                log: bool = False, x_title: str = "Share of heads pruned", baseline: float | None = None,
+                baseline_label: str = "unpruned") -> alt.Chart | alt.LayerChart:
+    """`value` against pruning level, one coloured line per strategy (and a dash and shape per `stage`); a
+    vertical error bar per point where `ci_low`/`ci_high` hold its interval, and a dashed rule at `baseline`."""
+    y_title = value.replace("_", " ").capitalize() + (" (log scale)" if log else "")
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     base = alt.Chart(results).encode(
-        x=alt.X("level:Q", title="Share of heads pruned", axis=alt.Axis(format=".0%")),
-        y=alt.Y(f"{value}:Q", title=value.replace("_", " ").capitalize() + (" (log scale)" if log else ""),
-                scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),
+        x=alt.X("level:Q", title=x_title, axis=alt.Axis(format=".0%")),
+        y=alt.Y(f"{value}:Q", title=y_title, scale=scale),
         color=alt.Color("strategy:N", title="Strategy"),
         tooltip=[alt.Tooltip(c, format=".4g") if results[c].dtype.kind == "f" else alt.Tooltip(c)
                  for c in results.columns],
     )
+    extra: list[alt.Chart] = []
+    if {"ci_low", "ci_high"} <= set(results.columns) and results[["ci_low", "ci_high"]].notna().all(axis=1).any():
+        spans = results.dropna(subset=["ci_low", "ci_high"])
+        extra.append(alt.Chart(spans).mark_rule(strokeWidth=2).encode(
+            x="level:Q", y=alt.Y("ci_low:Q", title=y_title, scale=scale), y2="ci_high:Q",
+            color=alt.Color("strategy:N", title="Strategy"),
+            tooltip=[alt.Tooltip("run:N", title="Run") if "run" in spans.columns else alt.Tooltip("strategy:N"),
+                     alt.Tooltip("ci_low:Q", title="95% CI low", format=".4g"),
+                     alt.Tooltip("ci_high:Q", title="95% CI high", format=".4g")]))
+    if baseline is not None:
+        frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
+        extra.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
+            y=alt.Y(f"{value}:Q", title=y_title, scale=scale),
+            tooltip=[alt.Tooltip("label:N", title="Reference"), alt.Tooltip(f"{value}:Q", format=".4g")]))
     if "stage" not in results.columns:
-        return base.mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).properties(
-            title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
-    # lines and points drawn apart: a line mark has no shape channel, so its overlay points lose the Stage legend
-    stages = [s for s in STAGE_SHAPES if s in set(results["stage"])] + sorted(
-        set(results["stage"]) - set(STAGE_SHAPES))
-    shapes = [STAGE_SHAPES.get(s, "square") for s in stages]
-    # the same field, title and order on both channels: Vega-Lite draws one "Stage" legend with the shapes (a
-    # legend=None on either channel would hide the merged legend altogether)
-    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("stage:N", title="Stage", sort=stages))
-    points = base.mark_point(filled=True, size=70).encode(
-        shape=alt.Shape("stage:N", title="Stage", sort=stages, scale=alt.Scale(domain=stages, range=shapes)))
-    return alt.layer(lines, points).properties(title=alt.TitleParams(title, anchor="start"), height=320,
-                                               autosize=FIT_WIDTH)
+        lines = [base.mark_line(point=alt.OverlayMarkDef(filled=True, size=70))]
+        if not extra:
+            return lines[0].properties(title=alt.TitleParams(title, anchor="start"), height=320, autosize=FIT_WIDTH)
+    else:
+        # lines and points drawn apart: a line mark has no shape channel, so its overlay points lose the Stage legend
+        stages = [s for s in STAGE_SHAPES if s in set(results["stage"])] + sorted(
+            set(results["stage"]) - set(STAGE_SHAPES))
+        shapes = [STAGE_SHAPES.get(s, "square") for s in stages]
+        # the same field, title and order on both channels: Vega-Lite draws one "Stage" legend with the shapes (a
+        # legend=None on either channel would hide the merged legend altogether)
+        lines = [base.mark_line().encode(strokeDash=alt.StrokeDash("stage:N", title="Stage", sort=stages)),
+                 base.mark_point(filled=True, size=70).encode(
+                     shape=alt.Shape("stage:N", title="Stage", sort=stages,
+                                     scale=alt.Scale(domain=stages, range=shapes)))]
+    return alt.layer(*lines, *extra).properties(title=alt.TitleParams(title, anchor="start"), height=320,
+                                                autosize=FIT_WIDTH)
 
 
 def compress_chart(points: pd.DataFrame, log: bool = False) -> alt.Chart:
@@ -230,15 +250,10 @@ def overlay_chart(points: pd.DataFrame, title: str, log: bool = False) -> alt.Ch
 
 def level_chart_with_baseline(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,
                               baseline_label: str = "unpruned") -> alt.LayerChart:
-    """`level_chart` with a dashed horizontal rule at the unpruned model's value."""
-    lines = level_chart(results, value, title)
-    lines.autosize = alt.Undefined          # a chart inside a layer or a concat cannot carry its own autosize
-    layers: list[alt.Chart] = [lines]
-    if baseline is not None:
-        frame = pd.DataFrame({value: [baseline], "label": [baseline_label]})
-        layers.append(alt.Chart(frame).mark_rule(strokeDash=[6, 4], color="gray").encode(
-            y=f"{value}:Q", tooltip=[alt.Tooltip("label:N", title="Reference"), alt.Tooltip(f"{value}:Q", format=".4g")]))
-    return alt.layer(*layers).properties(title=title)
+    """`level_chart` with a dashed horizontal rule at the unpruned model's value, ready to sit in a concat."""
+    chart = level_chart(results, value, title, baseline=baseline, baseline_label=baseline_label)
+    chart.autosize = alt.Undefined          # a chart inside a layer or a concat cannot carry its own autosize
+    return alt.layer(chart).properties(title=title)
 
 
 def stage_panels(results: pd.DataFrame, value: str, title: str, baseline: float | None = None,

@@ -18,6 +18,13 @@ API (all ids are strings; configs, summaries and progress are JSON-ready dicts):
     store.create_job(kind, params, device, exp);    store.set_job_state(job, "running", error=None, result=None)
     store.update_job_progress(job, {...});          store.get_job(job);  store.list_jobs(states=None)
     store.interrupt_orphaned_jobs(is_alive) -> ids marked "interrupted" (the job manager calls it on start)
+    store.edit_experiment(exp, name="new name", tags=["baseline", "demo"]) -> ExperimentRecord
+    store.delete_experiment(exp) -> ExperimentRecord (its rows, in one transaction; refused while a job runs it)
+    store.save_report(title, html) -> id;          store.list_reports();  store.read_report(id) -> html
+
+Reports are HTML files in `reports/` beside the store file (one `<id>.html` each, written atomically), listed in
+the `reports` table; `read_report` opens only a file the table lists, by an id of `new_id`'s shape, so a visitor's
+id can never name another file.
 """
 
 from __future__ import annotations
@@ -26,22 +33,28 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentinel.errors import SentinelError
+from sentinel.files import write_file_atomically
 
 logger = logging.getLogger(__name__)
 
 DB_FILE = "sentinel.db"
-SCHEMA_VERSION = 2   # 2: jobs.cancel_requested (cancel a job from any process)
+SCHEMA_VERSION = 3   # 2: jobs.cancel_requested (cancel a job from any process); 3: experiments.tags, reports
+REPORTS_FOLDER = "reports"
+MAX_NAME = 200
+MAX_TAG = 40
+_ID = re.compile(r"[0-9a-f]{12}")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
@@ -74,6 +87,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner_pid INTEGER, owner_host TEXT, owner_token TEXT,
     created REAL NOT NULL, started REAL, finished REAL, cancel_requested INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, experiment_id TEXT
+);
 """
 
 
@@ -104,6 +120,7 @@ class ExperimentRecord:
     summary: dict[str, Any]
     created: float
     updated: float
+    tags: list[str] = field(default_factory=list)     # the user's labels (stores before schema 3: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +128,16 @@ class ExperimentRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentRecord:
         return cls(**data)
+
+
+@dataclass
+class ReportRecord:
+    """A review report kept in the store: its HTML lives in `reports/<id>.html` beside the store file."""
+
+    id: str
+    title: str
+    created: float
+    experiment_id: str | None = None
 
 
 @dataclass
@@ -203,6 +230,8 @@ class Store:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
             if "cancel_requested" not in columns:   # a schema-1 store: add the column, keep every row
                 db.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+            if "tags" not in {row["name"] for row in db.execute("PRAGMA table_info(experiments)")}:   # schema < 3
+                db.execute("ALTER TABLE experiments ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
@@ -275,7 +304,8 @@ class Store:
         exp_id, now = new_id(), time.time()
         with self._write() as db:
             db.execute(
-                "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO experiments (id, name, kind, model, status, config, summary, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (exp_id, name, kind, model, status, _dumps(dict(config or {}), "config"), "{}", now, now),
             )
         return exp_id
@@ -311,6 +341,96 @@ class Store:
             query, args = query + " LIMIT ?", [*args, int(limit)]
         with self._read() as db:
             return [_experiment(row) for row in db.execute(query, args)]
+
+    def edit_experiment(self, experiment_id: str, name: str | None = None,
+                        tags: list[str] | tuple[str, ...] | None = None) -> ExperimentRecord:
+        """Rename a run and/or replace its tags, both checked before either is written (one transaction); returns
+        the record as stored. A name is trimmed to 1 to MAX_NAME characters; each tag to 1 to MAX_TAG characters
+        without a comma (duplicates dropped, order kept)."""
+        changes: dict[str, str] = {}
+        if name is not None:
+            name = " ".join(str(name).split())
+            if not name or len(name) > MAX_NAME:
+                raise StoreError(f"A run's name needs 1 to {MAX_NAME} characters; got {len(name)}.")
+            changes["name"] = name
+        if tags is not None:
+            cleaned = list(dict.fromkeys(" ".join(str(t).split()) for t in tags))
+            for tag in cleaned:
+                if not tag or len(tag) > MAX_TAG or "," in tag:
+                    raise StoreError(f"A tag needs 1 to {MAX_TAG} characters and no comma; got {tag!r}.")
+            changes["tags"] = json.dumps(cleaned)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+                raise StoreError(f"No experiment {experiment_id!r} in {self.path}.")
+            for column, value in changes.items():      # column names from the two above, never from the caller
+                db.execute(f"UPDATE experiments SET {column} = ? WHERE id = ?", (value, experiment_id))
+            db.execute("UPDATE experiments SET updated = ? WHERE id = ?", (time.time(), experiment_id))
+        return self.get_experiment(experiment_id)
+
+    def delete_experiment(self, experiment_id: str) -> ExperimentRecord:
+        """Remove a run and everything the store holds about it (metrics, samples, pruned heads, checkpoint rows,
+        its finished jobs) in one transaction; returns the record as it was. Refused while one of its jobs is
+        queued or running. Files stay on disk (the caller removes only folders Sentinel marked as its own)."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"No experiment {experiment_id!r} in {self.path}.")
+            busy = db.execute("SELECT id FROM jobs WHERE experiment_id = ? AND state IN ('queued', 'running')",
+                              (experiment_id,)).fetchone()
+            if busy is not None:
+                raise StoreError(f"Run {experiment_id} is still being worked on by job {busy['id']}; cancel the job "
+                                 "or wait for it to finish, then delete the run.")
+            for table in ("metrics", "samples", "pruned_heads", "checkpoints", "jobs"):
+                db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
+            db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,))
+        logger.info("Deleted run %s (%s) from %s", experiment_id, row["name"], self.path)
+        return _experiment(row)
+
+    # -- reports -----------------------------------------------------------------------------------------------
+
+    @property
+    def reports_folder(self) -> Path:
+        return self.path.parent / REPORTS_FOLDER
+
+    def save_report(self, title: str, html: str, experiment_id: str | None = None) -> str:
+        """Keep a report: its HTML written atomically to reports/<id>.html, then listed; returns its id."""
+        report_id = new_id()
+        try:
+            self.reports_folder.mkdir(exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"Cannot create the reports folder {self.reports_folder}: {err.strerror}. "
+                             "Set SENTINEL_HOME to a writable folder.") from None
+        write_file_atomically(self.reports_folder / f"{report_id}.html", html)
+        with self._write() as db:
+            db.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
+                       (report_id, " ".join(title.split())[:MAX_NAME] or "review", time.time(), experiment_id))
+        return report_id
+
+    def list_reports(self) -> list[ReportRecord]:
+        """Kept reports, newest first."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM reports ORDER BY created DESC, rowid DESC").fetchall()
+        return [ReportRecord(r["id"], r["title"], r["created"], r["experiment_id"]) for r in rows]
+
+    def get_report(self, report_id: str) -> ReportRecord:
+        """The listed report `report_id`; one message for an id of the wrong shape and for an unknown one."""
+        text = str(report_id)
+        row = None
+        if _ID.fullmatch(text):
+            with self._read() as db:
+                row = db.execute("SELECT * FROM reports WHERE id = ?", (text,)).fetchone()
+        if row is None:
+            raise StoreError("There is no kept report with this id; open the report from the list on Experiments.")
+        return ReportRecord(row["id"], row["title"], row["created"], row["experiment_id"])
+
+    def read_report(self, report_id: str) -> str:
+        """The HTML of a listed report (only ever reports/<id>.html of an id the table lists, never a link)."""
+        record = self.get_report(report_id)
+        path = self.reports_folder / f"{record.id}.html"
+        if path.is_symlink() or not path.is_file():
+            raise StoreError(f"Report {record.id} is listed but its file is gone from the data folder's reports "
+                             "folder; build the review again on the Review page.")
+        return path.read_text(encoding="utf-8")
 
     # -- metrics, samples, pruned heads, checkpoints ------------------------------------------------------------
 
@@ -484,7 +604,7 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
     return ExperimentRecord(
         id=row["id"], name=row["name"], kind=row["kind"], model=row["model"], status=row["status"],
         config=json.loads(row["config"]), summary=json.loads(row["summary"]),
-        created=row["created"], updated=row["updated"],
+        created=row["created"], updated=row["updated"], tags=json.loads(row["tags"]),
     )
 
 

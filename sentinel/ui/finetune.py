@@ -20,6 +20,7 @@ import pandas as pd
 from torch import nn
 
 from sentinel.errors import DataError, JobError
+from sentinel.evaluation.size import parameter_count
 from sentinel.files import prepare_run_folder, write_file_atomically
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
@@ -28,6 +29,7 @@ from sentinel.ui.history import curves_frame, finetune_run_name, readable
 from sentinel.data import OWN_TRAIN_FILE, OWN_VALIDATION_FILE, finetune_text_sources, load_texts, own_text_owner
 from sentinel.ui.protocol import EVAL_PROTOCOL, describe_for, protocol_perplexity
 from sentinel.ui.session import PruneStep, WorkingModel
+from sentinel.workflows.summary import ci_entry
 
 if TYPE_CHECKING:   # sentinel.training imports transformers' Trainer (seconds): only the job start needs it
     from sentinel.training.config import FineTuneConfig
@@ -78,20 +80,25 @@ class FineTuneRequest:
 
 
 def pruning_summary(working: WorkingModel) -> dict[str, Any]:
-    """How the session's model was pruned, for the experiment's config (and the level chart)."""
+    """How the session's model was pruned, for the experiment's config (and the level charts): the strategy, the
+    share of heads pruned, the parameters of the base and of the pruned model (the share of parameters removed,
+    whatever kinds of units were), and the steps."""
     strategies = {step.strategy or "selection" for step in working.steps}
     return {
         "strategy": strategies.pop() if len(strategies) == 1 else ("none" if not strategies else "mixed"),
         "pruning_ratio": round(working.pruned_fraction(), 4),
+        "params_before": parameter_count(working.base.model), "params_after": parameter_count(working.model),
         "dashboard_steps": working.history(),
     }
 
 
 def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, request: FineTuneRequest,
-                   device: str = "auto", upload: tuple[str, bytes] | None = None) -> str:
+                   device: str = "auto", upload: tuple[str, bytes] | None = None,
+                   baseline: float | None = None) -> str:
     """Save the session's model, record an experiment and queue the fine-tune; returns the job id. `upload`
     (file name, bytes) is the training text when `request.train_text` is "uploaded"; it is checked before
-    anything is written."""
+    anything is written. `baseline` is the base model's perplexity on the app's protocol where the page has it
+    (Experiments draws it as the reference line)."""
     from sentinel.training.job import FineTuneJob
 
     config = request.config(device)
@@ -106,7 +113,7 @@ def start_finetune(jobs: JobManager, store: Store, working: WorkingModel, reques
         finetune_run_name(summary["dashboard_steps"], request.steps, request.distill),
         {**summary, "steps": request.steps, "learning_rate": request.learning_rate,
          "distill": request.distill, "batch_size": request.batch_size, "block_size": request.block_size,
-         "base_model": base_source},
+         "base_model": base_source, **({} if baseline is None else {"baseline_perplexity": baseline})},
         kind="finetune", model=base_source,
     )
     out = prepare_run_folder(sentinel_home() / DASHBOARD_RUNS / experiment)
@@ -337,6 +344,7 @@ def protocol_before_after(start: str, tuned: str, device: str) -> dict[str, Any]
     after = protocol_perplexity(load_model(tuned, device=device).model, loaded.tokenizer)
     logger.info("Fine-tune judged on the app's protocol: %.3f -> %.3f", before.perplexity, after.perplexity)
     return {"protocol_perplexity_before": before.perplexity, "protocol_perplexity_after": after.perplexity,
+            **ci_entry("protocol_perplexity_before", before), **ci_entry("protocol_perplexity_after", after),
             "protocol_tokens": after.tokens_evaluated, "protocol": describe_for(loaded.model, after.tokens_evaluated)}
 
 

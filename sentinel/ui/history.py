@@ -3,16 +3,21 @@ every run the dashboard records (one place, so a run is named the same way where
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from sentinel.files import remove_owned_folder
 from sentinel.pruning.budget import Target
 from sentinel.sparsity.masks import parse_pattern
-from sentinel.store import ExperimentRecord, MetricPoint
+from sentinel.store import ExperimentRecord, MetricPoint, Store, sentinel_home
 from sentinel.ui.session import PruneStep
 from sentinel.workflows.summary import RunSummary
 
@@ -22,6 +27,8 @@ if TYPE_CHECKING:                    # types only: those modules import their ru
     from sentinel.ui.weights import ScheduleSettings
     from sentinel.ui.weights_sensitivity import SensitivityRequest
 
+
+logger = logging.getLogger(__name__)
 
 # -- run names: every run the dashboard records is named here, by what it did ------------------------------------------
 
@@ -108,45 +115,143 @@ def off_protocol(record: ExperimentRecord) -> bool:
 
 
 def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
-    """One row per experiment: when, what, its main settings and final perplexity ('perplexity_note' says when a
-    dashboard run has no number on the app's protocol, instead of showing another protocol's)."""
+    """One row per experiment: when, what, its tags, main settings, the share of parameters it removed and its final
+    perplexity with the 95% interval where the run measured one ('perplexity_note' says when a dashboard run has no
+    number on the app's protocol, instead of showing another protocol's)."""
     rows = []
     for r in records:
-        ppl = None if off_protocol(r) else final_perplexity(r.summary)
+        summary = RunSummary.from_dict(r.summary)
+        ppl = None if off_protocol(r) else summary.final_perplexity
+        ci = None if ppl is None else summary.final_interval
         rows.append({
-            "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "model": r.model,
-            "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
+            "id": r.id, "name": r.name, "tags": ", ".join(r.tags), "kind": r.kind, "status": r.status,
+            "model": r.model, "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
+            "params_removed": parameter_share(r),
             "steps": r.config.get("steps", r.config.get("max_steps")),
             "distill": _distill(r.config), "perplexity": significant(ppl) if ppl is not None else None,
+            "ci_low": significant(ci[0]) if ci else None, "ci_high": significant(ci[1]) if ci else None,
             "perplexity_note": NOT_ON_PROTOCOL + " (recorded before the job measured it; open the job on Fine-tune "
                                "to measure it)" if off_protocol(r) else None,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
 
 
-def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
-    """(model, strategy, level, stage, perplexity, run) for every run that recorded a strategy and a ratio.
+EXPERIMENT_COLUMNS = ["id", "name", "tags", "kind", "status", "model", "created", "strategy", "pruning_ratio",
+                      "params_removed", "steps", "distill", "perplexity", "ci_low", "ci_high", "perplexity_note"]
+
+
+def filter_records(records: Iterable[ExperimentRecord], text: str = "", kinds: Iterable[str] = (),
+                   tags: Iterable[str] = ()) -> list[ExperimentRecord]:
+    """The runs whose name or id contains `text` (any case), of one of `kinds` and carrying one of `tags` (an empty
+    choice does not filter)."""
+    needle, kinds, tags = text.strip().lower(), set(kinds), set(tags)
+    return [r for r in records
+            if (not needle or needle in r.name.lower() or needle in r.id)
+            and (not kinds or r.kind in kinds) and (not tags or tags & set(r.tags))]
+
+
+def all_tags(records: Iterable[ExperimentRecord]) -> list[str]:
+    """Every tag in use, sorted."""
+    return sorted({t for r in records for t in r.tags}, key=str.lower)
+
+
+def parse_tags(text: str) -> list[str]:
+    """'baseline, demo day' -> ['baseline', 'demo day'] (commas separate tags; empty pieces dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parameter_share(record: ExperimentRecord) -> float | None:
+    """The share of the model's parameters the run removed, measured (1 - after / before): from its summary, or,
+    for a dashboard fine-tune, from the counts its config recorded when it started. None when neither holds both
+    counts (runs recorded before they were kept). Masked units keep their weights: a masking run removes 0%."""
+    summary = RunSummary.from_dict(record.summary)
+    before, after = summary.params_before, summary.params_after
+    if before is None or after is None:
+        before, after = record.config.get("params_before"), record.config.get("params_after")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)) or before <= 0:
+        return None
+    return round(1 - after / before, 4)
+
+
+Axis = Literal["heads", "params"]
+AXIS_TITLES: dict[str, str] = {"heads": "Share of heads pruned", "params": "Share of parameters removed (measured)"}
+
+
+def level_frame(records: Iterable[ExperimentRecord], axis: Axis = "heads") -> pd.DataFrame:
+    """(model, strategy, level, stage, perplexity, ci_low, ci_high, run) for every run that recorded a strategy and,
+    on the `axis` chosen, a level: the share of heads it pruned ('heads', its `pruning_ratio`) or the share of
+    parameters it removed ('params', `parameter_share`: a run mixing heads, neurons and layers sits at what it
+    removed in all).
 
     A run gives one point per measurement its RunSummary holds: 'pruned' (perplexity_pruned, before any
-    training) and 'fine-tuned' or 'distilled' (perplexity_after). Identical points (one pruned model shared by two
-    training arms) appear once.
+    training) and 'fine-tuned' or 'distilled' (perplexity_after), each with its interval where one was recorded.
+    Identical points (one pruned model shared by two training arms) appear once.
     """
     rows = []
     for r in records:
-        strategy, level = r.config.get("strategy"), r.config.get("pruning_ratio")
+        strategy = r.config.get("strategy")
+        level = r.config.get("pruning_ratio") if axis == "heads" else parameter_share(r)
         if not strategy or not isinstance(level, (int, float)) or off_protocol(r):
             continue
         trained = "distilled" if _distill(r.config) else "fine-tuned"
         summary = RunSummary.from_dict(r.summary)
-        for value, stage in ((summary.perplexity_pruned, "pruned"), (summary.perplexity_after, trained)):
+        for name, stage in (("perplexity_pruned", "pruned"), ("perplexity_after", trained)):
+            value = getattr(summary, name)
             if value is not None:
+                low, high = summary.intervals.get(name, (None, None))
                 rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
-                             "stage": stage, "perplexity": float(value), "run": r.id})
-    columns = ["model", "strategy", "level", "stage", "perplexity", "run"]
+                             "stage": stage, "perplexity": float(value), "ci_low": low, "ci_high": high,
+                             "run": r.id})
+    columns = ["model", "strategy", "level", "stage", "perplexity", "ci_low", "ci_high", "run"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])
     return frame.sort_values(["model", "strategy", "stage", "level"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The unpruned model's perplexity, as the newest run on that model that measured it recorded it."""
+
+    perplexity: float
+    run: str
+
+
+def baselines(records: Iterable[ExperimentRecord]) -> dict[str, Baseline]:
+    """{model: its unpruned perplexity} from the newest run of each model that measured it: a dashboard
+    fine-tune's `baseline_perplexity` setting (the base as the page measured it when the run started), or the
+    summary's `baseline_perplexity` of a run that did not start from an already-pruned model."""
+    found: dict[str, Baseline] = {}
+    for r in sorted(records, key=lambda r: r.created, reverse=True):
+        model = r.model or "bundled"
+        if model in found or off_protocol(r):
+            continue
+        value = r.config.get("baseline_perplexity")
+        if value is None and not r.config.get("dashboard_steps"):
+            value = RunSummary.from_dict(r.summary).baseline_perplexity
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            found[model] = Baseline(float(value), r.id)
+    return found
+
+
+def table_files(frame: pd.DataFrame) -> tuple[bytes, bytes]:
+    """(CSV, JSON) of a table for download: the same rows and columns; JSON as a list of records, missing values
+    as null."""
+    records = json.loads(frame.to_json(orient="records", force_ascii=False))
+    return frame.to_csv(index=False).encode("utf-8"), json.dumps(records, indent=1, ensure_ascii=False).encode("utf-8")
+
+
+def delete_run(store: Store, experiment_id: str) -> tuple[ExperimentRecord, list[Path]]:
+    """Delete a run from the store, then the one folder a dashboard fine-tune writes for it under the data folder
+    (its checkpoints), only where Sentinel's marker says it wrote that folder; returns the record and what was
+    removed. Nothing else (a CLI run's --out folder, exports, saved models) is touched."""
+    from sentinel.ui.finetune import DASHBOARD_RUNS       # that module imports this one: import when used
+
+    record = store.delete_experiment(experiment_id)
+    folder = sentinel_home() / DASHBOARD_RUNS / record.id
+    removed = [folder] if folder.exists() and remove_owned_folder(folder) else []
+    logger.info("Deleted run %s; removed %s", record.id, ", ".join(map(str, removed)) or "no folder")
+    return record, removed
 
 
 def _distill(config: Mapping[str, Any]) -> Any:

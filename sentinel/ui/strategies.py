@@ -25,7 +25,7 @@ from sentinel.models import save_model
 from sentinel.models.loading import pruning_record
 from sentinel.pruning import active_heads, mask_heads
 from sentinel.pruning.strategies import get_strategy, strategy_class, strategy_names
-from sentinel.store import Store, sentinel_home
+from sentinel.store import ExperimentRecord, Store, sentinel_home
 from sentinel.ui.analysis import score_source
 from sentinel.ui.format import plural
 from sentinel.ui.history import readable, significant
@@ -148,6 +148,15 @@ class Comparison:
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
         return cls(data["ratio"], data["baseline"], [StrategyResult(**r) for r in data["results"]],
                    int(data.get("prior_steps", 0)))
+
+
+def ranking_of(record: ExperimentRecord) -> pd.DataFrame | None:
+    """The strategy ranking a recorded comparison run holds (`Comparison.table`), or None for any other run or one
+    that finished without results."""
+    data = record.summary.get("comparison") if record.kind == JOB_KIND else None
+    if not isinstance(data, dict) or not data.get("results"):
+        return None
+    return Comparison.from_dict(data).table()
 
 
 def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,

@@ -7,6 +7,7 @@ load; with or without recovery, each target prune is recorded in the experiment 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -44,15 +45,17 @@ def experiment_config(working: WorkingModel, settings: BudgetSettings, prior: li
 
 
 def run_summary(model: nn.Module, settings: BudgetSettings, predicted: dict[str, Any], before: float, removed: float,
-                after: float, recovery: RecoveryResult | None, step: PruneStep) -> dict[str, Any]:
+                after: float, recovery: RecoveryResult | None, step: PruneStep,
+                intervals: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Any]:
     """The summary `sentinel compress` writes (canonical RunSummary numbers, then its own detail), for this prune.
 
     `predicted` is `BudgetResult.to_dict()`; perplexities follow the app's protocol: `before` the step, `removed`
-    right after removal, `after` once recovered (= removed without recovery).
+    right after removal, `after` once recovered (= removed without recovery); `intervals` their 95% intervals by
+    RunSummary name, where measured.
     """
     summary = RunSummary(status="completed", baseline_perplexity=before, perplexity_pruned=removed,
                          perplexity_after=after, params_before=predicted["total_params_before"],
-                         params_after=parameter_count(model))
+                         params_after=parameter_count(model), intervals=dict(intervals or {}))
     perplexity = {"original": before, "pruned": removed}
     if recovery is not None:
         perplexity["recovered"] = after
@@ -119,13 +122,15 @@ def run_target_prune_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
     working.replay([PruneStep.from_dict(step) for step in params["steps"]])
     ctx.raise_if_cancelled()
     tell(1, None, "measuring your model before this step")
-    before = protocol_perplexity(working.model, working.tokenizer).perplexity
+    measured = {"baseline_perplexity": protocol_perplexity(working.model, working.tokenizer)}
+    before = measured["baseline_perplexity"].perplexity
     removed: dict[str, float] = {}
 
     def after_removal(model: nn.Module) -> None:
         ctx.raise_if_cancelled()
         tell(2, None, "units removed; measuring before recovery")
-        removed["perplexity"] = protocol_perplexity(model, working.tokenizer).perplexity
+        measured["perplexity_pruned"] = protocol_perplexity(model, working.tokenizer)
+        removed["perplexity"] = measured["perplexity_pruned"].perplexity
 
     def progress(done: int, total: int) -> None:
         ctx.raise_if_cancelled()       # stops between two projections
@@ -136,13 +141,16 @@ def run_target_prune_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
     ctx.raise_if_cancelled()
     fits = len(working.last_recovery.fits) if working.last_recovery else 0
     tell(2 + fits, fits + extra, "measuring the recovered model")
-    after = protocol_perplexity(working.model, working.tokenizer).perplexity
+    measured["perplexity_after"] = protocol_perplexity(working.model, working.tokenizer)
+    after = measured["perplexity_after"].perplexity
     step.job, step.fingerprint = ctx.job_id, working.fingerprint(step, working.steps[:-1])
     ctx.raise_if_cancelled()
     tell(3 + fits, fits + extra, "saving the recovered weights")
     save_recovered(working.model, weights_path(ctx.job_id), step.fingerprint)
+    intervals = {name: (r.ci_low, r.ci_high) for name, r in measured.items()
+                 if r.ci_low is not None and r.ci_high is not None}
     summary = run_summary(working.model, settings, predicted, before, removed["perplexity"], after,
-                          working.last_recovery, step)
+                          working.last_recovery, step, intervals)
     if ctx.experiment_id is not None:
         ctx.store.update_experiment(ctx.experiment_id, status="completed", summary={**summary, "job": ctx.job_id})
     tell(fits + extra, fits + extra, "done")

@@ -189,6 +189,14 @@ def test_the_experiment_is_listed(finished):
     assert row["pruning_ratio"] == pytest.approx(14 / 48, abs=1e-4)
     assert row["perplexity"] == significant(dashboard(finished[0]).caches[("verdict", job_id)].after)
     assert row["name"] == f"entropy 30% mask (14 heads) + {STEPS} steps"
+    # what the level charts draw: the parameters removed (none: masks keep the weights), the base as the page
+    # measured it, and the protocol's interval beside each number
+    record = shared_store().get_experiment(job.experiment_id)
+    base = dashboard(finished[0]).caches[("figures-base", id(dashboard(finished[0]).working.base))]
+    assert record.config["baseline_perplexity"] == base.perplexity and row["params_removed"] == 0.0
+    low, high = record.summary["protocol_perplexity_after_ci"]
+    assert low <= record.summary["protocol_perplexity_after"] <= high
+    assert (row["ci_low"], row["ci_high"]) == (significant(low), significant(high))
     at.selectbox(key="experiments_pick").set_value(job.experiment_id).run()
     assert_clean(at)
     settings = at.dataframe[1].value.set_index("setting")["value"]

@@ -3,6 +3,7 @@ same HTML to download."""
 
 from __future__ import annotations
 
+from app_support.state import shared_store
 from tests.app.conftest import assert_clean, dashboard, open_app
 
 
@@ -21,7 +22,7 @@ def test_review_page_judges_the_pruned_model_and_offers_the_report():
     at.number_input(key="review_rounds").set_value(2)
     at.button(key="FormSubmitter:review_settings-Build the review").click().run()
     assert_clean(at)
-    _, review, page = dashboard(at).caches["review"]
+    _, review, page, report_id = dashboard(at).caches["review"]
     verdict = review.verdicts[0]
     shown = {"pass": at.success, "fail": at.error, "inconclusive": at.warning}[verdict.status]
     assert shown[0].value == verdict.headline()
@@ -32,3 +33,8 @@ def test_review_page_judges_the_pruned_model_and_offers_the_report():
     assert (verdict.criteria[0].status == "pass") == (rise <= 0.01)   # the reviewer's 1%, not the default 5%
     assert "<script" not in page and "sentinel-review" in page
     assert at.get("download_button")
+    # the same page is kept in the data folder's reports store, and its read-only link serves it
+    assert shared_store().read_report(report_id) == page
+    assert [r.id for r in shared_store().list_reports()][0] == report_id
+    link = open_app("experiments", query={"report": report_id})
+    assert any(verdict.headline() in h.proto.body for h in link.get("html"))

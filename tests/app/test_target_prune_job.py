@@ -81,6 +81,9 @@ def test_a_recovered_target_prune_is_a_job_whose_result_replays_from_saved_weigh
     summary = experiment.summary
     assert summary["params_after"] == summary["predicted_params_after"]
     assert summary["perplexity_after"] == job.result["perplexity"]["after"]
+    for name in ("baseline_perplexity", "perplexity_pruned", "perplexity_after"):     # each with its 95% interval
+        low, high = summary[f"{name}_ci"]
+        assert low <= summary[name] <= high, name
     at.switch_page("app_pages/experiments.py").run()
     assert_clean(at)
     assert "params 50% heads+neurons, bias" in at.dataframe[0].value["name"].tolist()

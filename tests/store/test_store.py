@@ -153,3 +153,73 @@ def test_unwritable_home_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="SENTINEL_HOME"):
         Store(Path(blocker) / "sub" / "s.db")
+
+
+# -- a run tracker's edits: rename, tags, delete; kept reports ------------------------------------------------------
+
+def test_rename_and_tags_are_checked_before_anything_is_written(tmp_path):
+    store = Store(tmp_path / "s.db")
+    exp = store.create_experiment("first name", {}, kind="finetune")
+    edited = store.edit_experiment(exp, name="  a   better name ", tags=["demo", " baseline ", "demo"])
+    assert (edited.name, edited.tags) == ("a better name", ["demo", "baseline"])
+    assert Store(tmp_path / "s.db").get_experiment(exp).tags == ["demo", "baseline"]       # kept across reopen
+    for bad in (dict(name="renamed", tags=["a,b"]), dict(name="renamed", tags=["x" * 41]), dict(name="   ")):
+        with pytest.raises(StoreError, match="needs 1 to"):
+            store.edit_experiment(exp, **bad)
+    assert store.get_experiment(exp).name == "a better name"       # the valid half of a refused edit is not written
+    with pytest.raises(StoreError, match="No experiment"):
+        store.edit_experiment("nope", name="x")
+
+
+def test_delete_removes_every_row_of_the_run_and_nothing_else(tmp_path):
+    store = Store(tmp_path / "s.db")
+    gone, kept = (store.create_experiment(n, {}, kind="finetune") for n in ("gone", "kept"))
+    for exp in (gone, kept):
+        store.log_metric(exp, "loss", 1.0, step=1)
+        store.log_sample(exp, "p", "t")
+        store.record_pruned_heads(exp, {0: [1]}, mode="mask")
+        store.add_checkpoint(exp, tmp_path / exp, step=1)
+        store.set_job_state(store.create_job("finetune", {}, "cpu", exp), "succeeded")
+    assert store.delete_experiment(gone).name == "gone"
+    assert [r.id for r in store.list_experiments()] == [kept]
+    assert not store.get_curves(gone) and not store.get_samples(gone) and not store.get_pruned_heads(gone)
+    assert not store.list_jobs(experiment_id=gone) and len(store.list_jobs(experiment_id=kept)) == 1
+    assert store.get_curves(kept) and store.get_samples(kept) and store.get_pruned_heads(kept)
+    busy = store.create_experiment("busy", {}, kind="finetune")
+    store.set_job_state(store.create_job("finetune", {}, "cpu", busy), "running")
+    with pytest.raises(StoreError, match="still being worked on"):
+        store.delete_experiment(busy)
+    assert store.get_experiment(busy).name == "busy"
+
+
+def test_a_schema_2_store_gains_tags_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "old.db"
+    store = Store(path)
+    exp = store.create_experiment("old run", {"steps": 3}, kind="finetune")
+    db = sqlite3.connect(path)                       # as a schema-2 store was: no tags column, no reports table
+    db.execute("ALTER TABLE experiments DROP COLUMN tags")
+    db.execute("DROP TABLE reports")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    reopened = Store(path)
+    assert reopened.get_experiment(exp).tags == [] and reopened.get_experiment(exp).config == {"steps": 3}
+    assert reopened.list_reports() == []
+
+
+def test_reports_are_read_only_by_a_listed_id(tmp_path):
+    store = Store(tmp_path / "s.db")
+    report = store.save_report("Review of m", "<html><body>verdict</body></html>")
+    assert store.read_report(report) == "<html><body>verdict</body></html>"
+    assert [r.id for r in store.list_reports()] == [report]
+    assert (tmp_path / "reports" / f"{report}.html").is_file()
+    (tmp_path / "secret.txt").write_text("server secret")
+    (tmp_path / "reports" / "abcdefabcdef.html").write_text("not listed")
+    for bad in ("../secret.txt", "..", "../s.db", "/etc/passwd", "abcdefabcdef", f"{report}/../../secret.txt",
+                f"{report}.html", report + "\n", ""):
+        with pytest.raises(StoreError, match="no kept report with this id"):
+            store.read_report(bad)
+    (tmp_path / "reports" / f"{report}.html").unlink()
+    (tmp_path / "reports" / f"{report}.html").symlink_to(tmp_path / "secret.txt")   # a listed id, a planted link
+    with pytest.raises(StoreError, match="file is gone"):
+        store.read_report(report)
