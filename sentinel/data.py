@@ -508,6 +508,15 @@ def own_text_owner(folder: Path) -> str:
     return folder.name
 
 
+def calibration_text_for(model_source: str | Path | None, chosen: str | None = None) -> str:
+    """The calibration text for a model: the chosen one, else its folder's own train split, else the bundled train
+    split. One rule for recovery, weight sparsity, compress and the dashboard's jobs."""
+    if chosen is not None:
+        return chosen
+    own = own_training_text(model_source)
+    return str(own) if own is not None else "bundled:train"
+
+
 def finetune_text_sources(model_source: str | Path | None, text: str | None = None,
                           validation_text: str | None = None) -> tuple[str | None, str | None]:
     """(train, validation) sources a fine-tune of `model_source` uses: the chosen ones; without a chosen training

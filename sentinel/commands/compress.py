@@ -37,11 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also measure random selection with this many seeds (seed, seed+1, ...), the baseline every "
                         "metric must beat; its median stands in the comparison (default 3; 0 skips it)")
     p.add_argument("--calibration-text", default=None, help="text for the metric comparison, data metrics and "
-                                                           "recovery (default the bundled train split)")
+                                                           "recovery (default a model folder's own train split, else the "
+                                                           "bundled one)")
     p.add_argument("--calibration-samples", type=int, default=128, help="calibration sequences (default 128)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
-    p.add_argument("--text", default=None, help="fine-tuning text (default the bundled train split)")
-    p.add_argument("--validation-text", default=None, help="perplexity text (default the bundled validation split)")
+    p.add_argument("--text", default=None, help="fine-tuning text (default a model folder's own train split, "
+                   "else the bundled one)")
+    p.add_argument("--validation-text", default=None, help="perplexity text (default a model folder's own validation "
+                   "split, else the bundled one)")
     p.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens per perplexity (default 16384)")
     p.add_argument("--finetune-steps", type=int, default=0, help="fine-tuning steps after recovery (default 0)")
     p.add_argument("--distill", action="store_true", help="with --finetune-steps: distil from the unpruned model")

@@ -200,10 +200,12 @@ def run(args: argparse.Namespace) -> int:
 def _remove(loaded: Any, plan: Any, note: dict, args: argparse.Namespace) -> tuple[Any, dict | None]:
     """Remove the plan's units, then (with --recover) re-fit the output projections; the note records the recovery."""
     from sentinel.pruning import apply_plan
+    from sentinel.data import calibration_text_for
     from sentinel.pruning.recovery import CalibrationConfig, prune_and_recover
 
     method = None if args.recover == "none" else args.recover
-    calibration = CalibrationConfig(text=args.calibration_text or "bundled:train", samples=args.calibration_samples,
+    calibration = CalibrationConfig(text=calibration_text_for(args.model, args.calibration_text),
+                                    samples=args.calibration_samples,
                                     seq_len=args.seq_len or CalibrationConfig.seq_len)
     done, result = prune_and_recover(loaded.model, loaded.tokenizer, lambda m: apply_plan(m, plan, "remove", note=note),
                                      method, calibration)

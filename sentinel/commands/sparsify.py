@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     out = writable_folder(args.out)
     import copy
 
+    from sentinel.data import calibration_text_for, evaluation_text
     from sentinel.models import load_model, save_model
     from sentinel.sparsity import make_permanent, sparsify, sparsity_stats
     from sentinel.sparsity.schedule import (
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model, tokenizer = loaded.model, loaded.tokenizer
-    evaluate, text = evaluator(tokenizer, args.eval_text, seq_len=cap_to_positions(model, 256),
+    evaluate, text = evaluator(tokenizer, evaluation_text(args.model, args.eval_text).source,   # own split first
+                               seq_len=cap_to_positions(model, 256),
                                max_tokens=args.eval_tokens)
     dense_ppl = evaluate(model)
     dense = copy.deepcopy(model) if (args.distill or args.report) else None
@@ -141,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule == "oneshot":
         calibration = None
         if config.method in DATA_METHODS:
-            calibration = calibration_blocks(tokenizer, args.calibration_text, args.calibration_blocks,
+            calibration = calibration_blocks(tokenizer, calibration_text_for(args.model, args.calibration_text),
+                                             args.calibration_blocks,
                                              cap_to_positions(model, args.calibration_len))
         # without fine-tuning, the zeros go straight into the weights (one matrix at a time, no mask copies)
         done = sparsify(model, config, calibration, hold=args.steps is not None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sentinel.data import load_text_blocks
+from sentinel.data import calibration_text_for, load_text_blocks
 from sentinel.errors import DataError
 from sentinel.jobs import JobContext, JobManager, ProgressEvent
 from sentinel.metrics import compute_scores
@@ -171,7 +171,8 @@ def compare_strategies(model: Any, tokenizer: Any, request: CompareRequest,
     steps = len(runs) + 2
     tell = report or (lambda event: None)
     tell(ProgressEvent(step=0, total_steps=steps, message="Scoring every head"))
-    blocks = load_text_blocks(tokenizer, "bundled:train", request.score_block, max_tokens=request.score_tokens)
+    source = calibration_text_for(getattr(model.config, "name_or_path", None) or None)   # the model's own text
+    blocks = load_text_blocks(tokenizer, source, request.score_block, max_tokens=request.score_tokens)
     batches = prepare_batches(blocks.dataloader(batch_size=4))
     scores = compute_scores(model, needed, batches, loss_data=batches) if needed else {}
     baseline = protocol_perplexity(model, tokenizer).perplexity

@@ -86,10 +86,10 @@ class CompressConfig:
     metrics: list[str] = field(default_factory=lambda: ["magnitude", "gradient"])   # candidates compared
     random_seeds: int = 3                         # random selection, seeds seed .. seed+n-1 (0: not measured)
     compare_batches: int = 2                      # calibration batches the metric comparison measures loss on
-    calibration_text: str | None = None           # None = the bundled train split
+    calibration_text: str | None = None           # None = the model folder's own train split, else the bundled one
     calibration_samples: int = 128
     seq_len: int = 128
-    text: str | None = None                       # fine-tuning text (None = bundled train split)
+    text: str | None = None                       # fine-tuning text (None = own train split, else the bundled one)
     validation_text: str | None = None
     eval_max_tokens: int = 16384
     finetune_steps: int = 0
@@ -208,6 +208,7 @@ def run_compress(config: CompressConfig, device: str = "auto",
     from sentinel.pruning.budget import prunable_params
     from sentinel.pruning.experiment_runner import validation_perplexity
     from sentinel.pruning.recovery import CalibrationConfig, calibration_batches, recover
+    from sentinel.data import calibration_text_for, finetune_text_sources
     from sentinel.training.finetune import load_finetune_data
 
     started = time.perf_counter()
@@ -220,10 +221,12 @@ def run_compress(config: CompressConfig, device: str = "auto",
     if not is_causal_lm(model):
         raise CompressError(f"{type(model).__name__} is a masked LM; compress measures next-token perplexity, so it "
                             "supports causal models (GPT-2, Llama, OPT, GPT-NeoX ...).")
-    calibration = CalibrationConfig(text=config.calibration_text or "bundled:train", samples=config.calibration_samples,
-                                    seq_len=config.seq_len)
+    # a model folder's own splits unless texts were chosen: stdlib-gpt2 is calibrated and judged on its own text
+    text, validation_text = finetune_text_sources(config.model, config.text, config.validation_text)
+    calibration = CalibrationConfig(text=calibration_text_for(config.model, config.calibration_text),
+                                    samples=config.calibration_samples, seq_len=config.seq_len)
     batches = calibration_batches(model, tokenizer, calibration)
-    data = load_finetune_data(tokenizer, config.text, config.seq_len, config.validation_text,
+    data = load_finetune_data(tokenizer, text, config.seq_len, validation_text,
                               max_validation_tokens=config.eval_max_tokens)
     timings: dict[str, float] = {}
     perplexities: dict[str, float] = {}

@@ -56,3 +56,21 @@ def test_sentinel_finetune_defaults_to_the_models_own_train_split(tmp_path):
     job = build_job(args)
     assert job.text == str(STDLIB / "corpus" / "train.jsonl.gz")
     assert job.validation_text == str(STDLIB / "corpus" / "validation.jsonl")
+
+
+def test_calibration_defaults_to_the_models_own_train_split(tmp_path):
+    from sentinel.data import calibration_text_for
+
+    assert calibration_text_for(STDLIB) == str(STDLIB / "corpus" / "train.jsonl.gz")
+    assert calibration_text_for(STDLIB, "bundled:validation") == "bundled:validation"
+    assert calibration_text_for(tmp_path) == calibration_text_for(None) == "bundled:train"
+
+
+def test_sentinel_sparsify_scores_a_model_on_its_own_validation_split(tmp_path, capsys):
+    from sentinel.cli import main
+
+    code = main(["sparsify", "--model", str(STDLIB), "--method", "l1", "--sparsity", "0.3", "--eval-tokens", "512",
+                 "--out", str(tmp_path / "out"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert Path(result["evaluation"]["text"]) == STDLIB / "corpus" / "validation.jsonl"
