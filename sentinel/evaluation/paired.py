@@ -11,6 +11,7 @@ covers 1.0 the verdict is "no measurable difference". This is the one speed verd
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ class SpeedRatio:
     low: float
     high: float
     pairs: int
+    same_shapes: bool = False   # both models compute exactly the same shapes: no difference is possible
 
     @property
     def noisy(self) -> bool:
@@ -53,13 +55,17 @@ class SpeedRatio:
     def measurable(self) -> bool:
         """False when the spread covers 1.0 (the pairs disagree on which model is faster), is too wide to trust
         (`noisy`), or there is only one pair (no spread at all, as with `sentinel quantize --runs 1`)."""
-        return self.pairs >= 2 and not (self.low <= 1.0 <= self.high) and not self.noisy
+        return (self.pairs >= 2 and not (self.low <= 1.0 <= self.high) and not self.noisy
+                and not self.same_shapes)
 
     def describe(self) -> str:
         """'1.21× faster (1.12–1.30×, 5 pairs)', 'no measurable difference (0.93–1.08×, 5 pairs)' or 'too noisy to
         conclude — rerun (0.22–9.27×, 5 pairs)'."""
         spread = (f"{self.low:.2f}–{self.high:.2f}×, {self.pairs} interleaved pairs" if self.pairs >= 2
                   else f"{self.median:.2f}× in 1 pair; a spread needs 2 rounds or more")
+        if self.same_shapes:
+            return (f"no difference expected: the same shapes as the reference, so the measured {self.median:.2f}× "
+                    f"is the machine's noise ({spread})")
         if self.noisy:
             return f"too noisy to conclude — rerun on a quieter machine ({spread})"
         if not self.measurable:
@@ -110,6 +116,7 @@ class ModelTimings:
     name: str
     prefill: tuple[float, ...]
     decode: tuple[float, ...]
+    shapes: str = ""       # `compute_shapes` of the model timed ("" when not known, e.g. an older result)
 
     def runs(self, phase: Phase) -> tuple[float, ...]:
         return self.prefill if phase == "prefill" else self.decode
@@ -144,8 +151,10 @@ class InterleavedSpeed:
 
     def ratio(self, name: str, phase: Phase) -> SpeedRatio:
         """`name` ÷ reference throughput, round by round (each pair timed back to back), as median and range."""
-        reference, model = self.timings[0].runs(phase), self.of(name).runs(phase)
-        return _ratio([m / r for m, r in zip(model, reference)])
+        first, timed = self.timings[0], self.of(name)
+        reference, model = first.runs(phase), timed.runs(phase)
+        return _ratio([m / r for m, r in zip(model, reference)], same_shapes=bool(first.shapes)
+                      and first.shapes == timed.shapes)
 
     def verdict(self, name: str) -> str:
         """'prefill 1.21× faster (1.12–1.30×, 5 interleaved pairs), decode no measurable difference (…)' against
@@ -179,7 +188,8 @@ class InterleavedSpeed:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InterleavedSpeed:
         """The timings `to_dict` wrote (a job's result)."""
-        timings = tuple(ModelTimings(t["name"], tuple(t["prefill"]), tuple(t["decode"])) for t in data["timings"])
+        timings = tuple(ModelTimings(t["name"], tuple(t["prefill"]), tuple(t["decode"]), t.get("shapes", ""))
+                        for t in data["timings"])
         return cls(timings, int(data["repeats"]), int(data["prompt_tokens"]), int(data["new_tokens"]),
                    int(data["threads"]))
 
@@ -221,7 +231,8 @@ def interleaved_speed(models: Mapping[str, nn.Module], tokenizer: Any = None, re
             prefill[name].append(timed.prefill_tokens_per_s)
             decode[name].append(timed.decode_tokens_per_s)
             ran(name)
-    timings = tuple(ModelTimings(name, tuple(prefill[name]), tuple(decode[name])) for name in names)
+    timings = tuple(ModelTimings(name, tuple(prefill[name]), tuple(decode[name]), compute_shapes(models[name]))
+                    for name in names)
     logger.info("Timed %d models in %d interleaved rounds", len(names), repeats)
     return InterleavedSpeed(timings, repeats, prompt_tokens, new_tokens, torch.get_num_threads())
 
@@ -244,5 +255,13 @@ def compare_speed(base: nn.Module, pruned: nn.Module, tokenizer: Any, repeats: i
                            weight_bytes(base), weight_bytes(pruned), removed)
 
 
-def _ratio(values: list[float]) -> SpeedRatio:
-    return SpeedRatio(statistics.median(values), min(values), max(values), len(values))
+def compute_shapes(model: nn.Module) -> str:
+    """A digest of what a forward pass computes: the model class and every parameter's name, shape and dtype.
+    Two models with the same digest run the same kernels on the same shapes (masked units and zeroed weights
+    still compute), so any speed difference between them is noise."""
+    described = [type(model).__name__] + [f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in model.named_parameters()]
+    return hashlib.sha1("\n".join(described).encode("utf-8")).hexdigest()[:16]
+
+
+def _ratio(values: list[float], same_shapes: bool = False) -> SpeedRatio:
+    return SpeedRatio(statistics.median(values), min(values), max(values), len(values), same_shapes)

@@ -48,7 +48,7 @@ def test_ratios_are_per_round_against_the_first_model(tiny_lm):
         for phase in ("prefill", "decode"):
             rounds = [m / r for m, r in zip(timed.of(name).runs(phase), reference.runs(phase))]
             ratio = timed.ratio(name, phase)
-            assert ratio == SpeedRatio(sorted(rounds)[1], min(rounds), max(rounds), 3)
+            assert ratio == SpeedRatio(sorted(rounds)[1], min(rounds), max(rounds), 3, same_shapes=name != "b")
             low, high = timed.of(name).spread(phase)
             assert low <= timed.of(name).median(phase) <= high
     assert timed.ratio("a", "prefill").median == 1.0 and not timed.ratio("a", "decode").measurable
@@ -110,3 +110,25 @@ def test_a_range_wider_than_twofold_is_too_noisy_for_a_verdict():
     assert noisy.describe().startswith("too noisy to conclude — rerun")
     steady = SpeedRatio(median=1.34, low=1.26, high=1.45, pairs=5)
     assert not steady.noisy and steady.faster and steady.describe().startswith("1.34× faster")
+
+
+def test_models_of_the_same_shapes_get_no_speed_verdict_whatever_was_measured():
+    import copy
+
+    from sentinel import mask_heads, remove_heads
+    from sentinel.evaluation.paired import compute_shapes, interleaved_speed
+    from tests.conftest import make_tiny_model
+
+    base = make_tiny_model("gpt2")
+    masked, removed = copy.deepcopy(base), copy.deepcopy(base)
+    mask_heads(masked, {0: [0, 1]})                    # masked heads still compute: the same shapes
+    remove_heads(removed, {0: [0, 1]})
+    assert compute_shapes(masked) == compute_shapes(base) != compute_shapes(removed)
+    timed = interleaved_speed({"base": base, "masked": masked, "removed": removed}, None, repeats=2,
+                              prompt_tokens=4, new_tokens=2)
+    same = timed.ratio("masked", "prefill")
+    assert same.same_shapes and not same.measurable and not same.faster
+    assert same.describe().startswith("no difference expected: the same shapes as the reference")
+    assert not timed.ratio("removed", "prefill").same_shapes
+    again = type(timed).from_dict(timed.to_dict())     # a job's stored result keeps the shapes
+    assert again.ratio("masked", "decode").same_shapes
