@@ -6,16 +6,15 @@ import streamlit as st
 
 from app_support.state import report_errors, shared_store
 from app_support.weights_runs import weights_run_charts
-from sentinel.store import sentinel_home
 from sentinel.charts import compress_chart, level_chart, overlay_chart
 from sentinel.ui.compress_runs import compress_points, compress_runs_frame
 from sentinel.ui.history import config_diff, experiments_frame, level_frame, overlay_frame, readable_table
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
 st.title(":material/history: Experiments")
-st.caption(f"Every fine-tune, strategy comparison, target prune, sparsify run, sensitivity scan, compress and "
-           f"benchmark run recorded in the experiment store "
-           f"({sentinel_home()}). Runs started from the command line show up here too.")
+st.caption("Every fine-tune, strategy comparison, target prune, sparsify run, sensitivity scan, compress and "
+           "benchmark run recorded in the experiment store (in the data folder). Runs started from the command "
+           "line with the same data folder show up here too.")
 
 with report_errors("reading the experiment store") as failed:
     store = shared_store()

@@ -7,6 +7,7 @@ from app_support.state import (JOB_KEY, adopt_tuned, dashboard, job_model_note, 
 from sentinel.charts import curves_chart
 from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, job_texts, job_view,
                                   planned_texts, queue_place, start_finetune)
+from sentinel.ui.format import job_failure
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -139,7 +140,7 @@ st.toggle("Log scale for perplexity", key="finetune_log",
           help="A run that diverges reaches perplexities thousands of times larger; a log axis keeps both ends readable.")
 show(view)
 if view.job.state == "failed":
-    st.error(f"The fine-tuning job failed: {view.job.error}", icon=":material/error:")
+    st.error(f"The fine-tuning job failed: {job_failure(view.job)}", icon=":material/error:")
 elif view.job.state in ("cancelled", "interrupted"):
     if view.progress.step == 0:
         st.warning(f"The job was {view.job.state} before its first training step; nothing was kept.",

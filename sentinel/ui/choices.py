@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sentinel.errors import DataError
+from sentinel.files import visitor_name
 from sentinel.models.bundled import BUNDLED_MODEL_DIR
 
 STATE_KEY = "sentinel_dashboard"   # where st.session_state keeps a session's DashboardState
@@ -36,7 +37,8 @@ class ModelChoice:
     dtype: str = "auto"
 
     def label(self) -> str:
-        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else self.source
+        """The model as visitors see it named: never a folder path of the server (`visitor_name`)."""
+        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else visitor_name(self.source)
 
 
 @dataclass(frozen=True)

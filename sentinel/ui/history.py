@@ -4,12 +4,14 @@ every run the dashboard records (one place, so a run is named the same way where
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from sentinel.files import redact_server_paths, visitor_name
 from sentinel.pruning.budget import Target
 from sentinel.sparsity.masks import parse_pattern
 from sentinel.store import ExperimentRecord, MetricPoint
@@ -114,7 +116,8 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
     for r in records:
         ppl = None if off_protocol(r) else final_perplexity(r.summary)
         rows.append({
-            "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "model": r.model,
+            "id": r.id, "name": r.name, "kind": r.kind, "status": r.status,
+            "model": visitor_name(r.model) if r.model else r.model,
             "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "steps": r.config.get("steps", r.config.get("max_steps")),
@@ -141,7 +144,7 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
         summary = RunSummary.from_dict(r.summary)
         for value, stage in ((summary.perplexity_pruned, "pruned"), (summary.perplexity_after, trained)):
             if value is not None:
-                rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
+                rows.append({"model": visitor_name(r.model) if r.model else "bundled", "strategy": str(strategy), "level": float(level),
                              "stage": stage, "perplexity": float(value), "run": r.id})
     columns = ["model", "strategy", "level", "stage", "perplexity", "run"]
     frame = pd.DataFrame(rows, columns=columns)
@@ -166,7 +169,8 @@ def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:
 
 
 def readable(value: Any) -> str:
-    """A setting or result as people read it: 4 significant digits, thousands separators, short lists."""
+    """A setting or result as people read it: 4 significant digits, thousands separators, short lists; a folder
+    of the server by its visitor name (`visitor_name`), never its path."""
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "–"}[value]
     if isinstance(value, int):
@@ -179,6 +183,8 @@ def readable(value: Any) -> str:
         return ", ".join(f"{k}: {readable(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return f"{len(value)} items" if len(value) > 6 else ", ".join(readable(v) for v in value)
+    if isinstance(value, str):
+        return visitor_name(value) if os.path.isabs(value) else redact_server_paths(value)
     return str(value)
 
 
