@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.charts import METRICS, head_frame, head_heatmap, short_number
-from sentinel.ui.analysis import ModelFigures, RecoveryFigures, before_after_table
+from sentinel.charts import METRICS, head_frame, head_heatmap
+from sentinel.ui.analysis import ModelFigures, before_after_table
 from tests.conftest import make_tiny_lm
 
 
 def test_tiny_scores_read_as_powers_of_ten_never_as_raw_exponents():
+    from sentinel.charts import short_number
+
     assert short_number(6.01e-7) == "6.0×10⁻⁷" and short_number(-2.5e-5) == "-2.5×10⁻⁵"
     assert short_number(0.0412) == "0.0412" and short_number(1.5) == "1.5" and short_number(0.0) == "0"
     assert short_number(12345.6) == "12,346"
@@ -71,6 +73,8 @@ def test_the_sensitivity_table_names_matrices_by_original_layer_after_a_layer_wa
 
 
 def test_the_before_after_table_shows_what_recovery_bought():
+    from sentinel.ui.analysis import RecoveryFigures
+
     before = ModelFigures(48, 48, 1_000_000, 4_000_000, 1.516, 4000)
     after = ModelFigures(40, 48, 800_000, 3_200_000, 1.815, 4000)
     table = before_after_table(before, after, None, [RecoveryFigures(1, "lstsq", 1.516, 2.6, 1.815)])
