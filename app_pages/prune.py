@@ -11,8 +11,8 @@ from sentinel.demo.prompts import default_prompts
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, RECOVERY_LABELS, UNIT_KINDS, BudgetSettings, falls_short,
-                                needs_text, per_layer_counts, prediction_table, speed_against_target)
+from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, RECOVERY_LABELS, UNIT_KINDS, BudgetSettings,
+                                falls_short, needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.protocol import EVAL_PROTOCOL
@@ -251,8 +251,8 @@ def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
         bought = (" The rows of a step with recovery show what removing its units cost and what re-fitting the "
                   "weights bought back, measured the same way by its background job." if recovered else "")
         st.caption(f"Before = the model as loaded; after = your copy with {plural(len(working.steps), 'pruning step')}. "
-                   f"Perplexity: {after.perplexity_note}, the same on every page.{spread}{bought} Speed: the two models timed in "
-                   "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+                   f"Perplexity: {after.perplexity_note}, the same on every page.{spread}{bought} Speed: the two "
+                   "models timed in turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
                    "includes 1.00× the difference is within the noise. The predicted speed-up here counts the whole "
                    "model's FLOPs, LM head included (pruning does not shrink it), so it is lower than the body-only "
                    "prediction shown before Prune. Masking multiplies a head's output by 0 but "

@@ -192,9 +192,9 @@ else:
     st.subheader("Save the sparse copy")
     default = f"{Path(working.base.source).name}-{method}-{round(stats.sparsity * 100)}-sparse"
     name = st.text_input("Name", default, key="weights_save_name",
-                         help=f"Saved in the data folder's {MODELS_FOLDER}/ folder as an ordinary model folder (safetensors) with its "
-                              "bitmask-compressed file beside it; with int8 on, the int8 copy is saved as "
-                              "'<name>-int8'. Both appear on the Model and Compare pages.")
+                         help=f"Saved in the data folder's {MODELS_FOLDER}/ folder as an ordinary model folder "
+                              "(safetensors) with its bitmask-compressed file beside it; with int8 on, the int8 copy "
+                              "is saved as '<name>-int8'. Both appear on the Model and Compare pages.")
     with report_errors("checking the name") as bad_name:
         replaced = existing_targets(name, int8_on)
     replace_ok = True
@@ -208,8 +208,8 @@ else:
             quantized = state.caches.get(("int8", key)) if int8_on else None
             folders = save_sparse(sparse, working.tokenizer, name, quantized,
                                   note={"base_model": working.base.source, "dashboard_steps": working.history()})
-            st.success("Saved as " + " and ".join(f"`{visitor_name(f)}`" for f in folders) + ". Load it on the Model page or "
-                       "compare it on the Compare page.", icon=":material/check_circle:")
+            st.success("Saved as " + " and ".join(f"`{visitor_name(f)}`" for f in folders) + ". Load it on the "
+                       "Model page or compare it on the Compare page.", icon=":material/check_circle:")
 
 st.subheader("Which layers can take it? Layer sensitivity")
 st.caption("Prunes each weight matrix alone to each level, measures the perplexity with the app's protocol, and "

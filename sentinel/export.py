@@ -182,7 +182,8 @@ def stock_config(model: nn.Module) -> tuple[Any, dict[str, Any]]:
             per_layer += ", but Sentinel does not write per-layer configs yet"
         raise ExportError(f"Cannot export as a stock {original.model_type} checkpoint: " + "; ".join(problems)
                           + f". Per-layer shapes: {per_layer}. The model still saves and reloads with "
-                          "sentinel.save_model / sentinel.load_model.", reason=found[0][1])   # the first problem, in one clause
+                          "sentinel.save_model / sentinel.load_model.",
+                          reason=found[0][1])          # the first problem alone: one plain clause
     first = shapes[0]
     values: dict[str, Any] = {keys.layers: len(shapes), keys.mlp_width: first.mlp_width}
     if keys.heads is not None:

@@ -144,8 +144,8 @@ def level_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
         summary = RunSummary.from_dict(r.summary)
         for value, stage in ((summary.perplexity_pruned, "pruned"), (summary.perplexity_after, trained)):
             if value is not None:
-                rows.append({"model": visitor_name(r.model) if r.model else "bundled", "strategy": str(strategy), "level": float(level),
-                             "stage": stage, "perplexity": float(value), "run": r.id})
+                rows.append({"model": visitor_name(r.model) if r.model else "bundled", "strategy": str(strategy),
+                             "level": float(level), "stage": stage, "perplexity": float(value), "run": r.id})
     columns = ["model", "strategy", "level", "stage", "perplexity", "run"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])

@@ -174,9 +174,9 @@ def neuron_extremes(scores: UnitScores, count: int = 10) -> pd.DataFrame:
 
 def layer_frame(scores: UnitScores, removed: Mapping[int, list[str]] | None = None,
                 selected: Iterable[int] = ()) -> pd.DataFrame:
-    """Long frame (layer, part, value, shown, going, selected) of a layer metric (`shown`: the value as a label); pruned parts are left out; `going` marks
-    the parts `removed` ({layer: ["block"] or parts}, a plan's layers) takes — a removed block takes all three bars;
-    `selected` marks every bar of the `selected` layers."""
+    """Long frame (layer, part, value, shown, going, selected) of a layer metric (`shown`: the value as a label);
+    pruned parts are left out; `going` marks the parts `removed` ({layer: ["block"] or parts}, a plan's layers)
+    takes — a removed block takes all three bars; `selected` marks every bar of the `selected` layers."""
     frame = scores.to_frame()
     frame = frame[~frame["pruned"]].rename(columns={scores.metric: "value"})
     removed = removed or {}
