@@ -13,7 +13,7 @@ from app_support.widgets import prompt_input
 from sentinel.evaluation.paired import SPEED_NEW_TOKENS, SPEED_PROMPT_TOKENS, SPEED_REPEATS
 from sentinel.generation import GenerationSettings, compare_generations
 from sentinel.ui.compare import check_choice, speed_job_for, speed_of, speed_signature, speed_table, start_speed_job
-from sentinel.ui.format import plural, shared_prefix_words, signed_percent, word_diff_html
+from sentinel.ui.format import job_failure, plural, shared_prefix_words, signed_percent, word_diff_html
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -109,11 +109,12 @@ elif shown is not None:
                 st.metric("Perplexity", readable(ppl.value), change, delta_color="inverse",
                           help=f"The app's one protocol: {EVAL_PROTOCOL.describe(ppl.tokens)}.")
             figures = size(state, col)
+            helps = figures.help()
             for label, value in figures.rows().items():
                 change = None
                 if label == "Parameters" and not is_first:
                     change = signed_percent(first_size.parameters, figures.parameters) or None
-                st.metric(label, value, change, delta_color="off")
+                st.metric(label, value, change, delta_color="off", help=helps.get(label))
 
 own_job = speed_job is not None and speed_job.id == state.caches.get(SPEED_JOB)
 if timing:
@@ -135,6 +136,6 @@ elif own_job and speed_job.state == "cancelled":
     st.info("The speed measurement was cancelled; press Measure speed to time the models again.",
             icon=":material/cancel:")
 elif own_job:
-    st.warning(f"The speed measurement {speed_job.state}: {speed_job.error or 'no result'}", icon=":material/warning:")
+    st.warning(f"The speed measurement {speed_job.state}: {job_failure(speed_job)}", icon=":material/warning:")
 elif SPEED_JOB in state.caches:
     st.caption("The models changed since the last timing; press Measure speed to time them again.")

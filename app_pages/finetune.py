@@ -11,6 +11,7 @@ from sentinel.models.bundled import BUNDLED_MODEL_DIR
 from sentinel.ui.analysis import UPLOAD_ACCEPT_MB
 from sentinel.ui.finetune import (FINETUNE_TOLERANCE, FineTuneRequest, FineTuneVerdict, JobView, has_own_training_text,
                                   job_texts, job_view, planned_texts, queue_place, start_finetune)
+from sentinel.ui.format import job_failure
 from sentinel.ui.history import readable
 from sentinel.ui.protocol import EVAL_PROTOCOL
 
@@ -158,7 +159,7 @@ st.toggle("Log scale for perplexity", key="finetune_log",
           help="A run that diverges reaches perplexities thousands of times larger; a log axis keeps both ends readable.")
 show(view)
 if view.job.state == "failed":
-    st.error(f"The fine-tuning job failed: {view.job.error}", icon=":material/error:")
+    st.error(f"The fine-tuning job failed: {job_failure(view.job)}", icon=":material/error:")
 elif view.job.state in ("cancelled", "interrupted"):
     if view.progress.step == 0:
         st.warning(f"The job was {view.job.state} before its first training step; nothing was kept.",

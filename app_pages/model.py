@@ -3,11 +3,11 @@
 import streamlit as st
 
 from sentinel.evaluation.size import parameter_count, weight_bytes
-from sentinel.files import check_allowed_folder, check_hub_id
+from sentinel.files import check_allowed_folder, check_hub_id, visitor_name
 from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.history import readable
-from sentinel.ui.library import models_dir, saved_models
+from sentinel.ui.library import MODELS_FOLDER, saved_models
 from app_support.state import (ModelChoice, base_figures, bundled_model_available, dashboard, open_model, report_errors,
                                require_model)
 
@@ -32,8 +32,9 @@ if kind == "folder":
                                 "models, or a folder listed in SENTINEL_MODEL_ROOTS).").strip()
 elif kind == "saved":
     saved = saved_models()
-    source = st.selectbox("Saved pruned model", [str(p) for p in saved], key="model_saved",
-                          index=0 if saved else None, placeholder=f"Nothing saved under {models_dir()} yet")
+    source = st.selectbox("Saved pruned model", [str(p) for p in saved], key="model_saved", format_func=visitor_name,
+                          index=0 if saved else None,
+                          placeholder=f"Nothing saved in the data folder's {MODELS_FOLDER}/ yet")
 elif kind == "hub":
     source = st.text_input("Hub id", key="model_hub",
                            placeholder="e.g. gpt2 (needs network or a local Hugging Face cache)").strip()
@@ -48,7 +49,7 @@ if submitted:
     if kind != "bundled" and not source:
         st.error(f"Enter the {KINDS[kind].lower()} to load first.", icon=":material/error:")
     else:
-        with st.spinner(f"Loading {source or 'the bundled model'}…"), report_errors("loading the model"):
+        with st.spinner(f"Loading {visitor_name(source or None)}…"), report_errors("loading the model"):
             if kind == "folder":
                 source = str(check_allowed_folder(source))   # same message whether the path exists or not
             elif kind == "hub":
@@ -65,7 +66,7 @@ if state.working is None:
 working = state.working
 base = working.base
 layout = base.layout
-st.subheader(state.choice.label() if state.choice else base.source)
+st.subheader(state.choice.label() if state.choice else visitor_name(base.source))
 cols = st.columns(4)
 cols[0].metric("Architecture", f"{layout.family} ({layout.model_type})")
 cols[1].metric("Layers × heads", f"{layout.num_layers} × {layout.num_heads}",
@@ -88,7 +89,7 @@ if figures is not None:
     spread = f" ({figures.perplexity_interval}, bootstrap over windows)" if figures.perplexity_interval else ""
     st.caption(f"Perplexity {readable(figures.perplexity)}{spread}: {figures.perplexity_note}.")
 if base.record:
-    st.caption(f"Loaded a Sentinel-saved pruned model from {base.source}; its pruning history:")
+    st.caption(f"Loaded a Sentinel-saved pruned model from {visitor_name(base.source)}; its pruning history:")
     st.json(base.record.get("history", []), expanded=False)
 else:
-    st.caption(f"Source: {base.source}")
+    st.caption(f"Source: {visitor_name(base.source)}")

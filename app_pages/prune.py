@@ -10,16 +10,17 @@ import streamlit as st
 from sentinel.models import save_model
 from sentinel.pruning.strategies import strategy_names
 from sentinel.pruning.plan import plan_to_pairs
-from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, UNIT_KINDS, BudgetSettings, falls_short,
-                                needs_text, per_layer_counts, prediction_table, speed_against_target)
+from sentinel.ui.budget import (BUDGET_METRICS, RECOVERY_CHOICES, RECOVERY_LABELS, UNIT_KINDS, BudgetSettings,
+                                falls_short, needs_text, per_layer_counts, prediction_table, speed_against_target)
 from sentinel.ui.analysis import ON_REQUEST, before_after_table, heads_share
 from sentinel.charts import METRICS, layer_counts_chart, strategy_chart
 from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.evaluation.paired import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
-from sentinel.ui.format import plural, word_diff_html
-from sentinel.ui.export import export_session, load_lines
-from sentinel.ui.library import export_folder_for, exports_dir, model_folder_for, models_dir, zip_folder
+from sentinel.ui.format import job_failure, plural, word_diff_html
+from sentinel.ui.export import export_blocker, export_session, load_lines
+from sentinel.files import visitor_name
+from sentinel.ui.library import EXPORTS_FOLDER, MODELS_FOLDER, export_folder_for, model_folder_for, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
 from sentinel.ui.selection import HeadSelection, UnitSelection, selection_plan
 from sentinel.ui.session import made_before
@@ -28,6 +29,7 @@ from app_support.state import (base_figures, budget_prediction, cached_speed, cu
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
+from sentinel.ui.target_prune import recovery_figures
 from app_support.widgets import head_map, layer_map, neuron_map, prompt_input, selection_list, unit_selection_list
 from app_support.progress import job_progress
 
@@ -96,8 +98,7 @@ with right:
         allocation = cols[0].radio("Allocation", ["global", "uniform"], key="budget_allocation",
                                    format_func={"global": "Global ranking", "uniform": "Same count per layer"}.get)
         recovery = cols[1].radio("Recovery", list(RECOVERY_CHOICES), key="budget_recovery",
-                                 format_func={"none": "None", "bias": "Bias correction",
-                                              "lstsq": "Least squares"}.get,
+                                 format_func=RECOVERY_LABELS.get,
                                  help="After removal, re-fit each changed output projection on 32 blocks of the "
                                       "bundled training text so it reproduces the unpruned layer's output. Runs in "
                                       "the background (progress and cancel below the Prune button).")
@@ -220,7 +221,8 @@ figures_slot = st.empty()       # drawn now; the measured speed fills in at the 
 def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
     """The before/after table (speed rows marked 'timing' until the paired timing has run) and, after a speed-up
     target, that target beside its predictions and the measured speed."""
-    table = before_after_table(before, after, speed)
+    recovered = recovery_figures(shared_store(), working)
+    table = before_after_table(before, after, speed, recovered)
     if timing:
         for row in ("Prefill speed measured", "Generation speed measured"):
             table.loc[row] = ["1.00×", f"timing the two models in turns ({SPEED_REPEATS} pairs)…", ""]
@@ -245,9 +247,11 @@ def draw_figures(speed: SpeedComparison | None, timing: bool) -> None:
         spread = (f" Perplexity spread (bootstrap over windows): before {before.perplexity_interval or 'n/a'}, after "
                   f"{after.perplexity_interval or 'n/a'}." if before.perplexity_interval or after.perplexity_interval
                   else "")
+        bought = (" The rows of a step with recovery show what removing its units cost and what re-fitting the "
+                  "weights bought back, measured the same way by its background job." if recovered else "")
         st.caption(f"Before = the model as loaded; after = your copy with {plural(len(working.steps), 'pruning step')}. "
-                   f"Perplexity: {after.perplexity_note}, the same on every page.{spread} Speed: the two models timed in "
-                   "turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
+                   f"Perplexity: {after.perplexity_note}, the same on every page.{spread}{bought} Speed: the two "
+                   "models timed in turns on this machine, shown as after ÷ before with the range over the pairs; when that range "
                    "includes 1.00× the difference is within the noise. The predicted speed-up here counts the whole "
                    "model's FLOPs, LM head included (pruning does not shrink it), so it is lower than the body-only "
                    "prediction shown before Prune. Masking multiplies a head's output by 0 but "
@@ -300,7 +304,7 @@ if state.compare_job_id is not None:
             st.info("The strategy comparison was cancelled; press Compare strategies to run it again.",
                     icon=":material/cancel:")
         else:
-            st.warning(f"The strategy comparison {compare_job.state}: {compare_job.error or 'no result'}",
+            st.warning(f"The strategy comparison {compare_job.state}: {job_failure(compare_job)}",
                        icon=":material/warning:")
 
 if working.steps:
@@ -311,7 +315,7 @@ if working.steps:
 
 st.subheader("Save")
 name = st.text_input("Name", f"{Path(working.base.source).name}-pruned", key="save_name",
-                     help=f"Saved under {models_dir()}; load it again on the Model page.")
+                     help=f"Saved in the data folder's {MODELS_FOLDER}/ folder; load it again on the Model page.")
 with report_errors("checking the name") as bad_name:
     target = model_folder_for(name)
 if not bad_name:
@@ -325,7 +329,7 @@ if not bad_name:
     if cols[0].button("Save to the data folder", key="save_go", icon=":material/save:", disabled=not replace_ok):
         with report_errors("saving the model"):
             folder = save_model(working.model, working.tokenizer, target, note=note)
-            st.success(f"Saved to {folder}. Load it on the Model page under 'Saved pruned model'.",
+            st.success(f"Saved as {visitor_name(folder)}. Load it on the Model page under 'Saved pruned model'.",
                        icon=":material/check_circle:")
 
     def zipped() -> bytes:
@@ -340,22 +344,28 @@ st.subheader("Export for plain transformers")
 st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
            "family's config (for GPT-2, OPT, GPT-NeoX, GPT-J, Phi and Falcon: a uniform MLP width and whole layers, "
            "not removed heads); "
-           f"saved under {exports_dir()} and checked by reloading it with plain transformers.")
+           f"saved in the data folder's {EXPORTS_FOLDER}/ folder and checked by reloading it with plain transformers.")
 export_name = st.text_input("Export name", f"{Path(working.base.source).name}-stock", key="export_name")
 with report_errors("checking the export name") as bad_export_name:
     export_target = export_folder_for(export_name)
 export_key = ("export", id(working), working.version, export_name)
-export_ok = True
-if not bad_export_name and export_target.exists():   # ask before replacing, as Save does
+blocked: str | None = "Export is off until the check above succeeds."
+with report_errors("checking whether the model can be exported"):
+    blocked = export_blocker(working, state.caches)     # checked on a copy: nothing is written
+if blocked:
+    st.info(blocked, icon=":material/block:")
+export_ok = not blocked
+if export_ok and not bad_export_name and export_target.exists():   # ask before replacing, as Save does
     st.warning(f"An export named {export_target.name!r} already exists. Exporting again replaces it.",
                icon=":material/warning:")
     export_ok = st.checkbox(f"Replace the export {export_target.name!r}", key="export_replace")
-if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:", disabled=not export_ok):
+if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:", disabled=not export_ok,
+                                    help=blocked):
     with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
         state.caches[export_key] = export_session(working, export_name)
 exported = state.caches.get(export_key)
 if exported is not None:
-    st.success(f"Exported to {exported.path}; plain transformers reloads it with logits within "
+    st.success(f"Exported as {visitor_name(exported.path)}; plain transformers reloads it with logits within "
                f"{exported.verified_max_abs_diff:.1e} of your model's.", icon=":material/check_circle:")
     st.markdown("Load it (after unzipping) with:")
     st.code(load_lines(exported), language="python")

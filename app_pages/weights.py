@@ -18,8 +18,10 @@ from sentinel.sparsity.schedule import MASK_ONLY_METHODS
 from sentinel.sparsity.scores import DATA_METHODS, METHODS
 from sentinel.sparsity.sensitivity import SUGGESTED_AVERAGE, sensitivity_lines
 from sentinel.sparsity.storage import size_report
+from sentinel.ui.format import job_failure
 from sentinel.ui.history import readable
-from sentinel.ui.library import models_dir
+from sentinel.files import visitor_name
+from sentinel.ui.library import MODELS_FOLDER
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
 from sentinel.ui.session import made_before
 from sentinel.ui.weights import (PAGE_SCHEDULES, ScheduleSettings, existing_targets, gradual_ran_on, gradual_result,
@@ -114,7 +116,7 @@ if gradual_job is not None:
                      describe=lambda event: f"step {event.step} of {event.total_steps}" if event.total_steps
                      else "loading the model")
     elif gradual_job.state != "succeeded":
-        st.warning(f"The gradual run {gradual_job.state}: {gradual_job.error or 'no result'}",
+        st.warning(f"The gradual run {gradual_job.state}: {job_failure(gradual_job)}",
                    icon=":material/warning:")
     elif fresh_gradual:
         state.caches[("gradual-shown", gradual_job.id)] = True
@@ -205,15 +207,15 @@ else:
         st.info("The speed measurement was cancelled: nothing was kept. Press Measure speed to time the models "
                 "again.", icon=":material/cancel:")
     elif own_speed:
-        st.warning(f"The speed measurement {speed_job.state}: {speed_job.error or 'no result'}",
+        st.warning(f"The speed measurement {speed_job.state}: {job_failure(speed_job)}",
                    icon=":material/warning:")
 
     st.subheader("Save the sparse copy")
     default = f"{Path(working.base.source).name}-{method}-{round(stats.sparsity * 100)}-sparse"
     name = st.text_input("Name", default, key="weights_save_name",
-                         help=f"Saved under {models_dir()} as an ordinary model folder (safetensors) with its "
-                              "bitmask-compressed file beside it; with int8 on, the int8 copy is saved as "
-                              "'<name>-int8'. Both appear on the Model and Compare pages.")
+                         help=f"Saved in the data folder's {MODELS_FOLDER}/ folder as an ordinary model folder "
+                              "(safetensors) with its bitmask-compressed file beside it; with int8 on, the int8 copy "
+                              "is saved as '<name>-int8'. Both appear on the Model and Compare pages.")
     with report_errors("checking the name") as bad_name:
         replaced = existing_targets(name, int8_on)
     replace_ok = True
@@ -227,8 +229,8 @@ else:
             quantized = state.caches.get(("int8", key)) if int8_on else None
             folders = save_sparse(sparse, working.tokenizer, name, quantized,
                                   note={"base_model": working.base.source, "dashboard_steps": working.history()})
-            st.success("Saved " + " and ".join(f"`{f}`" for f in folders) + ". Load it on the Model page or "
-                       "compare it on the Compare page.", icon=":material/check_circle:")
+            st.success("Saved as " + " and ".join(f"`{visitor_name(f)}`" for f in folders) + ". Load it on the "
+                       "Model page or compare it on the Compare page.", icon=":material/check_circle:")
 
 st.subheader("Which layers can take it? Layer sensitivity")
 st.caption("Prunes each weight matrix alone to each level, measures the perplexity with the app's protocol, and "
@@ -270,5 +272,5 @@ if state.sensitivity_job_id is not None:
             st.dataframe(sensitivity_table(result, sens_job.result.get("suggestion")), hide_index=True,
                          key="weights_sens_table")
         else:
-            st.warning(f"The sensitivity scan {sens_job.state}: {sens_job.error or 'no result'}",
+            st.warning(f"The sensitivity scan {sens_job.state}: {job_failure(sens_job)}",
                        icon=":material/warning:")

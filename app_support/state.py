@@ -29,7 +29,8 @@ from sentinel.ui.finetune import (CHECKPOINTS, FineTuneVerdict, JobView, base_so
                                   judge_finetune, load_tuned, protocol_numbers)
 from sentinel.ui.format import EXPECTED_ERRORS, plain_error
 from sentinel.ui.pruning import metrics_for
-from sentinel.ui.library import models_dir
+from sentinel.files import visitor_name
+from sentinel.ui.library import MODELS_FOLDER
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
@@ -74,8 +75,9 @@ def restore_session(state: DashboardState, token: str) -> None:
     with report_errors("restoring your session from the page address") as failed:
         snapshot = SessionSnapshot.decode(token)
         if not restorable_source(snapshot.choice.source, sentinel_home()):
-            raise DataError(f"The page address names the model {snapshot.choice.source}; a link may only reopen the "
-                            f"bundled model or one saved under {models_dir()}. Load it on the Model page.")
+            raise DataError(f"The page address names the model {visitor_name(snapshot.choice.source)}; a link may "
+                            f"only reopen the bundled model or one saved in the data folder's {MODELS_FOLDER}/ "
+                            "folder. Load it on the Model page.")
         with st.spinner("Restoring your session: loading the model and replaying your pruning steps…"):
             working = open_model(state, snapshot.choice)
             working.replay([PruneStep.from_dict(step) for step in snapshot.steps])

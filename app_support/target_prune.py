@@ -9,6 +9,7 @@ from app_support.state import current_figures, notify, report_errors, shared_job
 from app_support.progress import job_progress
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, apply_budget
+from sentinel.ui.format import job_failure
 from sentinel.ui.session import PruneStep, WorkingModel, recovery_result
 from sentinel.ui.state import DashboardState, ModelChoice
 from sentinel.ui.target_prune import record_target_prune, start_target_prune
@@ -79,7 +80,7 @@ def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
             st.info(f"The target prune ({name}) was cancelled: nothing was kept, your model is as it was before you "
                     "pressed Prune.", icon=":material/cancel:")
         else:
-            st.error(f"The target prune ({name}) {job.state}: {job.error or 'no result'}. Nothing was kept; your "
+            st.error(f"The target prune ({name}) {job.state}: {job_failure(job)}. Nothing was kept; your "
                      "model is as it was before you pressed Prune.", icon=":material/error:")
         _dismiss(state)
 

@@ -17,7 +17,7 @@ from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, p
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
                                    forget_layer_clicks, forget_seen, head_label, keep_present, neurons_by_rule,
                                    parse_head_label, set_heads, set_layers, set_neurons)
-from sentinel.ui.format import plural
+from sentinel.ui.format import job_failure, plural
 from sentinel.ui.session import WorkingModel
 from sentinel.ui.state import DashboardState
 
@@ -171,7 +171,7 @@ def metric_job_view(state: DashboardState, working: WorkingModel, kind: str, met
         st.info(f"Computing {label.lower()} was cancelled: nothing was kept. Press the button to compute it again.",
                 icon=":material/cancel:")
     elif job is not None:
-        st.warning(f"Computing {label.lower()} {job.state}: {job.error or 'no result'}", icon=":material/warning:")
+        st.warning(f"Computing {label.lower()} {job.state}: {job_failure(job)}", icon=":material/warning:")
     st.info(f"{explain} It runs in the background with progress and Cancel, and a reload finds it again.")
     if st.button(f"Compute {label.lower()}", key=button_key, type="primary", icon=":material/play_arrow:"):
         with report_errors(f"starting the {kind} scores' job") as failed, \

@@ -52,6 +52,24 @@ METRICS: dict[str, MetricInfo] = {info.key: info for info in (
 )}
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def short_number(value: float) -> str:
+    """A score as a chart label: 3 significant digits between 0.001 and 1,000 ('0.0412', '-0.25'), whole numbers
+    with separators above ('12,345'), and tiny values as a power of ten ('6.0×10⁻⁷'), never '6.01e-7'."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 1e-3:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
 def pruned_first(metric: str) -> str:
     """Which end of this metric's colour scale the strategies ranking by it prune first, in one sentence."""
     from sentinel.pruning.strategies import strategy_class, strategy_names
@@ -104,7 +122,7 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     low = float(data.loc[active, "score"].min()) if active.any() else 0.0
     high = float(data.loc[active, "score"].max()) if active.any() else 0.0
     data["shade"] = data["score"].fillna(low)         # pruned cells are painted grey below; no NaN in the scale
-    data["shown"] = [f"{v:.3g}" if not math.isnan(v) else s for v, s in zip(data["score"], data["status"])]
+    data["shown"] = [short_number(v) if not math.isnan(v) else s for v, s in zip(data["score"], data["status"])]
     initial = [{"layer": int(r.layer), "head": int(r.head)} for r in data.itertuples() if r.selected]
     pick = alt.selection_point(
         name=SELECTION_NAME, fields=["layer", "head"], on="click", toggle="event.shiftKey",
@@ -146,7 +164,7 @@ def head_heatmap(frame: pd.DataFrame, metric: MetricInfo, title: str = "") -> al
     layers.append(marks)
     if num_layers * num_heads <= CELL_TEXT_LIMIT:
         values = base.transform_filter("datum.status == 'active'").mark_text(fontSize=10).encode(
-            text=alt.Text("score:Q", format=".3g"),
+            text=alt.Text("shown:N"),          # short_number: never a raw '6.01e-7'
             # viridis runs dark to light: dark text on the light upper half, white on the rest; the diverging
             # scale is light around 0 and dark at both ends
             color=alt.condition(f"abs(datum.shade) < {max(abs(low), abs(high)) / 2}" if metric.signed else

@@ -43,7 +43,15 @@ logger = logging.getLogger(__name__)
 
 
 class ExportError(SentinelError):
-    """The pruned shapes cannot be written as the family's stock config."""
+    """The pruned shapes cannot be written as the family's stock config.
+
+    `reason` is the same refusal as one short plain clause (no settings, versions or class names), for a
+    dashboard control that is switched off before anything is written; the message keeps the full detail.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message.rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -108,17 +116,7 @@ def export_model(
     expressible in the family's config. With `verify`, the folder is reloaded with plain transformers
     and its logits compared with the Sentinel model's.
     """
-    if gate_scales(model):
-        raise ExportError("Some heads are still fading in (fractional gate scales); a stock checkpoint cannot hold "
-                          "a scale. Finish the growth (scale 1) or mask those heads, then export.")
-    work = copy.deepcopy(model)
-    masked = masked_heads(work)
-    notes: list[str] = []
-    if masked:
-        count = sum(len(v) for v in masked.values())
-        remove_heads(work, masked, note={"how": "export", "reason": "masked heads are removed before export"})
-        notes.append(f"removed {count} masked heads first (a stock checkpoint has no masks)")
-        logger.warning("Export: removed %d masked heads first (a stock checkpoint has no masks).", count)
+    work, masked, notes = _unmasked_copy(model)
     stock, summary = stock_config(work)
     notes.extend(summary["notes"])
     if not getattr(stock, "architectures", None):   # lets Auto classes and pipelines pick the right head
@@ -137,19 +135,48 @@ def export_model(
     return result
 
 
+def _unmasked_copy(model: nn.Module) -> tuple[nn.Module, dict[int, list[int]], list[str]]:
+    """A copy of `model` with its masked heads removed (a stock checkpoint has no masks), the heads removed and a
+    note saying so; ExportError while heads are fading in."""
+    if gate_scales(model):
+        raise ExportError("Some heads are still fading in (fractional gate scales); a stock checkpoint cannot hold "
+                          "a scale. Finish the growth (scale 1) or mask those heads, then export.",
+                          reason="some heads are still fading in, and a stock checkpoint cannot hold a partial head "
+                                 "(finish the growth first)")
+    work = copy.deepcopy(model)
+    masked = masked_heads(work)
+    notes: list[str] = []
+    if masked:
+        count = sum(len(v) for v in masked.values())
+        remove_heads(work, masked, note={"how": "export", "reason": "masked heads are removed before export"})
+        notes.append(f"removed {count} masked heads first (a stock checkpoint has no masks)")
+        logger.warning("Export: removed %d masked heads first (a stock checkpoint has no masks).", count)
+    return work, masked, notes
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise the ExportError `export_model` would raise for `model`'s shapes, without writing anything (it checks
+    a copy with its masked heads removed, as export does; the model itself is not changed)."""
+    work, _, _ = _unmasked_copy(model)
+    stock_config(work)
+
+
 def stock_config(model: nn.Module) -> tuple[Any, dict[str, Any]]:
     """The family's stock config for the model's current shapes, and a summary; ExportError if inexpressible."""
     heads = model_heads(model)
     family = heads.adapter.family
     keys = STOCK_KEYS.get(family)
     if keys is None:
-        raise ExportError(f"Export does not know the {family} family's config keys; nothing was written.")
+        raise ExportError(f"Export does not know the {family} family's config keys; nothing was written.",
+                          reason=f"Sentinel cannot write a stock checkpoint of the {family} family yet")
     shapes = block_shapes(model)
     if not shapes:
-        raise ExportError("The model has no transformer blocks left; there is nothing to export.")
+        raise ExportError("The model has no transformer blocks left; there is nothing to export.",
+                          reason="the model has no transformer blocks left")
     original = model.config
     support = per_layer_config_support(type(original), family)
-    problems = _inexpressible(heads.num_heads, shapes, keys, family)
+    found = _inexpressible(heads.num_heads, shapes, keys, family, original.model_type)
+    problems = [detail for detail, _ in found]
     if problems:
         per_layer = ("the installed transformers "
                      f"{transformers.__version__} {'does' if support['supported'] else 'does not'} build "
@@ -158,7 +185,8 @@ def stock_config(model: nn.Module) -> tuple[Any, dict[str, Any]]:
             per_layer += ", but Sentinel does not write per-layer configs yet"
         raise ExportError(f"Cannot export as a stock {original.model_type} checkpoint: " + "; ".join(problems)
                           + f". Per-layer shapes: {per_layer}. The model still saves and reloads with "
-                          "sentinel.save_model / sentinel.load_model.")
+                          "sentinel.save_model / sentinel.load_model.",
+                          reason=found[0][1])          # the first problem alone: one plain clause
     first = shapes[0]
     values: dict[str, Any] = {keys.layers: len(shapes), keys.mlp_width: first.mlp_width}
     if keys.heads is not None:
@@ -205,7 +233,9 @@ def _validated(stock: Any) -> tuple[Any, str]:
                "equivalent Mistral architecture" if blocking else "and no equivalent stock architecture is known")
         raise ExportError(f"The installed transformers {transformers.__version__} refuses this "
                           f"{stock.model_type} config ({reason}), {why}; keep a head count that divides "
-                          f"hidden_size {stock.hidden_size}, or keep the Sentinel format.")
+                          f"hidden_size {stock.hidden_size}, or keep the Sentinel format.",
+                          reason=f"plain transformers cannot build a {stock.model_type} model with these head counts "
+                                 "(keep a head count that divides the hidden size)")
     from transformers import MistralConfig
 
     fields = {k: v for k, v in stock.to_dict().items() if k not in _LLAMA_ONLY_KEYS
@@ -224,33 +254,47 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0].rstrip(".")
 
 
-def _inexpressible(num_heads: int, shapes: list[BlockShape], keys: StockKeys, family: str) -> list[str]:
-    """Why the shapes cannot be one stock config: each problem names the blocks concerned and what would fix it."""
+def _inexpressible(num_heads: int, shapes: list[BlockShape], keys: StockKeys, family: str,
+                   model_type: str) -> list[tuple[str, str]]:
+    """Why the shapes cannot be one stock config, as (detail, short) pairs: the detail names the blocks concerned
+    and what would fix it; the short clause says the same in plain words (`ExportError.reason`)."""
     problems = []
     if keys.heads is None:
         cut = [f"{s.layer} ({s.heads} of {num_heads})" for s in shapes if s.heads != num_heads]
         if cut:
-            problems.append(
+            problems.append((
                 f"blocks {', '.join(cut)} lost attention heads, and {family} derives head size from "
                 f"{keys.derived_head_size}, so its config cannot express removed heads; export needs all "
                 f"{num_heads} heads in every block (prune MLP neurons or whole layers for this family, or "
-                "keep the Sentinel format)")
+                "keep the Sentinel format)",
+                f"a stock {model_type} checkpoint needs all {num_heads} attention heads in every layer and "
+                f"{_blocks(len(cut))} lost some (prune only MLP neurons or whole layers to export)"))
     else:
         empty = [str(s.layer) for s in shapes if s.heads == 0]
         if empty:
-            problems.append(f"blocks {', '.join(empty)} have no heads left, which a stock config cannot express; "
-                            "keep at least one K/V group per block (--min-heads)")
+            problems.append((f"blocks {', '.join(empty)} have no heads left, which a stock config cannot express; "
+                             "keep at least one K/V group per block (--min-heads)",
+                             f"{_blocks(len(empty))} {'has' if len(empty) == 1 else 'have'} no attention heads "
+                             "left (keep at least one per layer)"))
         counts = {(s.heads, s.kv_heads) for s in shapes}
         if len(counts) > 1:
             listed = ", ".join(f"{s.layer}: {s.heads} heads/{s.kv_heads} K/V" for s in shapes)
-            problems.append(f"blocks keep different head counts ({listed}); export needs the same count in every "
-                            "block: prune with --scope per_layer (whole K/V groups), or a uniform allocation")
+            problems.append((f"blocks keep different head counts ({listed}); export needs the same count in every "
+                             "block: prune with --scope per_layer (whole K/V groups), or a uniform allocation",
+                             "its layers keep different numbers of attention heads and a stock checkpoint needs "
+                             "the same number in every layer (rank heads within each layer)"))
     widths = {s.mlp_width for s in shapes}
     if len(widths) > 1:
         listed = ", ".join(f"{s.layer}: {s.mlp_width}" for s in shapes)
-        problems.append(f"blocks keep different MLP widths ({listed}); export needs one width in every block: "
-                        "prune neurons with a uniform allocation")
+        problems.append((f"blocks keep different MLP widths ({listed}); export needs one width in every block: "
+                         "prune neurons with a uniform allocation",
+                         "its layers keep different MLP widths and a stock checkpoint needs one width in every "
+                         "layer (remove the same number of neurons per layer)"))
     return problems
+
+
+def _blocks(count: int) -> str:
+    return "1 layer" if count == 1 else f"{count} layers"
 
 
 def _per_layer_list(model: nn.Module, heads: Any, name: str, blocks: int) -> dict[str, Any]:
@@ -263,7 +307,8 @@ def _per_layer_list(model: nn.Module, heads: Any, name: str, blocks: int) -> dic
     original = [getattr(attn, "layer_idx", None) for attn in heads.modules]
     if any(i is None or not 0 <= i < len(values) for i in original):
         raise ExportError(f"config.{name} differs between blocks and the remaining blocks' original indices are "
-                          "unknown, so it cannot be cut to the blocks kept.")
+                          "unknown, so it cannot be cut to the blocks kept.",
+                          reason="its config lists a setting per layer that cannot be cut to the layers kept")
     return {name: [values[i] for i in original]}
 
 

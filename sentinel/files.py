@@ -416,3 +416,24 @@ def redact_server_paths(text: str) -> str:
         if str(folder) not in ("/", "."):
             text = text.replace(str(folder), role)
     return text
+
+
+def visitor_name(source: str | os.PathLike | None) -> str:
+    """How a model folder (or any file of the app) is named to dashboard visitors, who never see the server's
+    folders: relative to the data folder ('models/tiny-pruned'), else the folder's own name ('stories-gpt2');
+    a hub id as it is; None is the bundled demo model."""
+    from sentinel.store import sentinel_home
+
+    if source is None:
+        return "the bundled demo model"
+    text = str(source)
+    path = Path(text).expanduser()
+    if not path.is_absolute() and not path.exists():
+        return text                                    # a hub id such as gpt2 or org/name
+    resolved = path.resolve()
+    home = sentinel_home().expanduser().resolve()
+    if resolved == home:
+        return "the data folder"
+    if home in resolved.parents:
+        return resolved.relative_to(home).as_posix()
+    return resolved.name

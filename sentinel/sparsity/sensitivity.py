@@ -37,6 +37,12 @@ class SensitivityRow:
     perplexity: float
     delta: float                      # perplexity - baseline
 
+    @property
+    def label(self) -> str:
+        """The matrix as people read it: 'layer 4 attn.c_attn' by the block's original layer (the module path's
+        index differs once blocks were removed), or the module path for a matrix outside the blocks."""
+        return self.name if self.layer is None else f"layer {self.layer} {self.matrix}"
+
 
 @dataclass
 class SensitivityResult:
@@ -136,7 +142,7 @@ def sensitivity_chart(result: SensitivityResult, level: float | None = None) -> 
         x=alt.X("layer:O", title="layer"),
         y=alt.Y("matrix:N", title="matrix"),
         color=alt.Color("delta:Q", title="Δ perplexity", scale=alt.Scale(scheme="orangered")),
-        tooltip=["name", "layer", "matrix", alt.Tooltip("perplexity:Q", format=".3f"),
+        tooltip=["layer", "matrix", alt.Tooltip("perplexity:Q", format=".3f"),
                  alt.Tooltip("delta:Q", format="+.3f")],
     )
 
@@ -153,7 +159,7 @@ def sensitivity_lines(result: SensitivityResult) -> Any:
         x=alt.X("layer:O", title="layer"),
         y=alt.Y("perplexity:Q", title="perplexity", scale=alt.Scale(zero=False)),
         color=alt.Color("matrix:N", title="matrix pruned"),
-        tooltip=["name", "matrix", alt.Tooltip("sparsity:Q", format=".0%"), alt.Tooltip("perplexity:Q", format=".3f"),
+        tooltip=["layer", "matrix", alt.Tooltip("sparsity:Q", format=".0%"), alt.Tooltip("perplexity:Q", format=".3f"),
                  alt.Tooltip("delta:Q", format="+.3f", title="Δ perplexity")],
     )
     baseline = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.Y("mean(baseline):Q"))

@@ -20,6 +20,7 @@ from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.metrics.scores import HeadScores
 from sentinel.models.heads import model_heads
 from sentinel.pruning import active_heads
+from sentinel.ui.budget import RECOVERY_LABELS
 from sentinel.ui.choices import SampleText
 from sentinel.ui.format import human_bytes, signed_percent
 from sentinel.ui.history import readable
@@ -136,12 +137,34 @@ def measure_figures(model: nn.Module, tokenizer: Any) -> ModelFigures:
                         protocol_note=describe_for(model, ppl.tokens_evaluated), perplexity_interval=ppl.interval())
 
 
+@dataclass(frozen=True)
+class RecoveryFigures:
+    """What a removal step with recovery did to perplexity (the app's protocol, measured by its target-prune job):
+    before the step, right after the units were cut, and after the re-fit; `step` counts from 1."""
+
+    step: int
+    method: str                 # "lstsq" or "bias"
+    before: float
+    removed: float
+    recovered: float
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """Two before/after rows: what the removal cost, then what the recovery bought back."""
+        how = RECOVERY_LABELS.get(self.method, self.method).lower()
+        return [(f"Perplexity right after removal (step {self.step}, before recovery)", readable(self.before),
+                 readable(self.removed), signed_percent(self.before, self.removed) or "0%"),
+                (f"Perplexity after {how} recovery (step {self.step})", readable(self.removed),
+                 readable(self.recovered), signed_percent(self.removed, self.recovered) or "0%")]
+
+
 WHOLE_MODEL_PREDICTION = "Speed-up predicted (whole model's FLOPs, LM head included)"
 
 
-def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedComparison | None = None) -> pd.DataFrame:
-    """Rows: active heads (count and share), parameters and weight bytes (exact), perplexity (protocol), and the
-    predicted and measured speed; columns: before, after, change."""
+def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedComparison | None = None,
+                       recovered: Iterable[RecoveryFigures] = ()) -> pd.DataFrame:
+    """Rows: active heads (count and share), parameters and weight bytes (exact), perplexity (protocol), for each
+    `recovered` step its perplexity before recovery and after it, and the predicted and measured speed; columns:
+    before, after, change."""
     pruned = before.active_heads - after.active_heads
     rows = [
         ("Active heads", f"{before.active_heads} of {before.total_heads}", f"{after.active_heads} of {after.total_heads}",
@@ -153,6 +176,8 @@ def before_after_table(before: ModelFigures, after: ModelFigures, speed: SpeedCo
         ("Perplexity", readable(before.perplexity), readable(after.perplexity),
          signed_percent(before.perplexity, after.perplexity) or "0%"),
     ]
+    for step in recovered:
+        rows += step.rows()
     if speed is not None:
         predicted = (f"{speed.predicted_speedup:.2f}×"
                      if speed.pruned_params < speed.base_params else "none: masked units still compute")

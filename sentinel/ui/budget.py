@@ -25,6 +25,7 @@ UNIT_KINDS = {"heads": "head", "neurons": "neuron", "layers": "layer"}
 # The metric each kind is ranked by (the same defaults as `sentinel prune --target`).
 BUDGET_METRICS = {"head": "magnitude", "neuron": "magnitude", "layer": "block_influence"}
 RECOVERY_CHOICES = ("none", *RECOVERY_METHODS)
+RECOVERY_LABELS = {"none": "None", "bias": "Bias correction", "lstsq": "Least squares"}   # as the page names them
 BUDGET_SEQ_LEN = 128          # FLOPs are counted at the app's perplexity window
 
 

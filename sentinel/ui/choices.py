@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sentinel.defaults import ANALYSIS_SAMPLES, ANALYSIS_SEQ_LEN
 from sentinel.errors import DataError
+from sentinel.files import visitor_name
 from sentinel.models.bundled import BUNDLED_MODEL_DIR
 
 STATE_KEY = "sentinel_dashboard"   # where st.session_state keeps a session's DashboardState
@@ -37,7 +38,8 @@ class ModelChoice:
     dtype: str = "auto"
 
     def label(self) -> str:
-        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else self.source
+        """The model as visitors see it named: never a folder path of the server (`visitor_name`)."""
+        return f"bundled demo model ({BUNDLED_MODEL_DIR.name})" if self.source is None else visitor_name(self.source)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,11 @@ def folder_identity(path: str | Path) -> tuple:
     return (str(folder.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
 
 
+NOT_STORED = "not saved"          # a session model: held in memory, no file yet
+NOT_STORED_HELP = ("This model is held in memory in your session only, so it has no weight file yet; save it (Prune "
+                   "or Weights page) to see the size it takes on disk.")
+
+
 @dataclass(frozen=True)
 class SizeFigures:
     """One model's size: parameters, those not zero, dense weight bytes, the bytes of the weight file `load_model`
@@ -136,16 +141,23 @@ class SizeFigures:
     compressed_bytes: int | None = None   # None: no bitmask-compressed file in the folder
 
     def rows(self) -> dict[str, str]:
-        """Label → shown value, for the page's metrics."""
+        """Label → shown value, for the page's metrics (short enough for a quarter-width column; the detail is in
+        `help`)."""
         rows = {"Parameters": human_count(self.parameters),
                 "Non-zero parameters": f"{human_count(self.nonzero)} ({self.nonzero / self.parameters:.0%})"
                 if self.parameters else "0",
                 "Weights, dense": human_bytes(self.dense_bytes),
                 "Weights as stored": human_bytes(self.stored_bytes) if self.stored_bytes is not None
-                else "not saved (in this session)"}
+                else NOT_STORED}
         if self.compressed_bytes is not None:
             rows["Bitmask-compressed file"] = human_bytes(self.compressed_bytes)
         return rows
+
+    def help(self) -> dict[str, str]:
+        """Label → the metric's help text (what its short value means), for the rows that need one."""
+        stored = (NOT_STORED_HELP if self.stored_bytes is None else
+                  "The size of the weight file this model loads from, as saved in the data folder.")
+        return {"Weights as stored": stored}
 
 
 def loaded_weight_file(folder: str | Path) -> Path:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
-from sentinel.export import ExportResult, export_model
+from sentinel.export import ExportError, ExportResult, check_exportable, export_model
 from sentinel.ui.library import export_folder_for
 from sentinel.ui.session import WorkingModel
 
@@ -22,6 +24,22 @@ def export_session(working: WorkingModel, name: str) -> ExportResult:
     logger.info("Exported the session's model to %s (max logit difference %s)", result.path,
                 result.verified_max_abs_diff)
     return result
+
+
+def export_blocker(working: WorkingModel, caches: MutableMapping[Any, Any] | None = None) -> str | None:
+    """Why the session's model cannot be exported as a stock checkpoint, as one plain sentence, or None when it
+    can; checked on a copy before anything is written (once per model version when given the session's caches)."""
+    key = ("export-check", id(working), working.version)
+    if caches is not None and key in caches:
+        return caches[key]
+    try:
+        check_exportable(working.model)
+        reason = None
+    except ExportError as err:
+        reason = f"Export is off for this model: {err.reason}."
+    if caches is not None:
+        caches[key] = reason
+    return reason
 
 
 def load_lines(result: ExportResult, folder: str | None = None) -> str:

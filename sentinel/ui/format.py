@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -61,6 +62,17 @@ def plain_error(error: BaseException, doing: str) -> str:
     if isinstance(error, OSError):   # the file name stays in the server log, not on the visitor's screen
         return f"Could not finish {doing}: {error.strerror or type(error).__name__}."
     raise TypeError(f"plain_error() does not describe {type(error).__name__}; let it propagate.") from error
+
+
+def job_failure(job: Any) -> str:
+    """Why a background job (a `JobRecord`) ended without a result, as a visitor may read it: the server's folders
+    replaced by their roles, and an expected failure (bad input: its message says what to do) without its class
+    name."""
+    text = job.error or "no result"
+    result = job.result or {}
+    if result.get("bad_input") and result.get("error_type"):
+        text = text.removeprefix(f"{result['error_type']}: ")
+    return redact_server_paths(text)
 
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (SentinelError, torch.OutOfMemoryError, MemoryError, OSError)

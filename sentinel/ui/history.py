@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from sentinel.files import remove_owned_folder
+from sentinel.files import redact_server_paths, remove_owned_folder, visitor_name
 from sentinel.pruning.budget import Target
 from sentinel.sparsity.masks import parse_pattern
 from sentinel.store import ExperimentRecord, MetricPoint, Store, sentinel_home
@@ -125,7 +126,8 @@ def experiments_frame(records: Iterable[ExperimentRecord]) -> pd.DataFrame:
         ci = None if ppl is None else summary.final_interval
         rows.append({
             "id": r.id, "name": r.name, "tags": ", ".join(r.tags), "kind": r.kind, "status": r.status,
-            "model": r.model, "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
+            "model": visitor_name(r.model) if r.model else r.model,
+            "created": datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
             "strategy": r.config.get("strategy"), "pruning_ratio": r.config.get("pruning_ratio"),
             "params_removed": parameter_share(r),
             "steps": r.config.get("steps", r.config.get("max_steps")),
@@ -200,13 +202,18 @@ def level_frame(records: Iterable[ExperimentRecord], axis: Axis = "heads") -> pd
             value = getattr(summary, name)
             if value is not None:
                 low, high = summary.intervals.get(name, (None, None))
-                rows.append({"model": r.model or "bundled", "strategy": str(strategy), "level": float(level),
+                rows.append({"model": model_label(r), "strategy": str(strategy), "level": float(level),
                              "stage": stage, "perplexity": float(value), "ci_low": low, "ci_high": high,
                              "run": r.id})
     columns = ["model", "strategy", "level", "stage", "perplexity", "ci_low", "ci_high", "run"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.drop_duplicates(subset=["model", "strategy", "level", "stage", "perplexity"])
     return frame.sort_values(["model", "strategy", "stage", "level"]).reset_index(drop=True)
+
+
+def model_label(record: ExperimentRecord) -> str:
+    """The run's model as a visitor sees it (no server folder), the key the level chart and its baselines share."""
+    return visitor_name(record.model) if record.model else "bundled"
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,7 @@ def baselines(records: Iterable[ExperimentRecord]) -> dict[str, Baseline]:
     summary's `baseline_perplexity` of a run that did not start from an already-pruned model."""
     found: dict[str, Baseline] = {}
     for r in sorted(records, key=lambda r: r.created, reverse=True):
-        model = r.model or "bundled"
+        model = model_label(r)
         if model in found or off_protocol(r):
             continue
         value = r.config.get("baseline_perplexity")
@@ -271,7 +278,8 @@ def curves_frame(curves: Mapping[str, list[MetricPoint]]) -> pd.DataFrame:
 
 
 def readable(value: Any) -> str:
-    """A setting or result as people read it: 4 significant digits, thousands separators, short lists."""
+    """A setting or result as people read it: 4 significant digits, thousands separators, short lists; a folder
+    of the server by its visitor name (`visitor_name`), never its path."""
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "–"}[value]
     if isinstance(value, int):
@@ -284,6 +292,8 @@ def readable(value: Any) -> str:
         return ", ".join(f"{k}: {readable(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return f"{len(value)} items" if len(value) > 6 else ", ".join(readable(v) for v in value)
+    if isinstance(value, str):
+        return visitor_name(value) if os.path.isabs(value) else redact_server_paths(value)
     return str(value)
 
 

@@ -21,7 +21,8 @@ from sentinel.models.flops import forward_flops
 from sentinel.pruning.budget import BudgetResult, prunable_params
 from sentinel.pruning.plan import PruningPlan
 from sentinel.pruning.recovery import RecoveryResult
-from sentinel.store import Store
+from sentinel.store import Store, StoreError
+from sentinel.ui.analysis import RecoveryFigures
 from sentinel.ui.budget import BudgetSettings
 from sentinel.ui.history import target_run_name
 from sentinel.ui.protocol import EVAL_PROTOCOL, protocol_perplexity
@@ -156,3 +157,23 @@ def run_target_prune_job(params: dict[str, Any], ctx: JobContext) -> dict[str, A
     tell(fits + extra, fits + extra, "done")
     return {"step": step.to_dict(), "recovery": working.last_recovery.to_dict() if working.last_recovery else None,
             "perplexity": {"before": before, "removed": removed["perplexity"], "after": after}}
+
+
+def recovery_figures(store: Store, working: WorkingModel) -> list[RecoveryFigures]:
+    """For each of the session's steps whose recovery a target-prune job fitted: perplexity before the step, right
+    after removal and after recovery, as that job measured them with the app's protocol (read from the job's result,
+    so they survive a reload). A step whose job record is gone is left out, with a warning in the log."""
+    found = []
+    for index, step in enumerate(working.steps):
+        if not step.saved:
+            continue
+        try:
+            job = store.get_job(step.job)
+        except StoreError as err:
+            logger.warning("No perplexities for recovered step %d: %s", index + 1, err)
+            continue
+        measured = (job.result or {}).get("perplexity") if job.kind == JOB_KIND else None
+        if measured is not None:
+            found.append(RecoveryFigures(index + 1, step.recovery, measured["before"], measured["removed"],
+                                         measured["after"]))
+    return found

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sentinel.charts import FIT_WIDTH
+from sentinel.charts import FIT_WIDTH, short_number
 from sentinel.metrics import LAYER_COLUMNS, UnitScores, compute_scores, needs_data
 from sentinel.metrics.batches import masked_lm_batches, prepare_batches
 from sentinel.models.heads import model_heads
@@ -45,6 +45,9 @@ HISTOGRAM_BINS = 30
 GOING_COLOUR, KEPT_COLOUR = "#ff8c00", "#5b7fa6"      # dashed orange = what Prune would remove (as on the heads)
 GOES, STAYS = "removed by the target", "kept"
 SELECTED_COLOUR, PICKED = "#ff2b2b", "selected"      # solid red = selected (as on the head map)
+# the layer bars' fill per part: blue, teal, purple — none red or orange, so the selection's red outline and band
+# and the target's orange outline stay visible on every part (Vega's default third colour is red: the MLP bars)
+PART_COLOURS = {"block": "#4c78a8", "attention": "#72b7b2", "mlp": "#b279a2"}
 LAYER_SELECTION = "layer_pick"                        # the layer bars' point selection (click picks a layer)
 
 
@@ -171,16 +174,17 @@ def neuron_extremes(scores: UnitScores, count: int = 10) -> pd.DataFrame:
 
 def layer_frame(scores: UnitScores, removed: Mapping[int, list[str]] | None = None,
                 selected: Iterable[int] = ()) -> pd.DataFrame:
-    """Long frame (layer, part, value, going, selected) of a layer metric; pruned parts are left out; `going` marks
-    the parts `removed` ({layer: ["block"] or parts}, a plan's layers) takes — a removed block takes all three bars;
-    `selected` marks every bar of the `selected` layers."""
+    """Long frame (layer, part, value, shown, going, selected) of a layer metric (`shown`: the value as a label);
+    pruned parts are left out; `going` marks the parts `removed` ({layer: ["block"] or parts}, a plan's layers)
+    takes — a removed block takes all three bars; `selected` marks every bar of the `selected` layers."""
     frame = scores.to_frame()
     frame = frame[~frame["pruned"]].rename(columns={scores.metric: "value"})
     removed = removed or {}
     frame["going"] = [part in removed.get(layer, ()) or "block" in removed.get(layer, ())
                       for layer, part in zip(frame["layer"], frame["part"])]
     frame["selected"] = frame["layer"].isin(list(selected))
-    return frame[["layer", "part", "value", "going", "selected"]].reset_index(drop=True)
+    frame["shown"] = [short_number(v) for v in frame["value"]]
+    return frame[["layer", "part", "value", "shown", "going", "selected"]].reset_index(drop=True)
 
 
 def percentile_heatmap(frame: pd.DataFrame, label: str, outline: Outline = TARGET_OUTLINE) -> alt.LayerChart:
@@ -238,13 +242,14 @@ def layer_bars(frame: pd.DataFrame, label: str) -> alt.FacetChart:
     base = alt.Chart().encode(x=alt.X("layer:O", title="Layer"))
     bars = base.mark_bar().encode(
         y=alt.Y("value:Q", title=label),
-        color=alt.Color("part:N", sort=list(LAYER_COLUMNS), legend=None),
+        color=alt.Color("part:N", sort=list(LAYER_COLUMNS), legend=None,
+                        scale=alt.Scale(domain=list(PART_COLOURS), range=list(PART_COLOURS.values()))),
         stroke=alt.when("datum.selected").then(alt.value(SELECTED_COLOUR)).when("datum.going").then(
             alt.value(GOING_COLOUR)).otherwise(alt.value(None)),
         strokeWidth=alt.when("datum.selected || datum.going").then(alt.value(3)).otherwise(alt.value(0)),
         strokeDash=alt.when("datum.going && !datum.selected").then(alt.value([4, 3])).otherwise(alt.value([1, 0])),
         opacity=alt.when("datum.going").then(alt.value(0.55)).otherwise(alt.value(1.0)),
-        tooltip=["layer", "part", alt.Tooltip("value:Q", format=".4g"),
+        tooltip=["layer", "part", alt.Tooltip("shown:N", title=label),
                  alt.Tooltip("going:N", title="the target removes it"), alt.Tooltip("selected:N", title="selected")],
     ).add_params(pick)
     marks = base.transform_filter("datum.going").mark_text(text="▼", color=GOING_COLOUR, dy=-10, fontSize=14).encode(

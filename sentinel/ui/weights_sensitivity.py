@@ -77,7 +77,7 @@ def run_sensitivity_job(params: dict[str, Any], ctx: JobContext) -> dict[str, An
         return protocol_perplexity(model, loaded.tokenizer, protocol).perplexity
 
     def progress(done: int, total: int, row: SensitivityRow) -> None:
-        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"{row.name} at {row.sparsity:.0%}: "
+        ctx.report(ProgressEvent(step=done, total_steps=total, message=f"{row.label} at {row.sparsity:.0%}: "
                                  f"perplexity {row.perplexity:,.2f} ({row.delta:+.2f})"), record_metrics=False)
         ctx.raise_if_cancelled()          # between probes: the model is restored bit for bit after each
 
@@ -101,10 +101,12 @@ def sensitivity_of(summary: Mapping[str, Any]) -> SensitivityResult | None:
 
 
 def sensitivity_table(result: SensitivityResult, suggestion: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """One row per matrix: Δ perplexity at each level (and the suggested sparsity that protects sensitive ones)."""
+    """One row per matrix, named by its block's original layer and its path in the block (never the module path,
+    whose index shifts once a block was removed): Δ perplexity at each level (and the suggested sparsity that
+    protects sensitive ones)."""
     rows: dict[str, dict[str, Any]] = {}
     for r in result.rows:
-        entry = rows.setdefault(r.name, {"matrix": r.name})
+        entry = rows.setdefault(r.name, {"layer": r.layer, "matrix": r.matrix if r.layer is not None else r.name})
         entry[f"Δ ppl at {r.sparsity:.0%}"] = round(r.delta, 3)
     if suggestion:
         for name, entry in rows.items():

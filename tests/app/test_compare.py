@@ -18,6 +18,7 @@ from sentinel.evaluation.size import parameter_count
 from sentinel.generation import generate_text
 from sentinel.models import BUNDLED_MODEL_DIR, load_model, save_model
 from sentinel.pruning import remove_heads
+from sentinel.ui.compare import NOT_STORED, NOT_STORED_HELP
 from sentinel.ui.format import human_count
 from sentinel.ui.history import readable
 from sentinel.ui.library import models_dir
@@ -192,8 +193,9 @@ def test_the_weights_pages_sparse_copy_is_a_choice_with_its_zeros_counted():
     assert nonzero[1] == f"{human_count(stats.nonzero_parameters)} " \
                          f"({stats.nonzero_parameters / stats.total_parameters:.0%})"
     assert nonzero[0].endswith("(100%)")
-    stored = [m.value for m in at.metric if m.label == "Weights as stored"]
-    assert stored == ["not saved (in this session)"] * 2
+    stored = [m for m in at.metric if m.label == "Weights as stored"]
+    assert [m.value for m in stored] == [NOT_STORED] * 2
+    assert all(m.proto.help == NOT_STORED_HELP for m in stored)        # the detail, where the value has no room
 
 
 def test_a_model_saved_on_weights_is_stored_as_its_one_weight_file_with_the_bitmask_copy_apart():
@@ -220,7 +222,7 @@ def test_a_model_saved_on_weights_is_stored_as_its_one_weight_file_with_the_bitm
         assert_clean(at)
         assert list(bodies(at)) == ["base", key]
         stored = [m.value for m in at.metric if m.label == "Weights as stored"]
-        assert stored == ["not saved (in this session)", human_bytes(dense_file)]
+        assert stored == [NOT_STORED, human_bytes(dense_file)]
         assert [m.value for m in at.metric if m.label == "Bitmask-compressed file"] == [human_bytes(packed)]
         dense = [m.value for m in at.metric if m.label == "Weights, dense"]
         assert dense[0] == dense[1]                       # same shapes: the saved sparse model is not 'bigger'

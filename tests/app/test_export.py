@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from sentinel.ui.library import zip_folder
+from sentinel.ui.library import export_folder_for, zip_folder
 from tests.app.conftest import assert_clean, dashboard, errors, open_app
 
 LOAD_AND_CHECK = """
@@ -61,12 +61,18 @@ def test_an_exportable_plan_zips_a_checkpoint_that_plain_transformers_loads(tmp_
     assert not at.button(key="export_go").disabled
 
 
-def test_a_plan_that_removes_heads_from_gpt2_shows_why_it_cannot_be_exported():
+def test_a_plan_that_removes_heads_from_gpt2_turns_export_off_with_one_plain_sentence():
+    """Issue 22 #10: Export stayed enabled, then showed a 110-word error naming a transformers exception class;
+    now the check runs before anything is written and says why in one sentence."""
     at = open_app("prune")
+    assert not at.button(key="export_go").disabled                 # the model as loaded exports
     prune_by_target(at, ["heads", "neurons"], "global")
-    at.button(key="export_go").click().run()
-    assert_clean(at)
-    message = errors(at)[-1]
-    assert message.startswith("Could not finish exporting the model: Cannot export as a stock gpt2 checkpoint: ")
-    assert "lost attention heads" in message and "prune MLP neurons or whole layers" in message
-    assert not at.code
+    button = at.button(key="export_go")
+    assert button.disabled
+    reason = next(i.value for i in at.info if i.value.startswith("Export is off for this model: "))
+    assert "needs all 8 attention heads in every layer" in reason and "prune only MLP neurons or whole layers" in reason
+    assert button.help == reason
+    assert reason.count(". ") == 0 and reason.endswith(".") and len(reason.split()) < 40
+    assert "Error" not in reason and "per_layer" not in reason and "transformers 5" not in reason
+    assert not errors(at) and not at.code
+    assert not export_folder_for(at.text_input(key="export_name").value).exists()   # nothing written

@@ -218,8 +218,8 @@ def test_save_a_pruned_model_and_load_it_again(app_home):
     at.button(key="save_go").click().run()
     assert_clean(at)
     folder = app_home / "models" / "entropy-30"
-    assert [s.value for s in at.success] == [f"Saved to {folder}. Load it on the Model page under 'Saved pruned "
-                                            "model'."]
+    assert [s.value for s in at.success] == ["Saved as models/entropy-30. Load it on the Model page under 'Saved "
+                                            "pruned model'."]
     at.switch_page("app_pages/model.py").run()
     at.radio(key="model_kind").set_value("saved").run()
     at.selectbox(key="model_saved").set_value(str(folder)).run()

@@ -7,7 +7,7 @@ import threading
 
 import torch
 
-from sentinel.ui.history import significant
+from sentinel.ui.history import readable, significant
 from sentinel.ui.recovered import weights_path
 from sentinel.ui.state import SessionSnapshot
 from tests.app.conftest import assert_clean, dashboard, open_app, url_of, wait_for
@@ -119,3 +119,28 @@ def test_cancelling_a_target_prune_keeps_nothing(monkeypatch):
     assert shared_store().get_experiment(shared_store().get_job(job_id).experiment_id).status == "cancelled"
     at.button(key="target_prune_dismiss").click().run()
     assert dashboard(at).recover_job_id is None and not any("nothing was kept" in i.value for i in at.info)
+
+
+def test_the_prune_page_shows_what_least_squares_recovery_bought():
+    """Issue 22 #9: after remove + lstsq the before/after table shows the perplexity before the step, right after
+    removal and after recovery (its job's protocol measurements: the last equals the table's own 'after'), also
+    after a reload."""
+    from app_support.state import shared_store
+
+    at = open_app("prune")
+    set_target(at, "lstsq")
+    at.button(key="prune_go").click().run()
+    job_id = dashboard(at).recover_job_id
+    wait_for(at, lambda a: dashboard(a).recover_job_id is None)            # adopted
+    at.run()
+    assert_clean(at)
+    measured = shared_store().get_job(job_id).result["perplexity"]
+    assert measured["removed"] > measured["after"]                        # the re-fit bought something back
+    for page in (at, open_app("prune", query=url_of(at))):                # and a reload reads it from the job
+        table = next(t.value for t in page.table if "Before" in t.value.columns)
+        removal = table.loc["Perplexity right after removal (step 1, before recovery)"]
+        recovered = table.loc["Perplexity after least squares recovery (step 1)"]
+        assert removal["Before"] == table.loc["Perplexity", "Before"] == readable(measured["before"])
+        assert removal["After"] == recovered["Before"] == readable(measured["removed"])
+        assert recovered["After"] == table.loc["Perplexity", "After"] == readable(measured["after"])
+        assert recovered["Change"].startswith("-")

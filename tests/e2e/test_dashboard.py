@@ -166,8 +166,8 @@ def test_prune_by_target_then_export_and_compare(app_server, artifacts):
             measured = page.get_by_test_id("stTable").filter(has_text="Prefill speed measured")
             expect(measured).to_contain_text(predicted[2])            # the predicted count, now measured
             shot("08-prune-target-done")
-            page.get_by_role("button", name="Export", exact=True).click()
-            expect(page.get_by_text(re.compile("Cannot export as a stock gpt2 checkpoint"))).to_be_visible()
+            expect(page.get_by_role("button", name="Export", exact=True)).to_be_disabled()   # refused up front
+            expect(page.get_by_text(re.compile("Export is off for this model: a stock gpt2 checkpoint"))).to_be_visible()
             wait_idle(page)
             shot("09-export-refused")
             open_page(page, "Compare")

@@ -79,6 +79,16 @@ def test_sizes_count_zeros_and_the_saved_files(tiny_lm, tmp_path):
     assert "Bitmask-compressed file" in both.rows()
 
 
+def test_size_values_fit_a_quarter_width_column_and_the_detail_is_help_text(tiny_lm):
+    """Issue 22 #13: 'Weights as stored' read 'not saved (i…' in a four-model Compare: values stay short, the
+    explanation goes to the metric's help."""
+    model, _ = tiny_lm
+    figures = size_figures(model)
+    # 14 characters: as long as '12.35 M (100%)', the longest value that showed whole at 1024 px
+    assert all(len(value) <= 14 for value in figures.rows().values()), figures.rows()
+    assert "session" in figures.help()["Weights as stored"] and "save it" in figures.help()["Weights as stored"]
+
+
 def test_the_speed_table_states_each_model_against_the_first():
     speed = InterleavedSpeed((ModelTimings("a", (100.0, 100.0, 100.0), (10.0, 10.0, 10.0)),
                               ModelTimings("b", (150.0, 160.0, 140.0), (9.0, 11.0, 10.0))), 3, 64, 16, 1)
