@@ -18,7 +18,7 @@ from sentinel.ui.protocol import EVAL_PROTOCOL
 from sentinel.evaluation.paired import SPEED_REPEATS, SpeedComparison
 from sentinel.ui.strategies import CompareRequest, Comparison, start_comparison
 from sentinel.ui.format import job_failure, plural, word_diff_html
-from sentinel.ui.export import export_blocker, export_session, load_lines
+from sentinel.ui.export import DASHBOARD_FORMATS, GGUF_QUANTS, export_blocker, export_session
 from sentinel.files import visitor_name
 from sentinel.ui.library import EXPORTS_FOLDER, MODELS_FOLDER, export_folder_for, model_folder_for, zip_folder
 from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
@@ -340,18 +340,31 @@ if not bad_name:
     cols[1].download_button("Download as zip", zipped, file_name=f"{target.name}.zip", mime="application/zip",
                             key="save_zip", icon=":material/download:", on_click="ignore")
 
-st.subheader("Export for plain transformers")
-st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
-           "family's config (for GPT-2, OPT, GPT-NeoX, GPT-J, Phi and Falcon: a uniform MLP width and whole layers, "
-           "not removed heads); "
-           f"saved in the data folder's {EXPORTS_FOLDER}/ folder and checked by reloading it with plain transformers.")
-export_name = st.text_input("Export name", f"{Path(working.base.source).name}-stock", key="export_name")
+st.subheader("Export")
+export_fmt = st.radio("Format", list(DASHBOARD_FORMATS), format_func=DASHBOARD_FORMATS.get, horizontal=True,
+                      key="export_format")
+quant = "f16"
+if export_fmt == "hf":
+    st.caption("Writes a stock Hugging Face checkpoint that loads without Sentinel, when the pruned shapes fit the "
+               "family's config (for GPT-2, OPT, GPT-NeoX, GPT-J, Phi and Falcon: a uniform MLP width and whole "
+               "layers, not removed heads); checked by reloading it with plain transformers.")
+elif export_fmt == "gguf":
+    quant = st.selectbox("Weights", GGUF_QUANTS, key="export_quant",
+                         help="f16 halves the file; q8_0 is llama.cpp's 8-bit quantisation; f32 is exact.")
+    st.caption("One model.gguf file for llama.cpp (and Ollama, LM Studio): Llama, Mistral and Qwen2 models with "
+               "different heads, K/V heads and MLP widths per layer, removed parts and blocks; GPT-2 with uniform "
+               "shapes. Read back after writing.")
+else:
+    st.caption("ONNX graphs for ONNX Runtime (prefill, and with the KV cache for generation), any per-layer "
+               "shapes; checked by running them in ONNX Runtime against your model.")
+st.caption(f"Saved in the data folder's {EXPORTS_FOLDER}/ folder; download it as a zip below.")
+export_name = st.text_input("Export name", f"{Path(working.base.source).name}-{export_fmt}", key="export_name")
 with report_errors("checking the export name") as bad_export_name:
     export_target = export_folder_for(export_name)
-export_key = ("export", id(working), working.version, export_name)
+export_key = ("export", id(working), working.version, export_name, export_fmt, quant)
 blocked: str | None = "Export is off until the check above succeeds."
 with report_errors("checking whether the model can be exported"):
-    blocked = export_blocker(working, state.caches)     # checked on a copy: nothing is written
+    blocked = export_blocker(working, state.caches, export_fmt)     # checked on a copy: nothing is written
 if blocked:
     st.info(blocked, icon=":material/block:")
 export_ok = not blocked
@@ -361,14 +374,13 @@ if export_ok and not bad_export_name and export_target.exists():   # ask before 
     export_ok = st.checkbox(f"Replace the export {export_target.name!r}", key="export_replace")
 if not bad_export_name and st.button("Export", key="export_go", icon=":material/output:", disabled=not export_ok,
                                     help=blocked):
-    with report_errors("exporting the model"), st.spinner("Exporting and reloading it with plain transformers…"):
-        state.caches[export_key] = export_session(working, export_name)
+    with report_errors("exporting the model"), st.spinner("Exporting and checking it in its runtime…"):
+        state.caches[export_key] = export_session(working, export_name, export_fmt, quant)
 exported = state.caches.get(export_key)
 if exported is not None:
-    st.success(f"Exported as {visitor_name(exported.path)}; plain transformers reloads it with logits within "
-               f"{exported.verified_max_abs_diff:.1e} of your model's.", icon=":material/check_circle:")
+    st.success(f"Exported as {visitor_name(exported.path)}: {exported.checked}.", icon=":material/check_circle:")
     st.markdown("Load it (after unzipping) with:")
-    st.code(load_lines(exported), language="python")
+    st.code(exported.load, language="python")
     st.download_button("Download the export as zip", lambda: zip_folder(Path(exported.path)),
                        file_name=f"{Path(exported.path).name}.zip", mime="application/zip", key="export_zip",
                        icon=":material/download:", on_click="ignore")

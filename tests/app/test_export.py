@@ -76,3 +76,28 @@ def test_a_plan_that_removes_heads_from_gpt2_turns_export_off_with_one_plain_sen
     assert "Error" not in reason and "per_layer" not in reason and "transformers 5" not in reason
     assert not errors(at) and not at.code
     assert not export_folder_for(at.text_input(key="export_name").value).exists()   # nothing written
+
+
+def test_a_plan_stock_transformers_cannot_hold_exports_to_onnx_and_gguf_to_llama_cpp(tmp_path):
+    """Issue 23: the dashboard's Export writes every deployment format the CLI does, checked in its runtime."""
+    at = open_app("prune")
+    at.radio(key="export_format").set_value("gguf").run()                 # the model as loaded: uniform GPT-2
+    at.text_input(key="export_name").set_value("tiny-gguf").run()
+    at.button(key="export_go").click().run()
+    assert_clean(at)
+    assert not errors(at)
+    said = next(s.value for s in at.success if s.value.startswith("Exported as exports/tiny-gguf"))
+    assert "as llama.cpp's gpt2 architecture in f16, read back" in said
+    assert next(c.value for c in at.code).startswith("from llama_cpp import Llama\n")
+    assert (export_folder_for("tiny-gguf") / "model.gguf").is_file()
+    prune_by_target(at, ["heads", "neurons"], "global")                   # heads removed: not a stock config
+    at.radio(key="export_format").set_value("onnx").run()
+    at.text_input(key="export_name").set_value("tiny-onnx").run()
+    assert not at.button(key="export_go").disabled                        # ONNX carries per-layer shapes
+    at.button(key="export_go").click().run()
+    assert_clean(at)
+    assert not errors(at)
+    said = next(s.value for s in at.success if s.value.startswith("Exported as exports/tiny-onnx"))
+    assert "ONNX Runtime gives logits within" in said
+    assert next(c.value for c in at.code).startswith("import onnxruntime\n")
+    assert (export_folder_for("tiny-onnx") / "model.onnx").is_file()
