@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from app_support.state import dashboard, report_errors, require_model, shared_store
-from sentinel.demo.prompts import SAMPLE_COUNT, prompts_for
+from sentinel.demo.prompts import SAMPLE_COUNT, demo_model_name, prompts_for_source
+from sentinel.evaluation.tasks import INSTALL_HINT, bundled_task_for, lm_eval_installed, select_tasks
 from sentinel.ui.format import plural
 from sentinel.ui.reports import REPORT_PARAM, REPORTS_PAGE, embeddable, keep_report
 
@@ -31,26 +32,38 @@ with st.form("review_settings"):
                                    key="review_speed", help="Every timed pair must reach it to pass.")
     rounds = cols[3].number_input("Timing rounds", 2, 20, 5, 1, key="review_rounds",
                                   help="The two models are timed in turns this many times; more rounds, less noise.")
+    task = bundled_task_for(demo_model_name(working.base.source))
+    installed = lm_eval_installed()
+    why_not = (None if task is not None and installed else
+               f"Task accuracy needs lm-evaluation-harness: {INSTALL_HINT}" if not installed else
+               "No bundled task fits this model; `sentinel report --tasks NAMES` runs lm-eval's own tasks.")
+    use_task = st.toggle(f"Task accuracy ({task})" if task else "Task accuracy", False, key="review_task",
+                         disabled=why_not is not None,
+                         help=why_not or "Choose the true next sentence among four, on held-out text the model "
+                                         "never trained on (lm-evaluation-harness); chance is 25%.")
+    if why_not:
+        st.caption(why_not)
     go = st.form_submit_button("Build the review", type="primary", disabled=not working.steps)
 if not working.steps:
     st.info("Your model has no pruning steps yet: prune it on the Prune page first, then review it here.",
             icon=":material/info:")
     st.stop()
 
-key = (id(working), working.version, allowed, smaller, speedup, rounds)
+key = (id(working), working.version, allowed, smaller, speedup, rounds, use_task)
 if go:
     from sentinel.review import ReviewCriteria, ReviewSubject, build_review, render_html
 
     with report_errors("building the review") as failed:
         name = Path(working.base.source).name
-        prompts = list(prompts_for(name)[:SAMPLE_COUNT])
+        prompts = list(prompts_for_source(working.base.source)[:SAMPLE_COUNT])
         criteria = ReviewCriteria(allowed / 100, smaller / 100, speedup if speedup > 0 else None)
         with st.spinner("Measuring both models, generating text and timing them in turns…"):
             review = build_review(
                 ReviewSubject("base", name, working.base.model, working.tokenizer, working.base.source),
                 [ReviewSubject("pruned", f"{name}, {plural(len(working.steps), 'pruning step')}", working.model,
                                working.tokenizer, working.base.source)],
-                criteria, prompts, speed_rounds=int(rounds))
+                criteria, prompts, speed_rounds=int(rounds),
+                tasks=select_tasks([task]) if use_task and task else None)
         page = render_html(review)
         state.caches[REVIEW_CACHE] = (key, review, page, None)
     if failed:

@@ -34,22 +34,28 @@ PROMPTS: dict[str, tuple[str, ...]] = {
 SAMPLE_COUNT = 5
 
 
-def prompts_for_source(source: str | None) -> tuple[str, ...]:
-    """The prompts that fit a model folder: a bundled model's (or a copy's: its corpus names its base), else
-    the stories prompts. None is the bundled model Sentinel opens on."""
+def demo_model_name(source: str | None) -> str:
+    """The bundled model a folder is (or was copied from: a saved copy's corpus names its base), by folder name;
+    otherwise the folder's own name. None is the bundled model Sentinel opens on."""
+    import json
     from pathlib import Path
 
+    from sentinel.models.bundled import BUNDLED_MODEL_DIR
+
     if source is None:
-        return default_prompts()
+        return BUNDLED_MODEL_DIR.name
     folder = Path(source)
     origin = folder / "corpus" / "origin.json"
     if origin.is_file():
-        import json
-
         name = json.loads(origin.read_text(encoding="utf-8")).get("model")
-        if isinstance(name, str) and name in PROMPTS:
-            return PROMPTS[name]
-    return prompts_for(folder.name)
+        if isinstance(name, str) and name:
+            return name
+    return folder.name
+
+
+def prompts_for_source(source: str | None) -> tuple[str, ...]:
+    """The prompts that fit a model folder: its bundled model's, else the stories prompts."""
+    return prompts_for(demo_model_name(source))
 
 
 def prompts_for(model_name: str) -> tuple[str, ...]:

@@ -75,6 +75,19 @@ def bundled_task_names(tasks_dir: Path = BUNDLED_TASKS_DIR) -> list[str]:
     return sorted(p.name for p in tasks_dir.iterdir() if p.is_dir() and (p / f"{p.name}.yaml").is_file())
 
 
+def bundled_task_for(model_name: str, tasks_dir: Path = BUNDLED_TASKS_DIR) -> str | None:
+    """The bundled task built from a bundled model's held-out text ('<model>-continuation'), or None."""
+    name = f"{model_name}-continuation"
+    return name if name in bundled_task_names(tasks_dir) else None
+
+
+def lm_eval_installed() -> bool:
+    """Whether lm-evaluation-harness is installed (checked without importing it: that takes seconds)."""
+    import importlib.util
+
+    return importlib.util.find_spec("lm_eval") is not None
+
+
 def require_lm_eval() -> None:
     """Raise MissingDependencyError with the install command when lm-evaluation-harness cannot be imported."""
     try:
