@@ -66,6 +66,8 @@ class DashboardState:
     gradual_job_id: str | None = None                         # the session's latest gradual sparsify (Weights)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
     linked_job: str | None = None      # a fine-tune job whose address opened this session: its model opens once
+    inside_head: tuple[int, int] = (0, 0)             # the head 'Look inside a head' shows (selector and charts)
+    inside_follows: tuple[int, int] | None = None     # the selected head it last followed
 
 
     def forget_model(self) -> None:
@@ -81,6 +83,7 @@ class DashboardState:
         self.recover_job_id = None      # its result was fitted on the previous model
         self.sensitivity_job_id = None      # both were run on the previous model
         self.gradual_job_id = None
+        self.inside_head, self.inside_follows = (0, 0), None     # the new model may have other heads
 
 
 def bundled_model_available() -> bool:
