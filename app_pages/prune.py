@@ -26,7 +26,7 @@ from sentinel.ui.pruning import (PruneSettings, choose_by_selection, just_applie
 from sentinel.ui.selection import HeadSelection, UnitSelection, selection_plan
 from sentinel.ui.session import made_before
 from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
-                               dashboard, forget_budget_preview, last_budget_preview, notify, quick_sample,
+                               dashboard, forget_budget_preview, keep_selection, last_budget_preview, notify, quick_sample,
                                report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
@@ -170,8 +170,11 @@ if go:
         else:
             plan, label = choose_by_selection(working, selection_plan(state.selection, state.units), int(min_heads))
             step = working.apply(plan, mode, label)
-        state.selection = HeadSelection((), state.selection.seen)
-        state.units = UnitSelection()
+        if how == "selection":                    # the selection was pruned: used up
+            state.selection = HeadSelection((), state.selection.seen)
+            state.units = UnitSelection()
+        else:                                     # kept, but for what this step took (said so)
+            keep_selection(state, working)
         notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.describe()} ({step.how})")
         st.rerun()
 if undo:

@@ -33,7 +33,8 @@ from sentinel.ui.library import models_dir
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
-from sentinel.ui.selection import HeadSelection, set_heads, set_layers
+from sentinel.pruning.units import active_neurons
+from sentinel.ui.selection import HeadSelection, keep_existing, set_heads, set_layers
 from sentinel.ui.session import PruneStep, WorkingModel, ran_on
 from sentinel.evaluation.paired import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
@@ -395,6 +396,24 @@ def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tune
     if key not in state.caches:
         state.caches[key] = generate_text(model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
     return state.caches[key]
+
+
+def keep_selection(state: DashboardState, working: WorkingModel) -> None:
+    """After a step that did not prune the selection: keep the selected heads, layers and neurons still active, and
+    say which went (a toast now, and a note beside the selection on Prune while the model stays as it is)."""
+    kept = keep_existing(state.selection, state.units, working.active(), working.blocks(),
+                         active_neurons(working.model))
+    state.selection, state.units = kept.heads, kept.units
+    note = kept.note()
+    state.selection_note = (id(working), working.version, note) if note else None
+    if note:
+        notify(state, note)
+
+
+def selection_note(state: DashboardState, working: WorkingModel) -> str | None:
+    """What the last step dropped from the selection, while the model is still as that step left it."""
+    found = state.selection_note
+    return found[2] if found is not None and found[:2] == (id(working), working.version) else None
 
 
 def notify(state: DashboardState, message: str) -> None:

@@ -66,6 +66,7 @@ class DashboardState:
     gradual_job_id: str | None = None                         # the session's latest gradual sparsify (Weights)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
     linked_job: str | None = None      # a fine-tune job whose address opened this session: its model opens once
+    selection_note: tuple[int, int, str] | None = None   # (working id, version, what the last step took from it)
     inside_head: tuple[int, int] = (0, 0)             # the head 'Look inside a head' shows (selector and charts)
     inside_follows: tuple[int, int] | None = None     # the selected head it last followed
 
@@ -75,6 +76,7 @@ class DashboardState:
         self.working = None
         self.selection = HeadSelection()
         self.units = UnitSelection()
+        self.selection_note = None
         self.caches.clear()
         self.tuned = None
         self.job_id = None              # every job below ran on the previous model: showing one with the new

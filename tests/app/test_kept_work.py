@@ -52,3 +52,44 @@ def test_look_inside_shows_one_head_in_its_selector_and_its_charts_whatever_the_
     assert at.selectbox(key="inside_head").value == (2, 3) and inside_charts(at) == ["L2 H3", "L2 H3"]
     at.multiselect(key="selected_heads_list").set_value(["L4 H1"]).run()    # a new selection: both follow it
     assert at.selectbox(key="inside_head").value == (4, 1) and inside_charts(at) == ["L4 H1", "L4 H1"]
+
+
+def test_a_selection_made_on_maps_survives_a_prune_but_for_the_units_it_took_which_are_named():
+    at = open_app("head_maps")
+    every_head = [f"L{layer} H{head}" for layer in range(6) for head in range(8)]
+    at.multiselect(key="selected_heads_list").set_value(every_head).run()
+    at.segmented_control(key="maps_kind").set_value("layer").run()
+    at.multiselect(key="selected_layers_list").set_value(list(range(6))).run()
+    at.segmented_control(key="maps_kind").set_value("neuron").run()
+    at.slider(key="neuron_rule_share").set_value(0.1).run()            # the lowest 10% in every layer
+    assert_clean(at)
+    rule, neurons = dashboard(at).units.rule, dict(dashboard(at).units.neurons)
+    assert rule is not None and sum(map(len, neurons.values())) == 6 * 102
+
+    at.switch_page("app_pages/prune.py").run()
+    at.button(key="prune_go").click().run()                            # entropy 30%, mask: 14 heads, no layers
+    assert_clean(at)
+    masked = sorted(dashboard(at).working.status())
+    assert len(masked) == 14
+    at.radio(key="prune_how").set_value("selection").run()
+    state = dashboard(at)
+    assert state.units.layers == tuple(range(6)) and state.units.neurons == neurons and state.units.rule == rule
+    assert set(state.selection.heads) == set(state.working.active())   # the 34 heads the step left active
+    assert at.multiselect(key="selected_layers_list").value == list(range(6))
+    assert any("Selected neurons:** 612 — the lowest 10%" in m.value for m in at.markdown)
+    [note] = [i.value for i in at.info if i.value.startswith("Dropped from your selection")]
+    assert note.startswith("Dropped from your selection: heads " + ", ".join(f"L{l} H{h}" for l, h in masked) + ".")
+
+    at.radio(key="prune_how").set_value("target").run()                # a target that removes whole layers
+    at.multiselect(key="budget_units").set_value(["layers"]).run()
+    at.radio(key="budget_recovery").set_value("none").run()
+    at.button(key="prune_go").click().run()
+    assert_clean(at)
+    state = dashboard(at)
+    gone = sorted(set(range(6)) - set(state.working.blocks()))
+    assert gone and state.units.layers == tuple(state.working.blocks())
+    assert set(state.units.neurons) == set(state.working.blocks()) and state.units.rule is None
+    at.radio(key="prune_how").set_value("selection").run()
+    [note] = [i.value for i in at.info if i.value.startswith("Dropped from your selection")]
+    layers = ("layer " if len(gone) == 1 else "layers ") + ", ".join(map(str, gone))
+    assert f"; {layers}; " in note and f"the rule '{rule.describe()}' no longer describes" in note
