@@ -104,14 +104,19 @@ def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedMode
     return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
 
 
-def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
-    """Load (or reuse the cached) base model and give the session its own copy."""
+def base_model_for(choice: ModelChoice) -> LoadedModel:
+    """The shared base model `choice` names, loaded (or reused) and checked that a session can work on it."""
     base = shared_base_model(choice.source, choice.device, choice.dtype)
     if is_int8(base.model):
         raise DataError(f"{choice.label()} holds int8 weights: it can be compared (Compare page) but not pruned "
                         "or measured head by head. Load its fp32 sparse copy (the same name without '-int8') "
                         "to work on it.")
-    working = WorkingModel(base)
+    return base
+
+
+def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
+    """Load (or reuse the cached) base model and give the session its own copy."""
+    working = WorkingModel(base_model_for(choice))
     linked = state.linked_job if state.working is None else None   # kept for the session's first model only
     state.forget_model()
     state.linked_job = linked
@@ -268,6 +273,17 @@ def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigure
         if failed:
             return None
     return state.caches["figures-now"][1]
+
+
+def measured_so_far(state: DashboardState, working: WorkingModel) -> tuple[float | None, float | None]:
+    """The perplexities of the session's model now and of its adopted fine-tuned model, where a page has measured
+    them already (nothing is measured here)."""
+    now = state.caches.get("figures-now")
+    pruned = now[1].perplexity if now is not None and now[0] == ("figures", id(working), working.version) else None
+    if not working.steps and ("figures-base", id(working.base)) in state.caches:
+        pruned = state.caches[("figures-base", id(working.base))].perplexity
+    tuned = state.caches.get(("figures-tuned", state.tuned.checkpoint)) if state.tuned is not None else None
+    return pruned, tuned.perplexity if tuned is not None else None
 
 
 def tuned_figures(state: DashboardState) -> ModelFigures | None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import re
 
+from app_support.state import shared_store
 from sentinel.pruning.strategies import heads_for_ratio
+from sentinel.ui.history import steps_name
+from sentinel.ui.state import TunedModel
 from tests.app.conftest import assert_clean, dashboard, errors, open_app
 
 
@@ -93,3 +96,48 @@ def test_a_selection_made_on_maps_survives_a_prune_but_for_the_units_it_took_whi
     [note] = [i.value for i in at.info if i.value.startswith("Dropped from your selection")]
     layers = ("layer " if len(gone) == 1 else "layers ") + ", ".join(map(str, gone))
     assert f"; {layers}; " in note and f"the rule '{rule.describe()}' no longer describes" in note
+
+
+def test_loading_another_model_keeps_the_work_as_a_run_and_asks_before_discarding_it():
+    at = open_app("prune")
+    at.button(key="prune_go").click().run()                            # entropy 30%: 14 heads masked
+    at.slider(key="prune_ratio").set_value(0.2).run()
+    at.button(key="prune_go").click().run()                            # a second step
+    state = dashboard(at)
+    state.tuned = TunedModel(state.working.model, "job-kept-1", "/somewhere/job-kept-1/model", [])  # an adopted tune
+    history = state.working.history()
+    assert len(history) == 2
+
+    at.switch_page("app_pages/model.py").run()
+    at.button(key="model_load").click().run()                          # the bundled model again: a fresh copy
+    assert_clean(at)
+    state = dashboard(at)
+    assert state.working.history() == history and state.tuned is not None    # nothing discarded yet
+    [run] = [r for r in shared_store().list_experiments(kind="session") if r.config["dashboard_steps"] == history]
+    assert run.config["adopted_finetune"] == "job-kept-1/final" and run.status == "kept"
+    assert run.name == f"session: {steps_name(history)} + fine-tune job-kept-1/final"
+    assert [s["stage"] for s in shared_store().get_pruned_heads(run.id)].count("step 1") == 14
+    [warning] = [w.value for w in at.warning if "was saved as run" in w.value]
+    assert warning.startswith(f"Your session has 2 pruning steps and an adopted fine-tune. It was saved as run "
+                              f"{run.id} (listed on the Experiments page)")
+    confirm = at.button(key="model_load_confirm")
+    assert confirm.label.startswith("Discard current work and load bundled demo model")
+
+    at.button(key="model_load").click().run()                          # asking again keeps no second copy
+    assert len([r for r in shared_store().list_experiments(kind="session")
+                if r.config["dashboard_steps"] == history]) == 1
+    at.button(key="model_load_cancel").click().run()                  # keep working: nothing changes
+    assert dashboard(at).working.history() == history and dashboard(at).pending_load is None
+    assert not [w for w in at.warning if "was saved as run" in w.value]
+
+    at.switch_page("app_pages/experiments.py").run()                   # the kept run is listed
+    table = at.dataframe[0].value
+    assert table.loc[table["id"] == run.id, "name"].tolist() == [run.name]
+
+    at.switch_page("app_pages/model.py").run()
+    at.button(key="model_load").click().run()
+    at.button(key="model_load_confirm").click().run()                  # confirmed: now the work goes
+    assert_clean(at)
+    state = dashboard(at)
+    assert state.working.steps == [] and state.tuned is None and state.pending_load is None
+    assert {m.label: m.value for m in at.metric}["Your pruning steps"] == "0"
