@@ -26,8 +26,8 @@ from sentinel.ui.pruning import (PruneSettings, choose_by_selection, just_applie
 from sentinel.ui.selection import HeadSelection, UnitSelection, selection_plan
 from sentinel.ui.session import made_before
 from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
-                               dashboard, forget_budget_preview, keep_selection, last_budget_preview, notify, quick_sample,
-                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+                               dashboard, forget_budget_preview, keep_selection, last_budget_preview, notify,
+                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
 from app_support.widgets import head_map, layer_map, neuron_map, selection_list, unit_selection_list

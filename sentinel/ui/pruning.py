@@ -40,7 +40,7 @@ def preview_plan(working: WorkingModel, scores: Mapping[str, HeadScores], settin
                               settings.seed, whole_kv_groups=(settings.mode == "remove" and kv_group_size > 1))
 
 
-APPLIED_STRATEGY = "strategy-applied"   # state.caches: (working id, version after, PruneSettings) of the last strategy step
+APPLIED_STRATEGY = "strategy-applied"   # caches: (working id, version after, PruneSettings) of the last strategy step
 
 
 def mark_applied(caches: MutableMapping[str, Any], working: WorkingModel, settings: PruneSettings) -> None:

@@ -256,7 +256,8 @@ def keep_existing(heads: HeadSelection, units: UnitSelection, active: Iterable[H
     kept_layers = tuple(layer for layer in units.layers if layer in blocks)
     gone_layers = [layer for layer in units.layers if layer not in blocks]
     live = {layer: set(found) for layer, found in neurons.items()}
-    kept_neurons = {layer: tuple(n for n in chosen if n in live.get(layer, ())) for layer, chosen in units.neurons.items()}
+    kept_neurons = {layer: tuple(n for n in chosen if n in live.get(layer, ()))
+                    for layer, chosen in units.neurons.items()}
     gone_neurons = {layer: len(chosen) - len(kept_neurons[layer]) for layer, chosen in units.neurons.items()}
     gone_neurons = {layer: count for layer, count in sorted(gone_neurons.items()) if count}
     dropped = []

@@ -131,6 +131,7 @@ def test_loading_another_model_keeps_the_work_as_a_run_and_asks_before_discardin
     assert not [w for w in at.warning if "was saved as run" in w.value]
 
     at.switch_page("app_pages/experiments.py").run()                   # the kept run is listed
+    assert_clean(at)
     table = at.dataframe[0].value
     assert table.loc[table["id"] == run.id, "name"].tolist() == [run.name]
 
