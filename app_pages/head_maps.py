@@ -22,7 +22,7 @@ from sentinel.pruning.plan import plan_to_pairs
 from sentinel.ui.analysis import ON_REQUEST, UPLOAD_ACCEPT_MB, HeadMaps, block_size_for, pasted_text, uploaded_text
 from sentinel.ui.choices import MIN_STABLE_TOKENS, UPLOAD_LIMIT_MB, SampleText
 from sentinel.charts import METRICS, attention_heatmap
-from sentinel.ui.inside import MAX_TOKENS, head_pattern
+from sentinel.ui.inside import MAX_TOKENS, head_pattern, head_to_look_at
 from sentinel.ui.pruning import preview_plan
 from sentinel.ui.format import plural
 from sentinel.ui.selection import head_label
@@ -117,12 +117,15 @@ if state.selection.heads:
 with st.expander("Look inside a head", expanded=bool(state.selection.heads), icon=":material/visibility:"):
     every = [(layer, head) for layer in range(working.base.layout.num_layers)
              for head in range(working.base.layout.num_heads)]
-    first = state.selection.heads[0] if state.selection.heads else every[0]
-    if state.caches.get("inside-follows") != first:          # a new selection: look at its first head
-        st.session_state["inside_head"] = first
-        state.caches["inside-follows"] = first
-    looked = st.selectbox("Head", every, format_func=head_label, key="inside_head",
-                          help="Defaults to the first selected head; click a cell in the map to select one.")
+    state.inside_head, state.inside_follows = head_to_look_at(state.inside_head, state.inside_follows,
+                                                              state.selection.heads)
+    st.session_state["inside_head"] = looked = state.inside_head     # the selector shows what the charts show
+
+    def picked() -> None:
+        state.inside_head = st.session_state["inside_head"]
+
+    st.selectbox("Head", every, format_func=head_label, key="inside_head", on_change=picked,
+                 help="Follows the first selected head; click a cell in the map to select one.")
     sample = st.text_input("Short text", default_prompts()[0],   # fits the bundled model's corpus
                            key="inside_text", help=f"The first {MAX_TOKENS} tokens are shown.")
     shown = bool(state.selection.heads) or st.toggle("Show this head's attention", key="inside_show",

@@ -8,8 +8,9 @@ from sentinel.pruning import active_heads
 from sentinel.ui.format import human_bytes, human_count
 from sentinel.ui.history import readable
 from sentinel.ui.library import MODELS_FOLDER, saved_models
-from app_support.state import (ModelChoice, base_figures, bundled_model_available, dashboard, open_model, report_errors,
-                               require_model)
+from app_support.model_load import confirm_load, load_or_ask
+from app_support.state import (ModelChoice, base_figures, bundled_model_available, dashboard, report_errors,
+                               require_model, show_notices)
 
 KINDS = {
     "bundled": "Bundled demo model",
@@ -19,6 +20,7 @@ KINDS = {
 }
 
 state = dashboard()
+show_notices(state)
 st.title(":material/memory: Model")
 st.caption("Pick the model to explore. It is loaded once for everyone using this app; "
            "your pruning and training happen on your own copy.")
@@ -54,8 +56,8 @@ if submitted:
                 source = str(check_allowed_folder(source))   # same message whether the path exists or not
             elif kind == "hub":
                 source = check_hub_id(source)                # a hub id, never a path on the server
-            open_model(state, ModelChoice(source, device, dtype))
-            st.toast("Model loaded", icon=":material/check_circle:")
+            load_or_ask(state, ModelChoice(source, device, dtype))   # with work at stake: kept as a run, then asks
+confirm_load(state)
 
 if state.working is None:
     if not bundled_model_available():

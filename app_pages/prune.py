@@ -21,12 +21,13 @@ from sentinel.ui.format import job_failure, plural, word_diff_html
 from sentinel.ui.export import DASHBOARD_FORMATS, GGUF_QUANTS, export_blocker, export_session
 from sentinel.files import visitor_name
 from sentinel.ui.library import EXPORTS_FOLDER, MODELS_FOLDER, export_folder_for, model_folder_for, zip_folder
-from sentinel.ui.pruning import PruneSettings, choose_by_selection, metrics_for, preview_plan
+from sentinel.ui.pruning import (PruneSettings, choose_by_selection, just_applied, mark_applied, metrics_for,
+                                 preview_or_note)
 from sentinel.ui.selection import HeadSelection, UnitSelection, selection_plan
 from sentinel.ui.session import made_before
 from app_support.state import (base_figures, budget_prediction, cached_speed, current_figures, current_maps,
-                               dashboard, forget_budget_preview, last_budget_preview, notify, quick_sample,
-                               report_errors, require_model, shared_jobs, shared_store, show_notices,
+                               dashboard, forget_budget_preview, keep_selection, last_budget_preview, notify,
+                               quick_sample, report_errors, require_model, shared_jobs, shared_store, show_notices,
                                speed_comparison, strategy_scores)
 from app_support.target_prune import APPLIED_TARGET, prune_to_target, recovery_panel, recovery_pending
 from sentinel.ui.target_prune import recovery_figures
@@ -110,9 +111,13 @@ with right:
     total = layout.num_layers * layout.num_heads
     if how == "strategy":
         state.prune_settings = PruneSettings(strategy, float(ratio), int(min_heads), scope, int(seed), mode)
+        done_note = None            # the settings were just applied and cannot be applied once more
         with report_errors("previewing the strategy's choice") as no_preview:
             scores = strategy_scores(state, working, strategy)
-            preview = preview_plan(working, scores, state.prune_settings, layout.kv_group_size)
+            preview, done_note = preview_or_note(working, scores, state.prune_settings, layout.kv_group_size,
+                                                 just_applied(state.caches, working, state.prune_settings))
+        if done_note is not None:
+            st.info(done_note, icon=":material/check_circle:")
         if preview is not None:
             count = sum(len(h) for h in preview[0].values())
             st.caption(f"Preview (dashed orange on the map): {heads_share(count, total)} of the model, "
@@ -142,7 +147,9 @@ with right:
     waiting = how == "target" and recovery_pending(state)   # one target prune with recovery at a time
     go = st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:", disabled=(
         how in ("strategy", "target") and preview is None) or waiting,
-                   help="Wait for the target prune running below, or cancel it." if waiting else None)
+                   help="Wait for the target prune running below, or cancel it." if waiting else
+                   "These settings were just applied: lower the ratio to prune further." if how == "strategy"
+                   and done_note is not None else None)
     cols = st.columns(2)
     undo = cols[0].button("Undo", key="prune_undo", icon=":material/undo:", disabled=not working.steps,
                           help="Take back the last pruning step.", width="stretch")
@@ -159,11 +166,15 @@ if go:
         elif how == "strategy":
             plan, label = preview                 # exactly the heads the preview outlined
             step = working.apply(plan, mode, label, strategy, ratio)
+            mark_applied(state.caches, working, state.prune_settings)
         else:
             plan, label = choose_by_selection(working, selection_plan(state.selection, state.units), int(min_heads))
             step = working.apply(plan, mode, label)
-        state.selection = HeadSelection((), state.selection.seen)
-        state.units = UnitSelection()
+        if how == "selection":                    # the selection was pruned: used up
+            state.selection = HeadSelection((), state.selection.seen)
+            state.units = UnitSelection()
+        else:                                     # kept, but for what this step took (said so)
+            keep_selection(state, working)
         notify(state, f"{'Masked' if mode == 'mask' else 'Removed'} {step.describe()} ({step.how})")
         st.rerun()
 if undo:

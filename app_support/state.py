@@ -34,7 +34,8 @@ from sentinel.ui.library import MODELS_FOLDER
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, budget_scores, needs_text, predict_budget
 from sentinel.ui.maps_cache import load_cached_maps, save_cached_maps
-from sentinel.ui.selection import HeadSelection, set_heads, set_layers
+from sentinel.pruning.units import active_neurons
+from sentinel.ui.selection import HeadSelection, keep_existing, set_heads, set_layers
 from sentinel.ui.session import PruneStep, WorkingModel, ran_on
 from sentinel.evaluation.paired import SpeedComparison, compare_speed
 from sentinel.ui.state import (STATE_KEY, URL_KEY, DashboardState, Failure, ModelChoice,  # noqa: F401
@@ -105,14 +106,19 @@ def shared_base_model(source: str | None, device: str, dtype: str) -> LoadedMode
     return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
 
 
-def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
-    """Load (or reuse the cached) base model and give the session its own copy."""
+def base_model_for(choice: ModelChoice) -> LoadedModel:
+    """The shared base model `choice` names, loaded (or reused) and checked that a session can work on it."""
     base = shared_base_model(choice.source, choice.device, choice.dtype)
     if is_int8(base.model):
         raise DataError(f"{choice.label()} holds int8 weights: it can be compared (Compare page) but not pruned "
                         "or measured head by head. Load its fp32 sparse copy (the same name without '-int8') "
                         "to work on it.")
-    working = WorkingModel(base)
+    return base
+
+
+def open_model(state: DashboardState, choice: ModelChoice) -> WorkingModel:
+    """Load (or reuse the cached) base model and give the session its own copy."""
+    working = WorkingModel(base_model_for(choice))
     linked = state.linked_job if state.working is None else None   # kept for the session's first model only
     state.forget_model()
     state.linked_job = linked
@@ -271,6 +277,17 @@ def current_figures(state: DashboardState, working: WorkingModel) -> ModelFigure
     return state.caches["figures-now"][1]
 
 
+def measured_so_far(state: DashboardState, working: WorkingModel) -> tuple[float | None, float | None]:
+    """The perplexities of the session's model now and of its adopted fine-tuned model, where a page has measured
+    them already (nothing is measured here)."""
+    now = state.caches.get("figures-now")
+    pruned = now[1].perplexity if now is not None and now[0] == ("figures", id(working), working.version) else None
+    if not working.steps and ("figures-base", id(working.base)) in state.caches:
+        pruned = state.caches[("figures-base", id(working.base))].perplexity
+    tuned = state.caches.get(("figures-tuned", state.tuned.checkpoint)) if state.tuned is not None else None
+    return pruned, tuned.perplexity if tuned is not None else None
+
+
 def tuned_figures(state: DashboardState) -> ModelFigures | None:
     """Figures of the fine-tuned model (computed once per adopted model folder)."""
     if state.tuned is None:
@@ -397,6 +414,24 @@ def quick_sample(state: DashboardState, working: WorkingModel, prompt: str, tune
     if key not in state.caches:
         state.caches[key] = generate_text(model, working.tokenizer, prompt, max_new_tokens=30, greedy=True).text
     return state.caches[key]
+
+
+def keep_selection(state: DashboardState, working: WorkingModel) -> None:
+    """After a step that did not prune the selection: keep the selected heads, layers and neurons still active, and
+    say which went (a toast now, and a note beside the selection on Prune while the model stays as it is)."""
+    kept = keep_existing(state.selection, state.units, working.active(), working.blocks(),
+                         active_neurons(working.model))
+    state.selection, state.units = kept.heads, kept.units
+    note = kept.note()
+    state.selection_note = (id(working), working.version, note) if note else None
+    if note:
+        notify(state, note)
+
+
+def selection_note(state: DashboardState, working: WorkingModel) -> str | None:
+    """What the last step dropped from the selection, while the model is still as that step left it."""
+    found = state.selection_note
+    return found[2] if found is not None and found[:2] == (id(working), working.version) else None
 
 
 def notify(state: DashboardState, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_support.state import current_figures, notify, report_errors, shared_jobs, shared_store
+from app_support.state import current_figures, keep_selection, notify, report_errors, shared_jobs, shared_store
 from app_support.progress import job_progress
 from sentinel.pruning.budget import BudgetResult
 from sentinel.ui.budget import BudgetSettings, apply_budget
@@ -74,6 +74,7 @@ def recovery_panel(state: DashboardState, working: WorkingModel) -> None:
             state.caches[APPLIED_TARGET] = (id(working), working.version, pending[1], pending[2])
         state.recover_job_id = None
         notify(state, f"Removed {step.describe()} ({step.how}); recovery fitted in the background by job {job.id}")
+        keep_selection(state, working)
         st.rerun()
     else:
         if job.state == "cancelled":

@@ -11,7 +11,7 @@ import streamlit as st
 
 from sentinel.metrics.scores import HeadScores, UnitScores
 from sentinel.pruning.plan import PruningPlan
-from app_support.state import keep_url
+from app_support.state import keep_url, selection_note
 from app_support.progress import job_progress
 from sentinel.charts import METRICS, SELECTION_NAME, head_frame, head_heatmap, pruned_first
 from sentinel.ui.selection import (NEURON_RULE_MAX, HeadKey, NeuronRule, apply_chart_event, apply_layer_event,
@@ -375,6 +375,9 @@ def neuron_selection_link(state: DashboardState) -> None:
 def unit_selection_list(state: DashboardState, working: WorkingModel) -> None:
     """On Prune's 'By my selection': the selected layers (editable) and neurons (counted per layer) beside the
     heads' list."""
+    dropped = selection_note(state, working)
+    if dropped:
+        st.info(dropped, icon=":material/filter_alt_off:")
     layer_selection_list(state, working)
     count = state.units.neuron_count()
     if not count:

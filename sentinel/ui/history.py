@@ -76,6 +76,12 @@ def finetune_run_name(steps: list[Mapping[str, Any]], train_steps: int | None = 
     return name
 
 
+def session_run_name(steps: list[Mapping[str, Any]], adopted: str | None = None) -> str:
+    """A session kept before another model replaced it, e.g. 'session: entropy 30% mask (14 heads) + fine-tune
+    3f2a9c1b0d4e/final'."""
+    return f"session: {steps_name(steps)}" + (f" + fine-tune {adopted}" if adopted else "")
+
+
 def target_run_name(settings: BudgetSettings) -> str:
     """A target prune from Prune, e.g. 'params 50% heads+neurons, lstsq' or 'speed-up 1.5× heads, no recovery'."""
     recovery = "no recovery" if settings.recovery == "none" else settings.recovery

@@ -41,6 +41,21 @@ class HeadPattern:
         return pd.DataFrame(rows)
 
 
+HeadKey = tuple[int, int]
+
+
+def head_to_look_at(looking: HeadKey, followed: HeadKey | None, selected: tuple[HeadKey, ...]
+                    ) -> tuple[HeadKey, HeadKey | None]:
+    """The head 'Look inside a head' shows, and the selected head it last followed: a new first selected head is
+    looked at; otherwise the head stays the one looked at (picked in the selector or followed before), also when the
+    selection is cleared. One value for the selector and the charts, kept in the session, not in the widget (whose
+    state Streamlit drops while the page is not shown)."""
+    first = selected[0] if selected else None
+    if first is not None and first != followed:
+        return first, first
+    return looking, first
+
+
 def head_pattern(model: nn.Module, tokenizer: Any, text: str, layer: int, head: int,
                  max_tokens: int = MAX_TOKENS, top_k: int = 5) -> HeadPattern:
     """The attention of original head (`layer`, `head`) of `model` over the first `max_tokens` tokens of `text`."""

@@ -5,8 +5,9 @@ Both paths check `min_heads` with the strategies' own rule before anything is pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from sentinel.errors import InvalidPruningPlan
 from sentinel.metrics.scores import HeadScores
@@ -37,6 +38,36 @@ def preview_plan(working: WorkingModel, scores: Mapping[str, HeadScores], settin
     """The plan Prune would apply now with `settings` (the same call the Prune button makes)."""
     return choose_by_strategy(working, scores, settings.strategy, settings.ratio, settings.min_heads, settings.scope,
                               settings.seed, whole_kv_groups=(settings.mode == "remove" and kv_group_size > 1))
+
+
+APPLIED_STRATEGY = "strategy-applied"   # caches: (working id, version after, PruneSettings) of the last strategy step
+
+
+def mark_applied(caches: MutableMapping[str, Any], working: WorkingModel, settings: PruneSettings) -> None:
+    """Remember that `settings` were just applied as a step: the model's version now is their result."""
+    caches[APPLIED_STRATEGY] = (id(working), working.version, settings)
+
+
+def just_applied(caches: Mapping[str, Any], working: WorkingModel, settings: PruneSettings) -> bool:
+    """Whether the model as it is now is exactly the result of applying `settings` (nothing changed since)."""
+    return caches.get(APPLIED_STRATEGY) == (id(working), working.version, settings)
+
+
+def preview_or_note(working: WorkingModel, scores: Mapping[str, HeadScores], settings: PruneSettings,
+                    kv_group_size: int, applied: bool) -> tuple[tuple[HeadPlan, str] | None, str | None]:
+    """The plan Prune would apply now, or, when `settings` were just applied (`applied`) and a further step with
+    them cannot be met, no plan and a note saying so: the ratio is a share of the heads active *now*, so right
+    after a step the same settings ask for that share of what is left, which min_heads often forbids. That is
+    not a failure of the step just taken. Settings the user chose that cannot be met still raise."""
+    try:
+        return preview_plan(working, scores, settings, kv_group_size), None
+    except InvalidPruningPlan as refusal:
+        if not applied:
+            raise
+        active = len(working.active())
+        return None, (f"Pruned with these settings ({settings.describe()}). Pressing Prune again would prune a "
+                      f"further {settings.ratio:.0%} of the {active} heads still active, which cannot be done: "
+                      f"{refusal} Undo takes the step back.")
 
 
 def metrics_for(strategy: str) -> tuple[str, ...]:

@@ -226,3 +226,54 @@ def keep_present(selection: UnitSelection, blocks: Iterable[int], neurons: Mappi
     kept = {layer: tuple(n for n in units if n in live.get(layer, ())) for layer, units in selection.neurons.items()}
     return UnitSelection(_allowed(set(selection.layers), blocks), selection.seen,
                          {layer: units for layer, units in kept.items() if units}, selection.rule)
+
+
+@dataclass(frozen=True)
+class KeptSelection:
+    """A selection after a pruning step that did not prune it: what still refers to active units (`heads`, `units`)
+    and, as people read them, the parts dropped because the step pruned their units (`dropped`)."""
+
+    heads: HeadSelection
+    units: UnitSelection
+    dropped: tuple[str, ...] = ()
+
+    def note(self) -> str | None:
+        """Which parts of the selection went and why (None: all of it is kept)."""
+        if not self.dropped:
+            return None
+        return ("Dropped from your selection: " + "; ".join(self.dropped) + ". The last pruning step pruned them, "
+                "so they cannot be pruned again. The rest of your selection is kept.")
+
+
+def keep_existing(heads: HeadSelection, units: UnitSelection, active: Iterable[HeadKey], blocks: Iterable[int],
+                  neurons: Mapping[int, Iterable[int]]) -> KeptSelection:
+    """The selection without the heads, layers and neurons no longer active (`active` heads, selectable `blocks`,
+    each layer's active `neurons`), naming what went. A neuron rule whose neurons were partly pruned no longer
+    describes those left, so it is dropped too (the neurons left stay selected)."""
+    active, blocks = set(active), set(blocks)
+    kept_heads = tuple(key for key in heads.heads if key in active)
+    gone_heads = [key for key in heads.heads if key not in active]
+    kept_layers = tuple(layer for layer in units.layers if layer in blocks)
+    gone_layers = [layer for layer in units.layers if layer not in blocks]
+    live = {layer: set(found) for layer, found in neurons.items()}
+    kept_neurons = {layer: tuple(n for n in chosen if n in live.get(layer, ()))
+                    for layer, chosen in units.neurons.items()}
+    gone_neurons = {layer: len(chosen) - len(kept_neurons[layer]) for layer, chosen in units.neurons.items()}
+    gone_neurons = {layer: count for layer, count in sorted(gone_neurons.items()) if count}
+    dropped = []
+    if gone_heads:
+        dropped.append(("head " if len(gone_heads) == 1 else "heads ") + ", ".join(map(head_label, gone_heads)))
+    if gone_layers:
+        dropped.append(("layer " if len(gone_layers) == 1 else "layers ") + ", ".join(map(str, gone_layers)))
+    rule = units.rule
+    if gone_neurons:
+        count = sum(gone_neurons.values())
+        where = ", ".join(f"layer {layer}: {n:,}" for layer, n in gone_neurons.items())
+        dropped.append(f"{count:,} neuron{'s' if count != 1 else ''} ({where})"
+                       + (f" — so the rule '{rule.describe()}' no longer describes the neurons left; set it again "
+                          "on Maps → MLP neurons to select by it" if rule is not None else ""))
+        rule = None
+    return KeptSelection(HeadSelection(kept_heads, heads.seen),
+                         UnitSelection(kept_layers, units.seen,
+                                       {layer: n for layer, n in kept_neurons.items() if n}, rule),
+                         tuple(dropped))

@@ -23,6 +23,7 @@ from sentinel.errors import DataError, SentinelError
 from sentinel.models import BUNDLED_MODEL_DIR
 from sentinel.ui.choices import (MAP_METRIC, MAP_SAMPLES, MAP_SEQ_LEN, STATE_KEY, URL_KEY,  # noqa: F401
                                  ModelChoice, SampleText)
+from sentinel.ui.kept_sessions import PendingLoad
 from sentinel.ui.maps_cache import maps_fingerprint
 from sentinel.ui.pruning import PruneSettings
 from sentinel.ui.selection import HeadSelection, NeuronRule, UnitSelection
@@ -66,6 +67,10 @@ class DashboardState:
     gradual_job_id: str | None = None                         # the session's latest gradual sparsify (Weights)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)   # Prune's settings, for previews
     linked_job: str | None = None      # a fine-tune job whose address opened this session: its model opens once
+    pending_load: PendingLoad | None = None            # a model to load once the user confirms discarding the work
+    selection_note: tuple[int, int, str] | None = None   # (working id, version, what the last step took from it)
+    inside_head: tuple[int, int] = (0, 0)             # the head 'Look inside a head' shows (selector and charts)
+    inside_follows: tuple[int, int] | None = None     # the selected head it last followed
 
 
     def forget_model(self) -> None:
@@ -73,6 +78,8 @@ class DashboardState:
         self.working = None
         self.selection = HeadSelection()
         self.units = UnitSelection()
+        self.selection_note = None
+        self.pending_load = None
         self.caches.clear()
         self.tuned = None
         self.job_id = None              # every job below ran on the previous model: showing one with the new
@@ -81,6 +88,7 @@ class DashboardState:
         self.recover_job_id = None      # its result was fitted on the previous model
         self.sensitivity_job_id = None      # both were run on the previous model
         self.gradual_job_id = None
+        self.inside_head, self.inside_follows = (0, 0), None     # the new model may have other heads
 
 
 def bundled_model_available() -> bool:
