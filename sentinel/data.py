@@ -325,7 +325,8 @@ def iter_text_pieces(source: str | Path | None = None, *, data: bytes | None = N
         return
     if source is not None and not str(source).startswith("bundled:"):
         path = Path(str(source)).expanduser()
-        if path.exists() or path.suffix.lower() in TEXT_SUFFIXES:
+        # a gzipped file (a demo folder's corpus/train.jsonl.gz) is read in memory below, its size checked unpacked
+        if path.suffix.lower() != ".gz" and (path.exists() or path.suffix.lower() in TEXT_SUFFIXES):
             if not path.is_file():
                 raise DataError(f"Text file {path} does not exist; check the path.")
             if path.stat().st_size > max_bytes:

@@ -90,7 +90,8 @@ def test_a_link_may_not_open_a_folder_outside_the_data_folder(tmp_path):
 
     token = SessionSnapshot(ModelChoice(str(tmp_path))).encode()
     at = open_app(query={"s": token})
-    assert any("a link may only reopen the bundled model or one saved under" in e for e in errors(at))
+    assert any("a link may only reopen the bundled model or one saved in the data folder's models/" in e
+               for e in errors(at))
 
 
 def test_one_perplexity_on_every_page(monkeypatch):

@@ -74,3 +74,13 @@ def test_sentinel_sparsify_scores_a_model_on_its_own_validation_split(tmp_path, 
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert Path(result["evaluation"]["text"]) == STDLIB / "corpus" / "validation.jsonl"
+
+
+def test_a_gzipped_split_streams_into_token_blocks_like_its_documents():
+    from sentinel.data import load_text_blocks
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(STDLIB)
+    train = STDLIB / "corpus" / "train.jsonl.gz"
+    blocks = load_text_blocks(tokenizer, str(train), block_size=64, max_tokens=640)
+    assert blocks.num_tokens == 640 and len(blocks.input_ids) == 10
