@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from app_support.state import (JOB_KEY, adopt_tuned, base_figures, dashboard, job_model_note, job_verdict,
+from app_support.model_load import keep_work
+from app_support.state import (JOB_KEY, adopt_tuned, base_figures, dashboard, job_model_note, job_verdict, notify,
                                report_errors, require_model, restore_job_session, shared_jobs, shared_store,
                                show_notices)
 from sentinel.charts import curves_chart
@@ -188,7 +189,10 @@ else:
                 "open the model it ran on (this replaces your model and its pruning steps).", icon=":material/info:")
         if st.button("Open the model this job ran on", key="finetune_open_job_model", icon=":material/open_in_new:"):
             with report_errors("opening the model the job started from"):
+                kept = keep_work(state)             # the session's own work is kept as a run first
                 working = restore_job_session(state, view)
+                if kept is not None:
+                    notify(state, f"Your previous session's work was kept as run {kept} (listed on Experiments).")
                 st.rerun()
     verdict = job_verdict(state, working, view)
     adopted = state.tuned.checkpoint if state.tuned is not None and state.tuned.job_id == view.job.id else None

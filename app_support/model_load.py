@@ -30,6 +30,15 @@ def load_or_ask(state: DashboardState, choice: ModelChoice) -> None:
         open_model(state, choice)
         st.toast("Model loaded", icon=":material/check_circle:")
         return
+    state.pending_load = PendingLoad(choice, work, keep_work(state, work))
+
+
+def keep_work(state: DashboardState, work: SessionWork | None = None) -> str | None:
+    """Keep the session's work as a run (once for the same work); its run id, or None when there is nothing to
+    lose. Everything that replaces the session's model calls this first."""
+    work = work if work is not None else current_work(state)
+    if work is None:
+        return None
     kept = state.caches.get(KEPT)
     if kept is None or kept[0] != work:
         choice_now = state.choice or ModelChoice()
@@ -37,7 +46,7 @@ def load_or_ask(state: DashboardState, choice: ModelChoice) -> None:
         run = keep_session(shared_store(), state.working, work.adopted, choice_now.device, choice_now.dtype,
                            pruned, tuned)
         state.caches[KEPT] = kept = (work, run)
-    state.pending_load = PendingLoad(choice, work, kept[1])
+    return kept[1]
 
 
 def confirm_load(state: DashboardState) -> None:

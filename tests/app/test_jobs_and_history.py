@@ -299,3 +299,26 @@ def test_a_run_recorded_before_jobs_measured_the_protocol_shows_no_other_number(
     verdict = dashboard(at).caches[("verdict", job_id)]
     assert (verdict.before, verdict.after) == (summary["protocol_perplexity_before"], summary["protocol_perplexity_after"])
     assert store.get_experiment(job.experiment_id).summary["protocol_perplexity_after"] == verdict.after
+
+
+def test_opening_a_jobs_model_keeps_the_sessions_own_work_first(finished):
+    """Issue 22 defect 2, on the Fine-tune page: 'Open the model this job ran on' replaces the session's model;
+    the session's own pruning steps are kept as a run before that."""
+    first, job_id = finished
+    at = open_app("finetune", query=url_of(first))
+    other = str(BUNDLED_MODEL_DIR.parent / "stdlib-gpt2")
+    at.switch_page("app_pages/model.py").run()
+    at.radio(key="model_kind").set_value("folder").run()
+    at.text_input(key="model_folder").set_value(other).run()
+    at.button(key="model_load").click().run()
+    at.button(key="model_load_confirm").click().run()             # the bundled session's step kept, then stdlib
+    at.switch_page("app_pages/prune.py").run()
+    at.button(key="prune_go").click().run()                       # stdlib-gpt2 with one step of its own
+    assert_clean(at)
+    runs_before = {r.id for r in shared_store().list_experiments() if r.kind == "session"}
+    at.switch_page("app_pages/finetune.py").run()
+    at.button(key="finetune_open_job_model").click().run()
+    assert_clean(at)
+    kept = [r for r in shared_store().list_experiments() if r.kind == "session" and r.id not in runs_before]
+    assert len(kept) == 1 and kept[0].model == other
+    assert Path(dashboard(at).working.base.source) == BUNDLED_MODEL_DIR
