@@ -18,7 +18,7 @@ from sentinel.cli import main  # noqa: E402
 from sentinel.export import ExportError  # noqa: E402
 from sentinel.exporters import export_format  # noqa: E402
 from sentinel.pruning.masks import set_gate_scales  # noqa: E402
-from tests.conftest import make_char_tokenizer, make_tiny_model, sample_ids  # noqa: E402
+from tests.conftest import CAUSAL_FAMILIES, make_char_tokenizer, make_tiny_model, sample_ids  # noqa: E402
 
 # Run by a fresh interpreter: numpy and onnxruntime only; importing sentinel is made impossible.
 CHILD = r"""
@@ -171,3 +171,20 @@ def test_external_data_above_the_threshold(tmp_path, monkeypatch):
     assert result.verified_with_past_max_abs_diff <= 1e-4
     names = {p.name for p in (tmp_path / "onnx").iterdir()}
     assert {"model.onnx.data", "model_with_past.onnx.data"} <= names
+
+
+@pytest.mark.parametrize("family", CAUSAL_FAMILIES)
+def test_every_causal_family_exports_its_pruned_shapes_to_onnx(tmp_path, family):
+    """Issue 23 item 3: heads removed from one block (a whole K/V group where heads share one), neurons from
+    another, checked by ONNX Runtime against the torch model, prefill and KV cache."""
+    from sentinel.models.heads import model_heads
+
+    model = make_tiny_model(family)
+    heads = model_heads(model)
+    group = list(range(heads.kv_group_size))                 # K/V group 0: removable in every family
+    remove_heads(model, {0: group})
+    remove_neurons(model, {1: list(range(0, 16, 2))})
+    result = export_format("onnx").export(model, make_char_tokenizer(), tmp_path / "onnx")
+    assert result.blocks[0]["heads"] == heads.num_heads - len(group)
+    assert result.verified_max_abs_diff is not None and result.verified_max_abs_diff <= 1e-4
+    assert result.kv_cache and result.verified_with_past_max_abs_diff <= 1e-4
