@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +23,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from sentinel.models.int8 import int8_weights, is_int8
-from sentinel.sparsity.scores import DATA_METHODS, METHODS, PER_MATRIX_METHODS, compute_scores, iter_scores
+from sentinel.sparsity.cut import global_cut, global_keep
+from sentinel.sparsity.scores import (DATA_METHODS, METHODS, PER_MATRIX_METHODS, compute_scores, input_norms,
+                                      iter_scores)
 from sentinel.sparsity.sparsegpt import SPARSEGPT_COLUMN_BLOCK, SPARSEGPT_DAMPENING, sparsegpt_prune
 from sentinel.sparsity.targets import SparsityError, Target, find_targets
 
@@ -154,46 +156,6 @@ def select_masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str
         masks[name] = keep[offset:offset + s.numel()].view_as(s).to(s.device)
         offset += s.numel()
     return masks
-
-
-def _order_keys(scores: torch.Tensor) -> torch.Tensor:
-    """int64 keys with the same order as float32 `scores` (-inf first), so a threshold can be searched exactly."""
-    bits = scores.float().contiguous().view(torch.int32).to(torch.int64)
-    return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
-
-
-def global_cut(passes: Callable[[], Iterable[tuple[Target, torch.Tensor]]], k: int) -> tuple[int, int]:
-    """(key, ties) of the k-th lowest score (k ≥ 1) over every matrix, without holding the matrices together:
-    prune every score whose order key is below `key`, then the first `ties` scores equal to it (in target order,
-    flat index order). Each call of `passes()` yields the scores one matrix at a time; every pass counts the keys
-    in 1024 buckets of the range that holds the k-th lowest, so five passes pin the exact float32 value."""
-    lo, hi, below = -(2 ** 31), 2 ** 31 - 1, 0     # the k-th lowest key lies in [lo, hi]; `below` keys are < lo
-    while lo < hi:
-        width = hi - lo + 1
-        edges = lo + torch.linspace(0, width, steps=min(width, 1024) + 1, dtype=torch.float64).floor().to(torch.int64)
-        buckets = len(edges) - 1                   # bucket j holds keys in [edges[j], edges[j + 1])
-        counts = torch.zeros(buckets + 2, dtype=torch.int64)
-        for _, scores in passes():
-            keys = _order_keys(scores).flatten().cpu()
-            counts += torch.bincount(torch.bucketize(keys, edges, right=True), minlength=buckets + 2)
-        within = below + torch.cumsum(counts[1:buckets + 1], 0)    # within[j]: keys < edges[j + 1]
-        j = int(torch.searchsorted(within, torch.tensor([k]))[0])   # first bucket reaching k
-        lo, hi = int(edges[j]), int(edges[j + 1]) - 1
-        below = below if j == 0 else int(within[j - 1])
-    return lo, k - below
-
-
-def _global_keep(scores: torch.Tensor, key: int, ties_left: int) -> tuple[torch.Tensor, int]:
-    """This matrix's keep-mask under a global cut, and the ties still to prune after it."""
-    keys = _order_keys(scores)
-    keep = keys > key
-    if ties_left > 0:
-        tied = (keys == key).flatten().nonzero().flatten()
-        keep.view(-1)[tied[ties_left:]] = True              # past the quota: kept
-        ties_left -= min(ties_left, len(tied))
-    else:
-        keep |= keys == key
-    return keep, ties_left
 
 
 def is_sparse_pruned(module: nn.Module) -> bool:
@@ -361,8 +323,6 @@ def _sparsify_per_matrix(model: nn.Module, targets: Sequence[Target], config: Sp
     matrix's scores (and, with `hold`, the masks). The masks equal `select_masks` on all scores at once."""
     norms = None
     if config.method == "wanda":
-        from sentinel.sparsity.scores import input_norms
-
         norms = input_norms(model, targets, calibration, config.calibration_batch_size)
 
     def passes() -> Iterable[tuple[Target, torch.Tensor]]:
@@ -377,7 +337,7 @@ def _sparsify_per_matrix(model: nn.Module, targets: Sequence[Target], config: Sp
     ties_left = cut[1] if cut is not None else 0
     for t, scores in passes():
         if cut is not None:
-            keep, ties_left = _global_keep(scores, cut[0], ties_left)
+            keep, ties_left = global_keep(scores, cut[0], ties_left)
         elif config.scope == "global" and pattern is None:
             keep = torch.ones_like(scores, dtype=torch.bool)      # 0 of the weights to prune
         else:

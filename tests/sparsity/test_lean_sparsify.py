@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 
-from sentinel.sparsity.masks import SparsityConfig, global_cut, make_permanent, select_masks, sparsify
+from sentinel.sparsity.cut import global_cut
+from sentinel.sparsity.masks import SparsityConfig, make_permanent, select_masks, sparsify
 from sentinel.sparsity.scores import compute_scores, iter_scores
 from sentinel.sparsity.targets import find_targets
 from tests.conftest import make_tiny_model
