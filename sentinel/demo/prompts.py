@@ -35,22 +35,17 @@ SAMPLE_COUNT = 5
 
 
 def demo_model_name(source: str | None) -> str:
-    """The bundled model a folder is (or was copied from: a saved copy's corpus names its base), by folder name;
-    otherwise the folder's own name. None is the bundled model Sentinel opens on."""
-    import json
+    """The bundled model a folder is (or was copied from: a saved copy's corpus names its base,
+    `sentinel.data.own_text_owner`), by folder name. None is the bundled model Sentinel opens on."""
     from pathlib import Path
 
     from sentinel.models.bundled import BUNDLED_MODEL_DIR
 
     if source is None:
         return BUNDLED_MODEL_DIR.name
-    folder = Path(source)
-    origin = folder / "corpus" / "origin.json"
-    if origin.is_file():
-        name = json.loads(origin.read_text(encoding="utf-8")).get("model")
-        if isinstance(name, str) and name:
-            return name
-    return folder.name
+    from sentinel.data import own_text_owner     # imports torch: only once a model is open
+
+    return own_text_owner(Path(source))
 
 
 def prompts_for_source(source: str | None) -> tuple[str, ...]:
